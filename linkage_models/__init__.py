@@ -1,0 +1,1 @@
+"""Versioned, immutable match-model files (`<name>-v<NNN>.json` + `.meta.json` sidecar)."""

@@ -1,0 +1,41 @@
+"""Settings, read from the environment (prefix ``MPI_``) by whoever builds them.
+
+Owns: every setting and its default. The only module that reads the environment. Nothing
+builds settings at import time: the CLI commands and ``api.main:create_app`` do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """mpi settings; each field can be set as ``MPI_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MPI_", extra="ignore")
+
+    data_dir: Path = Field(Path("mpi-data"), description="Directory holding the registry "
+                           "(mpi.duckdb), the server secret and generated certificates.")
+    server_secret_file: Path | None = Field(None, description="File holding the server re-key "
+                                            "secret; default <data_dir>/server.secret, created "
+                                            "0600 on first use.")
+    models_dir: Path | None = Field(None, description="Directory of versioned model files; "
+                                    "default: the linkage_models/ shipped with mpi.")
+    model_name: str = Field("default", description="Model name whose newest version is used "
+                            "when the registry has no active model yet.")
+    accepted_key_ids: list[str] = Field(default_factory=list, description="Linkage key ids "
+                                        "accepted from agencies; empty: pin the first one seen.")
+    ingest_chunk: int = Field(10_000, description="Records per ingest transaction (CLI).")
+
+    @property
+    def registry_path(self) -> Path:
+        """The DuckDB registry file."""
+        return self.data_dir / "mpi.duckdb"
+
+    @property
+    def secret_path(self) -> Path:
+        """Where the server re-key secret lives."""
+        return self.server_secret_file or self.data_dir / "server.secret"

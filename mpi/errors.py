@@ -1,0 +1,120 @@
+"""The one tree of domain errors, each with a stable ``code``.
+
+Owns: every exception the domain raises on purpose. Must not: import HTTP frameworks or carry
+tokens, secrets or person keys in messages (messages name rows, fields and reasons only).
+
+    MpiError
+    ├── InvalidInput            (bad request data; row/field/reason details)
+    │   ├── SchemaMismatch      (unknown schema version or linkage key id)
+    │   └── InsufficientIdentifiers
+    ├── NotFound                (unknown record, person, model, job)
+    ├── Conflict                (state forbids the change)
+    ├── Unauthorized / Forbidden
+    ├── RateLimited
+    └── ConfigurationError      (missing secret file, bad settings, missing Java/pyspark)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem: which row (1-based, data rows) and field, and why."""
+
+    row: int | None
+    field: str | None
+    reason: str
+    source_record_id: str | None = None
+
+    def describe(self) -> str:
+        """Render as a one-line human message."""
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.field:
+            where.append(f"field {self.field!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.reason}" if prefix else self.reason
+
+
+class MpiError(Exception):
+    """Base of every domain error."""
+
+    code = "mpi_error"
+
+    def __init__(self, message: str, *, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems: list[Problem] = problems or []
+
+
+class InvalidInput(MpiError):
+    """The caller sent data that cannot be accepted as it is."""
+
+    code = "invalid_input"
+
+
+class SchemaMismatch(InvalidInput):
+    """Tokens were made under an unknown schema version or linkage key id."""
+
+    code = "schema_mismatch"
+
+
+class InsufficientIdentifiers(InvalidInput):
+    """A record holds too little to link on."""
+
+    code = "insufficient_identifiers"
+
+
+class NotFound(MpiError):
+    """The named thing does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(MpiError):
+    """The current state forbids the requested change."""
+
+    code = "conflict"
+
+
+class Unauthorized(MpiError):
+    """No valid credentials."""
+
+    code = "unauthorized"
+
+
+class Forbidden(MpiError):
+    """Valid credentials, but not allowed."""
+
+    code = "forbidden"
+
+
+class RateLimited(MpiError):
+    """Too many requests; retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigurationError(MpiError):
+    """The service or a command is not set up correctly."""
+
+    code = "configuration_error"
+
+
+@dataclass
+class ProblemLog:
+    """Collects problems while a batch is validated."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, *, row: int | None, field_name: str | None, reason: str,
+            source_record_id: str | None = None) -> None:
+        """Record one problem."""
+        self.problems.append(Problem(row, field_name, reason, source_record_id))

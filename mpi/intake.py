@@ -1,0 +1,132 @@
+"""Validation and server re-keying of tokenized records as agencies send them.
+
+Owns: checking each incoming token record against the schema (row, field and reason for every
+problem) and turning its tokens into 64-bit storage tokens under the server secret. Pure apart
+from the secret passed in: no I/O. Must not: echo a token or secret in a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mpi.errors import InvalidInput, Problem
+from mpi.schema import EVIDENCE_GROUPS, MIN_EVIDENCE, SCHEMA_VERSION, TOKEN_NAMES
+from mpi.tokenizer import MAX_SOURCE_ID_LEN
+from mpi.tokens import rekey, split_token
+
+_TOKEN_POS = {name: i for i, name in enumerate(TOKEN_NAMES)}
+_MAX_ATTRIBUTES = 64
+
+
+@dataclass(frozen=True)
+class ParsedRecord:
+    """A validated, re-keyed record ready for the registry."""
+
+    row: int
+    source_record_id: str
+    key_id: str
+    tokens: npt.NDArray[np.int64]     # one int64 per TOKEN_NAMES entry, 0 = missing
+    attributes: str | None            # canonical JSON or None
+    research_consent: bool | None
+    content_hash: int
+
+
+def _content_hash(tokens: npt.NDArray[np.int64], attributes: str | None,
+                  consent: bool | None) -> int:
+    h = hashlib.blake2b(tokens.tobytes(), digest_size=8)
+    h.update((attributes or "").encode())
+    h.update(b"\x00" + str(consent).encode())
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def _check_attributes(value: Any, row: int, sid: str | None, problems: list[Problem]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        problems.append(Problem(row, "attributes", "must be an object", sid))
+        return None
+    if len(value) > _MAX_ATTRIBUTES:
+        problems.append(Problem(row, "attributes", f"at most {_MAX_ATTRIBUTES} attributes", sid))
+        return None
+    for k, v in value.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            problems.append(Problem(row, "attributes", "attribute names must be identifiers", sid))
+            return None
+        if v is not None and not isinstance(v, str | int | float | bool):
+            problems.append(Problem(row, f"attributes.{k}", "must be a string, number or "
+                                    "boolean", sid))
+            return None
+    return json.dumps(dict(sorted(value.items())), separators=(",", ":")) if value else None
+
+
+def parse_record(obj: Any, *, row: int, server_secret: bytes,
+                 accepted_key_ids: Iterable[str] | None) -> ParsedRecord | list[Problem]:
+    """Validate one token record; return it re-keyed, or the list of its problems."""
+    if not isinstance(obj, Mapping):
+        return [Problem(row, None, "record must be a JSON object")]
+    problems: list[Problem] = []
+    sid_raw = obj.get("source_record_id")
+    sid = sid_raw.strip() if isinstance(sid_raw, str) else None
+    if not sid or len(sid) > MAX_SOURCE_ID_LEN or not sid.isprintable():
+        problems.append(Problem(row, "source_record_id",
+                                f"required: 1-{MAX_SOURCE_ID_LEN} printable characters"))
+        sid = None
+    version = obj.get("schema_version")
+    if version != SCHEMA_VERSION:
+        problems.append(Problem(row, "schema_version", f"unknown schema version {version!r}; "
+                                f"this service speaks version {SCHEMA_VERSION}", sid))
+    raw_tokens = obj.get("tokens")
+    if not isinstance(raw_tokens, Mapping) or not raw_tokens:
+        problems.append(Problem(row, "tokens", "must be a non-empty object", sid))
+        raw_tokens = {}
+    consent = obj.get("research_consent")
+    if consent is not None and not isinstance(consent, bool):
+        problems.append(Problem(row, "research_consent", "must be true, false or absent", sid))
+    attributes = _check_attributes(obj.get("attributes"), row, sid, problems)
+    unknown = set(obj) - {"source_record_id", "schema_version", "tokens", "attributes",
+                          "research_consent"}
+    if unknown:
+        problems.append(Problem(row, sorted(unknown)[0], "unknown property", sid))
+    tokens = np.zeros(len(TOKEN_NAMES), dtype=np.int64)
+    kids: set[str] = set()
+    for name, tok in raw_tokens.items():
+        pos = _TOKEN_POS.get(name) if isinstance(name, str) else None
+        if pos is None:
+            problems.append(Problem(row, f"tokens.{name}", "unknown token name", sid))
+            continue
+        if tok is None:
+            continue
+        if not isinstance(tok, str):
+            problems.append(Problem(row, f"tokens.{name}", "must be a string", sid))
+            continue
+        try:
+            kid, digest = split_token(tok)
+        except InvalidInput as exc:
+            problems.append(Problem(row, f"tokens.{name}", exc.message, sid))
+            continue
+        kids.add(kid)
+        tokens[pos] = rekey(server_secret, digest)
+    if len(kids) > 1:
+        problems.append(Problem(row, "tokens", "tokens made under more than one linkage key", sid))
+    kid = next(iter(kids)) if kids else ""
+    accepted = set(accepted_key_ids) if accepted_key_ids is not None else None
+    if kid and accepted is not None and kid not in accepted:
+        problems.append(Problem(row, "tokens", f"unknown linkage key id {kid!r}; accepted: "
+                                f"{sorted(accepted)}", sid))
+    present = {TOKEN_NAMES[i].split(".")[0] for i in np.flatnonzero(tokens)}
+    groups = [g for g, fs in EVIDENCE_GROUPS.items() if any(f in present for f in fs)]
+    if not problems and len(groups) < MIN_EVIDENCE:
+        problems.append(Problem(row, "tokens", f"too little to link on: has {groups or 'nothing'}"
+                                f", needs at least {MIN_EVIDENCE} evidence groups", sid))
+    if problems:
+        return problems
+    assert sid is not None
+    return ParsedRecord(row, sid, kid, tokens, attributes, consent,
+                        _content_hash(tokens, attributes, consent))

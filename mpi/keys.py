@@ -1,0 +1,113 @@
+"""Stable person keys: minting and reconciling a new partition with the keys already issued.
+
+Owns: the key rules. Keys follow the majority of their records; on a merge the older key
+survives and the others are retired with a successor; on a split the part holding the most
+records keeps the key (tie: the part with the oldest record) and the other parts get new keys
+with lineage. Pure: no I/O, no clock; randomness only in ``mint_key``.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+KEY_PREFIX = "pk_"
+
+
+def mint_key() -> str:
+    """A new opaque person key: 'pk_' + 20 base32 characters of fresh randomness (100 bits)."""
+    return KEY_PREFIX + base64.b32encode(secrets.token_bytes(15)).decode().lower()[:20]
+
+
+@dataclass
+class Reconciliation:
+    """How a new partition maps onto issued keys (keys are indices; new ones start at n_keys)."""
+
+    record_key: I64                     # final key index of every record
+    n_new: int                          # keys to mint: indices n_keys .. n_keys + n_new - 1
+    retired: list[tuple[int, int]] = field(default_factory=list)   # (key, survivor)
+    lineage: list[tuple[int, int, str]] = field(default_factory=list)  # (from, to, kind)
+    minted_from: dict[int, list[int]] = field(default_factory=dict)  # new key -> source keys
+
+    @property
+    def merges(self) -> int:
+        """Keys retired into a survivor."""
+        return len(self.retired)
+
+    @property
+    def splits(self) -> int:
+        """New keys minted for parts split off existing keys."""
+        return sum(1 for srcs in self.minted_from.values() if srcs)
+
+
+def reconcile(*, record_seq: I64, old_key: I64, cluster: I64, key_rank: I64) -> Reconciliation:
+    """Assign a key to every cluster of a new partition, following the key rules.
+
+    ``old_key[i]`` is record i's current key index (-1 if it has none); ``key_rank[k]`` orders
+    keys by age (smaller is older); ``record_seq`` orders records by age.
+    """
+    n_keys = len(key_rank)
+    n = len(record_seq)
+    if n == 0:
+        return Reconciliation(np.empty(0, dtype=np.int64), 0)
+    has = old_key >= 0
+    # Per (cluster, key): record count and oldest record.
+    c_k, k_k, s_k = cluster[has], old_key[has], record_seq[has]
+    order = np.lexsort((s_k, k_k, c_k))
+    c_k, k_k, s_k = c_k[order], k_k[order], s_k[order]
+    first = np.ones(len(c_k), dtype=bool)
+    first[1:] = (c_k[1:] != c_k[:-1]) | (k_k[1:] != k_k[:-1])
+    starts = np.flatnonzero(first)
+    pc, pk, pmin = c_k[starts], k_k[starts], s_k[starts]
+    pcount = np.diff(np.append(starts, len(c_k)))
+    # Home of each key: most records, tie -> the part holding the key's oldest record.
+    order = np.lexsort((pmin, -pcount, pk))
+    hk, hc = pk[order], pc[order]
+    is_home = np.ones(len(hk), dtype=bool)
+    is_home[1:] = hk[1:] != hk[:-1]
+    home_key, home_cluster = hk[is_home], hc[is_home]
+    # Survivor per cluster: the oldest key homed there.
+    order = np.lexsort((key_rank[home_key], home_cluster))
+    sc, sk = home_cluster[order], home_key[order]
+    lead = np.ones(len(sc), dtype=bool)
+    lead[1:] = sc[1:] != sc[:-1]
+    cluster_key: dict[int, int] = dict(zip(sc[lead].tolist(), sk[lead].tolist(), strict=True))
+    result = Reconciliation(np.empty(0, dtype=np.int64), 0)
+    survivor_of = dict(zip(sk.tolist(), [cluster_key[c] for c in sc.tolist()], strict=True))
+    for k, surv in survivor_of.items():
+        if k != surv:
+            result.retired.append((k, surv))
+    # Clusters without a homed key get new keys.
+    uniq_clusters = np.unique(cluster)
+    next_key = n_keys
+    for c in uniq_clusters.tolist():
+        if c not in cluster_key:
+            cluster_key[c] = next_key
+            result.minted_from[next_key] = []
+            next_key += 1
+    result.n_new = next_key - n_keys
+    # Lineage: wherever a key's records landed under another final key.
+    retired = {k for k, _ in result.retired}
+    for c, k in zip(pc.tolist(), pk.tolist(), strict=True):
+        to = cluster_key[c]
+        if to == k:
+            continue
+        if to >= n_keys:
+            kind = "split"
+            result.minted_from[to].append(k)
+        elif k in retired and survivor_of[k] == to:
+            kind = "merge"
+        else:
+            kind = "moved"
+        result.lineage.append((k, to, kind))
+    lookup_c = np.array(list(cluster_key.keys()), dtype=np.int64)
+    lookup_k = np.array(list(cluster_key.values()), dtype=np.int64)
+    order = np.argsort(lookup_c)
+    lookup_c, lookup_k = lookup_c[order], lookup_k[order]
+    result.record_key = lookup_k[np.searchsorted(lookup_c, cluster)]
+    return result

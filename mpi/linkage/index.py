@@ -1,0 +1,168 @@
+"""In-memory blocking index over the registry's records, for the online path.
+
+Owns: the columnar copy of every stored record's token columns (int64, 0 = missing), the
+active flag and person label of each row, and per-blocking-rule sorted key arrays plus a small
+unsorted delta for recent rows. Must not: do I/O, decide matches or know about person keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from mpi.linkage.definition import ModelDefinition
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+_DELTA_LIMIT = 8192
+I64 = npt.NDArray[np.int64]
+
+
+def rule_keys(columns: Mapping[str, I64], rule: Sequence[str], salt: int) -> npt.NDArray[np.uint64]:
+    """Combined 64-bit key per row for one blocking rule; 0 where any column is missing."""
+    first = columns[rule[0]]
+    missing = first == 0
+    h = np.full(len(first), np.uint64(salt + 1), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in rule:
+            v = columns[col]
+            missing |= v == 0
+            h = (h * _MULT) ^ v.view(np.uint64)
+            h ^= h >> np.uint64(29)
+    h[h == 0] = 1
+    h[missing] = 0
+    return h
+
+
+class _RuleIndex:
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.rows = np.empty(0, dtype=np.int64)
+        self.delta_keys: list[npt.NDArray[np.uint64]] = []
+        self.delta_rows: list[I64] = []
+        self.delta_size = 0
+
+    def add(self, keys: npt.NDArray[np.uint64], rows: I64) -> None:
+        keep = keys != 0
+        keys, rows = keys[keep], rows[keep]
+        if len(keys) > _DELTA_LIMIT:
+            self._merge(keys, rows)
+            return
+        self.delta_keys.append(keys)
+        self.delta_rows.append(rows)
+        self.delta_size += len(keys)
+        if self.delta_size > _DELTA_LIMIT:
+            self._merge(np.concatenate(self.delta_keys), np.concatenate(self.delta_rows))
+            self.delta_keys, self.delta_rows, self.delta_size = [], [], 0
+
+    def _merge(self, keys: npt.NDArray[np.uint64], rows: I64) -> None:
+        order = np.argsort(keys, kind="stable")
+        keys, rows = keys[order], rows[order]
+        pos = np.searchsorted(self.keys, keys, side="right")
+        self.keys = np.insert(self.keys, pos, keys)
+        self.rows = np.insert(self.rows, pos, rows)
+
+    def drop_rows_from(self, first_row: int) -> None:
+        keep = self.rows < first_row
+        self.keys, self.rows = self.keys[keep], self.rows[keep]
+        pairs = [(k[r < first_row], r[r < first_row]) for k, r in zip(self.delta_keys,
+                                                                      self.delta_rows, strict=True)]
+        self.delta_keys = [k for k, _ in pairs]
+        self.delta_rows = [r for _, r in pairs]
+        self.delta_size = sum(len(k) for k in self.delta_keys)
+
+    def lookup(self, keys: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
+        """(query position, row) for every stored row sharing a query's key."""
+        lo = np.searchsorted(self.keys, keys, side="left")
+        hi = np.searchsorted(self.keys, keys, side="right")
+        counts = hi - lo
+        counts[keys == 0] = 0
+        q = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        rows = self.rows[np.arange(len(q), dtype=np.int64) + starts]
+        if not self.delta_size:
+            return q, rows
+        dk = np.concatenate(self.delta_keys)
+        dr = np.concatenate(self.delta_rows)
+        order = np.argsort(dk, kind="stable")
+        dk, dr = dk[order], dr[order]
+        lo = np.searchsorted(dk, keys, side="left")
+        hi = np.searchsorted(dk, keys, side="right")
+        counts = hi - lo
+        counts[keys == 0] = 0
+        q2 = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        rows2 = dr[np.arange(len(q2), dtype=np.int64) + starts]
+        return np.concatenate([q, q2]), np.concatenate([rows, rows2])
+
+
+class BlockingIndex:
+    """Rows of token columns with an active flag and a person label, and a blocking index."""
+
+    def __init__(self, definition: ModelDefinition) -> None:
+        self.definition = definition
+        self.columns = definition.columns()
+        self.n = 0
+        self._cap = 0
+        self.data: dict[str, I64] = {c: np.empty(0, dtype=np.int64) for c in self.columns}
+        self.active = np.empty(0, dtype=bool)
+        self.label = np.empty(0, dtype=np.int64)
+        self._rules = [_RuleIndex() for _ in definition.blocking_rules]
+
+    def _grow(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = max(need, self._cap + max(self._cap // 4, 65536))
+        for c in self.columns:
+            arr = np.zeros(cap, dtype=np.int64)
+            arr[: self.n] = self.data[c][: self.n]
+            self.data[c] = arr
+        act = np.zeros(cap, dtype=bool)
+        act[: self.n] = self.active[: self.n]
+        lab = np.full(cap, -1, dtype=np.int64)
+        lab[: self.n] = self.label[: self.n]
+        self.active, self.label, self._cap = act, lab, cap
+
+    def append(self, columns: Mapping[str, I64], labels: I64) -> I64:
+        """Append rows (active) and index them; returns their row numbers."""
+        m = len(labels)
+        self._grow(self.n + m)
+        rows = np.arange(self.n, self.n + m, dtype=np.int64)
+        for c in self.columns:
+            self.data[c][self.n: self.n + m] = columns[c]
+        self.active[self.n: self.n + m] = True
+        self.label[self.n: self.n + m] = labels
+        self.n += m
+        for i, rule in enumerate(self.definition.blocking_rules):
+            self._rules[i].add(rule_keys(columns, rule, i), rows)
+        return rows
+
+    def truncate(self, n: int) -> None:
+        """Forget rows from ``n`` on (undo of an uncommitted append)."""
+        for r in self._rules:
+            r.drop_rows_from(n)
+        self.active[n: self.n] = False
+        self.label[n: self.n] = -1
+        self.n = n
+
+    def candidates(self, rows: I64) -> tuple[I64, I64]:
+        """Candidate pairs (row, earlier active row sharing a blocking key), de-duplicated."""
+        cols = {c: self.data[c][rows] for c in self.columns}
+        qs, cs = [], []
+        for i, rule in enumerate(self.definition.blocking_rules):
+            q, c = self._rules[i].lookup(rule_keys(cols, rule, i))
+            qs.append(rows[q])
+            cs.append(c)
+        left = np.concatenate(qs) if qs else np.empty(0, dtype=np.int64)
+        right = np.concatenate(cs) if cs else np.empty(0, dtype=np.int64)
+        keep = (right < left) & self.active[right]
+        left, right = left[keep], right[keep]
+        if len(left) == 0:
+            return left, right
+        pair = np.unique(left * np.int64(self._cap + 1) + right)
+        return pair // np.int64(self._cap + 1), pair % np.int64(self._cap + 1)
+
+    def gather(self, rows: I64) -> dict[str, I64]:
+        """Token columns of the given rows."""
+        return {c: self.data[c][rows] for c in self.columns}

@@ -1,0 +1,307 @@
+"""Normalization of plaintext identifiers and derivation of their variants (agency side).
+
+Owns: turning one raw field value into its canonical form (or missing), and deriving the
+variant values the schema names. Pure: no I/O, no clock, no environment. Must not: hash or
+tokenize (tokens.py) or know about files (tokenizer.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import jellyfish
+from nicknames import NickNamer
+from unidecode import unidecode
+
+
+class FieldError(ValueError):
+    """A value that cannot be normalized; ``field`` names it and the message says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+_TITLES = frozenset({"MR", "MRS", "MS", "MISS", "MX", "DR", "PROF", "REV", "FR", "SIR",
+                     "MADAM", "HON", "SGT", "CPT", "CAPT"})
+_SUFFIXES = frozenset({"JR", "SR", "II", "III", "IV", "V", "VI", "MD", "PHD", "DDS", "ESQ",
+                       "RN", "DO", "JNR", "SNR", "2ND", "3RD"})
+_NAME_PLACEHOLDERS = frozenset({
+    "UNKNOWN", "UNK", "NONE", "NULL", "NA", "N A", "NOT GIVEN", "NOT STATED", "NOTGIVEN",
+    "BABY", "BABY BOY", "BABY GIRL", "BABYBOY", "BABYGIRL", "INFANT", "INFANT BOY",
+    "INFANT GIRL", "NEWBORN", "NB", "FNU", "LNU", "NFN", "NLN", "NMN", "TEST", "TESTPATIENT",
+    "TEST PATIENT", "XXX", "XX", "X", "ANONYMOUS", "NO NAME", "NONAME", "REFUSED", "TWIN A",
+    "TWIN B",
+})
+_SSN_PLACEHOLDERS = frozenset({"123456789", "987654321", "078051120", "219099999"})
+_DOB_PLACEHOLDERS = frozenset({"1900-01-01", "1899-12-31", "1800-01-01", "1901-01-01",
+                               "0001-01-01", "9999-12-31", "1111-11-11"})
+_PHONE_PLACEHOLDERS = frozenset({"0000000000", "9999999999", "1234567890", "5555555555",
+                                 "1111111111", "0000000", "9999999"})
+_STREET_ABBREVIATIONS = {
+    "STREET": "ST", "STR": "ST", "AVENUE": "AVE", "AV": "AVE", "AVN": "AVE", "ROAD": "RD",
+    "DRIVE": "DR", "LANE": "LN", "BOULEVARD": "BLVD", "COURT": "CT", "PLACE": "PL",
+    "TERRACE": "TER", "CIRCLE": "CIR", "HIGHWAY": "HWY", "PARKWAY": "PKWY", "SQUARE": "SQ",
+    "TRAIL": "TRL", "WAY": "WAY", "APARTMENT": "APT", "SUITE": "STE", "UNIT": "UNIT",
+    "NORTH": "N", "SOUTH": "S", "EAST": "E", "WEST": "W", "NORTHEAST": "NE",
+    "NORTHWEST": "NW", "SOUTHEAST": "SE", "SOUTHWEST": "SW", "FLOOR": "FL", "BUILDING": "BLDG",
+    "NUMBER": "NO", "POINT": "PT", "MOUNT": "MT", "FORT": "FT", "SAINT": "ST",
+}
+_NON_ALNUM = re.compile(r"[^A-Z0-9 ]+")
+_SPACES = re.compile(r"\s+")
+_DIGITS = re.compile(r"\D+")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+_nicknamer = NickNamer()
+
+
+def fold(text: str) -> str:
+    """Unicode-fold to upper-case ASCII letters, digits and single spaces."""
+    if not text.isascii():
+        text = unidecode(unicodedata.normalize("NFKC", text))
+    text = text.upper().replace("'", "").replace("`", "")
+    text = _NON_ALNUM.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+@lru_cache(maxsize=200_000)
+def normalize_name(raw: str) -> str | None:
+    """Normalize a personal name; None when missing or a placeholder."""
+    text = fold(raw)
+    if not text or text in _NAME_PLACEHOLDERS:
+        return None
+    parts = text.split(" ")
+    while len(parts) > 1 and parts[0] in _TITLES:
+        parts.pop(0)
+    while len(parts) > 1 and parts[-1] in _SUFFIXES:
+        parts.pop()
+    text = " ".join(parts)
+    if text in _NAME_PLACEHOLDERS or not any(c.isalpha() for c in text):
+        return None
+    return text
+
+
+def normalize_national_id(raw: str) -> str | None:
+    """Normalize a US SSN to 9 digits; None for placeholders and impossible numbers."""
+    digits = _DIGITS.sub("", raw)
+    if not digits:
+        return None
+    if len(digits) != 9:
+        raise FieldError("national_id", f"expected 9 digits, got {len(digits)}")
+    if (digits in _SSN_PLACEHOLDERS or len(set(digits)) == 1 or digits[:3] in ("000", "666")
+            or digits[0] == "9" or digits[3:5] == "00" or digits[5:] == "0000"):
+        return None
+    return digits
+
+
+def normalize_date(raw: str, *, formats: Sequence[str] = (), today: dt.date | None = None,
+                   field: str = "date_of_birth") -> str | None:
+    """Normalize a date to ISO YYYY-MM-DD; other formats only when declared in ``formats``."""
+    text = raw.strip()
+    if not text:
+        return None
+    parsed: dt.date | None = None
+    if _ISO_DATE.match(text):
+        if text in _DOB_PLACEHOLDERS:
+            return None
+        try:
+            parsed = dt.date.fromisoformat(text)
+        except ValueError as exc:
+            raise FieldError(field, f"not a valid date: {exc}") from None
+    else:
+        for fmt in formats:
+            try:
+                parsed = dt.datetime.strptime(text, fmt).date()
+                break
+            except ValueError:
+                continue
+        if parsed is None:
+            hint = f" or one of {list(formats)}" if formats else " (declare other formats)"
+            raise FieldError(field, f"not an ISO 8601 date YYYY-MM-DD{hint}")
+    iso = parsed.isoformat()
+    if iso in _DOB_PLACEHOLDERS:
+        return None
+    if parsed.year < 1875:
+        raise FieldError(field, "year before 1875")
+    if today is not None and parsed > today:
+        raise FieldError(field, "date is in the future")
+    return iso
+
+
+def normalize_sex(raw: str) -> str | None:
+    """Normalize administrative sex to M, F or X; None when unknown."""
+    text = fold(raw)
+    if text in ("", "U", "UNK", "UNKNOWN", "NOT STATED", "REFUSED"):
+        return None
+    if text in ("M", "MALE", "MAN", "BOY"):
+        return "M"
+    if text in ("F", "FEMALE", "WOMAN", "GIRL"):
+        return "F"
+    if text in ("X", "O", "OTHER", "NONBINARY", "NON BINARY"):
+        return "X"
+    raise FieldError("sex", "expected M, F, X or unknown")
+
+
+def normalize_postal_code(raw: str) -> str | None:
+    """Normalize a US ZIP or ZIP+4 to 5 digits; None for 00000."""
+    digits = _DIGITS.sub("", raw)
+    if not digits:
+        return None
+    if len(digits) not in (5, 9):
+        raise FieldError("postal_code", f"expected 5 or 9 digits, got {len(digits)}")
+    zip5 = digits[:5]
+    return None if zip5 == "00000" else zip5
+
+
+@lru_cache(maxsize=200_000)
+def normalize_address(raw: str) -> str | None:
+    """Normalize a street address line with USPS abbreviations."""
+    text = fold(raw)
+    if not text:
+        return None
+    return " ".join(_STREET_ABBREVIATIONS.get(w, w) for w in text.split(" "))
+
+
+@lru_cache(maxsize=50_000)
+def normalize_city(raw: str) -> str | None:
+    """Normalize a city name."""
+    text = fold(raw)
+    if not text:
+        return None
+    return " ".join(_STREET_ABBREVIATIONS.get(w, w) if w in ("SAINT", "FORT", "MOUNT") else w
+                    for w in text.split(" "))
+
+
+def normalize_phone(raw: str) -> str | None:
+    """Normalize a phone number to its digits (NANP country code 1 dropped)."""
+    digits = _DIGITS.sub("", raw)
+    if not digits:
+        return None
+    if len(digits) == 11 and digits[0] == "1":
+        digits = digits[1:]
+    if not 7 <= len(digits) <= 15:
+        raise FieldError("phone", f"expected 7 to 15 digits, got {len(digits)}")
+    if digits in _PHONE_PLACEHOLDERS or len(set(digits)) == 1:
+        return None
+    return digits
+
+
+def normalize_email(raw: str) -> str | None:
+    """Normalize an email address (trim, lower-case)."""
+    text = raw.strip().lower()
+    if not text:
+        return None
+    local, sep, domain = text.partition("@")
+    if not sep or not local or "." not in domain or "@" in domain or " " in text:
+        raise FieldError("email", "not an email address")
+    return text
+
+
+@lru_cache(maxsize=200_000)
+def phonetic(name: str) -> str:
+    """NYSIIS code of a normalized name (spaces removed)."""
+    return jellyfish.nysiis(name.replace(" ", ""))
+
+
+@lru_cache(maxsize=100_000)
+def nickname_canonical(given: str) -> str:
+    """The nickname-canonical form of a given name's first word (BOB -> ROBERT).
+
+    Among the name and its canonical forms, the one with the most nicknames wins (the most
+    formal name), ties broken alphabetically, so a nickname and its formal name agree.
+    """
+    first = given.split(" ")[0].lower()
+    candidates = {first} | _nicknamer.canonicals_of(first)
+    best = min(candidates, key=lambda n: (-len(_nicknamer.nicknames_of(n)), n))
+    return best.upper()
+
+
+def normalize_record(raw: Mapping[str, str | None], *, date_formats: Sequence[str] = (),
+                     today: dt.date | None = None) -> tuple[dict[str, str], list[FieldError]]:
+    """Normalize every schema field present in ``raw``; returns values and field errors."""
+    out: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for field, fn in _SIMPLE.items():
+        value = raw.get(field)
+        if value is None or value == "":
+            continue
+        try:
+            norm = fn(value)
+        except FieldError as exc:
+            errors.append(exc)
+            continue
+        if norm is not None:
+            out[field] = norm
+    dob = raw.get("date_of_birth")
+    if dob:
+        try:
+            norm_dob = normalize_date(dob, formats=date_formats, today=today)
+        except FieldError as exc:
+            errors.append(exc)
+        else:
+            if norm_dob is not None:
+                out["date_of_birth"] = norm_dob
+    return out, errors
+
+
+_SIMPLE = {
+    "given_name": normalize_name,
+    "middle_name": normalize_name,
+    "family_name": normalize_name,
+    "sex": normalize_sex,
+    "national_id": normalize_national_id,
+    "postal_code": normalize_postal_code,
+    "address_line": normalize_address,
+    "city": normalize_city,
+    "phone": normalize_phone,
+    "email": normalize_email,
+}
+
+
+def _swap_day_month(iso: str) -> str | None:
+    year, month, day = iso[:4], iso[5:7], iso[8:10]
+    if month == day or int(day) > 12:
+        return None
+    return f"{year}-{day}-{month}"
+
+
+def derive_variants(values: Mapping[str, str]) -> dict[str, str]:
+    """Map token name -> value for every full and derived variant of normalized ``values``."""
+    out: dict[str, str] = {}
+    for field, value in values.items():
+        out[field] = value
+    given = values.get("given_name")
+    if given:
+        out["given_name.phonetic"] = phonetic(given)
+        out["given_name.prefix3"] = given[:3]
+        out["given_name.nickname"] = nickname_canonical(given)
+    middle = values.get("middle_name")
+    if middle:
+        out["middle_name.initial"] = middle[0]
+    family = values.get("family_name")
+    if family:
+        out["family_name.phonetic"] = phonetic(family)
+        out["family_name.prefix3"] = family[:3]
+        for i, part in enumerate(family.split(" ")[:3], start=1):
+            out[f"family_name.part{i}"] = part
+    dob = values.get("date_of_birth")
+    if dob:
+        swapped = _swap_day_month(dob)
+        if swapped:
+            out["date_of_birth.swap"] = swapped
+        out["date_of_birth.year_month"] = dob[:7]
+        out["date_of_birth.month_day"] = dob[5:]
+        out["date_of_birth.year_day"] = dob[:4] + dob[7:]
+        out["date_of_birth.year"] = dob[:4]
+    ssn = values.get("national_id")
+    if ssn:
+        out["national_id.last4"] = ssn[-4:]
+    postal = values.get("postal_code")
+    if postal:
+        out["postal_code.zip3"] = postal[:3]
+    return out

@@ -1,0 +1,435 @@
+"""Use cases over the registry: enrol, withdraw, link, look up, export.
+
+Owns: combining store, linkage, keys, tokens and intake. Each use case runs in exactly one
+transaction: records, key decisions and events commit together or not at all, and the
+in-memory matching state changes only after a commit. Must not: run SQL (mpi/store) or import
+splink (mpi/linkage).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mpi import keys as keyrules
+from mpi.config import Settings
+from mpi.errors import InvalidInput, NotFound, Problem
+from mpi.intake import ParsedRecord, parse_record
+from mpi.linkage.index import BlockingIndex
+from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
+from mpi.linkage.params import probability
+from mpi.linkage.scorer import Scorer
+from mpi.schema import SCHEMA_VERSION, TOKEN_COLUMNS
+from mpi.store import Store
+from mpi.store import persons as pstore
+from mpi.store import records as rstore
+
+Clock = Callable[[], dt.datetime]
+_POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
+
+
+def utcnow() -> dt.datetime:
+    """Current UTC time without tzinfo (DuckDB TIMESTAMP)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def load_server_secret(path: Path) -> bytes:
+    """Read the server re-key secret, creating it (0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32).hex().encode())
+    data = bytes.fromhex(path.read_text().strip())
+    if len(data) < 32:
+        raise InvalidInput(f"server secret {path.name} is shorter than 32 bytes")
+    return data
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """Outcome for one stored record."""
+
+    row: int
+    source_record_id: str
+    person_key: str | None
+    outcome: str  # new | linked | review | unchanged | updated | withdrawn
+
+
+@dataclass
+class EnrolResult:
+    """What an enrol call did, per record, plus the rows it refused."""
+
+    results: list[RecordResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Outcome counts (plus 'rejected')."""
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.outcome] = out.get(r.outcome, 0) + 1
+        rejected = len({p.row for p in self.problems})
+        if rejected:
+            out["rejected"] = rejected
+        return out
+
+
+@dataclass(frozen=True)
+class LinkSummary:
+    """What a full re-link changed."""
+
+    records: int
+    persons: int
+    merges: int
+    splits: int
+    keys_changed: int
+    new_keys: int
+    edges: int
+    model_version: str
+
+
+@dataclass
+class _Batch:
+    """Pending writes of one enrol transaction."""
+
+    now: dt.datetime
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    changed_rows: list[dict[str, Any]] = field(default_factory=list)
+    persons: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Registry:
+    """The master person index over one registry file."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(settings.registry_path, now=clock())
+        self.server_secret = load_server_secret(settings.secret_path)
+        self.models_dir = settings.models_dir or default_models_dir()
+        cur = self.store.cursor()
+        version = pstore.active_model_version(cur) or latest_version(
+            self.models_dir, name=settings.model_name)
+        self.model: ModelVersion = load_version(self.models_dir, version)
+        if pstore.active_model_version(cur) is None:
+            with self.store.transaction() as tx:
+                pstore.record_model_activation(tx, version, now=clock())
+        self.scorer = Scorer(self.model_definition, self.model.params)
+        self._load_state()
+
+    @property
+    def model_definition(self) -> Any:
+        """The model definition in code the active model follows."""
+        from mpi.linkage.definition import DEFAULT_DEFINITION
+        return DEFAULT_DEFINITION
+
+    # ---- in-memory state -------------------------------------------------------------
+    def _load_state(self) -> None:
+        cur = self.store.cursor()
+        table = rstore.load_state(cur)
+        self.index = BlockingIndex(self.model_definition)
+        self._cols = [(_POS[c], c) for c in self.index.columns]
+        n = table.num_rows
+        self.row_seq = np.empty(0, dtype=np.int64)
+        # (agency, source_record_id) -> (record_seq, row or -1 if withdrawn, hash, version)
+        self.by_sid: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        self.persons: list[str] = []
+        self.person_of: dict[str, int] = {}
+        self.person_count: list[int] = []
+        self.key_ids = set(pstore.linkage_key_ids(cur))
+        self.event_seq, self.item_seq = pstore.max_seqs(cur)
+        self.record_seq = rstore.max_record_seq(cur)
+        for key in pstore.all_person_keys(cur):
+            self._add_person(key)
+        if n == 0:
+            return
+        flat = table.column("tokens").combine_chunks().flatten().to_numpy()
+        matrix = flat.reshape(n, len(TOKEN_COLUMNS))
+        active = pc.equal(table.column("status"), "active").to_numpy(zero_copy_only=False)
+        seqs = table.column("record_seq").to_numpy()
+        pkeys = table.column("person_key").to_pylist()
+        labels = np.array([self.person_of[k] if k else -1 for k in pkeys], dtype=np.int64)
+        act_idx = np.flatnonzero(active)
+        cols = {c: np.ascontiguousarray(matrix[act_idx, p]) for p, c in self._cols}
+        rows = self.index.append(cols, labels[act_idx])
+        row_of = np.full(n, -1, dtype=np.int64)
+        row_of[act_idx] = rows
+        self.row_seq = seqs[act_idx].copy()
+        for lab in labels[act_idx].tolist():
+            self.person_count[lab] += 1
+        agencies = table.column("agency").to_pylist()
+        sids = table.column("source_record_id").to_pylist()
+        hashes = table.column("content_hash").to_pylist()
+        versions = table.column("version").to_pylist()
+        for i in range(n):
+            self.by_sid[(agencies[i], sids[i])] = (int(seqs[i]), int(row_of[i]), hashes[i],
+                                                   versions[i])
+
+    def _add_person(self, key: str) -> int:
+        idx = len(self.persons)
+        self.persons.append(key)
+        self.person_of[key] = idx
+        self.person_count.append(0)
+        return idx
+
+    # ---- enrol -----------------------------------------------------------------------
+    def enrol_records(self, agency: str, objects: Sequence[tuple[int, Any]], *,
+                      cause: str = "ingest") -> EnrolResult:
+        """Validate, match and store a batch of token records for one agency, atomically."""
+        result = EnrolResult()
+        parsed: list[ParsedRecord] = []
+        accepted = self._accepted_key_ids()
+        for row, obj in objects:
+            out = parse_record(obj, row=row, server_secret=self.server_secret,
+                               accepted_key_ids=accepted)
+            if isinstance(out, list):
+                result.problems.extend(out)
+            else:
+                if accepted is None:
+                    accepted = {out.key_id}
+                parsed.append(out)
+        parsed = self._drop_duplicates(parsed, result)
+        if not parsed:
+            return result
+        with self.store.write_lock:
+            self._enrol_locked(agency, parsed, result, cause=cause)
+        return result
+
+    def _accepted_key_ids(self) -> set[str] | None:
+        if self.settings.accepted_key_ids:
+            return set(self.settings.accepted_key_ids)
+        return set(self.key_ids) if self.key_ids else None
+
+    @staticmethod
+    def _drop_duplicates(parsed: list[ParsedRecord], result: EnrolResult) -> list[ParsedRecord]:
+        rows_by_sid: dict[str, list[int]] = {}
+        for p in parsed:
+            rows_by_sid.setdefault(p.source_record_id, []).append(p.row)
+        dups = {s for s, rows in rows_by_sid.items() if len(rows) > 1}
+        for p in parsed:
+            if p.source_record_id in dups:
+                result.problems.append(Problem(
+                    p.row, "source_record_id", "duplicate source_record_id in this batch (rows "
+                    f"{', '.join(map(str, rows_by_sid[p.source_record_id]))}); none stored",
+                    p.source_record_id))
+        return [p for p in parsed if p.source_record_id not in dups]
+
+    def _enrol_locked(self, agency: str, parsed: list[ParsedRecord], result: EnrolResult, *,
+                      cause: str) -> None:
+        batch = _Batch(now=self.clock())
+        to_match: list[tuple[ParsedRecord, int, int, int]] = []  # rec, seq, version, old row
+        outcomes: dict[int, RecordResult] = {}
+        n0, persons0 = self.index.n, len(self.persons)
+        undo: list[Callable[[], None]] = []
+        for p in parsed:
+            known = self.by_sid.get((agency, p.source_record_id))
+            if known is None:
+                self.record_seq += 1
+                to_match.append((p, self.record_seq, 1, -1))
+                continue
+            seq, row, chash, version = known
+            if chash == p.content_hash and row >= 0:
+                key = self.persons[int(self.index.label[row])]
+                outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, "unchanged")
+                continue
+            to_match.append((p, seq, version + 1, row))
+        try:
+            self._match_and_assign(agency, to_match, batch, outcomes, undo, cause=cause)
+            self._write(agency, batch)
+        except BaseException:
+            for fn in reversed(undo):
+                fn()
+            self.index.truncate(n0)
+            self.row_seq = self.row_seq[:n0]
+            for key in self.persons[persons0:]:
+                del self.person_of[key]
+            del self.persons[persons0:]
+            del self.person_count[persons0:]
+            raise
+        for (p, seq, version, _old), row in zip(to_match, range(n0, self.index.n), strict=True):
+            self.by_sid[(agency, p.source_record_id)] = (seq, row, p.content_hash, version)
+        result.results.extend(outcomes[p.row] for p in parsed)
+
+    def _match_and_assign(self, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
+                          batch: _Batch, outcomes: dict[int, RecordResult],
+                          undo: list[Callable[[], None]], *, cause: str) -> None:
+        if not to_match:
+            return
+        old_labels: dict[int, int] = {}
+        for _p, _seq, _v, old in to_match:
+            if old >= 0 and self.index.active[old]:
+                lab = int(self.index.label[old])
+                old_labels[old] = lab
+                self.index.active[old] = False
+                self.person_count[lab] -= 1
+
+                def restore(old: int = old, lab: int = lab) -> None:
+                    self.index.active[old] = True
+                    self.person_count[lab] += 1
+                undo.append(restore)
+        matrix = np.stack([p.tokens for p, *_ in to_match])
+        cols = {c: np.ascontiguousarray(matrix[:, pos]) for pos, c in self._cols}
+        rows = self.index.append(cols, np.full(len(to_match), -1, dtype=np.int64))
+        self.row_seq = np.concatenate([self.row_seq, [seq for _p, seq, _v, _o in to_match]])
+        left, right = self.index.candidates(rows)
+        weights = self.scorer.weights(self.index.gather(left), self.index.gather(right)) \
+            if len(left) else np.empty(0)
+        order = np.argsort(left, kind="stable")
+        left, right, weights = left[order], right[order], weights[order]
+        bounds = np.searchsorted(left, rows, side="left"), np.searchsorted(left, rows, side="right")
+        link_w, review_w = self.model.thresholds.link_weight, self.model.thresholds.review_weight
+        for i, (p, seq, version, old) in enumerate(to_match):
+            row = int(rows[i])
+            lo, hi = int(bounds[0][i]), int(bounds[1][i])
+            best: dict[int, float] = {}
+            for r, w in zip(right[lo:hi].tolist(), weights[lo:hi].tolist(), strict=True):
+                lab = int(self.index.label[r])
+                if w > best.get(lab, -np.inf):
+                    best[lab] = w
+            ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+            old_lab = old_labels.get(old, -1)
+            outcome = "updated" if old >= 0 else "new"
+            if ranked and ranked[0][1] >= link_w:
+                lab = ranked[0][0]
+                if old < 0:
+                    outcome = "linked"
+                for other, w in ranked[1:]:
+                    if w >= link_w:
+                        self._review(batch, "possible_duplicate", None, lab, other, w)
+            elif old_lab >= 0 and self.person_count[old_lab] == 0:
+                lab = old_lab
+            else:
+                lab = self._mint(batch, cause=cause, record_seq=seq)
+                if ranked and ranked[0][1] >= review_w:
+                    outcome = "review" if old < 0 else outcome
+                    self._review(batch, "record_person", seq, ranked[0][0], None, ranked[0][1])
+            if old_lab >= 0 and lab != old_lab and self.person_count[old_lab] == 0:
+                self._retire(batch, old_lab, successor=lab, cause=cause, record_seq=seq)
+            self.index.label[row] = lab
+            self.person_count[lab] += 1
+            key = self.persons[lab]
+            rec = {"record_seq": seq, "agency": agency, "source_record_id": p.source_record_id,
+                   "version": version, "status": "active", "person_key": key,
+                   "content_hash": p.content_hash, "key_id": p.key_id,
+                   "research_consent": p.research_consent, "attributes": p.attributes,
+                   "tokens": p.tokens.tolist(), "created_at": batch.now, "updated_at": batch.now}
+            (batch.changed_rows if version > 1 else batch.new_rows).append(rec)
+            outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, outcome)
+            if p.key_id not in self.key_ids:
+                self.key_ids.add(p.key_id)
+                undo.append(lambda kid=p.key_id: self.key_ids.discard(kid))
+
+    def _mint(self, batch: _Batch, *, cause: str, record_seq: int | None) -> int:
+        key = keyrules.mint_key()
+        batch.persons.append(key)
+        self._event(batch, key, "minted", cause=cause, record_seq=record_seq)
+        return self._add_person(key)
+
+    def _retire(self, batch: _Batch, lab: int, *, successor: int | None, cause: str,
+                record_seq: int | None = None) -> None:
+        key = self.persons[lab]
+        batch.retired.append(key)
+        succ = self.persons[successor] if successor is not None else None
+        ev = self._event(batch, key, "retired", cause=cause, related=succ, record_seq=record_seq)
+        if succ is not None:
+            batch.lineage.append({"from_key": key, "to_key": succ, "kind": "merge",
+                                  "event_seq": ev})
+
+    def _event(self, batch: _Batch, key: str, kind: str, *, cause: str,
+               related: str | None = None, record_seq: int | None = None) -> int:
+        self.event_seq += 1
+        batch.events.append({"event_seq": self.event_seq, "person_key": key, "event_type": kind,
+                             "cause": cause, "model_version": self.model.version,
+                             "related_key": related, "record_seq": record_seq,
+                             "occurred_at": batch.now})
+        return self.event_seq
+
+    def _review(self, batch: _Batch, kind: str, record_seq: int | None, lab: int,
+                other: int | None, weight: float) -> None:
+        self.item_seq += 1
+        batch.reviews.append({
+            "item_seq": self.item_seq, "kind": kind, "record_seq": record_seq,
+            "person_key": self.persons[lab],
+            "other_person_key": self.persons[other] if other is not None else None,
+            "match_weight": weight, "match_probability": probability(weight), "status": "open",
+            "model_version": self.model.version, "created_at": batch.now})
+
+    def _write(self, agency: str, batch: _Batch) -> None:
+        with self.store.transaction() as cur:
+            rstore.ensure_agency(cur, agency, now=batch.now)
+            for kid in self.key_ids:
+                pstore.add_linkage_key_id(cur, kid, schema_version=SCHEMA_VERSION, now=batch.now)
+            if batch.persons:
+                pstore.insert_persons(cur, pa.table({
+                    "person_key": batch.persons, "status": ["active"] * len(batch.persons),
+                    "created_at": [batch.now] * len(batch.persons),
+                    "retired_at": pa.nulls(len(batch.persons), pa.timestamp("us"))}))
+            if batch.new_rows:
+                rstore.insert_records(cur, _records_table(batch.new_rows))
+            if batch.changed_rows:
+                rstore.replace_records(cur, _records_table(batch.changed_rows))
+            if batch.retired:
+                pstore.retire_persons(cur, pa.table({
+                    "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))
+            if batch.events:
+                pstore.insert_events(cur, _events_table(batch.events))
+            if batch.lineage:
+                pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
+            if batch.reviews:
+                pstore.insert_review_items(cur, pa.Table.from_pylist(batch.reviews))
+
+    # ---- reads -----------------------------------------------------------------------
+    def get_person(self, person_key: str) -> dict[str, Any]:
+        """A key's status, successors (if retired) and active records; raise NotFound."""
+        cur = self.store.cursor()
+        row = pstore.find_person(cur, person_key)
+        if row is None:
+            raise NotFound("no such person key")
+        out = {"person_key": person_key, "status": row["status"],
+               "superseded_by": pstore.active_successors(cur, person_key)
+               if row["status"] == "retired" else [],
+               "records": pstore.person_records(cur, person_key)}
+        return out
+
+    def export_keys(self) -> pa.Table:
+        """agency, source_record_id, person_key for every active record."""
+        return rstore.active_keys(self.store.cursor())
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of records, persons and open review items."""
+        cur = self.store.cursor()
+        return {"records": rstore.count_records(cur), "persons": pstore.person_counts(cur),
+                "review": pstore.open_review_count(cur), "model_version": self.model.version}
+
+    def close(self) -> None:
+        """Close the registry file."""
+        self.store.close()
+
+
+def _records_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("record_seq", pa.int64()), ("agency", pa.string()), ("source_record_id", pa.string()),
+        ("version", pa.int32()), ("status", pa.string()), ("person_key", pa.string()),
+        ("content_hash", pa.int64()), ("key_id", pa.string()), ("research_consent", pa.bool_()),
+        ("attributes", pa.string()), ("tokens", pa.list_(pa.int64())),
+        ("created_at", pa.timestamp("us")), ("updated_at", pa.timestamp("us"))]))
+
+
+def _events_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("event_seq", pa.int64()), ("person_key", pa.string()), ("event_type", pa.string()),
+        ("cause", pa.string()), ("model_version", pa.string()), ("related_key", pa.string()),
+        ("record_seq", pa.int64()), ("occurred_at", pa.timestamp("us"))]))

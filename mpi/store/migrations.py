@@ -1,0 +1,77 @@
+"""Ordered, append-only schema migrations of the registry, tracked in ``schema_version``.
+
+Owns: the DDL of every registry table. Must not: change a migration that has shipped; add a
+new one at the end instead.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "linkage core: records, versions, persons, key events, review items", (
+        """CREATE TABLE agency (
+            agency VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE linkage_key (
+            key_id VARCHAR PRIMARY KEY,
+            schema_version INTEGER NOT NULL,
+            first_seen_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE source_record (
+            record_seq BIGINT PRIMARY KEY,
+            agency VARCHAR NOT NULL,
+            source_record_id VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            status VARCHAR NOT NULL,
+            person_key VARCHAR,
+            content_hash BIGINT NOT NULL,
+            key_id VARCHAR NOT NULL,
+            research_consent BOOLEAN,
+            attributes VARCHAR,
+            tokens BIGINT[] NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""",
+        "CREATE UNIQUE INDEX source_record_agency_sid ON source_record (agency, source_record_id)",
+        """CREATE TABLE record_version (
+            record_seq BIGINT NOT NULL,
+            version INTEGER NOT NULL,
+            status VARCHAR NOT NULL,
+            content_hash BIGINT NOT NULL,
+            key_id VARCHAR NOT NULL,
+            research_consent BOOLEAN,
+            attributes VARCHAR,
+            tokens BIGINT[] NOT NULL,
+            recorded_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE person (
+            person_key VARCHAR PRIMARY KEY,
+            status VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            retired_at TIMESTAMP)""",
+        """CREATE TABLE key_lineage (
+            from_key VARCHAR NOT NULL,
+            to_key VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            event_seq BIGINT NOT NULL)""",
+        """CREATE TABLE key_event (
+            event_seq BIGINT NOT NULL,
+            person_key VARCHAR NOT NULL,
+            event_type VARCHAR NOT NULL,
+            cause VARCHAR NOT NULL,
+            model_version VARCHAR,
+            related_key VARCHAR,
+            record_seq BIGINT,
+            occurred_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE review_item (
+            item_seq BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,
+            record_seq BIGINT,
+            person_key VARCHAR NOT NULL,
+            other_person_key VARCHAR,
+            match_weight DOUBLE NOT NULL,
+            match_probability DOUBLE NOT NULL,
+            status VARCHAR NOT NULL,
+            model_version VARCHAR,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE model_activation (
+            model_version VARCHAR NOT NULL,
+            activated_at TIMESTAMP NOT NULL)""",
+    )),
+)

@@ -1,0 +1,284 @@
+"""The agency-side tokenizer: plaintext CSV/Parquet in, token-only JSONL/Parquet out.
+
+Owns: reading agency files, validating rows, writing tokenized records and the rejects file.
+Runs on the agency's machine with the linkage secret; the service never calls it. Must not:
+write any plaintext identifier to the output, the rejects file or the console.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mpi.errors import InvalidInput, Problem
+from mpi.normalize import FieldError, derive_variants, normalize_record
+from mpi.schema import FIELD_NAMES, MIN_EVIDENCE, SCHEMA_VERSION, evidence_groups_present
+from mpi.tokens import key_id, make_token
+
+RESERVED_COLUMNS = ("source_record_id", "research_consent")
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+MAX_SOURCE_ID_LEN = 128
+
+
+class RecordRejected(ValueError):
+    """A row that cannot be tokenized; ``problems`` say which field and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.describe() for p in problems))
+        self.problems = problems
+
+
+def parse_consent(raw: str | None) -> bool | None:
+    """Parse an optional research-consent flag (true/false/yes/no/1/0); blank is unknown."""
+    if raw is None:
+        return None
+    text = raw.strip().lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise FieldError("research_consent", "expected true/false, yes/no or 1/0")
+
+
+def check_source_record_id(raw: str | None) -> str:
+    """Validate a source record id and return it stripped."""
+    text = (raw or "").strip()
+    if not text:
+        raise FieldError("source_record_id", "missing")
+    if len(text) > MAX_SOURCE_ID_LEN or not text.isprintable():
+        raise FieldError("source_record_id", f"must be 1-{MAX_SOURCE_ID_LEN} printable characters")
+    return text
+
+
+class Tokenizer:
+    """Turns plaintext rows into token records under one linkage secret."""
+
+    def __init__(self, secret: bytes, *, date_formats: Sequence[str] = (),
+                 today: dt.date | None = None, cache_size: int = 500_000) -> None:
+        self._secret = secret
+        self.key_id = key_id(secret)
+        self._date_formats = tuple(date_formats)
+        self._today = today
+        self._cache: dict[tuple[str, str], str] = {}
+        self._cache_size = cache_size
+
+    def _token(self, name: str, value: str) -> str:
+        key = (name, value)
+        tok = self._cache.get(key)
+        if tok is None:
+            tok = make_token(self._secret, name, value, kid=self.key_id)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[key] = tok
+        return tok
+
+    def tokenize(self, raw: Mapping[str, str | None], *, row: int | None = None,
+                 attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Tokenize one plaintext row; raise RecordRejected naming the fields at fault."""
+        problems: list[Problem] = []
+        sid: str | None = None
+        try:
+            sid = check_source_record_id(raw.get("source_record_id"))
+        except FieldError as exc:
+            problems.append(Problem(row, exc.field, exc.reason))
+        values, errors = normalize_record(raw, date_formats=self._date_formats, today=self._today)
+        problems.extend(Problem(row, e.field, e.reason, sid) for e in errors)
+        consent: bool | None = None
+        try:
+            consent = parse_consent(raw.get("research_consent"))
+        except FieldError as exc:
+            problems.append(Problem(row, exc.field, exc.reason, sid))
+        if not problems:
+            groups = evidence_groups_present(set(values))
+            if len(groups) < MIN_EVIDENCE:
+                problems.append(Problem(
+                    row, None,
+                    f"too little to link on: has {groups or 'nothing'}, needs at least "
+                    f"{MIN_EVIDENCE} of name, date_of_birth, national_id, address, phone, email",
+                    sid))
+        if problems:
+            raise RecordRejected(problems)
+        tokens = {name: self._token(name, value) for name, value in derive_variants(values).items()}
+        record: dict[str, Any] = {"source_record_id": sid, "schema_version": SCHEMA_VERSION,
+                                  "tokens": tokens}
+        if attributes:
+            record["attributes"] = dict(attributes)
+        if consent is not None:
+            record["research_consent"] = consent
+        return record
+
+
+@dataclass
+class TokenizeSummary:
+    """What a tokenize run did."""
+
+    rows: int = 0
+    written: int = 0
+    rejected: int = 0
+    output: Path | None = None
+    rejects: Path | None = None
+    ignored_columns: list[str] = field(default_factory=list)
+    key_id: str = ""
+
+
+def _read_batches(path: Path, *, batch_rows: int = 20_000) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidInput(f"{path.name}: not a readable Parquet file ({exc})") from None
+        return list(pf.schema_arrow.names), pf.iter_batches(batch_size=batch_rows)
+    if suffix not in (".csv", ".txt"):
+        raise InvalidInput(f"{path.name}: expected a .csv or .parquet file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path.name}: not UTF-8 text") from None
+    if not header:
+        raise InvalidInput(f"{path.name}: empty file, expected a header row")
+    types = {name: pa.string() for name in header}
+    try:
+        reader = pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=1 << 22, encoding="utf8"),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(f"{path.name}: malformed CSV ({exc})") from None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"{path.name}: malformed CSV ({exc})") from None
+
+    return header, batches()
+
+
+def check_columns(columns: Sequence[str], *, attributes: Sequence[str], name: str) -> list[str]:
+    """Validate an input header; return the columns that will be ignored."""
+    if "source_record_id" not in columns:
+        raise InvalidInput(f"{name}: missing required column 'source_record_id'")
+    if not any(c in FIELD_NAMES for c in columns):
+        raise InvalidInput(f"{name}: no identifier columns; expected some of {list(FIELD_NAMES)}")
+    missing = [a for a in attributes if a not in columns]
+    if missing:
+        raise InvalidInput(f"{name}: --attribute columns not in the file: {missing}")
+    clash = [a for a in attributes if a in FIELD_NAMES or a in RESERVED_COLUMNS]
+    if clash:
+        raise InvalidInput(f"{name}: identifier columns cannot be attributes: {clash}")
+    keep = set(FIELD_NAMES) | set(RESERVED_COLUMNS) | set(attributes)
+    return [c for c in columns if c not in keep]
+
+
+class _Writer:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.parquet = out.suffix.lower() == ".parquet"
+        self._rows: list[dict[str, Any]] = []
+        self._fh = None if self.parquet else out.open("w", encoding="utf-8")
+        self._pq: pq.ParquetWriter | None = None
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        if self._fh is not None:
+            self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+            return
+        table = records_to_table(list(records))
+        if self._pq is None:
+            self._pq = pq.ParquetWriter(self.out, table.schema)
+        self._pq.write_table(table)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        elif self._pq is None:
+            pq.write_table(records_to_table([]), self.out)
+        else:
+            self._pq.close()
+
+
+def token_table_schema() -> pa.Schema:
+    """The Parquet layout of tokenized records: one string column per token name."""
+    from mpi.schema import TOKEN_NAMES
+    return pa.schema([("source_record_id", pa.string()), ("schema_version", pa.int32()),
+                      *[(n, pa.string()) for n in TOKEN_NAMES],
+                      ("attributes", pa.string()), ("research_consent", pa.bool_())])
+
+
+def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Token records -> Arrow table in the Parquet layout."""
+    schema = token_table_schema()
+    cols: dict[str, list[Any]] = {n: [] for n in schema.names}
+    for r in records:
+        cols["source_record_id"].append(r["source_record_id"])
+        cols["schema_version"].append(r["schema_version"])
+        toks = r["tokens"]
+        for n in schema.names[2:-2]:
+            cols[n].append(toks.get(n))
+        attrs = r.get("attributes")
+        cols["attributes"].append(json.dumps(attrs, separators=(",", ":")) if attrs else None)
+        cols["research_consent"].append(r.get("research_consent"))
+    return pa.table(cols, schema=schema)
+
+
+def tokenize_file(path: Path, *, secret: bytes, out: Path, rejects: Path | None = None,
+                  attributes: Sequence[str] = (), date_formats: Sequence[str] = (),
+                  today: dt.date | None = None,
+                  progress: Callable[[int], None] | None = None) -> TokenizeSummary:
+    """Tokenize a whole file; every row is either written or listed in the rejects file."""
+    columns, batches = _read_batches(path)
+    ignored = check_columns(columns, attributes=attributes, name=path.name)
+    tokenizer = Tokenizer(secret, date_formats=date_formats, today=today)
+    rejects = rejects or out.with_name(out.name + ".rejects.csv")
+    summary = TokenizeSummary(output=out, rejects=rejects, ignored_columns=ignored,
+                              key_id=tokenizer.key_id)
+    wanted = [c for c in columns if c in FIELD_NAMES or c in RESERVED_COLUMNS]
+    writer = _Writer(out)
+    with rejects.open("w", newline="", encoding="utf-8") as rej_fh:
+        rej = csv.writer(rej_fh)
+        rej.writerow(["row", "source_record_id", "field", "reason"])
+        seen: dict[str, int] = {}
+        for batch in batches:
+            data = batch.to_pydict()
+            n = batch.num_rows
+            good: list[dict[str, Any]] = []
+            for i in range(n):
+                summary.rows += 1
+                row_no = summary.rows
+                raw = {c: data[c][i] for c in wanted}
+                attrs = {a: data[a][i] for a in attributes if data[a][i] not in (None, "")}
+                try:
+                    rec = tokenizer.tokenize(raw, row=row_no, attributes=attrs)
+                except RecordRejected as exc:
+                    summary.rejected += 1
+                    for p in exc.problems:
+                        rej.writerow([row_no, p.source_record_id or "", p.field or "", p.reason])
+                    continue
+                sid = rec["source_record_id"]
+                if sid in seen:
+                    summary.rejected += 1
+                    rej.writerow([row_no, sid, "source_record_id",
+                                  f"duplicate of row {seen[sid]} in this file"])
+                    continue
+                seen[sid] = row_no
+                good.append(rec)
+            writer.write(good)
+            summary.written += len(good)
+            if progress is not None:
+                progress(n)
+    writer.close()
+    return summary

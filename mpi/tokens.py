@@ -1,0 +1,74 @@
+"""Keyed tokens: agency-side HMAC tokens and the service's re-keying of them.
+
+Owns: the token algorithm of the linkage schema, linkage key ids, and the server re-key that
+turns an agency token into a 64-bit storage token. Pure: no I/O, no clock, no environment;
+secrets come in as bytes. Must not: log or put a token or secret into an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets as _secrets
+from collections.abc import Mapping
+
+from mpi.errors import InvalidInput
+from mpi.schema import SCHEMA_VERSION, token_domain
+
+SECRET_BYTES = 32
+_KEY_ID_LABEL = b"mpi-key-id/v1\x00"
+_DIGEST_B64_LEN = 43  # 32 bytes, base64url without padding
+
+
+def new_secret() -> bytes:
+    """A fresh 256-bit random linkage secret."""
+    return _secrets.token_bytes(SECRET_BYTES)
+
+
+def key_id(secret: bytes) -> str:
+    """The public id of a secret: 8 hex digits that reveal nothing about it."""
+    return hashlib.sha256(_KEY_ID_LABEL + secret).hexdigest()[:8]
+
+
+def _message_prefix(name: str, *, schema_version: int) -> bytes:
+    return f"mpi/v{schema_version}/{token_domain(name)}".encode() + b"\x00"
+
+
+_PREFIXES: dict[tuple[str, int], bytes] = {}
+
+
+def make_token(secret: bytes, name: str, value: str, *, kid: str,
+               schema_version: int = SCHEMA_VERSION) -> str:
+    """HMAC-SHA256 token of one normalized value, domain-separated by schema, field, variant."""
+    prefix = _PREFIXES.get((name, schema_version))
+    if prefix is None:
+        prefix = _PREFIXES[(name, schema_version)] = _message_prefix(
+            name, schema_version=schema_version)
+    digest = hmac.digest(secret, prefix + value.encode(), "sha256")
+    return kid + ":" + base64.urlsafe_b64encode(digest)[:_DIGEST_B64_LEN].decode()
+
+
+def tokenize_values(secret: bytes, values: Mapping[str, str], *, kid: str) -> dict[str, str]:
+    """Token for each (token name -> normalized value)."""
+    return {name: make_token(secret, name, value, kid=kid) for name, value in values.items()}
+
+
+def split_token(token: str) -> tuple[str, bytes]:
+    """Parse ``kid:digest`` into its key id and 32 digest bytes; raise InvalidInput if malformed."""
+    kid, sep, b64 = token.partition(":")
+    if not sep or len(b64) != _DIGEST_B64_LEN or not kid:
+        raise InvalidInput("malformed token: expected '<key_id>:<43 base64url characters>'")
+    try:
+        digest = base64.urlsafe_b64decode(b64 + "=")
+    except ValueError:
+        raise InvalidInput("malformed token: not base64url") from None
+    return kid, digest
+
+
+def rekey(server_secret: bytes, digest: bytes) -> int:
+    """The storage token: keyed BLAKE2b of the agency digest, as a non-zero signed 64-bit int."""
+    value = int.from_bytes(
+        hashlib.blake2b(digest, key=server_secret, digest_size=8).digest(), "little", signed=True
+    )
+    return value or 1
