@@ -391,6 +391,56 @@ class Registry:
             if batch.reviews:
                 pstore.insert_review_items(cur, pa.Table.from_pylist(batch.reviews))
 
+    def withdraw_records(self, agency: str, source_record_ids: Sequence[str], *,
+                         cause: str = "ingest") -> EnrolResult:
+        """Withdraw records (kept as tombstones); a key left with no records is retired."""
+        result = EnrolResult()
+        with self.store.write_lock:
+            batch = _Batch(now=self.clock())
+            touched: list[tuple[str, int, int, int]] = []
+            for i, sid in enumerate(source_record_ids, start=1):
+                known = self.by_sid.get((agency, sid))
+                if known is None or known[1] < 0:
+                    result.problems.append(Problem(i, "source_record_id", "no active record "
+                                                   "with this id", sid))
+                    continue
+                seq, row, _h, version = known
+                lab = int(self.index.label[row])
+                touched.append((sid, seq, row, lab))
+                self.person_count[lab] -= 1
+                if self.person_count[lab] == 0:
+                    self._retire(batch, lab, successor=None, cause=cause, record_seq=seq)
+                    self._event(batch, self.persons[lab], "withdrawn", cause=cause,
+                                record_seq=seq)
+                result.results.append(RecordResult(i, sid, self.persons[lab], "withdrawn"))
+            try:
+                if touched:
+                    with self.store.transaction() as cur:
+                        rstore.withdraw_records(cur, pa.table({
+                            "record_seq": [t[1] for t in touched],
+                            "updated_at": pa.array([batch.now] * len(touched),
+                                                   pa.timestamp("us"))}))
+                        if batch.retired:
+                            pstore.retire_persons(cur, pa.table({
+                                "person_key": batch.retired,
+                                "retired_at": [batch.now] * len(batch.retired)}))
+                        if batch.events:
+                            pstore.insert_events(cur, _events_table(batch.events))
+            except BaseException:
+                for _sid, _seq, _row, lab in touched:
+                    self.person_count[lab] += 1
+                raise
+            for sid, seq, row, _lab in touched:
+                self.index.active[row] = False
+                _s, _r, h, version = self.by_sid[(agency, sid)]
+                self.by_sid[(agency, sid)] = (seq, -1, h, version + 1)
+        return result
+
+    def link(self, *, progress: Callable[[str], None] | None = None) -> LinkSummary:
+        """Re-link the whole registry with Splink and reconcile to stable keys."""
+        from mpi.relink import link_registry
+        return link_registry(self, progress=progress)
+
     # ---- reads -----------------------------------------------------------------------
     def get_person(self, person_key: str) -> dict[str, Any]:
         """A key's status, successors (if retired) and active records; raise NotFound."""

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -18,6 +19,11 @@ from mpi.errors import ConfigurationError
 from mpi.store.migrations import MIGRATIONS
 
 _CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+def first_row(rows: list[Any]) -> Any:
+    """First row of a fully fetched result, or None."""
+    return rows[0] if rows else None
 
 
 class Store:
@@ -42,7 +48,7 @@ class Store:
         con.execute("CREATE TABLE IF NOT EXISTS schema_version ("
                     "version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
                     "applied_at TIMESTAMP NOT NULL)")
-        row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        row = first_row(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall())
         current = int(row[0]) if row else 0
         for version, description, statements in MIGRATIONS:
             if version <= current:
@@ -60,7 +66,7 @@ class Store:
 
     def schema_version(self) -> int:
         """The highest applied migration."""
-        row = self.cursor().execute("SELECT max(version) FROM schema_version").fetchone()
+        row = first_row(self.cursor().execute("SELECT max(version) FROM schema_version").fetchall())
         return int(row[0]) if row and row[0] is not None else 0
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

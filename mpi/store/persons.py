@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from mpi.store.db import first_row as _first
 from mpi.store.records import _with
 
 
@@ -56,8 +57,8 @@ def all_person_keys(cur: duckdb.DuckDBPyConnection) -> list[str]:
 
 def find_person(cur: duckdb.DuckDBPyConnection, person_key: str) -> dict[str, Any] | None:
     """A key's status row, or None."""
-    row = cur.execute("SELECT person_key, status, created_at, retired_at FROM person "
-                      "WHERE person_key = ?", [person_key]).fetchone()
+    row = _first(cur.execute("SELECT person_key, status, created_at, retired_at FROM person "
+                      "WHERE person_key = ?", [person_key]).fetchall())
     if row is None:
         return None
     return {"person_key": row[0], "status": row[1], "created_at": row[2], "retired_at": row[3]}
@@ -92,8 +93,8 @@ def key_events(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[dict[str
 
 def max_seqs(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """Highest event_seq and item_seq in use."""
-    e = cur.execute("SELECT coalesce(max(event_seq), 0) FROM key_event").fetchone()
-    i = cur.execute("SELECT coalesce(max(item_seq), 0) FROM review_item").fetchone()
+    e = _first(cur.execute("SELECT coalesce(max(event_seq), 0) FROM key_event").fetchall())
+    i = _first(cur.execute("SELECT coalesce(max(item_seq), 0) FROM review_item").fetchall())
     return (int(e[0]) if e else 0, int(i[0]) if i else 0)
 
 
@@ -130,6 +131,6 @@ def record_model_activation(cur: duckdb.DuckDBPyConnection, model_version: str, 
 
 def active_model_version(cur: duckdb.DuckDBPyConnection) -> str | None:
     """Most recently activated model version, if any."""
-    row = cur.execute("SELECT model_version FROM model_activation ORDER BY activated_at DESC "
-                      "LIMIT 1").fetchone()
+    row = _first(cur.execute("SELECT model_version FROM model_activation ORDER BY activated_at DESC "
+                      "LIMIT 1").fetchall())
     return str(row[0]) if row else None

@@ -13,6 +13,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from mpi.store.db import first_row as _first
+
 RECORD_COLUMNS = ("record_seq", "agency", "source_record_id", "version", "status", "person_key",
                   "content_hash", "key_id", "research_consent", "attributes", "tokens",
                   "created_at", "updated_at")
@@ -50,6 +52,18 @@ def replace_records(cur: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
     _append_versions(cur, batch)
 
 
+def withdraw_records(cur: duckdb.DuckDBPyConnection, withdrawn: pa.Table) -> None:
+    """Tombstone records (record_seq, updated_at): new version with status 'withdrawn'."""
+    _with(cur, "mpi_withdrawn", withdrawn,
+          "UPDATE source_record SET status = 'withdrawn', version = version + 1, "
+          "updated_at = w.updated_at FROM mpi_withdrawn w "
+          "WHERE source_record.record_seq = w.record_seq")
+    _with(cur, "mpi_withdrawn", withdrawn,
+          "INSERT INTO record_version SELECT s.record_seq, s.version, s.status, s.content_hash, "
+          "s.key_id, s.research_consent, s.attributes, s.tokens, s.updated_at "
+          "FROM source_record s JOIN mpi_withdrawn w ON s.record_seq = w.record_seq")
+
+
 def set_person_keys(cur: duckdb.DuckDBPyConnection, changes: pa.Table) -> None:
     """Point records (record_seq, person_key, updated_at) at new person keys."""
     _with(cur, "mpi_key_changes", changes,
@@ -64,7 +78,7 @@ def find_record(cur: duckdb.DuckDBPyConnection, *, agency: str,
         "SELECT record_seq, agency, source_record_id, version, status, person_key, key_id, "
         "research_consent, attributes, created_at, updated_at FROM source_record "
         "WHERE agency = ? AND source_record_id = ?", [agency, source_record_id])
-    row = rel.fetchone()
+    row = _first(rel.fetchall())
     if row is None:
         return None
     names = [d[0] for d in rel.description]
@@ -73,33 +87,32 @@ def find_record(cur: duckdb.DuckDBPyConnection, *, agency: str,
 
 def load_state(cur: duckdb.DuckDBPyConnection) -> pa.Table:
     """Every record's matching state (withdrawn ones too), in record_seq order."""
-    return cur.execute(
+    return cur.sql(
         "SELECT record_seq, agency, source_record_id, version, status, person_key, content_hash, "
-        "tokens "
-        "FROM source_record ORDER BY record_seq").to_arrow_table()
+        "tokens FROM source_record ORDER BY record_seq").to_arrow_table()
 
 
 def model_input(cur: duckdb.DuckDBPyConnection, *, columns: Sequence[str],
                 positions: Sequence[int]) -> pa.Table:
     """Active records as ``unique_id`` + one BIGINT column per model token column."""
     # Column names come from the schema module (identifiers, not values); positions are ints.
-    parts = [f"tokens[{int(p) + 1}] AS {c}" for c, p in zip(columns, positions, strict=True)
+    parts = [f"nullif(tokens[{int(p) + 1}], 0) AS {c}" for c, p in zip(columns, positions, strict=True)
              if c.isidentifier()]
     sql = ("SELECT record_seq AS unique_id, " + ", ".join(parts) +
            " FROM source_record WHERE status = 'active' ORDER BY record_seq")
-    return cur.execute(sql).to_arrow_table()
+    return cur.sql(sql).to_arrow_table()
 
 
 def active_keys(cur: duckdb.DuckDBPyConnection) -> pa.Table:
     """agency, source_record_id, person_key of every active record, sorted."""
-    return cur.execute(
+    return cur.sql(
         "SELECT agency, source_record_id, person_key FROM source_record WHERE status = 'active' "
         "ORDER BY agency, source_record_id").to_arrow_table()
 
 
 def max_record_seq(cur: duckdb.DuckDBPyConnection) -> int:
     """Highest record_seq in use (0 when empty)."""
-    row = cur.execute("SELECT coalesce(max(record_seq), 0) FROM source_record").fetchone()
+    row = _first(cur.execute("SELECT coalesce(max(record_seq), 0) FROM source_record").fetchall())
     return int(row[0]) if row else 0
 
 

@@ -1,0 +1,224 @@
+"""The ``mpi`` command line (typer + rich): agency-side tools and registry operations.
+
+Owns: argument parsing, progress bars and printing. Each command builds Settings and calls one
+domain function. Must not: hold domain logic or print tokens, secrets or person keys (except
+the keys export the user asked for).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pyarrow.csv as pacsv
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mpi.config import Settings
+from mpi.errors import MpiError
+
+app = typer.Typer(help="mpi: privacy-preserving master person index.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+secret_app = typer.Typer(help="Linkage secrets (agency side).", no_args_is_help=True)
+keys_app = typer.Typer(help="Person keys.", no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
+app.add_typer(keys_app, name="keys")
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
+                                              "(default: $MPI_DATA_DIR or ./mpi-data).")]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    s = Settings()
+    return s.model_copy(update={"data_dir": data_dir}) if data_dir else s
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the linkage schema (token contract) as JSON."""
+    from mpi.schema import schema_document
+    print(json.dumps(schema_document(), indent=2))
+
+
+@secret_app.command("new")
+def secret_new(out_file: Annotated[Path, typer.Option("--out", help="Where to write it.")]) -> None:
+    """Create a new linkage secret file (0600). Share it only with the other agencies."""
+    from mpi.secretfile import write_secret
+    kid = write_secret(out_file)
+    out.print(f"wrote linkage secret {out_file} (key id {kid}); keep it away from the service")
+
+
+@app.command()
+def tokenize(
+    input_file: Annotated[Path, typer.Argument(help="Plaintext CSV or Parquet.")],
+    secret_file: Annotated[Path, typer.Option("--secret-file", help="Linkage secret file.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Output .jsonl or .parquet.")],
+    attribute: Annotated[list[str] | None, typer.Option("--attribute", help="Attribute column "
+                                                        "to pass through (repeatable).")] = None,
+    date_format: Annotated[list[str] | None, typer.Option("--date-format", help="Extra accepted "
+                                                          "date format, e.g. %m/%d/%Y.")] = None,
+    rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects CSV (default "
+                                                 "OUTPUT.rejects.csv).")] = None,
+) -> None:
+    """Tokenize plaintext identifiers agency-side; the output holds no plaintext identifier."""
+    from mpi.secretfile import read_secret
+    from mpi.tokenizer import tokenize_file
+    secret = read_secret(secret_file)
+    with _progress() as bar:
+        task = bar.add_task("tokenizing", total=None)
+        summary = tokenize_file(input_file, secret=secret, out=out_file, rejects=rejects,
+                                attributes=attribute or [], date_formats=date_format or [],
+                                progress=lambda n: bar.advance(task, n))
+    if summary.ignored_columns:
+        err.print(f"ignored columns (not in the schema, not --attribute): "
+                  f"{', '.join(summary.ignored_columns)}")
+    out.print(f"{summary.rows} rows: {summary.written} tokenized -> {out_file}, "
+              f"{summary.rejected} rejected -> {summary.rejects} (key id {summary.key_id})")
+
+
+@app.command()
+def ingest(
+    tokens: Annotated[Path, typer.Argument(help="Tokenized JSONL or Parquet.")],
+    agency: Annotated[str, typer.Option("--agency", help="Agency that sent the file.")],
+    rejects: Annotated[Path | None, typer.Option("--rejects", help="Write refused rows here "
+                                                 "(default TOKENS.ingest-rejects.csv).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Upsert tokenized records into the registry (online matching; safe to re-run)."""
+    from mpi.registry import Registry
+    from mpi.tokenfile import iter_chunks
+    settings = _settings(data_dir)
+    reg = Registry(settings)
+    rejects = rejects or tokens.with_name(tokens.name + ".ingest-rejects.csv")
+    totals: dict[str, int] = {}
+    started = time.perf_counter()
+    with _progress() as bar, rejects.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "source_record_id", "field", "reason"])
+        task = bar.add_task(f"ingesting for {agency}", total=None)
+        for rows, problems in iter_chunks(tokens, chunk=settings.ingest_chunk):
+            res = reg.enrol_records(agency, rows)
+            for p in problems + res.problems:
+                w.writerow([p.row, p.source_record_id or "", p.field or "", p.reason])
+            counts = res.counts()
+            counts["rejected"] = counts.get("rejected", 0) + len({p.row for p in problems})
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+            bar.advance(task, len(rows) + len(problems))
+    elapsed = time.perf_counter() - started
+    n = sum(v for k, v in totals.items())
+    out.print(f"{n} rows in {elapsed:.1f}s: " + ", ".join(f"{k} {v}" for k, v in
+                                                        sorted(totals.items())))
+    if totals.get("rejected"):
+        err.print(f"{totals['rejected']} rows refused; see {rejects}")
+    reg.close()
+
+
+@app.command()
+def link(data_dir: DataDir = None) -> None:
+    """Re-link the whole registry with Splink and reconcile to stable person keys."""
+    from mpi.registry import Registry
+    reg = Registry(_settings(data_dir))
+    t0 = time.perf_counter()
+    s = reg.link(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+    table = Table(title=f"mpi link ({time.perf_counter() - t0:.1f}s, model {s.model_version})")
+    for col in ("records", "persons", "merges", "splits", "keys changed", "new keys"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(v) for v in (s.records, s.persons, s.merges, s.splits, s.keys_changed,
+                                     s.new_keys)))
+    out.print(table)
+    reg.close()
+
+
+@keys_app.command("export")
+def keys_export(out_file: Annotated[Path, typer.Option("--out", help="CSV to write.")],
+                data_dir: DataDir = None) -> None:
+    """Write agency,source_record_id,person_key for every active record."""
+    from mpi.registry import Registry
+    reg = Registry(_settings(data_dir))
+    table = reg.export_keys()
+    pacsv.write_csv(table, out_file, pacsv.WriteOptions(quoting_style="needed"))
+    out.print(f"wrote {table.num_rows} keys to {out_file}")
+    reg.close()
+
+
+@keys_app.command("show")
+def keys_show(person_key: str, data_dir: DataDir = None) -> None:
+    """Show a key's status, successors (if retired) and records."""
+    from mpi.registry import Registry
+    reg = Registry(_settings(data_dir))
+    print(json.dumps(reg.get_person(person_key), indent=2, default=str))
+    reg.close()
+
+
+@app.command()
+def synth(people: Annotated[int, typer.Option(help="Number of people.")] = 1000,
+          agencies: Annotated[int, typer.Option(help="Number of agencies.")] = 3,
+          seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+          out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("synth"),
+          weak_group_share: Annotated[float, typer.Option(help="Share of people in a planted "
+                                                          "group with worse data quality.")] = 0.0,
+          ) -> None:
+    """Write seeded synthetic plaintext agency CSVs and truth.csv."""
+    from mpi.synth import synthesize
+    s = synthesize(people=people, agencies=agencies, seed=seed, out_dir=out_dir,
+                   weak_group_share=weak_group_share)
+    out.print(f"{s.people} people, {s.records} records -> {out_dir} "
+              f"({', '.join(p.name for p in s.files)}, {s.truth.name})")
+
+
+@app.command()
+def evaluate(truth: Annotated[Path, typer.Option(help="truth.csv from mpi synth.")],
+             keys: Annotated[Path, typer.Option(help="keys.csv from mpi keys export.")]) -> None:
+    """Print pairwise and cluster precision, recall and F1."""
+    from mpi.evaluation import evaluate as run
+    from mpi.evaluation import read_keys, read_truth
+    ev = run(read_truth(truth), read_keys(keys))
+    _print_evaluation(ev)
+
+
+def _print_evaluation(ev: object) -> None:
+    table = Table(title="linkage quality")
+    for col in ("metric", "precision", "recall", "F1"):
+        table.add_column(col, justify="right")
+    for name in ("pairwise", "cluster"):
+        s = getattr(ev, name)
+        table.add_row(name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}")
+    out.print(table)
+    out.print(f"records {ev.records}, true persons {ev.true_clusters}, "
+              f"predicted persons {ev.predicted_clusters}")
+
+
+@app.command()
+def demo(people: Annotated[int, typer.Option(help="Synthetic people.")] = 5000,
+         seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+         data_dir: DataDir = None) -> None:
+    """Synthesize, tokenize agency-side, ingest, link and print a linkage-quality summary."""
+    from mpi.demo import run_demo
+    settings = _settings(data_dir or Path("mpi-demo"))
+    run_demo(settings, people=people, seed=seed, say=lambda m: out.print(m),
+             show=_print_evaluation)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning domain errors into one clean line."""
+    try:
+        app()
+    except MpiError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        for p in exc.problems[:20]:
+            err.print(f"  {p.describe()}")
+        sys.exit(2)

@@ -1,0 +1,65 @@
+"""The main job on the embedded default: synthesize, tokenize, ingest, link, evaluate.
+
+Owns: orchestrating the demo through the same public functions the commands use. Must not:
+take shortcuts the real path does not (tokens go through files, the registry is a real file).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+from mpi.config import Settings
+from mpi.evaluation import Evaluation, evaluate, read_truth
+from mpi.registry import Registry
+from mpi.secretfile import read_secret, write_secret
+from mpi.synth import synthesize
+from mpi.tokenfile import iter_chunks
+from mpi.tokenizer import tokenize_file
+
+
+def run_demo(settings: Settings, *, people: int, seed: int, say: Callable[[str], None],
+             show: Callable[[Evaluation], None]) -> Evaluation:
+    """Run the whole pipeline in a fresh data directory and return the evaluation."""
+    root = settings.data_dir
+    if root.exists():
+        shutil.rmtree(root)
+    agency_dir = root / "agencies"
+    s = synthesize(people=people, agencies=3, seed=seed, out_dir=agency_dir)
+    say(f"1. synthesized {s.records} plaintext records for {people} people at 3 agencies "
+        f"-> {agency_dir}")
+    secret_path = agency_dir / "linkage.secret"
+    kid = write_secret(secret_path)
+    secret = read_secret(secret_path)
+    token_files = {}
+    for f in s.files:
+        agency = f.stem
+        out = agency_dir / f"{agency}.tokens.jsonl"
+        summary = tokenize_file(f, secret=secret, out=out,
+                                attributes=["race_ethnicity", "birth_year", "program"])
+        token_files[agency] = out
+        say(f"2. {agency}: tokenized {summary.written} rows agency-side (key id {kid}), "
+            f"{summary.rejected} rejected -> {summary.rejects.name if summary.rejects else ''}")
+    reg = Registry(settings)
+    for agency, path in token_files.items():
+        counts: dict[str, int] = {}
+        for rows, _problems in iter_chunks(path, chunk=settings.ingest_chunk):
+            for k, v in reg.enrol_records(agency, rows).counts().items():
+                counts[k] = counts.get(k, 0) + v
+        say(f"3. ingested {agency}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    ls = reg.link()
+    say(f"4. mpi link: {ls.records} records -> {ls.persons} persons; {ls.merges} merges, "
+        f"{ls.splits} splits, {ls.keys_changed} records changed key (model {ls.model_version})")
+    keys = reg.export_keys()
+    predicted = dict(zip(zip(keys.column("agency").to_pylist(),
+                             keys.column("source_record_id").to_pylist(), strict=True),
+                         keys.column("person_key").to_pylist(), strict=True))
+    ev = evaluate(read_truth(s.truth), predicted)
+    show(ev)
+    stats = reg.stats()
+    say(f"registry {settings.registry_path}: {stats['records']}, persons {stats['persons']}, "
+        f"open review items {stats['review']}")
+    say("next: `mpi keys export --out keys.csv --data-dir " + str(root) + "`, then "
+        "`mpi evaluate --truth " + str(s.truth) + " --keys keys.csv`")
+    reg.close()
+    return ev
