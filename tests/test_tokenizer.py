@@ -95,7 +95,8 @@ def _read_rejects(path: Path) -> list[dict[str, str]]:
 
 def _read_output(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
+        rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+        return rows
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -222,7 +223,8 @@ def test_progress_callback(tmp_path: Path) -> None:
 
 def test_missing_source_record_id_column_raises(tmp_path: Path) -> None:
     cols = [c for c in COLUMNS if c != "source_record_id"]
-    for src in (_write_csv(tmp_path / "in.csv", ROWS, cols), _write_parquet(tmp_path / "in.parquet", ROWS, cols)):
+    srcs = (_write_csv(tmp_path / "in.csv", ROWS, cols), _write_parquet(tmp_path / "in.parquet", ROWS, cols))
+    for src in srcs:
         with pytest.raises(InvalidInput, match="source_record_id"):
             tokenize_file(src, secret=SECRET, out=tmp_path / "o.jsonl")
 

@@ -1,0 +1,1 @@
+"""HTTP layer over mpi: parse, authorize, call one mpi function, shape the response."""
