@@ -22,6 +22,7 @@ from rich.table import Table
 
 from mpi.config import Settings
 from mpi.errors import MpiError
+from mpi.evaluation import Evaluation
 
 app = typer.Typer(help="mpi: privacy-preserving master person index.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -190,7 +191,7 @@ def evaluate(truth: Annotated[Path, typer.Option(help="truth.csv from mpi synth.
     _print_evaluation(ev)
 
 
-def _print_evaluation(ev: object) -> None:
+def _print_evaluation(ev: Evaluation) -> None:
     table = Table(title="linkage quality")
     for col in ("metric", "precision", "recall", "F1"):
         table.add_column(col, justify="right")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
 import jellyfish
@@ -54,8 +54,8 @@ _STREET_ABBREVIATIONS = {
 }
 _NON_ALNUM = re.compile(r"[^A-Z0-9 ]+")
 _SPACES = re.compile(r"\s+")
-_DIGITS = re.compile(r"\D+")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DIGITS = re.compile(r"[^0-9]+")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 _nicknamer = NickNamer()
 
@@ -111,8 +111,8 @@ def normalize_date(raw: str, *, formats: Sequence[str] = (), today: dt.date | No
             return None
         try:
             parsed = dt.date.fromisoformat(text)
-        except ValueError as exc:
-            raise FieldError(field, f"not a valid date: {exc}") from None
+        except ValueError:
+            raise FieldError(field, "not a valid calendar date") from None
     else:
         for fmt in formats:
             try:
@@ -249,7 +249,7 @@ def normalize_record(raw: Mapping[str, str | None], *, date_formats: Sequence[st
     return out, errors
 
 
-_SIMPLE = {
+_SIMPLE: dict[str, Callable[[str], str | None]] = {
     "given_name": normalize_name,
     "middle_name": normalize_name,
     "family_name": normalize_name,

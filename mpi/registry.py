@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +331,7 @@ class Registry:
             outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, outcome)
             if p.key_id not in self.key_ids:
                 self.key_ids.add(p.key_id)
-                undo.append(lambda kid=p.key_id: self.key_ids.discard(kid))
+                undo.append(partial(self.key_ids.discard, p.key_id))
 
     def _mint(self, batch: _Batch, *, cause: str, record_seq: int | None) -> int:
         key = keyrules.mint_key()

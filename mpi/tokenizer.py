@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -140,7 +141,12 @@ def _read_batches(path: Path, *, batch_rows: int = 20_000) -> tuple[list[str], I
             pf = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InvalidInput(f"{path.name}: not a readable Parquet file ({exc})") from None
-        return list(pf.schema_arrow.names), pf.iter_batches(batch_size=batch_rows)
+        def as_text() -> Iterator[pa.RecordBatch]:
+            for b in pf.iter_batches(batch_size=batch_rows):
+                yield pa.RecordBatch.from_arrays(
+                    [c if pa.types.is_string(c.type) else pc.cast(c, pa.string())
+                     for c in b.columns], names=b.schema.names)
+        return list(pf.schema_arrow.names), as_text()
     if suffix not in (".csv", ".txt"):
         raise InvalidInput(f"{path.name}: expected a .csv or .parquet file")
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets as _secrets
 from collections.abc import Mapping
 
@@ -19,6 +20,8 @@ from mpi.schema import SCHEMA_VERSION, token_domain
 SECRET_BYTES = 32
 _KEY_ID_LABEL = b"mpi-key-id/v1\x00"
 _DIGEST_B64_LEN = 43  # 32 bytes, base64url without padding
+_KEY_ID = re.compile(r"[0-9a-f]{8}")
+_B64URL = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 def new_secret() -> bytes:
@@ -57,13 +60,10 @@ def tokenize_values(secret: bytes, values: Mapping[str, str], *, kid: str) -> di
 def split_token(token: str) -> tuple[str, bytes]:
     """Parse ``kid:digest`` into its key id and 32 digest bytes; raise InvalidInput if malformed."""
     kid, sep, b64 = token.partition(":")
-    if not sep or len(b64) != _DIGEST_B64_LEN or not kid:
-        raise InvalidInput("malformed token: expected '<key_id>:<43 base64url characters>'")
-    try:
-        digest = base64.urlsafe_b64decode(b64 + "=")
-    except ValueError:
-        raise InvalidInput("malformed token: not base64url") from None
-    return kid, digest
+    if (not sep or len(b64) != _DIGEST_B64_LEN or not _KEY_ID.fullmatch(kid)
+            or not _B64URL.fullmatch(b64)):
+        raise InvalidInput("malformed token: expected '<8 hex key id>:<43 base64url characters>'")
+    return kid, base64.urlsafe_b64decode(b64 + "=")
 
 
 def rekey(server_secret: bytes, digest: bytes) -> int:

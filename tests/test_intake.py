@@ -297,9 +297,6 @@ def test_schema_version_constant() -> None:
     assert _record()["schema_version"] == SCHEMA_VERSION
 
 
-@pytest.mark.xfail(strict=True, reason="BUG tokens.py split_token does not validate the key id (8 hex), so "
-                   "intake accepts any text before ':' as a key id and echoes it in the 'unknown linkage "
-                   "key id' problem")
 def test_non_hex_key_id_is_malformed_and_not_echoed() -> None:
     rec = _record()
     leaked = "JOHN SMITH 1980-03-04"

@@ -78,7 +78,7 @@ def params_from_splink(model: dict[str, Any], definition: ModelDefinition) -> Mo
 
 def probability(weight: float) -> float:
     """Match probability for a match weight."""
-    return 1.0 / (1.0 + 2.0 ** (-weight))
+    return float(1.0 / (1.0 + 2.0 ** (-weight)))
 
 
 def weight_for_probability(p: float) -> float:

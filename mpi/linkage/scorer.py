@@ -22,8 +22,9 @@ NULL_LEVEL = -1
 def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.bool_]:
     c = level.columns
     if level.kind == "equal":
-        a = left[c[0]]
-        return (a == right[c[0]]) & (a != 0)
+        first = left[c[0]]
+        eq: npt.NDArray[np.bool_] = (first == right[c[0]]) & (first != 0)
+        return eq
     if level.kind == "any_equal":
         mask = np.zeros(len(left[c[0]]), dtype=bool)
         for x in c:
@@ -35,8 +36,10 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
             mask &= (left[x] == right[x]) & (left[x] != 0)
         return mask
     if level.kind == "cross":
-        a, b = c
-        return ((left[a] == right[b]) & (left[a] != 0)) | ((left[b] == right[a]) & (left[b] != 0))
+        ca, cb = c
+        out: npt.NDArray[np.bool_] = ((left[ca] == right[cb]) & (left[ca] != 0)) | (
+            (left[cb] == right[ca]) & (left[cb] != 0))
+        return out
     mask = np.zeros(len(left[c[0]]), dtype=bool)
     for x in c:
         lx = left[x]

@@ -27,16 +27,16 @@ UNIQUE_ID = "unique_id"
 
 
 def splink_comparisons(definition: ModelDefinition,
-                       params: ModelParams | None = None) -> list[cl.CustomComparison]:
+                       params: ModelParams | None = None) -> list[Any]:
     """Splink comparisons for the definition, with trained m/u copied in when given."""
-    out = []
+    out: list[Any] = []
     by_name = {c.name: c for c in params.comparisons} if params else {}
     for comp in definition.comparisons:
         levels: list[Any] = [cll.CustomLevel(comp.null_sql(), label_for_charts="null")
                              .configure(is_null_level=True)]
         trained = by_name.get(comp.name)
         for i, lvl in enumerate(comp.levels):
-            level = cll.CustomLevel(lvl.sql(), label_for_charts=lvl.label)
+            level: Any = cll.CustomLevel(lvl.sql(), label_for_charts=lvl.label)
             if trained:
                 level = level.configure(m_probability=trained.m[i], u_probability=trained.u[i])
             levels.append(level)

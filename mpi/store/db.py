@@ -18,7 +18,8 @@ import duckdb
 from mpi.errors import ConfigurationError
 from mpi.store.migrations import MIGRATIONS
 
-_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 def first_row(rows: list[Any]) -> Any:

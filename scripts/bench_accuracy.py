@@ -1,0 +1,90 @@
+"""Benchmark: linkage accuracy end to end (synth -> tokenize -> enrol -> link -> evaluate).
+
+Reports cluster and pairwise precision/recall/F1 after online enrolment only (before link) and
+after Registry.link(). Baseline for the timings: the online-only pass (ratio link/enrol).
+Target: cluster F1 >= 0.98 after link.
+
+    python scripts/bench_accuracy.py --people 50000 --agencies 3 --seed 2024
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+
+TARGET_CLUSTER_F1 = 0.98
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--people", type=int, default=50_000)
+    ap.add_argument("--agencies", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--chunk", type=int, default=10_000, help="records per enrol call")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args()
+
+    from mpi.evaluation import evaluate, read_truth
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mpi-bench-acc-", dir="/tmp"))
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    bc.log(f"synth + tokenize {args.people} people")
+    files, truth_path, prep = bc.synth_and_tokenize(people=args.people, agencies=args.agencies,
+                                                   seed=args.seed, out_dir=workdir / "agencies")
+    truth = read_truth(truth_path)
+    reg = bc.open_registry(workdir / "data")
+    bc.log("enrol")
+    enrol_s = 0.0
+    n = 0
+    counts: dict[str, int] = {}
+    for agency, path in files.items():
+        rows = bc.read_token_records(path)
+        for part in bc.chunks(rows, args.chunk):
+            t = time.perf_counter()
+            res = reg.enrol_records(agency, part)
+            enrol_s += time.perf_counter() - t
+            n += len(part)
+            for k, v in res.counts().items():
+                counts[k] = counts.get(k, 0) + v
+    online = evaluate(truth, bc.export_mapping(reg))
+    bc.log("link")
+    t = time.perf_counter()
+    ls = reg.link()
+    link_s = time.perf_counter() - t
+    linked = evaluate(truth, bc.export_mapping(reg))
+    reg.close()
+    f1 = linked.cluster.f1
+    result = {
+        "benchmark": "accuracy", "machine": bc.machine_info(),
+        "args": {"people": args.people, "agencies": args.agencies, "seed": args.seed,
+                 "chunk": args.chunk},
+        "records": prep["records"], "enrolled": n, "enrol_outcomes": counts,
+        "times": {"synthesize_s": prep["synthesize_s"], "tokenize_s": prep["tokenize_s"],
+                  "enrol_s": enrol_s, "link_s": link_s},
+        "enrol_records_per_s": n / enrol_s,
+        "ratio_link_over_online_enrol": link_s / enrol_s,
+        "online_only": bc.eval_dict(online),
+        "after_link": bc.eval_dict(linked),
+        "link_summary": {"records": ls.records, "persons": ls.persons, "merges": ls.merges,
+                         "splits": ls.splits, "keys_changed": ls.keys_changed,
+                         "new_keys": ls.new_keys, "edges": ls.edges},
+        "target_cluster_f1": TARGET_CLUSTER_F1,
+        "target_met": bc.met(f1, TARGET_CLUSTER_F1, higher_is_better=True),
+    }
+    bc.emit(result, args.json_out)
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
