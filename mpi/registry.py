@@ -374,10 +374,7 @@ class Registry:
             for kid in self.key_ids:
                 pstore.add_linkage_key_id(cur, kid, schema_version=SCHEMA_VERSION, now=batch.now)
             if batch.persons:
-                pstore.insert_persons(cur, pa.table({
-                    "person_key": batch.persons, "status": ["active"] * len(batch.persons),
-                    "created_at": [batch.now] * len(batch.persons),
-                    "retired_at": pa.nulls(len(batch.persons), pa.timestamp("us"))}))
+                pstore.insert_persons(cur, _persons_table(batch))
             if batch.new_rows:
                 rstore.insert_records(cur, _records_table(batch.new_rows))
             if batch.changed_rows:
@@ -477,6 +474,13 @@ def _records_table(rows: list[dict[str, Any]]) -> pa.Table:
         ("content_hash", pa.int64()), ("key_id", pa.string()), ("research_consent", pa.bool_()),
         ("attributes", pa.string()), ("tokens", pa.list_(pa.int64())),
         ("created_at", pa.timestamp("us")), ("updated_at", pa.timestamp("us"))]))
+
+
+def _persons_table(batch: _Batch) -> pa.Table:
+    n = len(batch.persons)
+    return pa.table({"person_key": batch.persons, "status": ["active"] * n,
+                     "created_at": pa.array([batch.now] * n, pa.timestamp("us")),
+                     "retired_at": pa.nulls(n, pa.timestamp("us"))})
 
 
 def _events_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -28,7 +28,7 @@ _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 def link_registry(reg: Registry, *, cause: str = "relink",
                   progress: Callable[[str], None] | None = None) -> LinkSummary:
     """Predict + cluster every active record with Splink, then carry keys over to clusters."""
-    from mpi.registry import LinkSummary, _Batch, _events_table
+    from mpi.registry import LinkSummary, _Batch, _events_table, _persons_table
 
     say = progress or (lambda _m: None)
     with reg.store.write_lock:
@@ -79,10 +79,7 @@ def link_registry(reg: Registry, *, cause: str = "relink",
             "updated_at": pa.array([batch.now] * len(changed), pa.timestamp("us"))})
         with reg.store.transaction() as cur:
             if batch.persons:
-                pstore.insert_persons(cur, pa.table({
-                    "person_key": batch.persons, "status": ["active"] * len(batch.persons),
-                    "created_at": [batch.now] * len(batch.persons),
-                    "retired_at": pa.nulls(len(batch.persons), pa.timestamp("us"))}))
+                pstore.insert_persons(cur, _persons_table(batch))
             if batch.retired:
                 pstore.retire_persons(cur, pa.table({
                     "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))

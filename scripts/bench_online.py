@@ -1,0 +1,216 @@
+"""Benchmark: online enrolment latency and ingest throughput against a loaded registry.
+
+On a scratch copy of a prebuilt registry (scripts/bench_build_registry.py --data-dir ...):
+  * registry open time and process RSS (psutil) after loading it (target <= 2.5 GB)
+  * latency of enrol_records(agency, [ONE record]) (match-or-create + durable commit) for
+    --online held-out records (persons absent from the registry and persons in it):
+    p50/p95/p99 ms (targets p50 <= 2 ms, p99 <= 10 ms)
+  * baselines in the same run, per record: (1) match only = parse_record + blocking-index
+    lookup + scorer, no append and no DB write; (2) a bare DuckDB single-row INSERT + COMMIT
+    into a same-shaped table in a scratch file
+  * `mpi ingest`-style throughput: --ingest held-out records enrolled in chunks of
+    --ingest-chunk (target >= 10,000 records/s)
+
+    python scripts/bench_online.py --data-dir /tmp/mpi-bench-1m
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+
+TARGETS = {"p50_ms": 2.0, "p99_ms": 10.0, "rss_mb": 2.5 * 1024, "ingest_records_per_s": 10_000}
+
+
+def match_only(reg: Any, rec: dict[str, Any]) -> tuple[int, float]:
+    """parse + index lookup + score of one record against the registry; no state change."""
+    from mpi.intake import parse_record
+    from mpi.linkage.index import rule_keys
+    p = parse_record(rec, row=1, server_secret=reg.server_secret,
+                     accepted_key_ids=reg._accepted_key_ids())
+    idx = reg.index
+    cols = {c: p.tokens[pos: pos + 1].copy() for pos, c in reg._cols}
+    found = [idx._rules[i].lookup(rule_keys(cols, rule, i))[1]
+             for i, rule in enumerate(idx.definition.blocking_rules)]
+    right = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+    right = right[idx.active[right]]
+    if len(right) == 0:
+        return -1, float("-inf")
+    left = {c: np.repeat(v, len(right)) for c, v in cols.items()}
+    w = reg.scorer.weights(left, idx.gather(right))
+    best = int(np.argmax(w))
+    return int(idx.label[right[best]]), float(w[best])
+
+
+def duckdb_single_row(path: Path, n: int) -> list[float]:
+    """Per-op seconds of a single-row INSERT + COMMIT into a source_record-shaped table."""
+    import duckdb
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t (record_seq BIGINT PRIMARY KEY, agency VARCHAR, "
+                "source_record_id VARCHAR, version INTEGER, status VARCHAR, person_key VARCHAR, "
+                "content_hash BIGINT, key_id VARCHAR, research_consent BOOLEAN, "
+                "attributes VARCHAR, tokens BIGINT[], created_at TIMESTAMP, "
+                "updated_at TIMESTAMP)")
+    now = dt.datetime(2026, 1, 1)
+    toks = list(range(1, 22))
+    out = []
+    for i in range(n + 20):
+        t = time.perf_counter()
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [i, "agency_a", f"r{i}", 1, "active", "K" * 16, i * 7919, "kid", None, None,
+                     toks, now, now])
+        con.execute("COMMIT")
+        if i >= 20:  # first 20 are warm-up
+            out.append(time.perf_counter() - t)
+    con.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data-dir", type=Path, required=True, help="prebuilt registry (untouched)")
+    ap.add_argument("--online", type=int, default=2000, help="single-record enrols timed")
+    ap.add_argument("--ingest", type=int, default=100_000, help="records for the ingest run")
+    ap.add_argument("--ingest-chunk", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--profile", type=int, default=0,
+                    help="cProfile this many extra single-record enrols")
+    args = ap.parse_args()
+
+    import psutil
+
+    scratch = Path(tempfile.mkdtemp(prefix="mpi-bench-online-", dir="/tmp"))
+    work = bc.working_copy(args.data_dir, parent=scratch)
+    holdout = [json.loads(line) for line in (args.data_dir / "bench" / "holdout.jsonl").open()]
+    random.Random(args.seed).shuffle(holdout)
+    warm = holdout[:20]
+    online = holdout[20: 20 + args.online]
+    prof = holdout[20 + args.online: 20 + args.online + args.profile]
+    ingest = holdout[20 + args.online + args.profile:][: args.ingest]
+
+    gc.collect()
+    rss0 = bc.rss_mb()
+    bc.log("open registry")
+    t = time.perf_counter()
+    reg = bc.open_registry(work)
+    open_s = time.perf_counter() - t
+    gc.collect()
+    rss_loaded = bc.rss_mb()
+    n_records = reg.index.n
+
+    # baseline 1: match only (warm-up then timed), no state change
+    for h in warm:
+        match_only(reg, h["record"])
+    mo = []
+    for h in online:
+        t = time.perf_counter()
+        match_only(reg, h["record"])
+        mo.append(time.perf_counter() - t)
+
+    # baseline 2: bare DuckDB single-row insert + commit
+    bc.log("duckdb single-row baseline")
+    db_times = duckdb_single_row(scratch / "bare.duckdb", len(online))
+
+    # measured: one record per enrol call
+    bc.log(f"{len(online)} single-record enrols")
+    for i, h in enumerate(warm):
+        reg.enrol_records(h["agency"], [(i + 1, h["record"])])
+    lat = []
+    outcomes: dict[str, int] = {}
+    for i, h in enumerate(online):
+        t = time.perf_counter()
+        res = reg.enrol_records(h["agency"], [(i + 1, h["record"])])
+        lat.append(time.perf_counter() - t)
+        for k, v in res.counts().items():
+            outcomes[k] = outcomes.get(k, 0) + v
+    in_reg = sum(1 for h in online if h["person_in_registry"])
+    rss_after_online = bc.rss_mb()
+
+    profile = None
+    if prof:
+        import cProfile
+        import io
+        import pstats
+        pr = cProfile.Profile()
+        pr.enable()
+        for i, h in enumerate(prof):
+            reg.enrol_records(h["agency"], [(i + 1, h["record"])])
+        pr.disable()
+        buf = io.StringIO()
+        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(25)
+        profile = buf.getvalue()
+
+    # ingest throughput: chunks of --ingest-chunk, grouped by agency
+    bc.log(f"ingest {len(ingest)} records in chunks of {args.ingest_chunk}")
+    by_agency: dict[str, list[tuple[int, Any]]] = {}
+    for i, h in enumerate(ingest):
+        by_agency.setdefault(h["agency"], []).append((i + 1, h["record"]))
+    chunk_s: list[float] = []
+    ingested = 0
+    ing_outcomes: dict[str, int] = {}
+    t_all = time.perf_counter()
+    for agency, rows in by_agency.items():
+        for part in bc.chunks(rows, args.ingest_chunk):
+            t = time.perf_counter()
+            res = reg.enrol_records(agency, part)
+            chunk_s.append(time.perf_counter() - t)
+            ingested += len(part)
+            for k, v in res.counts().items():
+                ing_outcomes[k] = ing_outcomes.get(k, 0) + v
+    ingest_s = time.perf_counter() - t_all
+    rss_end = bc.rss_mb()
+    peak = psutil.Process().memory_full_info()
+    reg.close()
+
+    enrol = bc.percentiles_ms(lat)
+    base_match = bc.percentiles_ms(mo)
+    base_db = bc.percentiles_ms(db_times)
+    ingest_rps = ingested / ingest_s if ingest_s else 0.0
+    result = {
+        "benchmark": "online", "machine": bc.machine_info(), "source": str(args.data_dir),
+        "registry_records": n_records, "registry_open_s": open_s,
+        "rss_mb": {"before_open": rss0, "after_open": rss_loaded,
+                   "after_online": rss_after_online, "after_ingest": rss_end,
+                   "uss_end": peak.uss / 2**20},
+        "online": {"records": len(online), "person_in_registry": in_reg,
+                   "outcomes": outcomes, "enrol_one_ms": enrol,
+                   "baseline_match_only_ms": base_match,
+                   "baseline_duckdb_insert_commit_ms": base_db,
+                   "ratio_p50_enrol_over_match_only": enrol["p50"] / base_match["p50"],
+                   "ratio_p50_enrol_over_match_plus_duckdb":
+                       enrol["p50"] / (base_match["p50"] + base_db["p50"])},
+        "ingest": {"records": ingested, "chunk": args.ingest_chunk, "s": ingest_s,
+                   "records_per_s": ingest_rps, "chunk_s": bc.summary(chunk_s) if chunk_s
+                   else None, "outcomes": ing_outcomes},
+        "targets": TARGETS,
+        "target_met": {
+            "p50": bc.met(enrol["p50"], TARGETS["p50_ms"], higher_is_better=False),
+            "p99": bc.met(enrol["p99"], TARGETS["p99_ms"], higher_is_better=False),
+            "rss_after_open": bc.met(rss_loaded, TARGETS["rss_mb"], higher_is_better=False),
+            "ingest": bc.met(ingest_rps, TARGETS["ingest_records_per_s"],
+                             higher_is_better=True)},
+    }
+    bc.emit(result, args.json_out)
+    if profile:
+        print(profile, file=sys.stderr)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
