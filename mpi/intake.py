@@ -117,7 +117,7 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
         problems.append(Problem(row, "tokens", "tokens made under more than one linkage key", sid))
     kid = next(iter(kids)) if kids else ""
     accepted = set(accepted_key_ids) if accepted_key_ids is not None else None
-    if kid and accepted is not None and kid not in accepted:
+    if len(kids) == 1 and accepted is not None and kid not in accepted:
         problems.append(Problem(row, "tokens", f"unknown linkage key id {kid!r}; accepted: "
                                 f"{sorted(accepted)}", sid))
     present = {TOKEN_NAMES[i].split(".")[0] for i in np.flatnonzero(tokens)}

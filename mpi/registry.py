@@ -179,6 +179,10 @@ class Registry:
             self.by_sid[(agencies[i], sids[i])] = (int(seqs[i]), int(row_of[i]), hashes[i],
                                                    versions[i])
 
+    def _uncount(self, lab: int) -> None:
+        if lab < len(self.person_count):
+            self.person_count[lab] -= 1
+
     def _add_person(self, key: str) -> int:
         idx = len(self.persons)
         self.persons.append(key)
@@ -321,6 +325,7 @@ class Registry:
                 self._retire(batch, old_lab, successor=lab, cause=cause, record_seq=seq)
             self.index.label[row] = lab
             self.person_count[lab] += 1
+            undo.append(partial(self._uncount, lab))
             key = self.persons[lab]
             rec = {"record_seq": seq, "agency": agency, "source_record_id": p.source_record_id,
                    "version": version, "status": "active", "person_key": key,
@@ -396,8 +401,14 @@ class Registry:
         with self.store.write_lock:
             batch = _Batch(now=self.clock())
             touched: list[tuple[str, int, int, int]] = []
+            seen: set[str] = set()
             for i, sid in enumerate(source_record_ids, start=1):
                 known = self.by_sid.get((agency, sid))
+                if sid in seen:
+                    result.problems.append(Problem(i, "source_record_id", "repeated in this "
+                                                   "request", sid))
+                    continue
+                seen.add(sid)
                 if known is None or known[1] < 0:
                     result.problems.append(Problem(i, "source_record_id", "no active record "
                                                    "with this id", sid))

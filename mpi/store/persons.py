@@ -51,7 +51,11 @@ def insert_review_items(cur: duckdb.DuckDBPyConnection, items: pa.Table) -> None
 
 def all_person_keys(cur: duckdb.DuckDBPyConnection) -> list[str]:
     """Every key ever issued, oldest first."""
-    rows = cur.execute("SELECT person_key FROM person ORDER BY created_at, person_key").fetchall()
+    # Keys minted in one transaction share created_at; their mint event orders them.
+    rows = cur.execute(
+        "SELECT p.person_key FROM person p LEFT JOIN (SELECT person_key, min(event_seq) AS seq "
+        "FROM key_event WHERE event_type IN ('minted', 'split') GROUP BY person_key) e "
+        "ON e.person_key = p.person_key ORDER BY p.created_at, e.seq, p.person_key").fetchall()
     return [str(r[0]) for r in rows]
 
 

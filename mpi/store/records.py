@@ -6,6 +6,7 @@ Arrow tables passed in are registered under a private name for one statement and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,8 @@ def _with(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) 
     try:
         cur.execute(sql)
     finally:
-        cur.unregister(name)
+        with contextlib.suppress(duckdb.Error):  # inside an aborted transaction; keep real error
+            cur.unregister(name)
 
 
 def insert_records(cur: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
