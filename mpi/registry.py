@@ -13,7 +13,6 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mpi import keys as keyrules
+from mpi.audit import GENESIS, AuditChain, AuditEntry
 from mpi.config import Settings
 from mpi.errors import InvalidInput, NotFound, Problem
-from mpi.intake import ParsedRecord, parse_record
 from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
 from mpi.linkage.scorer import Scorer
 from mpi.schema import SCHEMA_VERSION, TOKEN_COLUMNS
 from mpi.store import Store
+from mpi.store import audit as astore
 from mpi.store import persons as pstore
 from mpi.store import records as rstore
 
@@ -110,6 +110,9 @@ class _Batch:
     events: list[dict[str, Any]] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    agencies: set[str] = field(default_factory=set)
+    new_key_ids: list[str] = field(default_factory=list)
 
 
 class Registry:
@@ -129,6 +132,11 @@ class Registry:
             with self.store.transaction() as tx:
                 pstore.record_model_activation(tx, version, now=clock())
         self.scorer = Scorer(self.model_definition, self.model.params)
+        head = astore.audit_head(cur)
+        self.audit_chain = AuditChain(seq=head[0], head=head[1]) if head else \
+            AuditChain(seq=0, head=GENESIS)
+        from mpi.enrolment import GroupCommit
+        self._committer = GroupCommit(self)
         self._load_state()
 
     @property
@@ -192,151 +200,29 @@ class Registry:
 
     # ---- enrol -----------------------------------------------------------------------
     def enrol_records(self, agency: str, objects: Sequence[tuple[int, Any]], *,
-                      cause: str = "ingest") -> EnrolResult:
-        """Validate, match and store a batch of token records for one agency, atomically."""
-        result = EnrolResult()
-        parsed: list[ParsedRecord] = []
-        accepted = self._accepted_key_ids()
-        for row, obj in objects:
-            out = parse_record(obj, row=row, server_secret=self.server_secret,
-                               accepted_key_ids=accepted)
-            if isinstance(out, list):
-                result.problems.extend(out)
-            else:
-                if accepted is None:
-                    accepted = {out.key_id}
-                parsed.append(out)
-        parsed = self._drop_duplicates(parsed, result)
-        if not parsed:
-            return result
-        with self.store.write_lock:
-            self._enrol_locked(agency, parsed, result, cause=cause)
-        return result
+                      cause: str = "ingest", audit: Sequence[AuditEntry] = ()) -> EnrolResult:
+        """Validate, match and store a batch of token records for one agency, atomically.
+
+        Concurrent callers are committed together (group commit); each returns only after its
+        records are durable. Invalid rows are reported in ``problems`` and not stored.
+        """
+        from mpi.enrolment import Job, parse_batch
+        job = Job(agency=agency, cause=cause, audit=list(audit))
+        job.parsed = parse_batch(self, objects, job.result)
+        if not job.parsed and not job.audit:
+            return job.result
+        self._committer.run(job)
+        return job.result
+
+    def record_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append audit events in their own transaction (for reads and refusals)."""
+        from mpi.enrolment import Job
+        self._committer.run(Job(agency=None, cause="audit", audit=list(entries)))
 
     def _accepted_key_ids(self) -> set[str] | None:
         if self.settings.accepted_key_ids:
             return set(self.settings.accepted_key_ids)
         return set(self.key_ids) if self.key_ids else None
-
-    @staticmethod
-    def _drop_duplicates(parsed: list[ParsedRecord], result: EnrolResult) -> list[ParsedRecord]:
-        rows_by_sid: dict[str, list[int]] = {}
-        for p in parsed:
-            rows_by_sid.setdefault(p.source_record_id, []).append(p.row)
-        dups = {s for s, rows in rows_by_sid.items() if len(rows) > 1}
-        for p in parsed:
-            if p.source_record_id in dups:
-                result.problems.append(Problem(
-                    p.row, "source_record_id", "duplicate source_record_id in this batch (rows "
-                    f"{', '.join(map(str, rows_by_sid[p.source_record_id]))}); none stored",
-                    p.source_record_id))
-        return [p for p in parsed if p.source_record_id not in dups]
-
-    def _enrol_locked(self, agency: str, parsed: list[ParsedRecord], result: EnrolResult, *,
-                      cause: str) -> None:
-        batch = _Batch(now=self.clock())
-        to_match: list[tuple[ParsedRecord, int, int, int]] = []  # rec, seq, version, old row
-        outcomes: dict[int, RecordResult] = {}
-        n0, persons0 = self.index.n, len(self.persons)
-        undo: list[Callable[[], None]] = []
-        for p in parsed:
-            known = self.by_sid.get((agency, p.source_record_id))
-            if known is None:
-                self.record_seq += 1
-                to_match.append((p, self.record_seq, 1, -1))
-                continue
-            seq, row, chash, version = known
-            if chash == p.content_hash and row >= 0:
-                key = self.persons[int(self.index.label[row])]
-                outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, "unchanged")
-                continue
-            to_match.append((p, seq, version + 1, row))
-        try:
-            self._match_and_assign(agency, to_match, batch, outcomes, undo, cause=cause)
-            self._write(agency, batch)
-        except BaseException:
-            for fn in reversed(undo):
-                fn()
-            self.index.truncate(n0)
-            self.row_seq = self.row_seq[:n0]
-            for key in self.persons[persons0:]:
-                del self.person_of[key]
-            del self.persons[persons0:]
-            del self.person_count[persons0:]
-            raise
-        for (p, seq, version, _old), row in zip(to_match, range(n0, self.index.n), strict=True):
-            self.by_sid[(agency, p.source_record_id)] = (seq, row, p.content_hash, version)
-        result.results.extend(outcomes[p.row] for p in parsed)
-
-    def _match_and_assign(self, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
-                          batch: _Batch, outcomes: dict[int, RecordResult],
-                          undo: list[Callable[[], None]], *, cause: str) -> None:
-        if not to_match:
-            return
-        old_labels: dict[int, int] = {}
-        for _p, _seq, _v, old in to_match:
-            if old >= 0 and self.index.active[old]:
-                lab = int(self.index.label[old])
-                old_labels[old] = lab
-                self.index.active[old] = False
-                self.person_count[lab] -= 1
-
-                def restore(old: int = old, lab: int = lab) -> None:
-                    self.index.active[old] = True
-                    self.person_count[lab] += 1
-                undo.append(restore)
-        matrix = np.stack([p.tokens for p, *_ in to_match])
-        cols = {c: np.ascontiguousarray(matrix[:, pos]) for pos, c in self._cols}
-        rows = self.index.append(cols, np.full(len(to_match), -1, dtype=np.int64))
-        self.row_seq = np.concatenate([self.row_seq, [seq for _p, seq, _v, _o in to_match]])
-        left, right = self.index.candidates(rows)
-        weights = self.scorer.weights(self.index.gather(left), self.index.gather(right)) \
-            if len(left) else np.empty(0)
-        order = np.argsort(left, kind="stable")
-        left, right, weights = left[order], right[order], weights[order]
-        bounds = np.searchsorted(left, rows, side="left"), np.searchsorted(left, rows, side="right")
-        link_w, review_w = self.model.thresholds.link_weight, self.model.thresholds.review_weight
-        for i, (p, seq, version, old) in enumerate(to_match):
-            row = int(rows[i])
-            lo, hi = int(bounds[0][i]), int(bounds[1][i])
-            best: dict[int, float] = {}
-            for r, w in zip(right[lo:hi].tolist(), weights[lo:hi].tolist(), strict=True):
-                lab = int(self.index.label[r])
-                if w > best.get(lab, -np.inf):
-                    best[lab] = w
-            ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-            old_lab = old_labels.get(old, -1)
-            outcome = "updated" if old >= 0 else "new"
-            if ranked and ranked[0][1] >= link_w:
-                lab = ranked[0][0]
-                if old < 0:
-                    outcome = "linked"
-                for other, w in ranked[1:]:
-                    if w >= link_w:
-                        self._review(batch, "possible_duplicate", None, lab, other, w)
-            elif old_lab >= 0 and self.person_count[old_lab] == 0:
-                lab = old_lab
-            else:
-                lab = self._mint(batch, cause=cause, record_seq=seq)
-                if ranked and ranked[0][1] >= review_w:
-                    outcome = "review" if old < 0 else outcome
-                    self._review(batch, "record_person", seq, ranked[0][0], None, ranked[0][1])
-            if old_lab >= 0 and lab != old_lab and self.person_count[old_lab] == 0:
-                self._retire(batch, old_lab, successor=lab, cause=cause, record_seq=seq)
-            self.index.label[row] = lab
-            self.person_count[lab] += 1
-            undo.append(partial(self._uncount, lab))
-            key = self.persons[lab]
-            rec = {"record_seq": seq, "agency": agency, "source_record_id": p.source_record_id,
-                   "version": version, "status": "active", "person_key": key,
-                   "content_hash": p.content_hash, "key_id": p.key_id,
-                   "research_consent": p.research_consent, "attributes": p.attributes,
-                   "tokens": p.tokens.tolist(), "created_at": batch.now, "updated_at": batch.now}
-            (batch.changed_rows if version > 1 else batch.new_rows).append(rec)
-            outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, outcome)
-            if p.key_id not in self.key_ids:
-                self.key_ids.add(p.key_id)
-                undo.append(partial(self.key_ids.discard, p.key_id))
 
     def _mint(self, batch: _Batch, *, cause: str, record_seq: int | None) -> int:
         key = keyrules.mint_key()
@@ -373,10 +259,13 @@ class Registry:
             "match_weight": weight, "match_probability": probability(weight), "status": "open",
             "model_version": self.model.version, "created_at": batch.now})
 
-    def _write(self, agency: str, batch: _Batch) -> None:
+    def _write(self, batch: _Batch) -> None:
+        """Write a batch's records, keys, events, reviews and audit events in one transaction."""
+        rows, head = self.audit_chain.seal(batch.audit, now=batch.now)
         with self.store.transaction() as cur:
-            rstore.ensure_agency(cur, agency, now=batch.now)
-            for kid in self.key_ids:
+            for agency in sorted(batch.agencies):
+                rstore.ensure_agency(cur, agency, now=batch.now)
+            for kid in batch.new_key_ids:
                 pstore.add_linkage_key_id(cur, kid, schema_version=SCHEMA_VERSION, now=batch.now)
             if batch.persons:
                 pstore.insert_persons(cur, _persons_table(batch))
@@ -393,9 +282,11 @@ class Registry:
                 pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
             if batch.reviews:
                 pstore.insert_review_items(cur, pa.Table.from_pylist(batch.reviews))
+            astore.append_audit(cur, rows)
+        self.audit_chain.advance(head)
 
     def withdraw_records(self, agency: str, source_record_ids: Sequence[str], *,
-                         cause: str = "ingest") -> EnrolResult:
+                         cause: str = "ingest", audit: Sequence[AuditEntry] = ()) -> EnrolResult:
         """Withdraw records (kept as tombstones); a key left with no records is retired."""
         result = EnrolResult()
         with self.store.write_lock:
@@ -422,19 +313,23 @@ class Registry:
                     self._event(batch, self.persons[lab], "withdrawn", cause=cause,
                                 record_seq=seq)
                 result.results.append(RecordResult(i, sid, self.persons[lab], "withdrawn"))
+            rows, head = self.audit_chain.seal(audit, now=batch.now)
             try:
-                if touched:
+                if touched or rows:
                     with self.store.transaction() as cur:
-                        rstore.withdraw_records(cur, pa.table({
-                            "record_seq": [t[1] for t in touched],
-                            "updated_at": pa.array([batch.now] * len(touched),
-                                                   pa.timestamp("us"))}))
+                        astore.append_audit(cur, rows)
+                        if touched:
+                            rstore.withdraw_records(cur, pa.table({
+                                "record_seq": pa.array([t[1] for t in touched], pa.int64()),
+                                "updated_at": pa.array([batch.now] * len(touched),
+                                                       pa.timestamp("us"))}))
                         if batch.retired:
                             pstore.retire_persons(cur, pa.table({
                                 "person_key": batch.retired,
                                 "retired_at": [batch.now] * len(batch.retired)}))
                         if batch.events:
                             pstore.insert_events(cur, _events_table(batch.events))
+                    self.audit_chain.advance(head)
             except BaseException:
                 for _sid, _seq, _row, lab in touched:
                     self.person_count[lab] += 1
