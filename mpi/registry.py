@@ -21,9 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mpi import keys as keyrules
-from mpi.audit import GENESIS, AuditChain, AuditEntry
+from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
+from mpi.audit import verify as verify_chain
 from mpi.config import Settings
 from mpi.errors import InvalidInput, NotFound, Problem
+from mpi.intake import parse_record
 from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
@@ -35,6 +37,7 @@ from mpi.store import persons as pstore
 from mpi.store import records as rstore
 
 Clock = Callable[[], dt.datetime]
+_POSSIBLE = 0.05
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 
@@ -346,8 +349,64 @@ class Registry:
         return link_registry(self, progress=progress)
 
     # ---- reads -----------------------------------------------------------------------
-    def get_person(self, person_key: str) -> dict[str, Any]:
-        """A key's status, successors (if retired) and active records; raise NotFound."""
+    def match(self, obj: Any, *, limit: int = 10) -> list[dict[str, Any]]:
+        """Score one token record against the registry without storing anything.
+
+        Candidates are graded in the manner of FHIR $match: ``certain`` at or above the link
+        threshold, ``probable`` in the review band, ``possible`` above probability 0.05.
+        Raises InvalidInput naming the fields at fault.
+        """
+        out = parse_record(obj, row=1, server_secret=self.server_secret,
+                           accepted_key_ids=self._accepted_key_ids())
+        if isinstance(out, list):
+            raise InvalidInput("invalid record", problems=out)
+        cols = {c: out.tokens[pos: pos + 1] for pos, c in self._cols}
+        with self.store.write_lock:
+            _q, rows = self.index.query(cols)
+            if len(rows) == 0:
+                return []
+            right = self.index.gather(rows)
+            left = {c: np.repeat(v, len(rows)) for c, v in cols.items()}
+            weights = self.scorer.weights(left, right)
+            labels = self.index.label[rows]
+            best: dict[int, float] = {}
+            for lab, w in zip(labels.tolist(), weights.tolist(), strict=True):
+                if w > best.get(lab, -np.inf):
+                    best[lab] = w
+            keys = {lab: self.persons[lab] for lab in best}
+        th = self.model.thresholds
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+        result = []
+        for lab, w in ranked:
+            p = probability(w)
+            if p < _POSSIBLE:
+                break
+            grade = "certain" if p >= th.link else "probable" if p >= th.review else "possible"
+            result.append({"person_key": keys[lab], "match_weight": w, "match_probability": p,
+                           "grade": grade})
+        return result[:limit]
+
+    def get_record(self, agency: str, source_record_id: str) -> dict[str, Any]:
+        """An agency's record (any status) with its current person key; raise NotFound."""
+        row = rstore.find_record(self.store.cursor(), agency=agency,
+                                 source_record_id=source_record_id)
+        if row is None:
+            raise NotFound("no record with this source_record_id for this agency")
+        return row
+
+    def verify_audit(self) -> Verification:
+        """Verify the audit hash chain from the first event."""
+        return verify_chain(astore.list_audit(self.store.cursor()))
+
+    def list_audit(self, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """A page of audit events after ``after``."""
+        return astore.list_audit(self.store.cursor(), after=after, limit=limit)
+
+    def get_person(self, person_key: str, *, agency: str | None = None) -> dict[str, Any]:
+        """A key's status, successors (if retired) and active records; raise NotFound.
+
+        With ``agency``, only that agency's records are listed.
+        """
         cur = self.store.cursor()
         row = pstore.find_person(cur, person_key)
         if row is None:
@@ -355,7 +414,8 @@ class Registry:
         out = {"person_key": person_key, "status": row["status"],
                "superseded_by": pstore.active_successors(cur, person_key)
                if row["status"] == "retired" else [],
-               "records": pstore.person_records(cur, person_key)}
+               "records": [r for r in pstore.person_records(cur, person_key)
+                           if agency is None or r[0] == agency]}
         return out
 
     def export_keys(self) -> pa.Table:

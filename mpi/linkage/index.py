@@ -163,6 +163,22 @@ class BlockingIndex:
         pair = np.unique(left * np.int64(self._cap + 1) + right)
         return pair // np.int64(self._cap + 1), pair % np.int64(self._cap + 1)
 
+    def query(self, columns: Mapping[str, I64]) -> tuple[I64, I64]:
+        """(query position, active row) for outside records sharing any blocking key."""
+        qs, cs = [], []
+        for i, rule in enumerate(self.definition.blocking_rules):
+            q, c = self._rules[i].lookup(rule_keys(columns, rule, i))
+            qs.append(q)
+            cs.append(c)
+        q_all = np.concatenate(qs) if qs else np.empty(0, dtype=np.int64)
+        r_all = np.concatenate(cs) if cs else np.empty(0, dtype=np.int64)
+        keep = self.active[r_all]
+        q_all, r_all = q_all[keep], r_all[keep]
+        if len(q_all) == 0:
+            return q_all, r_all
+        pair = np.unique(q_all * np.int64(self._cap + 1) + r_all)
+        return pair // np.int64(self._cap + 1), pair % np.int64(self._cap + 1)
+
     def gather(self, rows: I64) -> dict[str, I64]:
         """Token columns of the given rows."""
         return {c: self.data[c][rows] for c in self.columns}
