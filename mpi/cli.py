@@ -214,6 +214,95 @@ def demo(people: Annotated[int, typer.Option(help="Synthetic people.")] = 5000,
              show=_print_evaluation)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8443,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate "
+                                                  "(PEM); default: self-signed in the data dir.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server private key (PEM).")] = None,
+    client_ca: Annotated[Path | None, typer.Option("--client-ca", help="Require client "
+                                                   "certificates signed by this CA (mutual TLS).")] = None,
+    insecure_http: Annotated[bool, typer.Option("--insecure-http", help="Serve plain HTTP (only "
+                                                "behind a TLS-terminating proxy).")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the HTTPS service (one worker: DuckDB allows one writer process per registry)."""
+    import ssl
+
+    import uvicorn
+
+    from api.main import create_app
+    from mpi.tls import ensure_self_signed
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ssl_kwargs: dict[str, object] = {}
+    if insecure_http:
+        err.print("[yellow]warning:[/yellow] serving plain HTTP; tokens and API keys cross the "
+                  "network unencrypted. Use only behind a TLS-terminating proxy.")
+    else:
+        if (tls_cert is None) != (tls_key is None):
+            raise typer.BadParameter("--tls-cert and --tls-key go together")
+        if tls_cert is None or tls_key is None:
+            files, created = ensure_self_signed(settings.data_dir / "tls")
+            tls_cert, tls_key = files.cert, files.key
+            out.print(f"{'generated' if created else 'using'} a self-signed certificate; clients "
+                      f"trust it with CA file {files.ca_cert}")
+        ssl_kwargs = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
+        if client_ca is not None:
+            ssl_kwargs.update(ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    application = create_app(settings)
+    scheme = "http" if insecure_http else "https"
+    out.print(f"mpi serving {scheme}://{host}:{port} (registry {settings.registry_path}); "
+              f"OpenAPI docs at {scheme}://{host}:{port}/docs")
+    uvicorn.run(application, host=host, port=port, workers=1, log_level="warning",
+                timeout_keep_alive=30, **ssl_kwargs)  # type: ignore[arg-type]
+
+
+@app.command()
+def submit(
+    tokens: Annotated[Path, typer.Argument(help="Tokenized JSONL or Parquet.")],
+    url: Annotated[str, typer.Option("--url", help="Service base URL, e.g. https://host:8443.")],
+    api_key_file: Annotated[Path, typer.Option("--api-key-file", help="File holding the "
+                                               "agency's API key.")],
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA certificate to trust.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per request.")] = 1000,
+    state_file: Annotated[Path | None, typer.Option(help="Resume state (default "
+                                                    "TOKENS.submit-state.json).")] = None,
+) -> None:
+    """Post a token file to the service in batches: retries 429/5xx, resumable, no duplicates."""
+    from mpi.client import MpiClient, read_api_key
+    with MpiClient(url, api_key=read_api_key(api_key_file), ca_file=ca_file) as client, \
+            _progress() as bar:
+        task = bar.add_task("submitting", total=None)
+        summary = client.submit_file(tokens, batch_size=batch_size, state_file=state_file,
+                                     progress=lambda n: bar.advance(task, n))
+    out.print(f"{summary.records} records in {summary.batches} batches "
+              f"({summary.skipped_batches} already sent): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(summary.outcomes.items())))
+    if summary.rejected:
+        err.print(f"{len(summary.rejected)} problems in rejected batches, e.g. "
+                  f"{summary.rejected[:3]}")
+
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir = None) -> None:
+    """Check the audit hash chain; name the first edited, deleted or reordered event."""
+    from mpi.registry import Registry
+    reg = Registry(_settings(data_dir))
+    v = reg.verify_audit()
+    reg.close()
+    if v.ok:
+        out.print(f"OK: {v.events} audit events, chain intact")
+        return
+    err.print(f"[red]BROKEN[/red] at audit event {v.first_bad_seq}: {v.reason}")
+    raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point: run the app, turning domain errors into one clean line."""
     try:

@@ -1,0 +1,174 @@
+"""Agency-side HTTPS client: submit token files in batches, with retries and resume.
+
+Owns: talking to a running mpi service over HTTPS (httpx), retrying 429/5xx with backoff, and
+the resume state file that makes ``submit`` safe to re-run (each batch carries an idempotency
+key derived from the file and batch number, so a resent batch is never stored twice). Must not:
+log tokens or the API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mpi.errors import ConfigurationError, InvalidInput
+from mpi.tokenfile import iter_chunks
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ServiceError(Exception):
+    """The service refused a request; ``problem`` is its RFC 9457 body."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
+        self.status = status
+        self.problem = problem
+
+
+def read_api_key(path: Path) -> str:
+    """Read an API key file (first line)."""
+    try:
+        key = path.read_text().strip().splitlines()[0].strip()
+    except (FileNotFoundError, IndexError):
+        raise ConfigurationError(f"API key file {path} is missing or empty") from None
+    return key
+
+
+@dataclass
+class SubmitSummary:
+    """What a submit run did."""
+
+    batches: int = 0
+    skipped_batches: int = 0
+    records: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MpiClient:
+    """A small client for the mpi HTTPS API."""
+
+    def __init__(self, base_url: str, *, api_key: str, ca_file: Path | None = None,
+                 client_cert: tuple[Path, Path] | None = None, timeout: float = 120.0,
+                 max_retries: int = 8, backoff: float = 0.5) -> None:
+        verify: Any = str(ca_file) if ca_file else True
+        cert = (str(client_cert[0]), str(client_cert[1])) if client_cert else None
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), verify=verify, cert=cert,
+                                  timeout=timeout,
+                                  headers={"Authorization": f"Bearer {api_key}"})
+        self.max_retries = max_retries
+        self.backoff = backoff
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> MpiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request, retrying 429/5xx and connection errors with backoff; JSON result."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                resp = self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.max_retries:
+                    raise
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            if resp.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                retry_after = resp.headers.get("Retry-After")
+                delay = float(retry_after) if retry_after else self.backoff * 2 ** attempt
+                time.sleep(min(delay, 30.0))
+                continue
+            if resp.status_code >= 400:
+                try:
+                    problem = resp.json()
+                except ValueError:
+                    problem = {"title": resp.reason_phrase}
+                raise ServiceError(resp.status_code, problem)
+            return resp.json() if resp.content else None
+        raise AssertionError("unreachable")
+
+    def post_records(self, records: list[dict[str, Any]], *,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/records."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self.request("POST", "/v1/records", json={"records": records},
+                                              headers=headers)
+        return result
+
+    def match(self, record: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/match."""
+        result: dict[str, Any] = self.request("POST", "/v1/match", json=record)
+        return result
+
+    def submit_file(self, path: Path, *, batch_size: int = 1000, state_file: Path | None = None,
+                    progress: Callable[[int], None] | None = None) -> SubmitSummary:
+        """Post a token file in batches; resumable through ``state_file``."""
+        fingerprint = _file_fingerprint(path)
+        state_file = state_file or path.with_name(path.name + ".submit-state.json")
+        done = _read_state(state_file, fingerprint)
+        summary = SubmitSummary()
+        for number, batch in enumerate(_batches(path, batch_size)):
+            if number < done:
+                summary.skipped_batches += 1
+                if progress:
+                    progress(len(batch))
+                continue
+            key = hashlib.sha256(f"{fingerprint}/{batch_size}/{number}".encode()).hexdigest()
+            try:
+                body = self.post_records(batch, idempotency_key=key)
+            except ServiceError as exc:
+                if exc.status != 422:
+                    raise
+                summary.rejected.extend(exc.problem.get("errors", []))
+            else:
+                for r in body["results"]:
+                    summary.outcomes[r["outcome"]] = summary.outcomes.get(r["outcome"], 0) + 1
+            summary.batches += 1
+            summary.records += len(batch)
+            _write_state(state_file, fingerprint, number + 1)
+            if progress:
+                progress(len(batch))
+        return summary
+
+
+def _batches(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
+    for rows, problems in iter_chunks(path, chunk=size):
+        if problems:
+            raise InvalidInput(f"{path.name}: unreadable rows", problems=problems)
+        yield [obj for _row, obj in rows]
+
+
+def _file_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_state(path: Path, fingerprint: str) -> int:
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    return int(state.get("batches_done", 0)) if state.get("fingerprint") == fingerprint else 0
+
+
+def _write_state(path: Path, fingerprint: str, batches_done: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "batches_done": batches_done}))
+    tmp.replace(path)
