@@ -1,38 +1,106 @@
-"""FastAPI app factory. Routes stay thin: each calls one mpi function.
+"""FastAPI app factory: wiring of routers, errors, limits, metrics and the registry's lifetime.
 
-The full agency API (records, match, persons, bulk, auth, audit) is the HTTPS service issue;
-this module so far serves health, readiness and the linkage schema.
+Owns: ``create_app(settings, *, registry=None)``. With a registry passed in, the app serves it
+(and leaves closing it to the caller); otherwise the lifespan opens the registry for
+``settings`` and closes it at shutdown. A fresh data directory gets its first admin key in
+``<data_dir>/admin.key`` (0600). Must not: hold route logic (api/routes) or build settings
+at import time.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
 
+from api import errors as api_errors
+from api.metrics import Metrics
+from api.middleware import ServiceMiddleware
+from api.policy import POLICY, PUBLIC, route_key
+from api.ratelimit import RateLimiter
+from api.routes import admin, audit, jobs, ops, persons, records
+from api.state import AppState
+from mpi.access import Access
 from mpi.config import Settings
-from mpi.schema import schema_document
+from mpi.jobs import JobRunner
+from mpi.principals import bootstrap_admin
+from mpi.registry import Registry
+
+log = logging.getLogger("mpi.api")
+DESCRIPTION = """Privacy-preserving master person index (token-only linkage).
+
+Authenticate with `Authorization: Bearer <API key>` (or `X-API-Key`). Every error is
+RFC 9457 `application/problem+json` with a stable `code`; see each operation's responses."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app for the given settings (built from the environment when omitted)."""
-    settings = settings or Settings()
-    app = FastAPI(title="mpi", version="0.1.0",
-                  description="Privacy-preserving master person index (token-only linkage).")
+def route_keys(routes: list[BaseRoute]) -> list[str]:
+    """The policy key of every method of every route (HEAD folded into GET)."""
+    out = []
+    for route in routes:
+        path = getattr(route, "path", None)
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if path is not None and method != "HEAD":
+                out.append(route_key(method, path))
+    return out
 
-    @app.get("/healthz", summary="Liveness", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness", tags=["ops"])
-    def readyz() -> dict[str, Any]:
-        """Settings are loaded and the data directory is known."""
-        return {"status": "ready", "data_dir_exists": settings.data_dir.exists()}
+def _open(state: AppState, registry: Registry) -> None:
+    state.registry = registry
+    state.access = Access(registry, on_ingest=state.metrics.count_ingest)
+    state.jobs = JobRunner(registry, uploads_dir=state.settings.data_dir / "uploads",
+                           chunk=state.settings.bulk_chunk, on_counts=state.metrics.count_ingest)
+    path = bootstrap_admin(registry, data_dir=state.settings.data_dir)
+    if path is not None:
+        log.warning("first admin API key written to %s (mode 0600)", path)
 
-    @app.get("/v1/schema", summary="The linkage schema (token contract)", tags=["schema"])
-    def get_schema() -> dict[str, Any]:
-        """Agencies check their tokenizer's schema version against this."""
-        return schema_document()
 
+def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
+    """Build the app for ``settings`` (from the environment when omitted)."""
+    settings = settings or (registry.settings if registry is not None else Settings())
+    state = AppState(settings=settings, limiter=RateLimiter(settings.rate_limit_per_second,
+                                                            burst=settings.rate_limit_burst),
+                     metrics=Metrics(lambda: state.registry.stats() if state.registry else None))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        owned = state.registry is None
+        if owned:
+            _open(state, Registry(settings))
+        try:
+            yield
+        finally:
+            if state.jobs is not None:
+                state.jobs.close()
+            if owned and state.registry is not None:
+                state.registry.close()
+                state.registry = state.access = state.jobs = None
+
+    app = FastAPI(title="mpi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.mpi = state
+    api_errors.install(app)
+    for module in (records, persons, jobs, admin, audit, ops):
+        app.include_router(module.router)
+    missing = [k for k in route_keys(app.routes) if k not in POLICY]
+    if missing:
+        raise RuntimeError(f"routes without a role policy entry: {missing}")
+    app.add_middleware(ServiceMiddleware, metrics=state.metrics, max_body=settings.max_body_bytes,
+                       max_bulk_body=settings.max_bulk_body_bytes)
+    authenticated = {tuple(k.split(" ", 1)) for k, roles in POLICY.items() if roles != PUBLIC}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            api_errors.document_problems(schema, authenticated={(m, p) for m, p in authenticated})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if registry is not None:
+        _open(state, registry)
     return app

@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     accepted_key_ids: list[str] = Field(default_factory=list, description="Linkage key ids "
                                         "accepted from agencies; empty: pin the first one seen.")
     ingest_chunk: int = Field(10_000, description="Records per ingest transaction (CLI).")
+    max_body_bytes: int = Field(16 * 2**20, description="Largest request body the API accepts "
+                                "(bytes); larger ones get 413.")
+    max_bulk_body_bytes: int = Field(64 * 2**20, description="Largest upload to POST /v1/bulk "
+                                     "(bytes); larger ones get 413.")
+    max_batch_records: int = Field(10_000, description="Most records in one POST /v1/records.")
+    bulk_chunk: int = Field(5_000, description="Records per transaction in a bulk upload job.")
+    rate_limit_per_second: float = Field(2_000.0, description="Sustained requests per second "
+                                         "per principal (token bucket); 0 turns it off.")
+    rate_limit_burst: int = Field(4_000, description="Requests a principal may send at once "
+                                  "before the rate limit applies.")
 
     @property
     def registry_path(self) -> Path:

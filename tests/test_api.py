@@ -1,4 +1,4 @@
-"""The app factory serves health, readiness and the schema (TestClient on the real app)."""
+"""The app factory: health, readiness and the schema; the lifespan opens and closes the registry."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from mpi.schema import SCHEMA_VERSION
 
 
 def test_health_ready_schema(tmp_path: Path) -> None:
-    client = TestClient(create_app(Settings(data_dir=tmp_path)))
-    assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
-    body = client.get("/v1/schema").json()
-    assert body["schema_version"] == SCHEMA_VERSION
-    assert client.get("/openapi.json").status_code == 200
+    app = create_app(Settings(data_dir=tmp_path))
+    assert TestClient(app).get("/readyz").status_code == 503  # lifespan not run: no registry
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").status_code == 200
+        body = client.get("/v1/schema").json()
+        assert body["schema_version"] == SCHEMA_VERSION
+        assert client.get("/openapi.json").status_code == 200
+        assert (tmp_path / "admin.key").stat().st_mode & 0o777 == 0o600
+    with TestClient(app) as client:  # a second start reopens the registry, no second admin key
+        assert client.get("/readyz").status_code == 200

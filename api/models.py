@@ -1,0 +1,229 @@
+"""Request (``XIn``) and response (``XOut``) models of the HTTP API.
+
+Owns: the wire shapes and their OpenAPI documentation. Token records are checked in depth by
+mpi/intake.py (row, field and reason); these models only fix the outline. Must not: hold logic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.errors import ProblemItemOut
+
+MAX_BATCH = 10_000
+Outcome = Literal["new", "linked", "review", "unchanged", "updated", "withdrawn"]
+Role = Literal["agency", "steward", "approver", "researcher", "auditor", "admin"]
+AttributeValue = str | int | float | bool | None
+
+
+class _TokenFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = Field(description="Linkage schema version the tokens were made under.")
+    tokens: dict[str, str | None] = Field(
+        description="Token name (e.g. `given_name`, `given_name.nysiis`) to `key_id:base64url`.")
+    attributes: dict[str, AttributeValue] | None = Field(
+        None, description="Non-identifying attributes carried with the record.")
+    research_consent: bool | None = None
+
+
+class TokenRecordIn(_TokenFields):
+    """One tokenized record, as `mpi tokenize` writes it."""
+
+    source_record_id: str = Field(description="The agency's own id for the record.")
+
+
+class RecordReplaceIn(_TokenFields):
+    """A new version of one record; its id comes from the path (a different one is refused)."""
+
+    source_record_id: str | None = Field(None, description="Optional; must equal the path id.")
+
+
+class MatchIn(_TokenFields):
+    """A tokenized record to score without storing it."""
+
+    source_record_id: str | None = Field(None, description="Ignored; nothing is stored.")
+
+
+class RecordsIn(BaseModel):
+    """A batch of tokenized records for the caller's agency; stored all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[TokenRecordIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RecordResultOut(BaseModel):
+    """What happened to one record."""
+
+    source_record_id: str
+    person_key: str | None
+    outcome: Outcome
+
+
+class RecordsOut(BaseModel):
+    """One result per submitted record, in submission order."""
+
+    results: list[RecordResultOut]
+
+
+class RecordOut(BaseModel):
+    """One of the agency's records (tokens are never returned)."""
+
+    agency: str
+    source_record_id: str
+    status: Literal["active", "withdrawn"]
+    version: int
+    person_key: str | None
+    research_consent: bool | None
+    attributes: dict[str, Any] | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CandidateOut(BaseModel):
+    """A candidate person, graded in the manner of FHIR `$match`."""
+
+    person_key: str
+    match_probability: float
+    grade: Literal["certain", "probable", "possible"]
+
+
+class MatchOut(BaseModel):
+    """Candidates, best first."""
+
+    candidates: list[CandidateOut]
+
+
+class LinkedRecordOut(BaseModel):
+    """A record linked to a person (only those the caller may see)."""
+
+    agency: str
+    source_record_id: str
+
+
+class PersonOut(BaseModel):
+    """A person key's status, successors when retired, and visible linked records."""
+
+    person_key: str
+    status: Literal["active", "retired"]
+    superseded_by: list[str]
+    records: list[LinkedRecordOut]
+
+
+class JobOut(BaseModel):
+    """A bulk job's state, progress, outcome counts and per-row errors (first 1,000)."""
+
+    job_id: str
+    kind: str
+    state: Literal["queued", "running", "completed", "failed", "interrupted"]
+    agency: str | None
+    total: int | None
+    done: int
+    counts: dict[str, int]
+    errors: list[ProblemItemOut]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class AgencyIn(BaseModel):
+    """A new agency."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agency: str = Field(min_length=1, max_length=64,
+                        description="Letters, digits, `_`, `.` or `-`, starting with a letter or digit.")
+
+
+class AgencyOut(BaseModel):
+    """A registered agency."""
+
+    agency: str
+    created_at: dt.datetime
+
+
+class AgenciesOut(BaseModel):
+    """Every agency."""
+
+    agencies: list[AgencyOut]
+
+
+class PrincipalIn(BaseModel):
+    """A new principal; `agency` is required for roles agency and approver, refused otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    agency: str | None = None
+
+
+class PrincipalOut(BaseModel):
+    """A principal (its key is never shown again; `key_prefix` identifies the live key)."""
+
+    principal_id: str
+    name: str
+    role: Role
+    agency: str | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    key_prefix: str | None
+
+
+class PrincipalsOut(BaseModel):
+    """Every principal."""
+
+    principals: list[PrincipalOut]
+
+
+class PrincipalKeyOut(BaseModel):
+    """A principal and its new API key, shown this once."""
+
+    principal: PrincipalOut
+    api_key: str
+
+
+class AuditEventOut(BaseModel):
+    """One hash-chained audit event."""
+
+    audit_seq: int
+    occurred_at: dt.datetime
+    principal: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any] | None
+    prev_hash: str
+    entry_hash: str
+
+
+class AuditPageOut(BaseModel):
+    """A page of audit events; pass `next_after` as `after` for the next page."""
+
+    events: list[AuditEventOut]
+    next_after: int
+
+
+class AuditVerifyOut(BaseModel):
+    """The result of verifying the whole chain."""
+
+    ok: bool
+    events: int
+    first_bad_seq: int | None
+    reason: str | None
+
+
+class HealthOut(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """Readiness: the registry is open."""
+
+    status: Literal["ready"]
+    model_version: str

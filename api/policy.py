@@ -1,0 +1,55 @@
+"""The role policy: which roles may call each route. The one table the API and tests share.
+
+Owns: ``POLICY``, keyed by ``"METHOD /path/template"``; ``PUBLIC`` routes need no key. Every
+route of the app must have an entry (``create_app`` refuses to start otherwise, and a test
+walks the whole role x route matrix). Data-level rules (an agency sees only its own records)
+live in mpi/access.py. Must not: hold any other logic.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PUBLIC: Final = frozenset({"*"})
+
+AGENCY = frozenset({"agency"})
+STEWARDING = frozenset({"agency", "steward"})
+ADMIN = frozenset({"admin"})
+AUDITOR = frozenset({"auditor"})
+
+POLICY: Final[dict[str, frozenset[str]]] = {
+    "POST /v1/records": AGENCY,
+    "GET /v1/records/{source_record_id}": STEWARDING,
+    "PUT /v1/records/{source_record_id}": AGENCY,
+    "DELETE /v1/records/{source_record_id}": AGENCY,
+    "POST /v1/match": STEWARDING,
+    "GET /v1/persons/{person_key}": STEWARDING,
+    "POST /v1/bulk": AGENCY,
+    "GET /v1/jobs/{job_id}": frozenset({"agency", "steward", "admin"}),
+    "GET /v1/schema": PUBLIC,
+    "GET /healthz": PUBLIC,
+    "GET /readyz": PUBLIC,
+    "GET /metrics": PUBLIC,
+    "POST /v1/agencies": ADMIN,
+    "GET /v1/agencies": ADMIN,
+    "POST /v1/principals": ADMIN,
+    "GET /v1/principals": ADMIN,
+    "POST /v1/principals/{principal_id}/revoke": ADMIN,
+    "POST /v1/principals/{principal_id}/rotate": ADMIN,
+    "GET /v1/audit": AUDITOR,
+    "GET /v1/audit/verify": AUDITOR,
+    "GET /openapi.json": PUBLIC,
+    "GET /docs": PUBLIC,
+    "GET /docs/oauth2-redirect": PUBLIC,
+    "GET /redoc": PUBLIC,
+}
+
+
+def route_key(method: str, path: str) -> str:
+    """The policy key of a route (HEAD is checked as GET)."""
+    return f"{'GET' if method == 'HEAD' else method} {path}"
+
+
+def allowed(method: str, path: str) -> frozenset[str]:
+    """The roles allowed on a route; KeyError when the route has no entry."""
+    return POLICY[route_key(method, path)]

@@ -1,0 +1,38 @@
+"""Routes for matching a record against persons and reading a person key."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from api.auth import Caller
+from api.errors import errors
+from api.models import MatchIn, MatchOut, PersonOut
+from api.state import get_access
+from mpi.access import Access
+
+router = APIRouter(tags=["persons"])
+AccessDep = Annotated[Access, Depends(get_access)]
+
+
+@router.post(
+    "/v1/match", response_model=MatchOut, summary="Score a tokenized record without storing it",
+    description="Candidates are graded in the manner of FHIR `$match`: `certain` at or above the "
+    "model's link threshold, `probable` in the review band, `possible` above probability 0.05.")
+def match(body: MatchIn, caller: Caller, access: AccessDep,
+          limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
+    """Score one record."""
+    return access.match(caller, body.model_dump(exclude_unset=True, exclude={"source_record_id"}),
+                        limit=limit)
+
+
+@router.get(
+    "/v1/persons/{person_key}", response_model=PersonOut, summary="Read a person key",
+    description="Status `active` or `retired`, `superseded_by` for a retired key, and the linked "
+    "records the caller may see: an agency sees only its own records, never other agencies' "
+    "source ids; a steward sees all.", responses=errors(404))
+def read_person(person_key: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller,
+                access: AccessDep) -> Any:
+    """Read one person key."""
+    return access.read_person(caller, person_key)

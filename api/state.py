@@ -1,0 +1,53 @@
+"""What a running app holds: settings, the open registry and the services built on it.
+
+Owns: the ``AppState`` object on ``app.state.mpi`` and the dependencies that fetch its parts.
+Must not: open or close anything (api/main.py's lifespan does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from api.errors import NotReady
+from api.metrics import Metrics
+from api.ratelimit import RateLimiter
+from mpi.access import Access
+from mpi.config import Settings
+from mpi.jobs import JobRunner
+from mpi.registry import Registry
+
+
+@dataclass
+class AppState:
+    """One app's settings, registry and services (registry parts are None until opened)."""
+
+    settings: Settings
+    metrics: Metrics
+    limiter: RateLimiter
+    registry: Registry | None = None
+    access: Access | None = None
+    jobs: JobRunner | None = None
+
+
+def app_state(request: Request) -> AppState:
+    """The app's state."""
+    state: AppState = request.app.state.mpi
+    return state
+
+
+def get_access(request: Request) -> Access:
+    """The use cases over the open registry; 503 when it is not open."""
+    access = app_state(request).access
+    if access is None:
+        raise NotReady
+    return access
+
+
+def get_jobs(request: Request) -> JobRunner:
+    """The bulk job runner; 503 when the registry is not open."""
+    jobs = app_state(request).jobs
+    if jobs is None:
+        raise NotReady
+    return jobs
