@@ -129,19 +129,52 @@ def ingest(
 
 
 @app.command()
-def link(data_dir: DataDir = None) -> None:
+def link(
+    data_dir: DataDir = None,
+    engine: Annotated[str, typer.Option("--engine", help="duckdb (in process) or spark.")] = "duckdb",
+    spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL "
+                                              "(--engine spark).")] = "local[*]",
+    spark_conf: Annotated[list[str] | None, typer.Option("--spark-conf", help="Spark property "
+                                                         "KEY=VALUE (repeatable).")] = None,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Spark snapshot and output "
+                                                  "directory, shared by every executor (default "
+                                                  "DATA_DIR/spark-work/<run id>).")] = None,
+) -> None:
     """Re-link the whole registry with Splink and reconcile to stable person keys."""
+    from rich.markup import escape
+
+    from mpi.errors import InvalidInput
+    from mpi.linkage.spark_engine import SparkOptions
     from mpi.registry import Registry
+    from mpi.relink import ENGINES, link_registry
+    if engine not in ENGINES:
+        raise InvalidInput(f"--engine must be one of {', '.join(ENGINES)}")
+    pairs = []
+    for item in spark_conf or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--spark-conf {item!r} is not KEY=VALUE")
+        pairs.append((key.strip(), value.strip()))
+    if engine != "spark" and (pairs or work_dir or spark_master != "local[*]"):
+        raise InvalidInput("--spark-master, --spark-conf and --work-dir apply to --engine spark")
+    spark = SparkOptions(master=spark_master, conf=tuple(pairs), work_dir=work_dir)
     reg = Registry(_settings(data_dir))
     t0 = time.perf_counter()
-    s = reg.link(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
-    table = Table(title=f"mpi link ({time.perf_counter() - t0:.1f}s, model {s.model_version})")
+    try:
+        s = link_registry(reg, engine="spark" if engine == "spark" else "duckdb", spark=spark,
+                          progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+    except MpiError as exc:  # printed here: main() would read "mpi[spark]" as rich markup
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from None
+    finally:
+        reg.close()
+    table = Table(title=f"mpi link ({engine}, {time.perf_counter() - t0:.1f}s, "
+                  f"model {s.model_version})")
     for col in ("records", "persons", "merges", "splits", "keys changed", "new keys"):
         table.add_column(col, justify="right")
     table.add_row(*(str(v) for v in (s.records, s.persons, s.merges, s.splits, s.keys_changed,
                                      s.new_keys)))
     out.print(table)
-    reg.close()
 
 
 @keys_app.command("export")

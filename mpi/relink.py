@@ -1,35 +1,52 @@
 """Use case: re-link the whole registry with Splink and reconcile the result to stable keys.
 
-Owns: the batch path (predict + clustering on the active model, then keys.reconcile) and its
-one transaction. Split out of registry.py by use case; like registry.py it combines store,
-linkage and keys. Must not: run SQL itself or touch the registry file from Splink.
+Owns: the batch path and its one transaction: export the active records, compute a
+``LinkResult`` (edges + clusters) on an engine (DuckDB in process, or Spark through a Parquet
+snapshot in a work directory), post-process it (``apply_constraints``), then reconcile it to
+stable keys and write the key changes. Both engines share everything after the ``LinkResult``.
+Split out of registry.py by use case; like registry.py it combines store, linkage and keys.
+Must not: run SQL itself or touch the registry file from Splink or Spark.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mpi import keys as keyrules
-from mpi.linkage import splink_engine
+from mpi.batch import LinkSummary, WriteBatch, events_table, persons_table
+from mpi.errors import Conflict, InvalidInput
+from mpi.linkage import spark_engine, splink_engine
+from mpi.linkage.spark_engine import SparkOptions
+from mpi.linkage.splink_engine import LinkResult
 from mpi.schema import TOKEN_COLUMNS
 from mpi.store import persons as pstore
 from mpi.store import records as rstore
 
 if TYPE_CHECKING:
-    from mpi.registry import LinkSummary, Registry
+    from mpi.registry import Registry
 
+Engine = Literal["duckdb", "spark"]
+ENGINES: tuple[Engine, ...] = ("duckdb", "spark")
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 
-def link_registry(reg: Registry, *, cause: str = "relink",
+def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptions | None = None,
+                  cause: str = "relink",
                   progress: Callable[[str], None] | None = None) -> LinkSummary:
-    """Predict + cluster every active record with Splink, then carry keys over to clusters."""
-    from mpi.registry import LinkSummary, _Batch, _events_table, _persons_table
+    """Predict + cluster every active record on ``engine``, then carry keys over to clusters.
 
+    Nothing is written to the registry unless the engine returned a complete result, so a
+    failed Spark job leaves the registry as it was; running again is safe.
+    """
+
+    if engine not in ENGINES:
+        raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     say = progress or (lambda _m: None)
     with reg.store.write_lock:
         cols = reg.index.columns
@@ -38,69 +55,128 @@ def link_registry(reg: Registry, *, cause: str = "relink",
                                    positions=[_POS[c] for c in cols])
         if table.num_rows == 0:
             return LinkSummary(0, 0, 0, 0, 0, 0, 0, reg.model.version)
-        say(f"Splink predict + cluster over {table.num_rows} records")
-        th = reg.model.thresholds
-        result = splink_engine.predict_and_cluster(
-            table, reg.model.params, definition=reg.model_definition,
-            edge_threshold=th.review, cluster_threshold=th.link)
-        say("reconciling clusters to stable keys")
-        clus = result.clusters.sort_by("unique_id")
-        seq = clus.column("unique_id").to_numpy()
-        cluster = clus.column("cluster_id").to_numpy().astype(np.int64)
-        rows = _rows_for(reg, seq)
-        old_key = reg.index.label[rows].copy()
-        key_rank = np.arange(len(reg.persons), dtype=np.int64)
-        rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
-                                 key_rank=key_rank)
-        batch = _Batch(now=reg.clock())
-        n_keys = len(reg.persons)
-        new_keys = [keyrules.mint_key() for _ in range(rec.n_new)]
+        if engine == "spark":
+            result = _spark_result(reg, table, spark or SparkOptions(), say)
+        else:
+            say(f"Splink (DuckDB) predict + cluster over {table.num_rows} records")
+            th = reg.model.thresholds
+            result = splink_engine.predict_and_cluster(
+                table, reg.model.params, definition=reg.model_definition,
+                edge_threshold=th.review, cluster_threshold=th.link)
+        result = apply_constraints(reg, canonical_clusters(result, records=table))
+        return _reconcile_and_write(reg, result, cause=cause, say=say)
 
-        def name(k: int) -> str:
-            return reg.persons[k] if k < n_keys else new_keys[k - n_keys]
 
-        for k in range(n_keys, n_keys + rec.n_new):
-            key = name(k)
-            batch.persons.append(key)
-            sources = rec.minted_from.get(k, [])
-            reg._event(batch, key, "minted" if not sources else "split", cause=cause,
-                       related=name(sources[0]) if sources else None)
-        for k, surv in rec.retired:
-            batch.retired.append(name(k))
-            reg._event(batch, name(k), "retired", cause=cause, related=name(surv))
-        for frm, to, kind in rec.lineage:
-            ev = reg._event(batch, name(frm), f"records_{kind}", cause=cause, related=name(to))
-            batch.lineage.append({"from_key": name(frm), "to_key": name(to), "kind": kind,
-                                  "event_seq": ev})
-        changed = np.flatnonzero(rec.record_key != old_key)
-        changes = pa.table({
-            "record_seq": pa.array(seq[changed], pa.int64()),
-            "person_key": [name(int(k)) for k in rec.record_key[changed]],
-            "updated_at": pa.array([batch.now] * len(changed), pa.timestamp("us"))})
-        with reg.store.transaction() as cur:
-            if batch.persons:
-                pstore.insert_persons(cur, _persons_table(batch))
-            if batch.retired:
-                pstore.retire_persons(cur, pa.table({
-                    "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))
-            if len(changed):
-                rstore.set_person_keys(cur, changes)
-            if batch.events:
-                pstore.insert_events(cur, _events_table(batch.events))
-            if batch.lineage:
-                pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
-        # Committed: now the in-memory state follows.
-        for key in new_keys:
-            reg._add_person(key)
-        for k in range(len(reg.person_count)):
-            reg.person_count[k] = 0
-        reg.index.label[rows] = rec.record_key
-        for lab in rec.record_key.tolist():
-            reg.person_count[lab] += 1
-        persons = len(np.unique(rec.record_key))
-        return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
-                           splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
-                           edges=result.edges.num_rows, model_version=reg.model.version)
+def spark_work_dir(reg: Registry, fp: str) -> Path:
+    """Default Spark work directory: ``<data_dir>/spark-work/<model version>-<input hash>``.
+
+    Named after the input, so re-running after a failure finds (and finishes or reuses) the
+    same directory.
+    """
+    return reg.settings.data_dir / "spark-work" / f"{reg.model.version}-{fp[:16]}"
+
+
+def _spark_result(reg: Registry, table: pa.Table, options: SparkOptions,
+                  say: Callable[[str], None]) -> LinkResult:
+    th = reg.model.thresholds
+    spark_engine.require_pyspark()
+    fp = spark_engine.fingerprint(table, reg.model.params, definition=reg.model_definition,
+                                  edge_threshold=th.review, cluster_threshold=th.link)
+    work_dir = options.work_dir or spark_work_dir(reg, fp)
+    return spark_engine.predict_and_cluster(
+        table, reg.model.params, work_dir=work_dir, definition=reg.model_definition,
+        edge_threshold=th.review, cluster_threshold=th.link, options=options, fp=fp,
+        progress=say)
+
+
+def canonical_clusters(result: LinkResult, *, records: pa.Table) -> LinkResult:
+    """Check the result covers exactly the exported records; label each cluster by its
+    smallest record_seq, so every engine hands the same labels to key reconciliation."""
+    clus = result.clusters.sort_by("unique_id")
+    seq = clus.column("unique_id").to_numpy().astype(np.int64)
+    expected = records.column("unique_id").to_numpy().astype(np.int64)
+    if len(seq) != len(expected) or not np.array_equal(seq, np.sort(expected)):
+        raise Conflict("the link result does not cover exactly the registry's active records; "
+                       "nothing was changed")
+    codes = pc.dictionary_encode(clus.column("cluster_id").combine_chunks())
+    inverse = codes.indices.to_numpy().astype(np.int64)
+    smallest = np.full(len(codes.dictionary), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(smallest, inverse, seq)
+    clusters = pa.table({"unique_id": pa.array(seq, pa.int64()),
+                         "cluster_id": pa.array(smallest[inverse], pa.int64())})
+    return LinkResult(edges=result.edges, clusters=clusters)
+
+
+def apply_constraints(reg: Registry, result: LinkResult) -> LinkResult:
+    """Seam for manual decisions: rewrite a ``LinkResult`` so it honours must-link and
+    cannot-link constraints before keys are reconciled. Every engine's result passes through
+    here. No constraints exist yet, so the result is returned unchanged."""
+    del reg  # constraints will be read from the registry once they exist
+    return result
+
+
+def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
+                         say: Callable[[str], None]) -> LinkSummary:
+    """Reconcile a complete LinkResult to stable keys and write it in one transaction."""
+
+    say("reconciling clusters to stable keys")
+    clus = result.clusters.sort_by("unique_id")
+    seq = clus.column("unique_id").to_numpy()
+    cluster = clus.column("cluster_id").to_numpy().astype(np.int64)
+    rows = _rows_for(reg, seq)
+    old_key = reg.index.label[rows].copy()
+    key_rank = np.arange(len(reg.persons), dtype=np.int64)
+    rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
+                             key_rank=key_rank)
+    batch = WriteBatch(now=reg.clock())
+    n_keys = len(reg.persons)
+    new_keys = [keyrules.mint_key() for _ in range(rec.n_new)]
+
+    def name(k: int) -> str:
+        return reg.persons[k] if k < n_keys else new_keys[k - n_keys]
+
+    for k in range(n_keys, n_keys + rec.n_new):
+        key = name(k)
+        batch.persons.append(key)
+        sources = rec.minted_from.get(k, [])
+        reg._event(batch, key, "minted" if not sources else "split", cause=cause,
+                   related=name(sources[0]) if sources else None)
+    for k, surv in rec.retired:
+        batch.retired.append(name(k))
+        reg._event(batch, name(k), "retired", cause=cause, related=name(surv))
+    for frm, to, kind in rec.lineage:
+        ev = reg._event(batch, name(frm), f"records_{kind}", cause=cause, related=name(to))
+        batch.lineage.append({"from_key": name(frm), "to_key": name(to), "kind": kind,
+                              "event_seq": ev})
+    changed = np.flatnonzero(rec.record_key != old_key)
+    changes = pa.table({
+        "record_seq": pa.array(seq[changed], pa.int64()),
+        "person_key": [name(int(k)) for k in rec.record_key[changed]],
+        "updated_at": pa.array([batch.now] * len(changed), pa.timestamp("us"))})
+    with reg.store.transaction() as cur:
+        if batch.persons:
+            pstore.insert_persons(cur, persons_table(batch))
+        if batch.retired:
+            pstore.retire_persons(cur, pa.table({
+                "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))
+        if len(changed):
+            rstore.set_person_keys(cur, changes)
+        if batch.events:
+            pstore.insert_events(cur, events_table(batch.events))
+        if batch.lineage:
+            pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
+    # Committed: now the in-memory state follows.
+    for key in new_keys:
+        reg._add_person(key)
+    for k in range(len(reg.person_count)):
+        reg.person_count[k] = 0
+    reg.index.label[rows] = rec.record_key
+    for lab in rec.record_key.tolist():
+        reg.person_count[lab] += 1
+    persons = len(np.unique(rec.record_key))
+    return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
+                       splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
+                       edges=result.edges.num_rows, model_version=reg.model.version)
 
 
 def _rows_for(reg: Registry, seq: np.ndarray) -> np.ndarray:
