@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mpi.audit import AuditEntry
+from mpi.batch import EnrolResult, RecordResult, WriteBatch
 from mpi.errors import Problem
 from mpi.intake import ParsedRecord, parse_record
 
 if TYPE_CHECKING:
-    from mpi.registry import EnrolResult, Registry, _Batch
+    from mpi.registry import Registry
 
 Undo = list[Callable[[], None]]
 
@@ -40,7 +41,6 @@ class Job:
 
 
 def _new_result() -> EnrolResult:
-    from mpi.registry import EnrolResult
     return EnrolResult()
 
 
@@ -106,9 +106,8 @@ class GroupCommit:
 
 def commit_jobs(reg: Registry, jobs: list[Job]) -> None:
     """Prepare every job into one batch, write it in one transaction, then publish."""
-    from mpi.registry import _Batch
     with reg.store.write_lock:
-        batch = _Batch(now=reg.clock())
+        batch = WriteBatch(now=reg.clock())
         n0, persons0, row_seq0 = reg.index.n, len(reg.persons), reg.row_seq
         undo: Undo = []
         try:
@@ -135,8 +134,7 @@ def commit_jobs(reg: Registry, jobs: list[Job]) -> None:
             job.done = True
 
 
-def _prepare(reg: Registry, job: Job, batch: _Batch, undo: Undo) -> None:
-    from mpi.registry import RecordResult
+def _prepare(reg: Registry, job: Job, batch: WriteBatch, undo: Undo) -> None:
     agency = job.agency
     assert agency is not None
     batch.agencies.add(agency)
@@ -178,8 +176,7 @@ def _retract(reg: Registry, old: int, lab: int) -> None:
 
 
 def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
-                      batch: _Batch, outcomes: dict[int, Any], undo: Undo, *, cause: str) -> None:
-    from mpi.registry import RecordResult
+                      batch: WriteBatch, outcomes: dict[int, Any], undo: Undo, *, cause: str) -> None:
     if not to_match:
         return
     old_labels: dict[int, int] = {}

@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,17 @@ import pyarrow.compute as pc
 from mpi import keys as keyrules
 from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
 from mpi.audit import verify as verify_chain
+from mpi.batch import (
+    EnrolResult,
+    LinkSummary,
+    RecordResult,
+    WriteBatch,
+    events_table,
+    persons_table,
+    records_table,
+)
 from mpi.config import Settings
+from mpi.enrolment import GroupCommit, Job, parse_batch
 from mpi.errors import InvalidInput, NotFound, Problem
 from mpi.intake import parse_record
 from mpi.linkage.index import BlockingIndex
@@ -35,6 +44,8 @@ from mpi.store import Store
 from mpi.store import audit as astore
 from mpi.store import persons as pstore
 from mpi.store import records as rstore
+
+__all__ = ["EnrolResult", "LinkSummary", "RecordResult", "Registry", "load_server_secret", "utcnow"]
 
 Clock = Callable[[], dt.datetime]
 _POSSIBLE = 0.05
@@ -59,65 +70,6 @@ def load_server_secret(path: Path) -> bytes:
     return data
 
 
-@dataclass(frozen=True)
-class RecordResult:
-    """Outcome for one stored record."""
-
-    row: int
-    source_record_id: str
-    person_key: str | None
-    outcome: str  # new | linked | review | unchanged | updated | withdrawn
-
-
-@dataclass
-class EnrolResult:
-    """What an enrol call did, per record, plus the rows it refused."""
-
-    results: list[RecordResult] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        """Outcome counts (plus 'rejected')."""
-        out: dict[str, int] = {}
-        for r in self.results:
-            out[r.outcome] = out.get(r.outcome, 0) + 1
-        rejected = len({p.row for p in self.problems})
-        if rejected:
-            out["rejected"] = rejected
-        return out
-
-
-@dataclass(frozen=True)
-class LinkSummary:
-    """What a full re-link changed."""
-
-    records: int
-    persons: int
-    merges: int
-    splits: int
-    keys_changed: int
-    new_keys: int
-    edges: int
-    model_version: str
-
-
-@dataclass
-class _Batch:
-    """Pending writes of one enrol transaction."""
-
-    now: dt.datetime
-    new_rows: list[dict[str, Any]] = field(default_factory=list)
-    changed_rows: list[dict[str, Any]] = field(default_factory=list)
-    persons: list[str] = field(default_factory=list)
-    retired: list[str] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    lineage: list[dict[str, Any]] = field(default_factory=list)
-    reviews: list[dict[str, Any]] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
-    agencies: set[str] = field(default_factory=set)
-    new_key_ids: list[str] = field(default_factory=list)
-
-
 class Registry:
     """The master person index over one registry file."""
 
@@ -138,7 +90,6 @@ class Registry:
         head = astore.audit_head(cur)
         self.audit_chain = AuditChain(seq=head[0], head=head[1]) if head else \
             AuditChain(seq=0, head=GENESIS)
-        from mpi.enrolment import GroupCommit
         self._committer = GroupCommit(self)
         self._load_state()
 
@@ -162,6 +113,7 @@ class Registry:
         self.person_of: dict[str, int] = {}
         self.person_count: list[int] = []
         self.key_ids = set(pstore.linkage_key_ids(cur))
+        self.known_agencies = set(rstore.list_agencies(cur))
         self.event_seq, self.item_seq = pstore.max_seqs(cur)
         self.record_seq = rstore.max_record_seq(cur)
         for key in pstore.all_person_keys(cur):
@@ -209,7 +161,6 @@ class Registry:
         Concurrent callers are committed together (group commit); each returns only after its
         records are durable. Invalid rows are reported in ``problems`` and not stored.
         """
-        from mpi.enrolment import Job, parse_batch
         job = Job(agency=agency, cause=cause, audit=list(audit))
         job.parsed = parse_batch(self, objects, job.result)
         if not job.parsed and not job.audit:
@@ -219,7 +170,6 @@ class Registry:
 
     def record_audit(self, entries: Sequence[AuditEntry]) -> None:
         """Append audit events in their own transaction (for reads and refusals)."""
-        from mpi.enrolment import Job
         self._committer.run(Job(agency=None, cause="audit", audit=list(entries)))
 
     def _accepted_key_ids(self) -> set[str] | None:
@@ -227,13 +177,13 @@ class Registry:
             return set(self.settings.accepted_key_ids)
         return set(self.key_ids) if self.key_ids else None
 
-    def _mint(self, batch: _Batch, *, cause: str, record_seq: int | None) -> int:
+    def _mint(self, batch: WriteBatch, *, cause: str, record_seq: int | None) -> int:
         key = keyrules.mint_key()
         batch.persons.append(key)
         self._event(batch, key, "minted", cause=cause, record_seq=record_seq)
         return self._add_person(key)
 
-    def _retire(self, batch: _Batch, lab: int, *, successor: int | None, cause: str,
+    def _retire(self, batch: WriteBatch, lab: int, *, successor: int | None, cause: str,
                 record_seq: int | None = None) -> None:
         key = self.persons[lab]
         batch.retired.append(key)
@@ -243,7 +193,7 @@ class Registry:
             batch.lineage.append({"from_key": key, "to_key": succ, "kind": "merge",
                                   "event_seq": ev})
 
-    def _event(self, batch: _Batch, key: str, kind: str, *, cause: str,
+    def _event(self, batch: WriteBatch, key: str, kind: str, *, cause: str,
                related: str | None = None, record_seq: int | None = None) -> int:
         self.event_seq += 1
         batch.events.append({"event_seq": self.event_seq, "person_key": key, "event_type": kind,
@@ -252,7 +202,7 @@ class Registry:
                              "occurred_at": batch.now})
         return self.event_seq
 
-    def _review(self, batch: _Batch, kind: str, record_seq: int | None, lab: int,
+    def _review(self, batch: WriteBatch, kind: str, record_seq: int | None, lab: int,
                 other: int | None, weight: float) -> None:
         self.item_seq += 1
         batch.reviews.append({
@@ -262,38 +212,39 @@ class Registry:
             "match_weight": weight, "match_probability": probability(weight), "status": "open",
             "model_version": self.model.version, "created_at": batch.now})
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: WriteBatch) -> None:
         """Write a batch's records, keys, events, reviews and audit events in one transaction."""
         rows, head = self.audit_chain.seal(batch.audit, now=batch.now)
         with self.store.transaction() as cur:
-            for agency in sorted(batch.agencies):
+            for agency in sorted(batch.agencies - self.known_agencies):
                 rstore.ensure_agency(cur, agency, now=batch.now)
             for kid in batch.new_key_ids:
                 pstore.add_linkage_key_id(cur, kid, schema_version=SCHEMA_VERSION, now=batch.now)
             if batch.persons:
-                pstore.insert_persons(cur, _persons_table(batch))
+                pstore.insert_persons(cur, persons_table(batch))
             if batch.new_rows:
-                rstore.insert_records(cur, _records_table(batch.new_rows))
+                rstore.insert_records(cur, records_table(batch.new_rows))
             if batch.changed_rows:
-                rstore.replace_records(cur, _records_table(batch.changed_rows))
+                rstore.replace_records(cur, records_table(batch.changed_rows))
             if batch.retired:
                 pstore.retire_persons(cur, pa.table({
                     "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))
             if batch.events:
-                pstore.insert_events(cur, _events_table(batch.events))
+                pstore.insert_events(cur, events_table(batch.events))
             if batch.lineage:
                 pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
             if batch.reviews:
                 pstore.insert_review_items(cur, pa.Table.from_pylist(batch.reviews))
             astore.append_audit(cur, rows)
         self.audit_chain.advance(head)
+        self.known_agencies |= batch.agencies
 
     def withdraw_records(self, agency: str, source_record_ids: Sequence[str], *,
                          cause: str = "ingest", audit: Sequence[AuditEntry] = ()) -> EnrolResult:
         """Withdraw records (kept as tombstones); a key left with no records is retired."""
         result = EnrolResult()
         with self.store.write_lock:
-            batch = _Batch(now=self.clock())
+            batch = WriteBatch(now=self.clock())
             touched: list[tuple[str, int, int, int]] = []
             seen: set[str] = set()
             for i, sid in enumerate(source_record_ids, start=1):
@@ -331,7 +282,7 @@ class Registry:
                                 "person_key": batch.retired,
                                 "retired_at": [batch.now] * len(batch.retired)}))
                         if batch.events:
-                            pstore.insert_events(cur, _events_table(batch.events))
+                            pstore.insert_events(cur, events_table(batch.events))
                     self.audit_chain.advance(head)
             except BaseException:
                 for _sid, _seq, _row, lab in touched:
@@ -431,26 +382,3 @@ class Registry:
     def close(self) -> None:
         """Close the registry file."""
         self.store.close()
-
-
-def _records_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("record_seq", pa.int64()), ("agency", pa.string()), ("source_record_id", pa.string()),
-        ("version", pa.int32()), ("status", pa.string()), ("person_key", pa.string()),
-        ("content_hash", pa.int64()), ("key_id", pa.string()), ("research_consent", pa.bool_()),
-        ("attributes", pa.string()), ("tokens", pa.list_(pa.int64())),
-        ("created_at", pa.timestamp("us")), ("updated_at", pa.timestamp("us"))]))
-
-
-def _persons_table(batch: _Batch) -> pa.Table:
-    n = len(batch.persons)
-    return pa.table({"person_key": batch.persons, "status": ["active"] * n,
-                     "created_at": pa.array([batch.now] * n, pa.timestamp("us")),
-                     "retired_at": pa.nulls(n, pa.timestamp("us"))})
-
-
-def _events_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("event_seq", pa.int64()), ("person_key", pa.string()), ("event_type", pa.string()),
-        ("cause", pa.string()), ("model_version", pa.string()), ("related_key", pa.string()),
-        ("record_seq", pa.int64()), ("occurred_at", pa.timestamp("us"))]))

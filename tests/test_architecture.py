@@ -83,7 +83,7 @@ def test_every_setting_is_documented() -> None:
 def test_every_command_is_documented() -> None:
     from typer.main import get_command
 
-    from mpi.cli import app
+    from api.cli import app
     group = get_command(app)
     names: list[str] = []
     for name, cmd in group.commands.items():  # type: ignore[attr-defined]

@@ -123,8 +123,7 @@ def record(reg: Registry, agency: str, sid: str) -> dict[str, Any] | None:
 
 
 def versions(reg: Registry, seq: int) -> int:
-    return int(reg.store.cursor().execute(
-        "SELECT count(*) FROM record_version WHERE record_seq = ?", [seq]).fetchall()[0][0])
+    return len(rstore.record_history(reg.store.cursor(), seq))
 
 
 def events_after(reg: Registry, seq: int) -> list[tuple[str, str, str | None]]:

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from mpi.linkage.definition import ModelDefinition
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)
-_DELTA_LIMIT = 8192
+_DELTA_LIMIT = 65536
 I64 = npt.NDArray[np.int64]
 
 
@@ -36,25 +36,31 @@ def rule_keys(columns: Mapping[str, I64], rule: Sequence[str], salt: int) -> npt
 
 
 class _RuleIndex:
+    """Sorted (key, row) arrays plus a dict of recent additions, merged in when it grows."""
+
     def __init__(self) -> None:
         self.keys = np.empty(0, dtype=np.uint64)
         self.rows = np.empty(0, dtype=np.int64)
-        self.delta_keys: list[npt.NDArray[np.uint64]] = []
-        self.delta_rows: list[I64] = []
+        self.delta: dict[int, list[int]] = {}
         self.delta_size = 0
 
     def add(self, keys: npt.NDArray[np.uint64], rows: I64) -> None:
         keep = keys != 0
         keys, rows = keys[keep], rows[keep]
-        if len(keys) > _DELTA_LIMIT:
+        if len(keys) > _DELTA_LIMIT // 8:
             self._merge(keys, rows)
             return
-        self.delta_keys.append(keys)
-        self.delta_rows.append(rows)
+        for k, r in zip(keys.tolist(), rows.tolist(), strict=True):
+            self.delta.setdefault(k, []).append(r)
         self.delta_size += len(keys)
         if self.delta_size > _DELTA_LIMIT:
-            self._merge(np.concatenate(self.delta_keys), np.concatenate(self.delta_rows))
-            self.delta_keys, self.delta_rows, self.delta_size = [], [], 0
+            self._merge(*self._delta_arrays())
+            self.delta, self.delta_size = {}, 0
+
+    def _delta_arrays(self) -> tuple[npt.NDArray[np.uint64], I64]:
+        ks = [k for k, rs in self.delta.items() for _ in rs]
+        rs = [r for rows in self.delta.values() for r in rows]
+        return np.array(ks, dtype=np.uint64), np.array(rs, dtype=np.int64)
 
     def _merge(self, keys: npt.NDArray[np.uint64], rows: I64) -> None:
         order = np.argsort(keys, kind="stable")
@@ -66,11 +72,13 @@ class _RuleIndex:
     def drop_rows_from(self, first_row: int) -> None:
         keep = self.rows < first_row
         self.keys, self.rows = self.keys[keep], self.rows[keep]
-        pairs = [(k[r < first_row], r[r < first_row]) for k, r in zip(self.delta_keys,
-                                                                      self.delta_rows, strict=True)]
-        self.delta_keys = [k for k, _ in pairs]
-        self.delta_rows = [r for _, r in pairs]
-        self.delta_size = sum(len(k) for k in self.delta_keys)
+        delta: dict[int, list[int]] = {}
+        for k, rs in self.delta.items():
+            kept = [r for r in rs if r < first_row]
+            if kept:
+                delta[k] = kept
+        self.delta = delta
+        self.delta_size = sum(len(v) for v in delta.values())
 
     def lookup(self, keys: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
         """(query position, row) for every stored row sharing a query's key."""
@@ -83,18 +91,18 @@ class _RuleIndex:
         rows = self.rows[np.arange(len(q), dtype=np.int64) + starts]
         if not self.delta_size:
             return q, rows
-        dk = np.concatenate(self.delta_keys)
-        dr = np.concatenate(self.delta_rows)
-        order = np.argsort(dk, kind="stable")
-        dk, dr = dk[order], dr[order]
-        lo = np.searchsorted(dk, keys, side="left")
-        hi = np.searchsorted(dk, keys, side="right")
-        counts = hi - lo
-        counts[keys == 0] = 0
-        q2 = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        rows2 = dr[np.arange(len(q2), dtype=np.int64) + starts]
-        return np.concatenate([q, q2]), np.concatenate([rows, rows2])
+        dq: list[int] = []
+        dr: list[int] = []
+        get = self.delta.get
+        for i, k in enumerate(keys.tolist()):
+            hit = get(k) if k else None
+            if hit:
+                dq.extend([i] * len(hit))
+                dr.extend(hit)
+        if not dq:
+            return q, rows
+        return (np.concatenate([q, np.array(dq, dtype=np.int64)]),
+                np.concatenate([rows, np.array(dr, dtype=np.int64)]))
 
 
 class BlockingIndex:

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from mpi.store.db import first_row
-from mpi.store.records import _with
+from mpi.store.records import append_rows
 
 AUDIT_SCHEMA = pa.schema([
     ("audit_seq", pa.int64()), ("occurred_at", pa.timestamp("us")), ("principal", pa.string()),
@@ -24,8 +24,8 @@ _COLS = ", ".join(AUDIT_SCHEMA.names)
 def append_audit(cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
     """Append sealed rows."""
     if rows:
-        _with(cur, "mpi_audit", pa.Table.from_pylist(rows, schema=AUDIT_SCHEMA),
-              f"INSERT INTO audit_event SELECT {_COLS} FROM mpi_audit")
+        append_rows(cur, "audit_event", AUDIT_SCHEMA.names,
+                    pa.Table.from_pylist(rows, schema=AUDIT_SCHEMA))
 
 
 def audit_head(cur: duckdb.DuckDBPyConnection) -> tuple[int, str] | None:

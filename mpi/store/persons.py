@@ -12,17 +12,20 @@ import duckdb
 import pyarrow as pa
 
 from mpi.store.db import first_row as _first
-from mpi.store.records import _with
+from mpi.store.records import SMALL_BATCH, _with, append_rows
 
 
 def insert_persons(cur: duckdb.DuckDBPyConnection, persons: pa.Table) -> None:
     """Insert minted keys: person_key, status, created_at, retired_at."""
-    _with(cur, "mpi_persons", persons,
-          "INSERT INTO person SELECT person_key, status, created_at, retired_at FROM mpi_persons")
+    append_rows(cur, "person", ("person_key", "status", "created_at", "retired_at"), persons)
 
 
 def retire_persons(cur: duckdb.DuckDBPyConnection, retired: pa.Table) -> None:
     """Mark keys (person_key, retired_at) retired."""
+    if retired.num_rows <= SMALL_BATCH:
+        cur.executemany("UPDATE person SET status = 'retired', retired_at = ? WHERE person_key = ?",
+                        [[r["retired_at"], r["person_key"]] for r in retired.to_pylist()])
+        return
     _with(cur, "mpi_retired", retired,
           "UPDATE person SET status = 'retired', retired_at = r.retired_at "
           "FROM mpi_retired r WHERE person.person_key = r.person_key")
@@ -30,23 +33,21 @@ def retire_persons(cur: duckdb.DuckDBPyConnection, retired: pa.Table) -> None:
 
 def insert_events(cur: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
     """Append key events (see migrations for columns)."""
-    _with(cur, "mpi_events", events,
-          "INSERT INTO key_event SELECT event_seq, person_key, event_type, cause, model_version, "
-          "related_key, record_seq, occurred_at FROM mpi_events")
+    append_rows(cur, "key_event", ("event_seq", "person_key", "event_type", "cause",
+                                   "model_version", "related_key", "record_seq", "occurred_at"),
+                events)
 
 
 def insert_lineage(cur: duckdb.DuckDBPyConnection, lineage: pa.Table) -> None:
     """Append lineage edges from_key -> to_key (kind merge or split)."""
-    _with(cur, "mpi_lineage", lineage,
-          "INSERT INTO key_lineage SELECT from_key, to_key, kind, event_seq FROM mpi_lineage")
+    append_rows(cur, "key_lineage", ("from_key", "to_key", "kind", "event_seq"), lineage)
 
 
 def insert_review_items(cur: duckdb.DuckDBPyConnection, items: pa.Table) -> None:
     """Append review items."""
-    _with(cur, "mpi_reviews", items,
-          "INSERT INTO review_item SELECT item_seq, kind, record_seq, person_key, "
-          "other_person_key, match_weight, match_probability, status, model_version, "
-          "created_at FROM mpi_reviews")
+    append_rows(cur, "review_item", ("item_seq", "kind", "record_seq", "person_key",
+                                     "other_person_key", "match_weight", "match_probability",
+                                     "status", "model_version", "created_at"), items)
 
 
 def all_person_keys(cur: duckdb.DuckDBPyConnection) -> list[str]:

@@ -1,0 +1,66 @@
+"""The ``mpi serve`` command: the only place the CLI touches the web stack.
+
+Owns: starting uvicorn over the FastAPI app with TLS settings. It lives in ``api/`` so that
+``mpi`` itself never imports fastapi or uvicorn; ``main`` adds it to the ``mpi`` command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mpi.cli import DataDir, _settings, app, err, out
+from mpi.cli import main as _mpi_main
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8443,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Server certificate "
+                                                  "(PEM); default: self-signed in the data dir.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Server private key (PEM).")] = None,
+    client_ca: Annotated[Path | None, typer.Option("--client-ca", help="Require client "
+                                                   "certificates signed by this CA (mutual TLS).")] = None,
+    insecure_http: Annotated[bool, typer.Option("--insecure-http", help="Serve plain HTTP (only "
+                                                "behind a TLS-terminating proxy).")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the HTTPS service (one worker: DuckDB allows one writer process per registry)."""
+    import ssl
+
+    import uvicorn
+
+    from api.main import create_app
+    from mpi.tls import ensure_self_signed
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ssl_kwargs: dict[str, object] = {}
+    if insecure_http:
+        err.print("[yellow]warning:[/yellow] serving plain HTTP; tokens and API keys cross the "
+                  "network unencrypted. Use only behind a TLS-terminating proxy.")
+    else:
+        if (tls_cert is None) != (tls_key is None):
+            raise typer.BadParameter("--tls-cert and --tls-key go together")
+        if tls_cert is None or tls_key is None:
+            files, created = ensure_self_signed(settings.data_dir / "tls")
+            tls_cert, tls_key = files.cert, files.key
+            out.print(f"{'generated' if created else 'using'} a self-signed certificate; clients "
+                      f"trust it with CA file {files.ca_cert}")
+        ssl_kwargs = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
+        if client_ca is not None:
+            ssl_kwargs.update(ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    application = create_app(settings)
+    scheme = "http" if insecure_http else "https"
+    out.print(f"mpi serving {scheme}://{host}:{port} (registry {settings.registry_path}); "
+              f"OpenAPI docs at {scheme}://{host}:{port}/docs")
+    uvicorn.run(application, host=host, port=port, workers=1, log_level="warning",
+                timeout_keep_alive=30, **ssl_kwargs)  # type: ignore[arg-type]
+
+
+
+def main() -> None:
+    """Console entry point for ``mpi`` (all commands, including ``serve``)."""
+    _mpi_main()
