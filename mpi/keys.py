@@ -76,38 +76,31 @@ def reconcile(*, record_seq: I64, old_key: I64, cluster: I64, key_rank: I64) -> 
     sc, sk = home_cluster[order], home_key[order]
     lead = np.ones(len(sc), dtype=bool)
     lead[1:] = sc[1:] != sc[:-1]
-    cluster_key: dict[int, int] = dict(zip(sc[lead].tolist(), sk[lead].tolist(), strict=True))
-    result = Reconciliation(np.empty(0, dtype=np.int64), 0)
-    survivor_of = dict(zip(sk.tolist(), [cluster_key[c] for c in sc.tolist()], strict=True))
-    for k, surv in survivor_of.items():
-        if k != surv:
-            result.retired.append((k, surv))
-    # Clusters without a homed key get new keys.
-    uniq_clusters = np.unique(cluster)
-    next_key = n_keys
-    for c in uniq_clusters.tolist():
-        if c not in cluster_key:
-            cluster_key[c] = next_key
-            result.minted_from[next_key] = []
-            next_key += 1
-    result.n_new = next_key - n_keys
+    lead_c, lead_k = sc[lead], sk[lead]
+    # Every cluster's key: its survivor, or a new key (numbered in cluster order).
+    uniq = np.unique(cluster)
+    pos = np.minimum(np.searchsorted(lead_c, uniq), max(len(lead_c) - 1, 0))
+    has_key = (lead_c[pos] == uniq) if len(lead_c) else np.zeros(len(uniq), dtype=bool)
+    ckey = np.where(has_key, lead_k[pos] if len(lead_k) else 0, -1).astype(np.int64)
+    missing = ~has_key
+    ckey[missing] = n_keys + np.arange(int(missing.sum()), dtype=np.int64)
+    result = Reconciliation(ckey[np.searchsorted(uniq, cluster)], int(missing.sum()))
+    result.minted_from = {int(k): [] for k in ckey[missing].tolist()}
+    # Keys homed in a cluster whose survivor is another key are retired into it.
+    surv = ckey[np.searchsorted(uniq, home_cluster)]
+    gone = surv != home_key
+    result.retired = list(zip(home_key[gone].tolist(), surv[gone].tolist(), strict=True))
+    survivor_of = np.full(max(n_keys, 1), -1, dtype=np.int64)
+    survivor_of[home_key] = surv
     # Lineage: wherever a key's records landed under another final key.
-    retired = {k for k, _ in result.retired}
-    for c, k in zip(pc.tolist(), pk.tolist(), strict=True):
-        to = cluster_key[c]
-        if to == k:
-            continue
-        if to >= n_keys:
-            kind = "split"
-            result.minted_from[to].append(k)
-        elif k in retired and survivor_of[k] == to:
-            kind = "merge"
+    to = ckey[np.searchsorted(uniq, pc)]
+    moved = to != pk
+    frm, dst = pk[moved], to[moved]
+    merge = (survivor_of[frm] == dst) & (survivor_of[frm] != frm)
+    for f, t, is_merge in zip(frm.tolist(), dst.tolist(), merge.tolist(), strict=True):
+        if t >= n_keys:
+            result.minted_from[t].append(f)
+            result.lineage.append((f, t, "split"))
         else:
-            kind = "moved"
-        result.lineage.append((k, to, kind))
-    lookup_c = np.array(list(cluster_key.keys()), dtype=np.int64)
-    lookup_k = np.array(list(cluster_key.values()), dtype=np.int64)
-    order = np.argsort(lookup_c)
-    lookup_c, lookup_k = lookup_c[order], lookup_k[order]
-    result.record_key = lookup_k[np.searchsorted(lookup_c, cluster)]
+            result.lineage.append((f, t, "merge" if is_merge else "moved"))
     return result

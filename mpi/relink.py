@@ -168,11 +168,8 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
     # Committed: now the in-memory state follows.
     for key in new_keys:
         reg._add_person(key)
-    for k in range(len(reg.person_count)):
-        reg.person_count[k] = 0
     reg.index.label[rows] = rec.record_key
-    for lab in rec.record_key.tolist():
-        reg.person_count[lab] += 1
+    reg.person_count[:] = np.bincount(rec.record_key, minlength=len(reg.persons)).tolist()
     persons = len(np.unique(rec.record_key))
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
                        splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
