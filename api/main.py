@@ -10,10 +10,11 @@ at import time.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
@@ -38,10 +39,16 @@ Authenticate with `Authorization: Bearer <API key>` (or `X-API-Key`). Every erro
 RFC 9457 `application/problem+json` with a stable `code`; see each operation's responses."""
 
 
-def route_keys(routes: list[BaseRoute]) -> list[str]:
+def flat_routes(routes: Sequence[BaseRoute]) -> list[Any]:
+    """Every route, with included routers expanded (FastAPI >= 0.16x includes them lazily)."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    return list(iterate(routes)) if iterate is not None else list(routes)
+
+
+def route_keys(routes: Sequence[BaseRoute]) -> list[str]:
     """The policy key of every method of every route (HEAD folded into GET)."""
     out = []
-    for route in routes:
+    for route in flat_routes(routes):
         path = getattr(route, "path", None)
         for method in sorted(getattr(route, "methods", None) or ()):
             if path is not None and method != "HEAD":

@@ -1,0 +1,188 @@
+# ruff: noqa: F811  (the `world` fixture is imported from test_api_support)
+"""Authentication and authorization: the role x route matrix over every route of the app,
+401 for missing/wrong/revoked keys, 403 for wrong roles (audited), key rotation and
+revocation, the rate limit, and agency isolation (a property test over random principals,
+routes and targets never shows an agency another agency's source ids).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_api_support import RECORDS, ROLE_NAMES, A, B, World, build_world, world  # noqa: F401
+
+from api.main import create_app, route_keys
+from api.policy import POLICY, PUBLIC
+from mpi.config import Settings
+
+REC = RECORDS[A][0]
+BODY = {k: v for k, v in REC.items() if k != "source_record_id"}
+PATH_VALUES = {"{source_record_id}": REC["source_record_id"], "{person_key}": "pk_aaaaaaaaaaaaaaaaaaaa",
+               "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000"}
+
+
+def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
+    """A plausible request for a policy key: method, url, client keyword arguments."""
+    method, path = key.split(" ", 1)
+    url = path
+    for k, v in PATH_VALUES.items():
+        url = url.replace(k, v)
+    kw: dict[str, Any] = {}
+    if key == "POST /v1/records":
+        kw["json"] = {"records": [REC]}
+    elif key in ("PUT /v1/records/{source_record_id}", "POST /v1/match"):
+        kw["json"] = BODY
+    elif key == "POST /v1/bulk":
+        kw["files"] = {"file": ("t.jsonl", (json.dumps(REC) + "\n").encode())}
+    elif key == "POST /v1/agencies":
+        kw["json"] = {"agency": "agency_z"}
+    elif key == "POST /v1/principals":
+        kw["json"] = {"name": "someone", "role": "researcher"}
+    elif key == "GET /v1/records/{source_record_id}":
+        url += f"?agency={A}"
+    return method, url, kw
+
+
+def test_policy_covers_exactly_the_app_routes(world: World) -> None:
+    keys = route_keys(world.client.app.routes)  # type: ignore[attr-defined]
+    assert sorted(set(keys)) == sorted(keys), "duplicate route"
+    assert set(keys) == set(POLICY), "routes and the policy table differ"
+
+
+def test_role_route_matrix(world: World) -> None:
+    """Every route x every role (and no key): allowed roles pass auth, others get 403."""
+    for key in route_keys(world.client.app.routes):  # type: ignore[attr-defined]
+        method, url, kw = sample_request(key)
+        roles = POLICY[key]
+        anon = world.client.request(method, url, **kw)
+        if roles == PUBLIC:
+            assert anon.status_code < 400, (key, anon.status_code)
+        else:
+            assert anon.status_code == 401, key
+        for role in ROLE_NAMES:
+            r = world.client.request(method, url, headers=world.h(role), **kw)
+            if roles == PUBLIC or role in roles:
+                assert r.status_code not in (401, 403) and r.status_code < 500, (key, role, r.text)
+            else:
+                assert r.status_code == 403, (key, role, r.status_code)
+                assert r.json()["code"] == "forbidden"
+    denied = [e for e in world.audit() if e["outcome"] == "denied"]
+    assert denied and all(e["principal"] in world.ids.values() for e in denied)
+    assert world.registry.verify_audit().ok
+
+
+def test_missing_wrong_and_revoked_keys(world: World) -> None:
+    url = f"/v1/records/{REC['source_record_id']}"
+    r = world.client.get(url)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert world.client.get(url, headers={"Authorization": "Bearer mpi_nope"}).status_code == 401
+    assert world.client.get(url, headers={"Authorization": "Basic abc"}).status_code == 401
+    assert world.client.get(url, headers={"X-API-Key": world.keys[A]}).status_code == 404
+    old = world.keys[A]
+    r = world.client.post(f"/v1/principals/{world.ids[A]}/rotate", headers=world.h("admin"))
+    assert r.status_code == 200
+    new = r.json()["api_key"]
+    assert new != old and new.startswith("mpi_") and len(new) >= 43
+    assert world.client.get(url, headers={"X-API-Key": old}).status_code == 401
+    assert world.client.get(url, headers={"X-API-Key": new}).status_code == 404
+    r = world.client.post(f"/v1/principals/{world.ids[A]}/revoke", headers=world.h("admin"))
+    assert r.status_code == 200 and r.json()["revoked_at"]
+    assert world.client.get(url, headers={"X-API-Key": new}).status_code == 401
+    uses = [e for e in world.audit() if e["action"] == "auth" and e["principal"] == world.ids[A]]
+    assert uses and uses[-1]["outcome"] == "denied"
+    listed = world.client.get("/v1/principals", headers=world.h("admin")).json()["principals"]
+    assert not any("api_key" in p for p in listed) and new not in json.dumps(listed)
+
+
+def test_last_admin_cannot_be_revoked_and_keys_are_hashed(world: World) -> None:
+    admins = [p for p in world.client.get("/v1/principals", headers=world.h("admin")).json()
+              ["principals"] if p["role"] == "admin"]
+    r = world.client.post(f"/v1/principals/{admins[0]['principal_id']}/revoke",
+                          headers=world.h("admin"))
+    assert r.status_code == 409 and r.json()["code"] == "conflict"
+    stored = world.registry.store.cursor().execute("SELECT key_hash FROM api_key").fetchall()
+    assert all(len(h) == 64 for (h,) in stored)
+    assert not any(world.keys[n] in {h for (h,) in stored} for n in ROLE_NAMES)
+    assert (world.data_dir / "admin.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_principal_validation(world: World) -> None:
+    post = world.client.post
+    r = post("/v1/principals", json={"name": "x", "role": "agency"}, headers=world.h("admin"))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "agency"
+    r = post("/v1/principals", json={"name": "x", "role": "agency", "agency": "nowhere"},
+             headers=world.h("admin"))
+    assert r.status_code == 422
+    r = post("/v1/principals", json={"name": "x", "role": "auditor", "agency": A},
+             headers=world.h("admin"))
+    assert r.status_code == 422
+    assert post("/v1/agencies", json={"agency": A}, headers=world.h("admin")).status_code == 409
+    r = post("/v1/agencies", json={"agency": "bad name/"}, headers=world.h("admin"))
+    assert r.status_code == 422
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    limited = create_app(Settings(data_dir=tmp_path / "x", rate_limit_per_second=0.5,
+                                  rate_limit_burst=2)).state.mpi.limiter
+    assert (limited.rate, limited.burst) == (0.5, 2)
+    w = build_world(tmp_path)  # setting up principals needs more than 2 requests
+    w.client.app.state.mpi.limiter = limited  # type: ignore[attr-defined]
+    try:
+        url = f"/v1/records/{REC['source_record_id']}"
+        codes = [w.client.get(url, headers=w.h(A)).status_code for _ in range(3)]
+        assert codes == [404, 404, 429]
+        r = w.client.get(url, headers=w.h(A))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["code"] == "rate_limited"
+        assert w.client.get(url, headers=w.h(B)).status_code == 404  # per principal
+    finally:
+        w.registry.close()
+
+
+# ---- agency isolation: a property over random principals, routes and targets ---------------
+@pytest.fixture(scope="module")
+def iso_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    w = build_world(tmp_path_factory.mktemp("iso"))
+    for agency in (A, B):
+        assert w.post_records(agency, RECORDS[agency][:12]).status_code == 200
+    yield w
+    w.registry.close()
+
+
+def _sids(agency: str) -> list[str]:
+    return [r["source_record_id"] for r in RECORDS[agency][:12]]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(who=st.sampled_from([A, B, "researcher", "approver", "auditor", "steward"]),
+       op=st.sampled_from(["record", "person", "match"]),
+       agency=st.sampled_from([A, B]), i=st.integers(0, 11), query_agency=st.sampled_from([None, A, B]))
+def test_no_principal_sees_another_agencys_source_ids(iso_world: World, who: str, op: str, agency: str,
+                                                      i: int, query_agency: str | None) -> None:
+    w = iso_world
+    rec = RECORDS[agency][i]
+    sid = rec["source_record_id"]
+    if op == "record":
+        q = f"?agency={query_agency}" if query_agency else ""
+        r = w.client.get(f"/v1/records/{sid}{q}", headers=w.h(who))
+    elif op == "person":
+        key = w.registry.get_record(agency, sid)["person_key"]
+        r = w.client.get(f"/v1/persons/{key}", headers=w.h(who))
+    else:
+        r = w.client.post("/v1/match", json={k: v for k, v in rec.items() if k != "source_record_id"},
+                          headers=w.h(who))
+    assert r.status_code < 500
+    text = r.text
+    if who in (A, B):
+        other = B if who == A else A
+        assert not any(s in text for s in _sids(other)), (who, op, text)
+        if op == "record" and agency != who:
+            assert r.status_code == 404
+    elif who != "steward":
+        assert r.status_code == 403
+        assert "pk_" not in text and not any(s in text for s in _sids(A) + _sids(B))

@@ -1,0 +1,88 @@
+"""Shared fixtures for the API tests: a real app over a real registry in tmp_path, one
+principal per role (agency principals for two agencies), and synthetic token records.
+
+No tests live here; the test_api_* modules import ``World``, ``world`` and ``records``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from mpi.config import Settings
+from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.registry import Registry
+from mpi.synth import generate
+
+A, B = "agency_a", "agency_b"
+ROLE_NAMES = ("agency", "steward", "approver", "researcher", "auditor", "admin")
+Records = dict[str, list[dict[str, Any]]]
+
+
+def make_records() -> Records:
+    """Token records for a small seeded population held by agency_a and agency_b."""
+    rows, _truth = generate(people=30, agencies=2, seed=5)
+    return {a: tokenize_rows(r, secret=demo_secret(1))[0] for a, r in rows.items()}
+
+
+RECORDS = make_records()
+
+
+@dataclass
+class World:
+    """The app, its registry and an API key per principal name."""
+
+    client: TestClient
+    registry: Registry
+    data_dir: Path
+    keys: dict[str, str] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def h(self, who: str) -> dict[str, str]:
+        """Bearer header for a principal name (``admin``, ``agency_a``, ``steward``, ...)."""
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+    def post_records(self, who: str, records: list[dict[str, Any]], **kw: Any) -> Any:
+        """POST /v1/records as ``who``."""
+        return self.client.post("/v1/records", json={"records": records}, headers=self.h(who), **kw)
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every audit event."""
+        return self.registry.list_audit(after=0, limit=100_000)
+
+
+def build_world(tmp_path: Path, **settings: Any) -> World:
+    """Open a registry, build the app, create agencies and one principal per role."""
+    reg = Registry(Settings(data_dir=tmp_path / "data", **settings))
+    client = TestClient(create_app(reg.settings, registry=reg))
+    w = World(client, reg, tmp_path / "data")
+    w.keys["admin"] = (w.data_dir / "admin.key").read_text().strip()
+    for agency in (A, B):
+        assert client.post("/v1/agencies", json={"agency": agency}, headers=w.h("admin")).status_code == 201
+    for name, role, agency in ((A, "agency", A), (B, "agency", B), ("steward", "steward", None),
+                               ("approver", "approver", A), ("researcher", "researcher", None),
+                               ("auditor", "auditor", None)):
+        r = client.post("/v1/principals", json={"name": name, "role": role, "agency": agency},
+                        headers=w.h("admin"))
+        assert r.status_code == 201, r.text
+        w.keys[name], w.ids[name] = r.json()["api_key"], r.json()["principal"]["principal_id"]
+    w.keys["agency"] = w.keys[A]
+    w.ids["admin"] = next(p["principal_id"] for p in client.get(
+        "/v1/principals", headers=w.h("admin")).json()["principals"] if p["role"] == "admin")
+    return w
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """A fresh world per test."""
+    w = build_world(tmp_path)
+    yield w
+    app_jobs = w.client.app.state.mpi.jobs  # type: ignore[attr-defined]
+    app_jobs.close(timeout=10)
+    w.registry.close()
