@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mpi.cli import DataDir, _settings, app, err, out
+from mpi.cli import DataDir, _print_evaluation, _settings, app, err, out
 from mpi.cli import main as _mpi_main
 
 
@@ -59,6 +59,24 @@ def serve(
     uvicorn.run(application, host=host, port=port, workers=1, log_level="warning",
                 timeout_keep_alive=30, **ssl_kwargs)  # type: ignore[arg-type]
 
+
+
+@app.command()
+def demo(people: Annotated[int, typer.Option(help="Synthetic people.")] = 5000,
+         seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+         embedded: Annotated[bool, typer.Option("--embedded", help="Skip HTTPS: ingest the token "
+                                                "files straight into the registry.")] = False,
+         data_dir: DataDir = None) -> None:
+    """The main job: serve over HTTPS, create 3 agencies, tokenize agency-side, submit, link."""
+    settings = _settings(data_dir or Path("mpi-demo"))
+    if embedded:
+        from mpi.demo import run_demo
+        run_demo(settings, people=people, seed=seed, say=lambda m: out.print(m),
+                 show=_print_evaluation)
+        return
+    from api.demo import run_https_demo
+    run_https_demo(settings, people=people, seed=seed, say=lambda m: out.print(m),
+                   show=_print_evaluation)
 
 
 def main() -> None:

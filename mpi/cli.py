@@ -11,8 +11,9 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pyarrow.csv as pacsv
 import typer
@@ -237,17 +238,6 @@ def _print_evaluation(ev: Evaluation) -> None:
 
 
 @app.command()
-def demo(people: Annotated[int, typer.Option(help="Synthetic people.")] = 5000,
-         seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
-         data_dir: DataDir = None) -> None:
-    """Synthesize, tokenize agency-side, ingest, link and print a linkage-quality summary."""
-    from mpi.demo import run_demo
-    settings = _settings(data_dir or Path("mpi-demo"))
-    run_demo(settings, people=people, seed=seed, say=lambda m: out.print(m),
-             show=_print_evaluation)
-
-
-@app.command()
 def submit(
     tokens: Annotated[Path, typer.Argument(help="Tokenized JSONL or Parquet.")],
     url: Annotated[str, typer.Option("--url", help="Service base URL, e.g. https://host:8443.")],
@@ -271,6 +261,115 @@ def submit(
     if summary.rejected:
         err.print(f"{len(summary.rejected)} problems in rejected batches, e.g. "
                   f"{summary.rejected[:3]}")
+
+
+admin_app = typer.Typer(help="Agencies and principals: against a running server (--url) or "
+                        "directly on a stopped data directory (--data-dir).",
+                        no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+Url = Annotated[str | None, typer.Option("--url", help="Running server, e.g. https://127.0.0.1:8443.")]
+KeyFile = Annotated[Path | None, typer.Option("--api-key-file", help="Admin API key file (with --url).")]
+CaFile = Annotated[Path | None, typer.Option("--ca-file", help="CA certificate to trust (with --url).")]
+KeyOut = Annotated[Path | None, typer.Option("--key-out", help="Write the new API key here (0600) "
+                                             "instead of printing it.")]
+
+
+def _admin(url: str | None, key_file: Path | None, ca_file: Path | None, data_dir: Path | None,
+           remote: tuple[str, str, dict[str, Any] | None],
+           local: Callable[[Any], Any]) -> Any:
+    """Run an admin action over HTTPS (``--url``) or on a stopped data directory."""
+    if url:
+        from mpi.client import MpiClient, read_api_key
+        if key_file is None:
+            raise typer.BadParameter("--url needs --api-key-file")
+        method, path, body = remote
+        with MpiClient(url, api_key=read_api_key(key_file), ca_file=ca_file, max_retries=2) as c:
+            return c.request(method, path, json=body) if body is not None else c.request(method, path)
+    from mpi.principals import Principals
+    from mpi.registry import Registry
+    reg = Registry(_settings(data_dir))
+    try:
+        return local(Principals(reg))
+    finally:
+        reg.close()
+
+
+def _show_key(result: dict[str, Any], key_out: Path | None) -> None:
+    principal = result["principal"]
+    out.print(json.dumps(principal, indent=2, default=str))
+    if key_out is not None:
+        from mpi.principals import write_key_file
+        write_key_file(key_out, result["api_key"])
+        out.print(f"API key written to {key_out} (0600); it is not stored anywhere else")
+    else:
+        out.print(f"API key (shown once): {result['api_key']}")
+
+
+@admin_app.command("agency-add")
+def admin_agency_add(agency: str, url: Url = None, api_key_file: KeyFile = None,
+                     ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+    """Register an agency."""
+    res = _admin(url, api_key_file, ca_file, data_dir, ("POST", "/v1/agencies", {"agency": agency}),
+                 lambda p: p.create_agency(agency, actor="cli"))
+    out.print(json.dumps(res, indent=2, default=str))
+
+
+@admin_app.command("agencies")
+def admin_agencies(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile = None,
+                   data_dir: DataDir = None) -> None:
+    """List agencies."""
+    res = _admin(url, api_key_file, ca_file, data_dir, ("GET", "/v1/agencies", None),
+                 lambda p: {"agencies": p.list_agencies()})
+    out.print(json.dumps(res, indent=2, default=str))
+
+
+@admin_app.command("principal-add")
+def admin_principal_add(name: str,
+                        role: Annotated[str, typer.Option(help="agency, steward, approver, "
+                                                          "researcher, auditor or admin.")],
+                        agency: Annotated[str | None, typer.Option(help="Agency (roles agency "
+                                                                   "and approver).")] = None,
+                        key_out: KeyOut = None, url: Url = None, api_key_file: KeyFile = None,
+                        ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+    """Create a principal and its API key (shown once)."""
+    def local(p: Any) -> dict[str, Any]:
+        row, key = p.create_principal(name, role=role, agency=agency, actor="cli")
+        return {"principal": row, "api_key": key}
+    res = _admin(url, api_key_file, ca_file, data_dir,
+                 ("POST", "/v1/principals", {"name": name, "role": role, "agency": agency}), local)
+    _show_key(res, key_out)
+
+
+@admin_app.command("principals")
+def admin_principals(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile = None,
+                     data_dir: DataDir = None) -> None:
+    """List principals (never their keys)."""
+    res = _admin(url, api_key_file, ca_file, data_dir, ("GET", "/v1/principals", None),
+                 lambda p: {"principals": p.list_principals()})
+    out.print(json.dumps(res, indent=2, default=str))
+
+
+@admin_app.command("revoke")
+def admin_revoke(principal_id: str, url: Url = None, api_key_file: KeyFile = None,
+                 ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+    """Revoke a principal and all its keys."""
+    res = _admin(url, api_key_file, ca_file, data_dir,
+                 ("POST", f"/v1/principals/{principal_id}/revoke", {}),
+                 lambda p: p.revoke_principal(principal_id, actor="cli"))
+    out.print(json.dumps(res, indent=2, default=str))
+
+
+@admin_app.command("rotate")
+def admin_rotate(principal_id: str, key_out: KeyOut = None, url: Url = None,
+                 api_key_file: KeyFile = None, ca_file: CaFile = None,
+                 data_dir: DataDir = None) -> None:
+    """Issue a new API key for a principal and revoke the old one."""
+    def local(p: Any) -> dict[str, Any]:
+        row, key = p.rotate_key(principal_id, actor="cli")
+        return {"principal": row, "api_key": key}
+    res = _admin(url, api_key_file, ca_file, data_dir,
+                 ("POST", f"/v1/principals/{principal_id}/rotate", {}), local)
+    _show_key(res, key_out)
 
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)

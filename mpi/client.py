@@ -115,7 +115,9 @@ class MpiClient:
         return result
 
     def submit_file(self, path: Path, *, batch_size: int = 1000, state_file: Path | None = None,
-                    progress: Callable[[int], None] | None = None) -> SubmitSummary:
+                    progress: Callable[[int], None] | None = None,
+                    on_results: Callable[[list[dict[str, Any]]], None] | None = None
+                    ) -> SubmitSummary:
         """Post a token file in batches; resumable through ``state_file``."""
         fingerprint = _file_fingerprint(path)
         state_file = state_file or path.with_name(path.name + ".submit-state.json")
@@ -137,6 +139,8 @@ class MpiClient:
             else:
                 for r in body["results"]:
                     summary.outcomes[r["outcome"]] = summary.outcomes.get(r["outcome"], 0) + 1
+                if on_results is not None:
+                    on_results(body["results"])
             summary.batches += 1
             summary.records += len(batch)
             _write_state(state_file, fingerprint, number + 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from mpi.cli import app
+from api.cli import app
 from mpi.config import Settings
 from mpi.errors import ConfigurationError
 from mpi.evaluation import evaluate, read_keys, read_truth
@@ -218,8 +218,9 @@ def test_tokenize_rejects_a_row_and_names_it(run: Run, tmp_path: Path) -> None:
     assert "Onlyaname" not in rejects.read_text() and "Smithers" not in rejects.read_text()
 
 
-def test_demo_runs_and_prints_f1(tmp_path: Path) -> None:
-    result = invoke("demo", "--people", "300", "--data-dir", tmp_path / "demo")
+@pytest.mark.parametrize("mode", [[], ["--embedded"]], ids=["https", "embedded"])
+def test_demo_runs_and_prints_f1(tmp_path: Path, mode: list[str]) -> None:
+    result = invoke("demo", "--people", "300", *mode, "--data-dir", tmp_path / "demo")
     assert "F1" in result.stdout
     m = re.search(r"pairwise\D+([01]\.\d{4})\D+([01]\.\d{4})\D+([01]\.\d{4})", result.stdout)
     assert m is not None, result.stdout
