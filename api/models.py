@@ -7,9 +7,9 @@ mpi/intake.py (row, field and reason); these models only fix the outline. Must n
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.errors import ProblemItemOut
 
@@ -17,6 +17,14 @@ MAX_BATCH = 10_000
 Outcome = Literal["new", "linked", "review", "unchanged", "updated", "withdrawn"]
 Role = Literal["agency", "steward", "approver", "researcher", "auditor", "admin"]
 AttributeValue = str | int | float | bool | None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+UtcTime = Annotated[dt.datetime, AfterValidator(_utc)]
+"""The registry stores naive UTC; the API states the zone (RFC 3339)."""
 
 
 class _TokenFields(BaseModel):
@@ -80,8 +88,8 @@ class RecordOut(BaseModel):
     person_key: str | None
     research_consent: bool | None
     attributes: dict[str, Any] | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
 
 class CandidateOut(BaseModel):
@@ -125,8 +133,8 @@ class JobOut(BaseModel):
     done: int
     counts: dict[str, int]
     errors: list[ProblemItemOut]
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
 
 class AgencyIn(BaseModel):
@@ -142,7 +150,7 @@ class AgencyOut(BaseModel):
     """A registered agency."""
 
     agency: str
-    created_at: dt.datetime
+    created_at: UtcTime
 
 
 class AgenciesOut(BaseModel):
@@ -168,8 +176,8 @@ class PrincipalOut(BaseModel):
     name: str
     role: Role
     agency: str | None
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
+    created_at: UtcTime
+    revoked_at: UtcTime | None
     key_prefix: str | None
 
 
@@ -190,7 +198,7 @@ class AuditEventOut(BaseModel):
     """One hash-chained audit event."""
 
     audit_seq: int
-    occurred_at: dt.datetime
+    occurred_at: UtcTime
     principal: str
     action: str
     target: str

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from test_api_support import RECORDS, A, B, World, world  # noqa: F401
 
 from api.main import create_app
 from mpi.config import Settings
 from mpi.registry import Registry
-from test_api_support import RECORDS, A, B, World, world  # noqa: F401
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
