@@ -133,31 +133,42 @@ def test_spark_and_duckdb_relink_agree_and_a_failed_job_changes_nothing(
     assert keys_of(tmp_path / "duck").equals(keys_of(tmp_path / "spark"))
     assert not keys_of(tmp_path / "spark").equals(before)
 
-    # A Spark job that dies half-way (edges written, clusters not) changes nothing ...
-    def dies_half_way(spark_session: Any, work_dir: Path, **_kw: Any) -> None:
-        (work_dir / spark_engine.EDGES).mkdir()
-        (work_dir / spark_engine.EDGES / "part-0.parquet").write_bytes(b"partial")
+    # A Spark job that dies half-way (edges written, clusters not) changes nothing. This part
+    # runs on one reused session, as a long-lived driver would.
+    real_job = spark_engine._run_job
+
+    def dies_after_edges(spark_session: Any, work_dir: Path, **kw: Any) -> None:
+        real_job(spark_session, work_dir, **kw)
+        shutil.rmtree(work_dir / spark_engine.CLUSTERS)  # as if lost while writing clusters
         raise RuntimeError("executor lost")
     work = tmp_path / "resume-work"
-    with monkeypatch.context() as m:
-        m.setattr(spark_engine, "_run_job", dies_half_way)
-        with pytest.raises(RuntimeError, match="executor lost"):
-            cap.link(tmp_path / "resume", engine="spark",
-                     spark=SparkOptions(master=SPARK_LOCAL.master, conf=SPARK_LOCAL.conf,
-                                        work_dir=work))
-    assert not (work / MARKER).exists()
-    assert keys_of(tmp_path / "resume").equals(before)
-    # ... running again redoes the job and lands on the same keys ...
-    options = SparkOptions(master=SPARK_LOCAL.master, conf=SPARK_LOCAL.conf, work_dir=work)
-    resumed, _ = cap.link(tmp_path / "resume", engine="spark", spark=options)
+    session = spark_engine.build_session(SPARK_LOCAL)
+    options = SparkOptions(master=SPARK_LOCAL.master, conf=SPARK_LOCAL.conf, work_dir=work,
+                           session=session)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(spark_engine, "_run_job", dies_after_edges)
+            with pytest.raises(RuntimeError, match="executor lost"):
+                cap.link(tmp_path / "resume", engine="spark", spark=options)
+        assert (work / spark_engine.EDGES).is_dir() and not (work / MARKER).exists()
+        assert keys_of(tmp_path / "resume").equals(before)
+        # ... running again redoes the job and lands on the same keys ...
+        resumed, _ = cap.link(tmp_path / "resume", engine="spark", spark=options)
+    finally:
+        session.stop()
     assert resumed == spark_summary
     assert keys_of(tmp_path / "resume").equals(keys_of(tmp_path / "spark"))
     assert json.loads((work / MARKER).read_text())["clusters"] == n
+
+    def must_not_run(*_a: Any, **_kw: Any) -> None:
+        raise AssertionError("Spark ran although a complete result exists")
     # ... and a third run reuses the complete result without Spark, changing nothing.
     messages: list[str] = []
     with monkeypatch.context() as m:
-        m.setattr(spark_engine, "_run_job", dies_half_way)
-        again, _ = cap.link(tmp_path / "resume", engine="spark", spark=options,
+        m.setattr(spark_engine, "_run_job", must_not_run)
+        m.setattr(spark_engine, "build_session", must_not_run)
+        again, _ = cap.link(tmp_path / "resume", engine="spark",
+                            spark=SparkOptions(master=SPARK_LOCAL.master, work_dir=work),
                             progress=messages.append)
     assert again.keys_changed == 0 and again.merges == 0
     assert any("reusing the complete Spark result" in msg for msg in messages)

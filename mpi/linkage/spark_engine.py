@@ -50,6 +50,7 @@ INSTALL_HINT = ("Install the Spark extra with `pip install 'mpi[spark]'` (pyspar
                 "runtime (e.g. `apt-get install openjdk-17-jre-headless`), with `java` on PATH or "
                 "JAVA_HOME set.")
 _LOCAL_SHUFFLE_PARTITIONS = "16"
+_INPUT_VIEW = "mpi_registry_snapshot"
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ def _run_job(spark: Any, work_dir: Path, *, settings: Any, edge_threshold: float
 
     api = SparkAPI(spark_session=spark)  # type: ignore[no-untyped-call]
     df = spark.read.parquet(str((work_dir / SNAPSHOT).resolve()))
-    sdf = api.register(df, dataset_display_name="registry_snapshot")
+    spark.catalog.dropTempView(_INPUT_VIEW)  # left by an earlier run on a reused session
+    sdf = api.register(df, dataset_display_name=_INPUT_VIEW)
     linker = Linker(sdf, settings, log_level=None)
     pred = linker.inference.predict(threshold_match_probability=edge_threshold)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
