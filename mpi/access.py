@@ -97,12 +97,15 @@ class Access:
                 records: list[dict[str, Any]]) -> dict[str, Any]:
         target = f"agency:{agency}/records"
         objects = list(enumerate(records, start=1))
-        self._validate(principal, "records.create", target, objects)
-        entry = AuditEntry(principal.principal_id, "records.create", target,
-                           detail={"records": len(objects)})
-        res = self.registry.enrol_records(agency, objects, audit=[entry])
-        if res.problems:  # only if validity changed in between (e.g. a key id pinned meanwhile)
-            raise InvalidInput("some records became invalid while being stored",
+        pid = principal.principal_id
+        entry = AuditEntry(pid, "records.create", target, detail={"records": len(objects)})
+        res = self.registry.enrol_records(agency, objects, audit=[entry], all_or_none=True,
+                                          audit_rejected=[AuditEntry(
+                                              pid, "records.create", target, outcome="invalid",
+                                              detail={"records": len(objects)})])
+        if res.problems:
+            rows = len({p.row for p in res.problems})
+            raise InvalidInput(f"{rows} of {len(objects)} records are invalid; none was stored",
                                problems=_sorted(res.problems))
         self._count(res)
         return {"results": [_result(r) for r in sorted(res.results, key=lambda r: r.row)]}

@@ -24,7 +24,6 @@ import duckdb
 
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
-from mpi.store import audit as astore
 from mpi.store import principals as pstore
 
 if TYPE_CHECKING:
@@ -201,12 +200,8 @@ class Principals:
 def audited_transaction(registry: Registry, entries: Sequence[AuditEntry]
                         ) -> Iterator[duckdb.DuckDBPyConnection]:
     """One registry transaction holding a change and its audit events, sealed on the chain."""
-    with registry.store.write_lock:
-        rows, head = registry.audit_chain.seal(entries, now=registry.clock())
-        with registry.store.transaction() as cur:
-            yield cur
-            astore.append_audit(cur, rows)
-        registry.audit_chain.advance(head)
+    with registry.audited_transaction(entries) as cur:
+        yield cur
 
 
 def write_key_file(path: Path, key: str) -> Path:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -155,14 +157,20 @@ class Registry:
 
     # ---- enrol -----------------------------------------------------------------------
     def enrol_records(self, agency: str, objects: Sequence[tuple[int, Any]], *,
-                      cause: str = "ingest", audit: Sequence[AuditEntry] = ()) -> EnrolResult:
+                      cause: str = "ingest", audit: Sequence[AuditEntry] = (),
+                      all_or_none: bool = False,
+                      audit_rejected: Sequence[AuditEntry] = ()) -> EnrolResult:
         """Validate, match and store a batch of token records for one agency, atomically.
 
         Concurrent callers are committed together (group commit); each returns only after its
-        records are durable. Invalid rows are reported in ``problems`` and not stored.
+        records are durable. Invalid rows are reported in ``problems`` and not stored; with
+        ``all_or_none`` any invalid row means nothing is stored and ``audit_rejected`` is
+        written instead of ``audit``.
         """
         job = Job(agency=agency, cause=cause, audit=list(audit))
         job.parsed = parse_batch(self, objects, job.result)
+        if all_or_none and job.result.problems:
+            job.parsed, job.audit = [], list(audit_rejected)
         if not job.parsed and not job.audit:
             return job.result
         self._committer.run(job)
@@ -171,6 +179,21 @@ class Registry:
     def record_audit(self, entries: Sequence[AuditEntry]) -> None:
         """Append audit events in their own transaction (for reads and refusals)."""
         self._committer.run(Job(agency=None, cause="audit", audit=list(entries)))
+
+    @contextmanager
+    def audited_transaction(self, entries: Sequence[AuditEntry]
+                            ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One registry transaction for a change and its audit events, sealed on the chain."""
+        with self.store.write_lock:
+            rows, head = self.audit_chain.seal(entries, now=self.clock())
+            with self.store.transaction() as cur:
+                yield cur
+                astore.append_audit(cur, rows)
+            self.audit_chain.advance(head)
+
+    def accepted_key_ids(self) -> set[str] | None:
+        """Linkage key ids accepted now (None: the first one seen will be pinned)."""
+        return self._accepted_key_ids()
 
     def _accepted_key_ids(self) -> set[str] | None:
         if self.settings.accepted_key_ids:
