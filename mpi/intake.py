@@ -23,6 +23,11 @@ from mpi.tokens import rekey, split_token
 
 _TOKEN_POS = {name: i for i, name in enumerate(TOKEN_NAMES)}
 _MAX_ATTRIBUTES = 64
+# Re-keying is deterministic, and token values repeat (names, dates, ZIPs): a bounded memo of
+# valid tokens -> (key id, storage token) skips parsing and hashing for repeats.
+_CACHES: dict[bytes, dict[str, tuple[str, int]]] = {}
+_CACHE_MAX = 1 << 18
+_FIELD_OF = [name.split(".")[0] for name in TOKEN_NAMES]
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,10 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
                           "research_consent"}
     if unknown:
         problems.append(Problem(row, sorted(unknown)[0], "unknown property", sid))
-    tokens = np.zeros(len(TOKEN_NAMES), dtype=np.int64)
+    values = [0] * len(TOKEN_NAMES)
     kids: set[str] = set()
+    present: set[str] = set()
+    cache = _CACHES.setdefault(server_secret, {})
     for name, tok in raw_tokens.items():
         pos = _TOKEN_POS.get(name) if isinstance(name, str) else None
         if pos is None:
@@ -103,16 +110,24 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
             continue
         if tok is None:
             continue
-        if not isinstance(tok, str):
-            problems.append(Problem(row, f"tokens.{name}", "must be a string", sid))
-            continue
-        try:
-            kid, digest = split_token(tok)
-        except InvalidInput as exc:
-            problems.append(Problem(row, f"tokens.{name}", exc.message, sid))
-            continue
-        kids.add(kid)
-        tokens[pos] = rekey(server_secret, digest)
+        hit = cache.get(tok) if isinstance(tok, str) else None
+        if hit is None:
+            if not isinstance(tok, str):
+                problems.append(Problem(row, f"tokens.{name}", "must be a string", sid))
+                continue
+            try:
+                kid, digest = split_token(tok)
+            except InvalidInput as exc:
+                problems.append(Problem(row, f"tokens.{name}", exc.message, sid))
+                continue
+            hit = (kid, rekey(server_secret, digest))
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[tok] = hit
+        kids.add(hit[0])
+        values[pos] = hit[1]
+        present.add(_FIELD_OF[pos])
+    tokens = np.array(values, dtype=np.int64)
     if len(kids) > 1:
         problems.append(Problem(row, "tokens", "tokens made under more than one linkage key", sid))
     kid = next(iter(kids)) if kids else ""
@@ -120,7 +135,6 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
     if len(kids) == 1 and accepted is not None and kid not in accepted:
         problems.append(Problem(row, "tokens", f"unknown linkage key id {kid!r}; accepted: "
                                 f"{sorted(accepted)}", sid))
-    present = {TOKEN_NAMES[i].split(".")[0] for i in np.flatnonzero(tokens)}
     groups = [g for g, fs in EVIDENCE_GROUPS.items() if any(f in present for f in fs)]
     if not problems and len(groups) < MIN_EVIDENCE:
         problems.append(Problem(row, "tokens", f"too little to link on: has {groups or 'nothing'}"
