@@ -31,8 +31,9 @@ secret_app = typer.Typer(help="Linkage secrets (agency side).", no_args_is_help=
 keys_app = typer.Typer(help="Person keys.", no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 app.add_typer(keys_app, name="keys")
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: never break a path or key across lines when output goes to a log or pipe.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
                                               "(default: $MPI_DATA_DIR or ./mpi-data).")]
@@ -244,13 +245,21 @@ def submit(
     api_key_file: Annotated[Path, typer.Option("--api-key-file", help="File holding the "
                                                "agency's API key.")],
     ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA certificate to trust.")] = None,
+    client_cert: Annotated[Path | None, typer.Option("--client-cert", help="Client certificate "
+                                                     "(PEM) for mutual TLS.")] = None,
+    client_key: Annotated[Path | None, typer.Option("--client-key", help="Client private key "
+                                                    "(PEM) for mutual TLS.")] = None,
     batch_size: Annotated[int, typer.Option(help="Records per request.")] = 1000,
     state_file: Annotated[Path | None, typer.Option(help="Resume state (default "
                                                     "TOKENS.submit-state.json).")] = None,
 ) -> None:
     """Post a token file to the service in batches: retries 429/5xx, resumable, no duplicates."""
     from mpi.client import MpiClient, read_api_key
-    with MpiClient(url, api_key=read_api_key(api_key_file), ca_file=ca_file) as client, \
+    if (client_cert is None) != (client_key is None):
+        raise typer.BadParameter("--client-cert and --client-key go together")
+    pair = (client_cert, client_key) if client_cert and client_key else None
+    with MpiClient(url, api_key=read_api_key(api_key_file), ca_file=ca_file,
+                   client_cert=pair) as client, \
             _progress() as bar:
         task = bar.add_task("submitting", total=None)
         summary = client.submit_file(tokens, batch_size=batch_size, state_file=state_file,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,9 +60,10 @@ class MpiClient:
     def __init__(self, base_url: str, *, api_key: str, ca_file: Path | None = None,
                  client_cert: tuple[Path, Path] | None = None, timeout: float = 120.0,
                  max_retries: int = 8, backoff: float = 0.5) -> None:
-        verify: Any = str(ca_file) if ca_file else True
-        cert = (str(client_cert[0]), str(client_cert[1])) if client_cert else None
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), verify=verify, cert=cert,
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), verify=context,
                                   timeout=timeout,
                                   headers={"Authorization": f"Bearer {api_key}"})
         self.max_retries = max_retries

@@ -215,10 +215,6 @@ def test_mpi_client_without_client_cert_is_refused_by_mtls(mtls_server: Served, 
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.xfail(strict=True, raises=httpx.TransportError, reason=(
-    "mpi/client.py:62-64 passes verify=str(ca_file) and cert=(...) to httpx.Client; httpx 0.28 "
-    "create_ssl_context returns early for a str verify and drops cert, so MpiClient sends no "
-    "client certificate whenever ca_file is set and mutual TLS fails (RemoteProtocolError)"))
 def test_mpi_client_with_ca_file_and_client_cert_passes_mtls(mtls_server: Served, pki: Pki) -> None:
     with MpiClient(mtls_server.url, api_key=mtls_server.admin_key, ca_file=pki.ca,
                    client_cert=pki.client, max_retries=0) as mc:
@@ -270,10 +266,6 @@ def test_default_self_signed_ca_is_created_printed_and_trusted(tmp_path: Path, p
         assert (data / "admin.key").stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "api/cli.py:52-53 prints the CA path with mpi/cli.py's rich Console (`out`), which folds "
-    "output at 80 columns when stdout is not a terminal (logs, systemd, docker): a CA path "
-    "longer than that is split across lines, so the printed path cannot be copied or grepped"))
 def test_printed_ca_path_survives_a_non_terminal_stdout(tmp_path: Path) -> None:
     data = tmp_path / ("long-data-directory-" * 5) / "data"
     with serve(data) as s:
