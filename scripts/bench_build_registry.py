@@ -94,7 +94,7 @@ def main() -> None:
         for agency, path in tok_files.items():
             rows = bc.read_token_records(path)
             keep = []
-            for row, rec in rows:
+            for rno, rec in rows:
                 pid = person_of[(agency, rec["source_record_id"])]
                 if pid in out_people:
                     hold.write(json.dumps({"agency": agency, "record": rec, "person_id": pid,
@@ -105,7 +105,7 @@ def main() -> None:
                                            "person_in_registry": True}) + "\n")
                     held += 1
                 else:
-                    keep.append((row, rec))
+                    keep.append((rno, rec))
             for part in bc.chunks(keep, args.chunk):
                 t = time.perf_counter()
                 reg.enrol_records(agency, part)

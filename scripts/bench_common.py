@@ -32,12 +32,16 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(), "cpu_model": cpu, "cores": os.cpu_count(),
         "python": sys.version.split()[0],
+        # 1/5/15-minute load when the summary is written: > cores means other work was
+        # running on the (shared) machine during the benchmark
+        "loadavg_at_report": [round(x, 2) for x in os.getloadavg()],
     }
     try:
         import psutil
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
+    info["mpi_source"] = source_state()
     for mod in ("duckdb", "splink", "pyarrow", "numpy"):
         try:
             info[mod] = __import__(mod).__version__
@@ -46,10 +50,26 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def source_state() -> dict[str, Any]:
+    """Commit of the mpi checkout and which mpi/ files differ from it (read-only git calls)."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never write the index
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, env=env, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "mpi"],
+                               capture_output=True, text=True, env=env,
+                               timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    return {"commit": head, "dirty_mpi_files": [d[3:] for d in dirty]}
+
+
 def rss_mb() -> float:
     """Resident set size of this process in MiB."""
     import psutil
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="alternating (a, b) pairs")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--profile", action="store_true", help="cProfile one extra link()")
+    ap.add_argument("--order", choices=("ab", "ba"), default="ab",
+                    help="which of (a) Splink alone / (b) link() runs first in each pair")
+    ap.add_argument("--no-gc", action="store_true", help="skip gc.collect() before each run")
     args = ap.parse_args()
 
     import tempfile
@@ -72,15 +75,46 @@ def main() -> None:
     positions = [TOKEN_COLUMNS.index(c) for c in cols]
     th = reg.model.thresholds
 
+    model_input = rstore.model_input  # the originals, before link()'s phases get wrapped
+    predict_and_cluster = splink_engine.predict_and_cluster
+
     def splink_only() -> tuple[float, float, int]:
         t0 = time.perf_counter()
-        table = rstore.model_input(reg.store.cursor(), columns=cols, positions=positions)
+        table = model_input(reg.store.cursor(), columns=cols, positions=positions)
         t1 = time.perf_counter()
-        res = splink_engine.predict_and_cluster(
+        res = predict_and_cluster(
             table, reg.model.params, definition=reg.model_definition,
             edge_threshold=th.review, cluster_threshold=th.link)
         t2 = time.perf_counter()
         return t1 - t0, t2 - t1, res.edges.num_rows
+
+    # Phase timers inside link(): wrap the functions relink.py calls (measurement only).
+    import gc
+
+    import mpi.keys
+    from mpi import relink
+    phases: dict[str, list[float]] = {}
+
+    def wrap(owner: object, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        def timed_fn(*a: object, **k: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                phases.setdefault(label, []).append(time.perf_counter() - t0)
+        setattr(owner, name, timed_fn)
+
+    # relink.py calls these as attributes of their modules, so patching the modules suffices
+    wrap(rstore, "model_input", "model_input")
+    wrap(splink_engine, "predict_and_cluster", "predict_and_cluster")
+    wrap(mpi.keys, "reconcile", "reconcile")
+    wrap(relink, "_rows_for", "rows_for")
+
+    def settle() -> None:
+        if not args.no_gc:
+            gc.collect()
 
     bc.log("first link")
     first_s, first = bc.timed(reg.link)
@@ -88,14 +122,20 @@ def main() -> None:
     export_s: list[float] = []
     b_s: list[float] = []
     edges = 0
+    phases.clear()
     for i in range(args.repeat):
-        bc.log(f"pair {i + 1}: (a) splink predict+cluster")
-        ex, pc_, edges = splink_only()
-        export_s.append(ex)
-        a_s.append(pc_)
-        bc.log(f"pair {i + 1}: (b) reg.link()")
-        dt_, ls = bc.timed(reg.link)
-        b_s.append(dt_)
+        for which in args.order:
+            settle()
+            if which == "a":
+                bc.log(f"pair {i + 1}: (a) splink predict+cluster")
+                ex, pc_, edges = splink_only()
+                export_s.append(ex)
+                a_s.append(pc_)
+            else:
+                bc.log(f"pair {i + 1}: (b) reg.link()")
+                dt_, ls = bc.timed(reg.link)
+                b_s.append(dt_)
+    link_phases = {k: bc.summary(v) for k, v in phases.items()}
     profile = None
     if args.profile:
         import cProfile
@@ -123,6 +163,8 @@ def main() -> None:
         "a_splink_predict_cluster_s": a,
         "a_model_input_export_s": bc.summary(export_s),
         "b_registry_link_s": b,
+        "b_phases_s": link_phases,
+        "runs_s": {"a": a_s, "b": b_s}, "order": args.order, "gc_between": not args.no_gc,
         "ratio_b_over_a": ratio,
         "ratio_b_over_a_plus_export": b["median"] / (a["median"] + bc.summary(export_s)["median"]),
         "target_ratio": TARGET_RATIO,

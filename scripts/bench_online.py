@@ -38,10 +38,11 @@ TARGETS = {"p50_ms": 2.0, "p99_ms": 10.0, "rss_mb": 2.5 * 1024, "ingest_records_
 
 def match_only(reg: Any, rec: dict[str, Any]) -> tuple[int, float]:
     """parse + index lookup + score of one record against the registry; no state change."""
-    from mpi.intake import parse_record
+    from mpi.intake import ParsedRecord, parse_record
     from mpi.linkage.index import rule_keys
     p = parse_record(rec, row=1, server_secret=reg.server_secret,
                      accepted_key_ids=reg._accepted_key_ids())
+    assert isinstance(p, ParsedRecord), p
     idx = reg.index
     cols = {c: p.tokens[pos: pos + 1].copy() for pos, c in reg._cols}
     found = [idx._rules[i].lookup(rule_keys(cols, rule, i))[1]
@@ -93,17 +94,15 @@ def main() -> None:
                     help="cProfile this many extra single-record enrols")
     args = ap.parse_args()
 
+    import resource
+
     import psutil
 
     scratch = Path(tempfile.mkdtemp(prefix="mpi-bench-online-", dir="/tmp"))
     work = bc.working_copy(args.data_dir, parent=scratch)
-    holdout = [json.loads(line) for line in (args.data_dir / "bench" / "holdout.jsonl").open()]
-    random.Random(args.seed).shuffle(holdout)
-    warm = holdout[:20]
-    online = holdout[20: 20 + args.online]
-    prof = holdout[20 + args.online: 20 + args.online + args.profile]
-    ingest = holdout[20 + args.online + args.profile:][: args.ingest]
+    import mpi.registry  # noqa: F401 - imports counted in the baseline RSS, not the registry's
 
+    # RSS: measured before the benchmark loads its own hold-out data
     gc.collect()
     rss0 = bc.rss_mb()
     bc.log("open registry")
@@ -112,7 +111,18 @@ def main() -> None:
     open_s = time.perf_counter() - t
     gc.collect()
     rss_loaded = bc.rss_mb()
+    peak_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     n_records = reg.index.n
+
+    holdout = [json.loads(line) for line in (args.data_dir / "bench" / "holdout.jsonl").open()]
+    random.Random(args.seed).shuffle(holdout)
+    warm = holdout[:20]
+    online = holdout[20: 20 + args.online]
+    prof = holdout[20 + args.online: 20 + args.online + args.profile]
+    ingest = holdout[20 + args.online + args.profile:][: args.ingest]
+    prof_ingest = holdout[20 + args.online + args.profile + len(ingest):][: args.ingest_chunk]
+    gc.collect()
+    rss_holdout = bc.rss_mb()
 
     # baseline 1: match only (warm-up then timed), no state change
     for h in warm:
@@ -140,6 +150,14 @@ def main() -> None:
         for k, v in res.counts().items():
             outcomes[k] = outcomes.get(k, 0) + v
     in_reg = sum(1 for h in online if h["person_in_registry"])
+    # match-only again, now that the single-record enrols filled the index's unsorted delta
+    mo_after = []
+    for h in online[:500]:
+        t = time.perf_counter()
+        match_only(reg, h["record"])
+        mo_after.append(time.perf_counter() - t)
+    delta_sizes = [getattr(r, "delta_size", None) for r in reg.index._rules]
+    delta_parts = [len(getattr(r, "delta_keys", getattr(r, "delta", ()))) for r in reg.index._rules]
     rss_after_online = bc.rss_mb()
 
     profile = None
@@ -175,6 +193,20 @@ def main() -> None:
                 ing_outcomes[k] = ing_outcomes.get(k, 0) + v
     ingest_s = time.perf_counter() - t_all
     rss_end = bc.rss_mb()
+    ingest_profile = None
+    if args.profile and prof_ingest:
+        import cProfile
+        import io
+        import pstats
+        rows = [(i + 1, h["record"]) for i, h in enumerate(prof_ingest)
+                if h["agency"] == prof_ingest[0]["agency"]]
+        pr = cProfile.Profile()
+        pr.enable()
+        reg.enrol_records(prof_ingest[0]["agency"], rows)
+        pr.disable()
+        buf = io.StringIO()
+        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(20)
+        ingest_profile = f"ingest chunk of {len(rows)} records\n" + buf.getvalue()
     peak = psutil.Process().memory_full_info()
     reg.close()
 
@@ -186,11 +218,16 @@ def main() -> None:
         "benchmark": "online", "machine": bc.machine_info(), "source": str(args.data_dir),
         "registry_records": n_records, "registry_open_s": open_s,
         "rss_mb": {"before_open": rss0, "after_open": rss_loaded,
+                   "registry_increment": rss_loaded - rss0, "peak_during_open": peak_open,
+                   "after_loading_bench_holdout": rss_holdout,
                    "after_online": rss_after_online, "after_ingest": rss_end,
                    "uss_end": peak.uss / 2**20},
         "online": {"records": len(online), "person_in_registry": in_reg,
                    "outcomes": outcomes, "enrol_one_ms": enrol,
                    "baseline_match_only_ms": base_match,
+                   "match_only_after_online_enrols_ms": bc.percentiles_ms(mo_after),
+                   "index_delta_rows_per_rule": delta_sizes,
+                   "index_delta_arrays_per_rule": delta_parts,
                    "baseline_duckdb_insert_commit_ms": base_db,
                    "ratio_p50_enrol_over_match_only": enrol["p50"] / base_match["p50"],
                    "ratio_p50_enrol_over_match_plus_duckdb":
@@ -209,6 +246,8 @@ def main() -> None:
     bc.emit(result, args.json_out)
     if profile:
         print(profile, file=sys.stderr)
+    if ingest_profile:
+        print(ingest_profile, file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
