@@ -221,6 +221,14 @@ def nickname_canonical(given: str) -> str:
     return best.upper()
 
 
+def normalize_field(field: str, raw: str, *, date_formats: Sequence[str] = (),
+                    today: dt.date | None = None) -> str | None:
+    """Normalize one field's raw value (None when missing); raise FieldError when invalid."""
+    if field == "date_of_birth":
+        return normalize_date(raw, formats=date_formats, today=today)
+    return _SIMPLE[field](raw)
+
+
 def normalize_record(raw: Mapping[str, str | None], *, date_formats: Sequence[str] = (),
                      today: dt.date | None = None) -> tuple[dict[str, str], list[FieldError]]:
     """Normalize every schema field present in ``raw``; returns values and field errors."""

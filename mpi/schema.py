@@ -120,9 +120,14 @@ def get_field(name: str) -> Field:
     return _BY_NAME[name]
 
 
+_GROUP_OF = {f: g for g, fs in EVIDENCE_GROUPS.items() for f in fs}
+_GROUP_ORDER = {g: i for i, g in enumerate(EVIDENCE_GROUPS)}
+
+
 def evidence_groups_present(present_fields: set[str]) -> list[str]:
     """Which evidence groups a record with these non-missing fields covers."""
-    return [g for g, fs in EVIDENCE_GROUPS.items() if any(f in present_fields for f in fs)]
+    groups = {_GROUP_OF[f] for f in present_fields if f in _GROUP_OF}
+    return sorted(groups, key=_GROUP_ORDER.__getitem__)
 
 
 def schema_document() -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mpi.errors import InvalidInput, Problem
-from mpi.normalize import FieldError, derive_variants, normalize_record
+from mpi.normalize import FieldError, derive_variants, normalize_field
 from mpi.schema import FIELD_NAMES, MIN_EVIDENCE, SCHEMA_VERSION, evidence_groups_present
 from mpi.tokens import key_id, make_token
 
@@ -73,6 +73,7 @@ class Tokenizer:
         self._date_formats = tuple(date_formats)
         self._today = today
         self._cache: dict[tuple[str, str], str] = {}
+        self._fields: dict[tuple[str, str], dict[str, str] | FieldError] = {}
         self._cache_size = cache_size
 
     def _token(self, name: str, value: str) -> str:
@@ -85,6 +86,21 @@ class Tokenizer:
             self._cache[key] = tok
         return tok
 
+    def _field_tokens(self, field: str, value: str) -> dict[str, str] | FieldError:
+        """Tokens of one raw field value (all its variants), memoized per tokenizer."""
+        try:
+            norm = normalize_field(field, value, date_formats=self._date_formats,
+                                   today=self._today)
+        except FieldError as exc:
+            result: dict[str, str] | FieldError = exc
+        else:
+            result = {} if norm is None else {
+                name: self._token(name, v) for name, v in derive_variants({field: norm}).items()}
+        if len(self._fields) >= self._cache_size:
+            self._fields.clear()
+        self._fields[(field, value)] = result
+        return result
+
     def tokenize(self, raw: Mapping[str, str | None], *, row: int | None = None,
                  attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Tokenize one plaintext row; raise RecordRejected naming the fields at fault."""
@@ -94,15 +110,27 @@ class Tokenizer:
             sid = check_source_record_id(raw.get("source_record_id"))
         except FieldError as exc:
             problems.append(Problem(row, exc.field, exc.reason))
-        values, errors = normalize_record(raw, date_formats=self._date_formats, today=self._today)
-        problems.extend(Problem(row, e.field, e.reason, sid) for e in errors)
+        tokens: dict[str, str] = {}
+        present: set[str] = set()
+        for fname in FIELD_NAMES:
+            value = raw.get(fname)
+            if not value:
+                continue
+            cached = self._fields.get((fname, value))
+            if cached is None:
+                cached = self._field_tokens(fname, value)
+            if isinstance(cached, FieldError):
+                problems.append(Problem(row, cached.field, cached.reason, sid))
+            elif cached:
+                tokens.update(cached)
+                present.add(fname)
         consent: bool | None = None
         try:
             consent = parse_consent(raw.get("research_consent"))
         except FieldError as exc:
             problems.append(Problem(row, exc.field, exc.reason, sid))
         if not problems:
-            groups = evidence_groups_present(set(values))
+            groups = evidence_groups_present(present)
             if len(groups) < MIN_EVIDENCE:
                 problems.append(Problem(
                     row, None,
@@ -111,7 +139,6 @@ class Tokenizer:
                     sid))
         if problems:
             raise RecordRejected(problems)
-        tokens = {name: self._token(name, value) for name, value in derive_variants(values).items()}
         record: dict[str, Any] = {"source_record_id": sid, "schema_version": SCHEMA_VERSION,
                                   "tokens": tokens}
         if attributes:

@@ -8,6 +8,7 @@ secrets come in as bytes. Must not: log or put a token or secret into an error m
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -20,6 +21,8 @@ from mpi.schema import SCHEMA_VERSION, token_domain
 SECRET_BYTES = 32
 _KEY_ID_LABEL = b"mpi-key-id/v1\x00"
 _DIGEST_B64_LEN = 43  # 32 bytes, base64url without padding
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_hmac_digest = hmac.digest
 _KEY_ID = re.compile(r"[0-9a-f]{8}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
@@ -48,8 +51,9 @@ def make_token(secret: bytes, name: str, value: str, *, kid: str,
     if prefix is None:
         prefix = _PREFIXES[(name, schema_version)] = _message_prefix(
             name, schema_version=schema_version)
-    digest = hmac.digest(secret, prefix + value.encode(), "sha256")
-    return kid + ":" + base64.urlsafe_b64encode(digest)[:_DIGEST_B64_LEN].decode()
+    digest = _hmac_digest(secret, prefix + value.encode(), "sha256")
+    b64 = binascii.b2a_base64(digest, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE)
+    return kid + ":" + b64.decode()
 
 
 def tokenize_values(secret: bytes, values: Mapping[str, str], *, kid: str) -> dict[str, str]:
