@@ -10,8 +10,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from mpi.audit import AuditEntry
 from mpi.errors import Problem
 
@@ -73,29 +71,3 @@ class WriteBatch:
     audit: list[AuditEntry] = field(default_factory=list)
     agencies: set[str] = field(default_factory=set)
     new_key_ids: list[str] = field(default_factory=list)
-
-
-def records_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Arrow layout of source_record rows."""
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("record_seq", pa.int64()), ("agency", pa.string()), ("source_record_id", pa.string()),
-        ("version", pa.int32()), ("status", pa.string()), ("person_key", pa.string()),
-        ("content_hash", pa.int64()), ("key_id", pa.string()), ("research_consent", pa.bool_()),
-        ("attributes", pa.string()), ("tokens", pa.list_(pa.int64())),
-        ("created_at", pa.timestamp("us")), ("updated_at", pa.timestamp("us"))]))
-
-
-def persons_table(batch: WriteBatch) -> pa.Table:
-    """Arrow rows for the keys a batch minted."""
-    n = len(batch.persons)
-    return pa.table({"person_key": batch.persons, "status": ["active"] * n,
-                     "created_at": pa.array([batch.now] * n, pa.timestamp("us")),
-                     "retired_at": pa.nulls(n, pa.timestamp("us"))})
-
-
-def events_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Arrow layout of key_event rows."""
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("event_seq", pa.int64()), ("person_key", pa.string()), ("event_type", pa.string()),
-        ("cause", pa.string()), ("model_version", pa.string()), ("related_key", pa.string()),
-        ("record_seq", pa.int64()), ("occurred_at", pa.timestamp("us"))]))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from mpi.arrays import sorted_unique
+
 I64 = npt.NDArray[np.int64]
 KEY_PREFIX = "pk_"
 
@@ -78,7 +80,7 @@ def reconcile(*, record_seq: I64, old_key: I64, cluster: I64, key_rank: I64) -> 
     lead[1:] = sc[1:] != sc[:-1]
     lead_c, lead_k = sc[lead], sk[lead]
     # Every cluster's key: its survivor, or a new key (numbered in cluster order).
-    uniq = np.unique(cluster)
+    uniq = sorted_unique(cluster)
     pos = np.minimum(np.searchsorted(lead_c, uniq), max(len(lead_c) - 1, 0))
     has_key = (lead_c[pos] == uniq) if len(lead_c) else np.zeros(len(uniq), dtype=bool)
     ckey = np.where(has_key, lead_k[pos] if len(lead_k) else 0, -1).astype(np.int64)

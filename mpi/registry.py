@@ -29,9 +29,6 @@ from mpi.batch import (
     LinkSummary,
     RecordResult,
     WriteBatch,
-    events_table,
-    persons_table,
-    records_table,
 )
 from mpi.config import Settings
 from mpi.enrolment import GroupCommit, Job, parse_batch
@@ -243,21 +240,15 @@ class Registry:
                 rstore.ensure_agency(cur, agency, now=batch.now)
             for kid in batch.new_key_ids:
                 pstore.add_linkage_key_id(cur, kid, schema_version=SCHEMA_VERSION, now=batch.now)
-            if batch.persons:
-                pstore.insert_persons(cur, persons_table(batch))
-            if batch.new_rows:
-                rstore.insert_records(cur, records_table(batch.new_rows))
+            pstore.insert_persons(cur, batch.persons, now=batch.now)
+            rstore.insert_records(cur, batch.new_rows)
             if batch.changed_rows:
-                rstore.replace_records(cur, records_table(batch.changed_rows))
+                rstore.replace_records(cur, batch.changed_rows)
             if batch.retired:
-                pstore.retire_persons(cur, pa.table({
-                    "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))
-            if batch.events:
-                pstore.insert_events(cur, events_table(batch.events))
-            if batch.lineage:
-                pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
-            if batch.reviews:
-                pstore.insert_review_items(cur, pa.Table.from_pylist(batch.reviews))
+                pstore.retire_persons(cur, batch.retired, now=batch.now)
+            pstore.insert_events(cur, batch.events)
+            pstore.insert_lineage(cur, batch.lineage)
+            pstore.insert_review_items(cur, batch.reviews)
             astore.append_audit(cur, rows)
         self.audit_chain.advance(head)
         self.known_agencies |= batch.agencies
@@ -296,16 +287,10 @@ class Registry:
                     with self.store.transaction() as cur:
                         astore.append_audit(cur, rows)
                         if touched:
-                            rstore.withdraw_records(cur, pa.table({
-                                "record_seq": pa.array([t[1] for t in touched], pa.int64()),
-                                "updated_at": pa.array([batch.now] * len(touched),
-                                                       pa.timestamp("us"))}))
+                            rstore.withdraw_records(cur, [t[1] for t in touched], now=batch.now)
                         if batch.retired:
-                            pstore.retire_persons(cur, pa.table({
-                                "person_key": batch.retired,
-                                "retired_at": [batch.now] * len(batch.retired)}))
-                        if batch.events:
-                            pstore.insert_events(cur, events_table(batch.events))
+                            pstore.retire_persons(cur, batch.retired, now=batch.now)
+                        pstore.insert_events(cur, batch.events)
                     self.audit_chain.advance(head)
             except BaseException:
                 for _sid, _seq, _row, lab in touched:

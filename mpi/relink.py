@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mpi import keys as keyrules
-from mpi.batch import LinkSummary, WriteBatch, events_table, persons_table
+from mpi.arrays import sorted_unique
+from mpi.batch import LinkSummary, WriteBatch
 from mpi.errors import Conflict, InvalidInput
 from mpi.linkage import spark_engine, splink_engine
 from mpi.linkage.spark_engine import SparkOptions
@@ -149,28 +150,21 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
         batch.lineage.append({"from_key": name(frm), "to_key": name(to), "kind": kind,
                               "event_seq": ev})
     changed = np.flatnonzero(rec.record_key != old_key)
-    changes = pa.table({
-        "record_seq": pa.array(seq[changed], pa.int64()),
-        "person_key": [name(int(k)) for k in rec.record_key[changed]],
-        "updated_at": pa.array([batch.now] * len(changed), pa.timestamp("us"))})
     with reg.store.transaction() as cur:
-        if batch.persons:
-            pstore.insert_persons(cur, persons_table(batch))
+        pstore.insert_persons(cur, batch.persons, now=batch.now)
         if batch.retired:
-            pstore.retire_persons(cur, pa.table({
-                "person_key": batch.retired, "retired_at": [batch.now] * len(batch.retired)}))
+            pstore.retire_persons(cur, batch.retired, now=batch.now)
         if len(changed):
-            rstore.set_person_keys(cur, changes)
-        if batch.events:
-            pstore.insert_events(cur, events_table(batch.events))
-        if batch.lineage:
-            pstore.insert_lineage(cur, pa.Table.from_pylist(batch.lineage))
+            rstore.set_person_keys(cur, seq[changed].tolist(),
+                                   [name(int(k)) for k in rec.record_key[changed]], now=batch.now)
+        pstore.insert_events(cur, batch.events)
+        pstore.insert_lineage(cur, batch.lineage)
     # Committed: now the in-memory state follows.
     for key in new_keys:
         reg._add_person(key)
     reg.index.label[rows] = rec.record_key
     reg.person_count[:] = np.bincount(rec.record_key, minlength=len(reg.persons)).tolist()
-    persons = len(np.unique(rec.record_key))
+    persons = len(sorted_unique(rec.record_key))
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
                        splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
                        edges=result.edges.num_rows, model_version=reg.model.version)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from mpi.arrays import sorted_unique
 from mpi.linkage.definition import ModelDefinition
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)
@@ -168,7 +169,7 @@ class BlockingIndex:
         left, right = left[keep], right[keep]
         if len(left) == 0:
             return left, right
-        pair = np.unique(left * np.int64(self._cap + 1) + right)
+        pair = sorted_unique(left * np.int64(self._cap + 1) + right)
         return pair // np.int64(self._cap + 1), pair % np.int64(self._cap + 1)
 
     def query(self, columns: Mapping[str, I64]) -> tuple[I64, I64]:
@@ -184,7 +185,7 @@ class BlockingIndex:
         q_all, r_all = q_all[keep], r_all[keep]
         if len(q_all) == 0:
             return q_all, r_all
-        pair = np.unique(q_all * np.int64(self._cap + 1) + r_all)
+        pair = sorted_unique(q_all * np.int64(self._cap + 1) + r_all)
         return pair // np.int64(self._cap + 1), pair % np.int64(self._cap + 1)
 
     def gather(self, rows: I64) -> dict[str, I64]:

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from mpi.store.db import first_row
-from mpi.store.records import append_rows
+from mpi.store.records import write_rows
 
 AUDIT_SCHEMA = pa.schema([
     ("audit_seq", pa.int64()), ("occurred_at", pa.timestamp("us")), ("principal", pa.string()),
@@ -23,9 +23,7 @@ _COLS = ", ".join(AUDIT_SCHEMA.names)
 
 def append_audit(cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
     """Append sealed rows."""
-    if rows:
-        append_rows(cur, "audit_event", AUDIT_SCHEMA.names,
-                    pa.Table.from_pylist(rows, schema=AUDIT_SCHEMA))
+    write_rows(cur, "audit_event", AUDIT_SCHEMA, rows)
 
 
 def audit_head(cur: duckdb.DuckDBPyConnection) -> tuple[int, str] | None:

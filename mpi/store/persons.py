@@ -6,48 +6,63 @@ Owns: the durable side of stable keys. Must not: decide merges or splits (keys.p
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from mpi.store.db import first_row as _first
-from mpi.store.records import SMALL_BATCH, _with, append_rows
+from mpi.store.records import SMALL_BATCH, _run_many, _with, write_rows
+
+EVENT_SCHEMA = pa.schema([
+    ("event_seq", pa.int64()), ("person_key", pa.string()), ("event_type", pa.string()),
+    ("cause", pa.string()), ("model_version", pa.string()), ("related_key", pa.string()),
+    ("record_seq", pa.int64()), ("occurred_at", pa.timestamp("us"))])
+LINEAGE_SCHEMA = pa.schema([("from_key", pa.string()), ("to_key", pa.string()),
+                            ("kind", pa.string()), ("event_seq", pa.int64())])
+REVIEW_SCHEMA = pa.schema([
+    ("item_seq", pa.int64()), ("kind", pa.string()), ("record_seq", pa.int64()),
+    ("person_key", pa.string()), ("other_person_key", pa.string()),
+    ("match_weight", pa.float64()), ("match_probability", pa.float64()),
+    ("status", pa.string()), ("model_version", pa.string()), ("created_at", pa.timestamp("us"))])
+_PERSON_SCHEMA = pa.schema([("person_key", pa.string()), ("status", pa.string()),
+                            ("created_at", pa.timestamp("us")), ("retired_at", pa.timestamp("us"))])
 
 
-def insert_persons(cur: duckdb.DuckDBPyConnection, persons: pa.Table) -> None:
-    """Insert minted keys: person_key, status, created_at, retired_at."""
-    append_rows(cur, "person", ("person_key", "status", "created_at", "retired_at"), persons)
+def insert_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *,
+                   now: dt.datetime) -> None:
+    """Insert newly minted keys (active)."""
+    write_rows(cur, "person", _PERSON_SCHEMA,
+               [{"person_key": k, "status": "active", "created_at": now} for k in person_keys])
 
 
-def retire_persons(cur: duckdb.DuckDBPyConnection, retired: pa.Table) -> None:
-    """Mark keys (person_key, retired_at) retired."""
-    if retired.num_rows <= SMALL_BATCH:
-        cur.executemany("UPDATE person SET status = 'retired', retired_at = ? WHERE person_key = ?",
-                        [[r["retired_at"], r["person_key"]] for r in retired.to_pylist()])
+def retire_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *,
+                   now: dt.datetime) -> None:
+    """Mark keys retired."""
+    if len(person_keys) <= SMALL_BATCH:
+        _run_many(cur, "UPDATE person SET status = 'retired', retired_at = ? WHERE person_key = ?",
+                  [[now, k] for k in person_keys])
         return
-    _with(cur, "mpi_retired", retired,
-          "UPDATE person SET status = 'retired', retired_at = r.retired_at "
-          "FROM mpi_retired r WHERE person.person_key = r.person_key")
+    _with(cur, "mpi_retired", pa.table({"person_key": pa.array(person_keys, pa.string())}),
+          "UPDATE person SET status = 'retired', retired_at = ? FROM mpi_retired r "
+          "WHERE person.person_key = r.person_key", params=[now])
 
 
-def insert_events(cur: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
-    """Append key events (see migrations for columns)."""
-    append_rows(cur, "key_event", ("event_seq", "person_key", "event_type", "cause",
-                                   "model_version", "related_key", "record_seq", "occurred_at"),
-                events)
+def insert_events(cur: duckdb.DuckDBPyConnection, events: Sequence[Mapping[str, Any]]) -> None:
+    """Append key events."""
+    write_rows(cur, "key_event", EVENT_SCHEMA, events)
 
 
-def insert_lineage(cur: duckdb.DuckDBPyConnection, lineage: pa.Table) -> None:
-    """Append lineage edges from_key -> to_key (kind merge or split)."""
-    append_rows(cur, "key_lineage", ("from_key", "to_key", "kind", "event_seq"), lineage)
+def insert_lineage(cur: duckdb.DuckDBPyConnection, lineage: Sequence[Mapping[str, Any]]) -> None:
+    """Append lineage edges from_key -> to_key (kind merge, split or moved)."""
+    write_rows(cur, "key_lineage", LINEAGE_SCHEMA, lineage)
 
 
-def insert_review_items(cur: duckdb.DuckDBPyConnection, items: pa.Table) -> None:
+def insert_review_items(cur: duckdb.DuckDBPyConnection,
+                        items: Sequence[Mapping[str, Any]]) -> None:
     """Append review items."""
-    append_rows(cur, "review_item", ("item_seq", "kind", "record_seq", "person_key",
-                                     "other_person_key", "match_weight", "match_probability",
-                                     "status", "model_version", "created_at"), items)
+    write_rows(cur, "review_item", REVIEW_SCHEMA, items)
 
 
 def all_person_keys(cur: duckdb.DuckDBPyConnection) -> list[str]:

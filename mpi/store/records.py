@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import duckdb
@@ -21,16 +21,25 @@ RECORD_COLUMNS = ("record_seq", "agency", "source_record_id", "version", "status
                   "created_at", "updated_at")
 
 
-def _with(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
+def _with(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str, *,
+          params: Sequence[Any] = ()) -> None:
     cur.register(name, table)
     try:
-        cur.execute(sql)
+        cur.execute(sql, list(params)) if params else cur.execute(sql)
     finally:
         with contextlib.suppress(duckdb.Error):  # inside an aborted transaction; keep real error
             cur.unregister(name)
 
 
 SMALL_BATCH = 64  # below this, parameter binding beats registering an Arrow table
+
+
+def _run_many(cur: duckdb.DuckDBPyConnection, sql: str, rows: list[list[Any]]) -> None:
+    """executemany, but a plain execute for one row (several times cheaper in DuckDB)."""
+    if len(rows) == 1:
+        cur.execute(sql, rows[0])
+    else:
+        cur.executemany(sql, rows)
 
 
 def append_rows(cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str],
@@ -46,27 +55,53 @@ def append_rows(cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[st
     if batch.num_rows <= SMALL_BATCH:
         data = [batch.column(c).to_pylist() for c in source]
         marks = ", ".join("?" * len(columns))
-        cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})",
-                        [list(r) for r in zip(*data, strict=True)])
+        _run_many(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+                  [list(r) for r in zip(*data, strict=True)])
         return
     _with(cur, "mpi_append", batch,
           f"INSERT INTO {table} ({cols}) SELECT {', '.join(source)} FROM mpi_append")
+
+
+RECORD_SCHEMA = pa.schema([
+    ("record_seq", pa.int64()), ("agency", pa.string()), ("source_record_id", pa.string()),
+    ("version", pa.int32()), ("status", pa.string()), ("person_key", pa.string()),
+    ("content_hash", pa.int64()), ("key_id", pa.string()), ("research_consent", pa.bool_()),
+    ("attributes", pa.string()), ("tokens", pa.list_(pa.int64())),
+    ("created_at", pa.timestamp("us")), ("updated_at", pa.timestamp("us"))])
+
+
+def write_rows(cur: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema,
+               rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT dict rows into ``table`` (columns = ``schema``'s names).
+
+    Small batches bind parameters directly (no Arrow: converting Python datetimes to Arrow
+    costs failed optional imports on every call); large ones go through one Arrow table.
+    """
+    if not rows:
+        return
+    names = schema.names
+    if len(rows) <= SMALL_BATCH:
+        marks = ", ".join("?" * len(names))
+        _run_many(cur, f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})",
+                  [[r.get(n) for n in names] for r in rows])
+        return
+    append_rows(cur, table, names, pa.Table.from_pylist(list(rows), schema=schema))
 
 
 _HISTORY_SELECT = ("SELECT record_seq, version, status, content_hash, key_id, research_consent, "
                    "attributes, tokens, updated_at FROM source_record")
 
 
-def insert_records(cur: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
+def insert_records(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert new source records (version 1 lives in source_record until superseded)."""
-    append_rows(cur, "source_record", RECORD_COLUMNS, batch)
+    write_rows(cur, "source_record", RECORD_SCHEMA, rows)
 
 
 def _archive_current(cur: duckdb.DuckDBPyConnection, seqs: list[int]) -> None:
     """Copy the current version of these records into record_version before it changes."""
     if len(seqs) <= SMALL_BATCH:
-        cur.executemany("INSERT INTO record_version " + _HISTORY_SELECT + " WHERE record_seq = ?",
-                        [[s] for s in seqs])
+        _run_many(cur, "INSERT INTO record_version " + _HISTORY_SELECT + " WHERE record_seq = ?",
+                  [[s] for s in seqs])
         return
     _with(cur, "mpi_archive", pa.table({"record_seq": pa.array(seqs, pa.int64())}),
           "INSERT INTO record_version " + _HISTORY_SELECT +
@@ -77,15 +112,15 @@ _REPLACE_SET = ("version", "status", "person_key", "content_hash", "key_id", "re
                 "attributes", "tokens", "updated_at")
 
 
-def replace_records(cur: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
+def replace_records(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write a new version of existing records; the superseded version goes to record_version."""
-    _archive_current(cur, batch.column("record_seq").to_pylist())
-    if batch.num_rows <= SMALL_BATCH:
+    _archive_current(cur, [int(r["record_seq"]) for r in rows])
+    if len(rows) <= SMALL_BATCH:
         sets = ", ".join(f"{c} = ?" for c in _REPLACE_SET)
-        data = [batch.column(c).to_pylist() for c in (*_REPLACE_SET, "record_seq")]
-        cur.executemany(f"UPDATE source_record SET {sets} WHERE record_seq = ?",
-                        [list(r) for r in zip(*data, strict=True)])
+        _run_many(cur, f"UPDATE source_record SET {sets} WHERE record_seq = ?",
+                  [[r.get(c) for c in (*_REPLACE_SET, "record_seq")] for r in rows])
         return
+    batch = pa.Table.from_pylist(list(rows), schema=RECORD_SCHEMA)
     _with(cur, "mpi_changed", batch,
           "UPDATE source_record SET version = c.version, status = c.status, "
           "person_key = c.person_key, content_hash = c.content_hash, key_id = c.key_id, "
@@ -94,13 +129,12 @@ def replace_records(cur: duckdb.DuckDBPyConnection, batch: pa.Table) -> None:
           "FROM mpi_changed c WHERE source_record.record_seq = c.record_seq")
 
 
-def withdraw_records(cur: duckdb.DuckDBPyConnection, withdrawn: pa.Table) -> None:
-    """Tombstone records (record_seq, updated_at): a new version with status 'withdrawn'."""
-    _archive_current(cur, withdrawn.column("record_seq").to_pylist())
-    _with(cur, "mpi_withdrawn", withdrawn,
-          "UPDATE source_record SET status = 'withdrawn', version = version + 1, "
-          "updated_at = w.updated_at FROM mpi_withdrawn w "
-          "WHERE source_record.record_seq = w.record_seq")
+def withdraw_records(cur: duckdb.DuckDBPyConnection, record_seqs: Sequence[int], *,
+                     now: dt.datetime) -> None:
+    """Tombstone records: a new version with status 'withdrawn'."""
+    _archive_current(cur, list(record_seqs))
+    _run_many(cur, "UPDATE source_record SET status = 'withdrawn', version = version + 1, "
+              "updated_at = ? WHERE record_seq = ?", [[now, int(s)] for s in record_seqs])
 
 
 def record_history(cur: duckdb.DuckDBPyConnection, record_seq: int) -> list[dict[str, Any]]:
@@ -115,17 +149,20 @@ def record_history(cur: duckdb.DuckDBPyConnection, record_seq: int) -> list[dict
     return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
 
 
-def set_person_keys(cur: duckdb.DuckDBPyConnection, changes: pa.Table) -> None:
-    """Point records (record_seq, person_key, updated_at) at new person keys."""
-    if changes.num_rows <= SMALL_BATCH:
-        cur.executemany("UPDATE source_record SET person_key = ?, updated_at = ? "
-                        "WHERE record_seq = ?",
-                        [[r["person_key"], r["updated_at"], r["record_seq"]]
-                         for r in changes.to_pylist()])
+def set_person_keys(cur: duckdb.DuckDBPyConnection, record_seqs: Sequence[int],
+                    person_keys: Sequence[str], *, now: dt.datetime) -> None:
+    """Point records at new person keys."""
+    if len(record_seqs) <= SMALL_BATCH:
+        _run_many(cur, "UPDATE source_record SET person_key = ?, updated_at = ? "
+                  "WHERE record_seq = ?",
+                  [[k, now, int(s)] for s, k in zip(record_seqs, person_keys, strict=True)])
         return
+    changes = pa.table({"record_seq": pa.array(record_seqs, pa.int64()),
+                        "person_key": pa.array(person_keys, pa.string())})
     _with(cur, "mpi_key_changes", changes,
-          "UPDATE source_record SET person_key = c.person_key, updated_at = c.updated_at "
-          "FROM mpi_key_changes c WHERE source_record.record_seq = c.record_seq")
+          "UPDATE source_record SET person_key = c.person_key, updated_at = $now "
+          "FROM mpi_key_changes c WHERE source_record.record_seq = c.record_seq"
+          .replace("$now", "?"), params=[now])
 
 
 def find_record(cur: duckdb.DuckDBPyConnection, *, agency: str,
