@@ -28,6 +28,9 @@ class Settings(BaseSettings):
                             "when the registry has no active model yet.")
     accepted_key_ids: list[str] = Field(default_factory=list, description="Linkage key ids "
                                         "accepted from agencies; empty: pin the first one seen.")
+    duckdb_memory_limit: str = Field("1GB", description="DuckDB buffer memory limit for the "
+                                     "registry connection (the in-memory matching index is "
+                                     "separate).")
     ingest_chunk: int = Field(10_000, description="Records per ingest transaction (CLI).")
     max_body_bytes: int = Field(16 * 2**20, description="Largest request body the API accepts "
                                 "(bytes); larger ones get 413.")

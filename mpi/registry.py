@@ -75,7 +75,8 @@ class Registry:
     def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.registry_path, now=clock())
+        self.store = Store(settings.registry_path, now=clock(),
+                           memory_limit=settings.duckdb_memory_limit)
         self.server_secret = load_server_secret(settings.secret_path)
         self.models_dir = settings.models_dir or default_models_dir()
         cur = self.store.cursor()
@@ -119,27 +120,29 @@ class Registry:
             self._add_person(key)
         if n == 0:
             return
-        flat = table.column("tokens").combine_chunks().flatten().to_numpy()
-        matrix = flat.reshape(n, len(TOKEN_COLUMNS))
         active = pc.equal(table.column("status"), "active").to_numpy(zero_copy_only=False)
-        seqs = table.column("record_seq").to_numpy()
-        pkeys = table.column("person_key").to_pylist()
-        labels = np.array([self.person_of[k] if k else -1 for k in pkeys], dtype=np.int64)
         act_idx = np.flatnonzero(active)
-        cols = {c: np.ascontiguousarray(matrix[act_idx, p]) for p, c in self._cols}
+        seqs = table.column("record_seq").to_numpy()
+        labels = pc.fill_null(pc.index_in(table.column("person_key"),
+                                          value_set=pa.array(self.persons, pa.string())),
+                              -1).to_numpy().astype(np.int64)
+        matrix = table.column("tokens").combine_chunks().flatten().to_numpy().reshape(
+            n, len(TOKEN_COLUMNS))
+        cols = {c: matrix[act_idx, p] for p, c in self._cols}
+        del matrix
+        table = table.drop_columns(["tokens"])
         rows = self.index.append(cols, labels[act_idx])
+        del cols
         row_of = np.full(n, -1, dtype=np.int64)
         row_of[act_idx] = rows
         self.row_seq = seqs[act_idx].copy()
-        for lab in labels[act_idx].tolist():
-            self.person_count[lab] += 1
-        agencies = table.column("agency").to_pylist()
-        sids = table.column("source_record_id").to_pylist()
-        hashes = table.column("content_hash").to_pylist()
-        versions = table.column("version").to_pylist()
-        for i in range(n):
-            self.by_sid[(agencies[i], sids[i])] = (int(seqs[i]), int(row_of[i]), hashes[i],
-                                                   versions[i])
+        self.person_count = np.bincount(labels[act_idx],
+                                        minlength=len(self.persons)).tolist()
+        keys = zip(table.column("agency").to_pylist(), table.column("source_record_id").to_pylist(),
+                   strict=True)
+        values = zip(seqs.tolist(), row_of.tolist(), table.column("content_hash").to_pylist(),
+                     table.column("version").to_pylist(), strict=True)
+        self.by_sid = dict(zip(keys, values, strict=True))
 
     def _uncount(self, lab: int) -> None:
         if lab < len(self.person_count):

@@ -91,21 +91,30 @@ def _spark_result(reg: Registry, table: pa.Table, options: SparkOptions,
 
 
 def canonical_clusters(result: LinkResult, *, records: pa.Table) -> LinkResult:
-    """Check the result covers exactly the exported records; label each cluster by its
-    smallest record_seq, so every engine hands the same labels to key reconciliation."""
-    clus = result.clusters.sort_by("unique_id")
-    seq = clus.column("unique_id").to_numpy().astype(np.int64)
+    """Check the result covers exactly the exported records; return clusters sorted by
+    unique_id, each labelled by its smallest record_seq, so every engine hands reconciliation
+    the same input whatever cluster ids it produced."""
+    seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
+    codes = pc.dictionary_encode(result.clusters.column("cluster_id").combine_chunks())
+    inverse = codes.indices.to_numpy().astype(np.int64)
+    seq, inverse = _sorted_by(seq, inverse)
     expected = records.column("unique_id").to_numpy().astype(np.int64)
-    if len(seq) != len(expected) or not np.array_equal(seq, np.sort(expected)):
+    if len(seq) != len(expected) or not np.array_equal(seq, _sorted_by(expected)[0]):
         raise Conflict("the link result does not cover exactly the registry's active records; "
                        "nothing was changed")
-    codes = pc.dictionary_encode(clus.column("cluster_id").combine_chunks())
-    inverse = codes.indices.to_numpy().astype(np.int64)
     smallest = np.full(len(codes.dictionary), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(smallest, inverse, seq)
     clusters = pa.table({"unique_id": pa.array(seq, pa.int64()),
                          "cluster_id": pa.array(smallest[inverse], pa.int64())})
     return LinkResult(edges=result.edges, clusters=clusters)
+
+
+def _sorted_by(key: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``key`` (and ``others`` aligned with it) in ascending key order; no sort if already."""
+    if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):
+        return (key, *others)
+    order = np.argsort(key, kind="stable")
+    return (key[order], *(o[order] for o in others))
 
 
 def apply_constraints(reg: Registry, result: LinkResult) -> LinkResult:
@@ -121,9 +130,8 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
     """Reconcile a complete LinkResult to stable keys and write it in one transaction."""
 
     say("reconciling clusters to stable keys")
-    clus = result.clusters.sort_by("unique_id")
-    seq = clus.column("unique_id").to_numpy()
-    cluster = clus.column("cluster_id").to_numpy().astype(np.int64)
+    seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
+                              result.clusters.column("cluster_id").to_numpy().astype(np.int64))
     rows = _rows_for(reg, seq)
     old_key = reg.index.label[rows].copy()
     key_rank = np.arange(len(reg.persons), dtype=np.int64)

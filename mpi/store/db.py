@@ -30,11 +30,15 @@ def first_row(rows: list[Any]) -> Any:
 class Store:
     """Owns one DuckDB registry file."""
 
-    def __init__(self, path: Path, *, now: dt.datetime | None = None) -> None:
+    def __init__(self, path: Path, *, now: dt.datetime | None = None,
+                 memory_limit: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        config = dict(_CONFIG)
+        if memory_limit:
+            config["memory_limit"] = memory_limit
         try:
-            self._con = duckdb.connect(str(path), config=_CONFIG)
+            self._con = duckdb.connect(str(path), config=config)
         except duckdb.IOException as exc:
             raise ConfigurationError(
                 f"cannot open registry {path.name}: {exc}. Only one process may open a "
