@@ -348,6 +348,21 @@ class Registry:
                            "grade": grade})
         return result[:limit]
 
+    def model_table(self) -> pa.Table:
+        """Active records as ``unique_id`` + model token columns (null when missing), by
+        record_seq: the linkage executors' input, built from memory (equal to the store's
+        ``model_input`` export, without re-reading the file)."""
+        with self.store.write_lock:
+            live = np.flatnonzero(self.index.active[: self.index.n])
+            seq = self.row_seq[live]
+            order = np.argsort(seq, kind="stable")
+            rows = live[order]
+            data: dict[str, Any] = {"unique_id": pa.array(seq[order], pa.int64())}
+            for c in self.index.columns:
+                values = self.index.data[c][rows]
+                data[c] = pa.array(values, pa.int64(), mask=values == 0)
+        return pa.table(data)
+
     def get_record(self, agency: str, source_record_id: str) -> dict[str, Any]:
         """An agency's record (any status) with its current person key; raise NotFound."""
         row = rstore.find_record(self.store.cursor(), agency=agency,

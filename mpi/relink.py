@@ -50,10 +50,8 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
         raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     say = progress or (lambda _m: None)
     with reg.store.write_lock:
-        cols = reg.index.columns
         say("exporting records")
-        table = rstore.model_input(reg.store.cursor(), columns=cols,
-                                   positions=[_POS[c] for c in cols])
+        table = reg.model_table()
         if table.num_rows == 0:
             return LinkSummary(0, 0, 0, 0, 0, 0, 0, reg.model.version)
         if engine == "spark":

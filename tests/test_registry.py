@@ -657,3 +657,20 @@ def test_failed_enrol_leaves_person_counts_as_in_the_file(open_registry: Callabl
     reg.withdraw_records("a", ["x8"])  # x was the key's only record
     assert reg.get_person(kx)["status"] == "retired"
     assert_consistent(reg)
+
+
+def test_model_table_from_memory_equals_the_store_export(tmp_path: Path) -> None:
+    """The link input built from memory is exactly what the registry file holds."""
+    from mpi.schema import TOKEN_COLUMNS
+    reg = Registry(Settings(data_dir=tmp_path / "d"))
+    by_agency, _ = generate(people=300, agencies=2, seed=3)
+    for agency, rows in by_agency.items():
+        records, _ = tokenize_rows(rows, secret=demo_secret(1))
+        reg.enrol_records(agency, list(enumerate(records, start=1)))
+    first = next(iter(by_agency))
+    reg.withdraw_records(first, [by_agency[first][0]["source_record_id"]])
+    cols = reg.index.columns
+    exported = rstore.model_input(reg.store.cursor(), columns=cols,
+                                  positions=[TOKEN_COLUMNS.index(c) for c in cols])
+    assert reg.model_table().equals(exported)
+    reg.close()
