@@ -148,7 +148,7 @@ def link(
     from mpi.errors import InvalidInput
     from mpi.linkage.spark_engine import SparkOptions
     from mpi.registry import Registry
-    from mpi.relink import ENGINES, link_registry
+    from mpi.relink import ENGINES
     if engine not in ENGINES:
         raise InvalidInput(f"--engine must be one of {', '.join(ENGINES)}")
     pairs = []
@@ -163,11 +163,8 @@ def link(
     reg = Registry(_settings(data_dir))
     t0 = time.perf_counter()
     try:
-        s = link_registry(reg, engine="spark" if engine == "spark" else "duckdb", spark=spark,
-                          progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
-    except MpiError as exc:  # printed here: main() would read "mpi[spark]" as rich markup
-        err.print(f"[red]error:[/red] {escape(exc.message)}")
-        raise typer.Exit(2) from None
+        s = reg.link(engine="spark" if engine == "spark" else "duckdb", spark=spark,
+                     progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
     finally:
         reg.close()
     table = Table(title=f"mpi link ({engine}, {time.perf_counter() - t0:.1f}s, "
@@ -404,7 +401,8 @@ def main() -> None:
     try:
         app()
     except MpiError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        from rich.markup import escape
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
         for p in exc.problems[:20]:
-            err.print(f"  {p.describe()}")
+            err.print(f"  {escape(p.describe())}")
         sys.exit(2)

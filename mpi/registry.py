@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import numpy as np
@@ -47,6 +47,8 @@ from mpi.store import records as rstore
 __all__ = ["EnrolResult", "LinkSummary", "RecordResult", "Registry", "load_server_secret", "utcnow"]
 
 Clock = Callable[[], dt.datetime]
+if TYPE_CHECKING:
+    from mpi.linkage.spark_engine import SparkOptions
 _POSSIBLE = 0.05
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
@@ -305,10 +307,14 @@ class Registry:
                 self.by_sid[(agency, sid)] = (seq, -1, h, version + 1)
         return result
 
-    def link(self, *, progress: Callable[[str], None] | None = None) -> LinkSummary:
-        """Re-link the whole registry with Splink and reconcile to stable keys."""
+    def link(self, *, engine: Literal["duckdb", "spark"] = "duckdb",
+             spark: SparkOptions | None = None, principal: str = "cli",
+             progress: Callable[[str], None] | None = None) -> LinkSummary:
+        """Re-link the whole registry with Splink (DuckDB or Spark), reconcile to stable keys."""
         from mpi.relink import link_registry
-        return link_registry(self, progress=progress)
+        return link_registry(self, engine=engine, spark=spark, progress=progress,
+                             audit=[AuditEntry(principal, "persons.relink", "registry",
+                                               detail={"engine": engine})])
 
     # ---- reads -----------------------------------------------------------------------
     def match(self, obj: Any, *, limit: int = 10) -> list[dict[str, Any]]:

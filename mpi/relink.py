@@ -10,7 +10,7 @@ Must not: run SQL itself or touch the registry file from Splink or Spark.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from mpi import keys as keyrules
 from mpi.arrays import sorted_unique
+from mpi.audit import AuditEntry
 from mpi.batch import LinkSummary, WriteBatch
 from mpi.errors import Conflict, InvalidInput
 from mpi.linkage import spark_engine, splink_engine
@@ -38,7 +39,7 @@ _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 
 def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptions | None = None,
-                  cause: str = "relink",
+                  cause: str = "relink", audit: Sequence[AuditEntry] = (),
                   progress: Callable[[str], None] | None = None) -> LinkSummary:
     """Predict + cluster every active record on ``engine``, then carry keys over to clusters.
 
@@ -63,7 +64,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
                 table, reg.model.params, definition=reg.model_definition,
                 edge_threshold=th.review, cluster_threshold=th.link)
         result = apply_constraints(reg, canonical_clusters(result, records=table))
-        return _reconcile_and_write(reg, result, cause=cause, say=say)
+        return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit)
 
 
 def spark_work_dir(reg: Registry, fp: str) -> Path:
@@ -124,7 +125,8 @@ def apply_constraints(reg: Registry, result: LinkResult) -> LinkResult:
 
 
 def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
-                         say: Callable[[str], None]) -> LinkSummary:
+                         say: Callable[[str], None],
+                         audit: Sequence[AuditEntry] = ()) -> LinkSummary:
     """Reconcile a complete LinkResult to stable keys and write it in one transaction."""
 
     say("reconciling clusters to stable keys")
@@ -156,7 +158,7 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
         batch.lineage.append({"from_key": name(frm), "to_key": name(to), "kind": kind,
                               "event_seq": ev})
     changed = np.flatnonzero(rec.record_key != old_key)
-    with reg.store.transaction() as cur:
+    with reg.audited_transaction(audit) as cur:
         pstore.insert_persons(cur, batch.persons, now=batch.now)
         if batch.retired:
             pstore.retire_persons(cur, batch.retired, now=batch.now)
