@@ -202,10 +202,19 @@ class Registry:
             return set(self.settings.accepted_key_ids)
         return set(self.key_ids) if self.key_ids else None
 
-    def _mint(self, batch: WriteBatch, *, cause: str, record_seq: int | None) -> int:
-        key = keyrules.mint_key()
-        batch.persons.append(key)
-        self._event(batch, key, "minted", cause=cause, record_seq=record_seq)
+    def _mint(self, batch: WriteBatch, *, cause: str, record_seq: int | None,
+              event: str = "minted", related: str | None = None, key: str | None = None) -> int:
+        """Mint a key. A plain mint event is stored on the person row (one write fewer on the
+        online path); a split is an ordinary key event naming its source."""
+        key = key or keyrules.mint_key()
+        row: dict[str, Any] = {"person_key": key}
+        if event == "minted":
+            self.event_seq += 1
+            row.update(minted_event_seq=self.event_seq, minted_cause=cause,
+                       minted_model_version=self.model.version, minted_record_seq=record_seq)
+        else:
+            self._event(batch, key, event, cause=cause, related=related, record_seq=record_seq)
+        batch.persons.append(row)
         return self._add_person(key)
 
     def _retire(self, batch: WriteBatch, lab: int, *, successor: int | None, cause: str,

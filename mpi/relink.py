@@ -146,10 +146,15 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
 
     for k in range(n_keys, n_keys + rec.n_new):
         key = name(k)
-        batch.persons.append(key)
         sources = rec.minted_from.get(k, [])
-        reg._event(batch, key, "minted" if not sources else "split", cause=cause,
-                   related=name(sources[0]) if sources else None)
+        row: dict[str, object] = {"person_key": key}
+        if sources:
+            reg._event(batch, key, "split", cause=cause, related=name(sources[0]))
+        else:  # a plain mint event lives on the person row
+            reg.event_seq += 1
+            row.update(minted_event_seq=reg.event_seq, minted_cause=cause,
+                       minted_model_version=reg.model.version)
+        batch.persons.append(row)
     for k, surv in rec.retired:
         batch.retired.append(name(k))
         reg._event(batch, name(k), "retired", cause=cause, related=name(surv))

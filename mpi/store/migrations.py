@@ -118,4 +118,23 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             created_at TIMESTAMP NOT NULL,
             updated_at TIMESTAMP NOT NULL)""",
     )),
+    (3, "a key's mint event lives on its person row; key_event becomes a view", (
+        "ALTER TABLE key_event RENAME TO key_change",
+        "ALTER TABLE person ADD COLUMN minted_event_seq BIGINT",
+        "ALTER TABLE person ADD COLUMN minted_cause VARCHAR",
+        "ALTER TABLE person ADD COLUMN minted_model_version VARCHAR",
+        "ALTER TABLE person ADD COLUMN minted_record_seq BIGINT",
+        """UPDATE person SET minted_event_seq = c.event_seq, minted_cause = c.cause,
+            minted_model_version = c.model_version, minted_record_seq = c.record_seq
+            FROM key_change c WHERE c.person_key = person.person_key
+            AND c.event_type = 'minted'""",
+        "DELETE FROM key_change WHERE event_type = 'minted'",
+        """CREATE VIEW key_event AS
+            SELECT event_seq, person_key, event_type, cause, model_version, related_key,
+                   record_seq, occurred_at FROM key_change
+            UNION ALL
+            SELECT minted_event_seq, person_key, 'minted', minted_cause, minted_model_version,
+                   NULL, minted_record_seq, created_at FROM person
+            WHERE minted_event_seq IS NOT NULL""",
+    )),
 )

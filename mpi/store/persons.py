@@ -26,15 +26,18 @@ REVIEW_SCHEMA = pa.schema([
     ("person_key", pa.string()), ("other_person_key", pa.string()),
     ("match_weight", pa.float64()), ("match_probability", pa.float64()),
     ("status", pa.string()), ("model_version", pa.string()), ("created_at", pa.timestamp("us"))])
-_PERSON_SCHEMA = pa.schema([("person_key", pa.string()), ("status", pa.string()),
-                            ("created_at", pa.timestamp("us")), ("retired_at", pa.timestamp("us"))])
+_PERSON_SCHEMA = pa.schema([
+    ("person_key", pa.string()), ("status", pa.string()), ("created_at", pa.timestamp("us")),
+    ("retired_at", pa.timestamp("us")), ("minted_event_seq", pa.int64()),
+    ("minted_cause", pa.string()), ("minted_model_version", pa.string()),
+    ("minted_record_seq", pa.int64())])
 
 
-def insert_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *,
+def insert_persons(cur: duckdb.DuckDBPyConnection, persons: Sequence[Mapping[str, Any]], *,
                    now: dt.datetime) -> None:
-    """Insert newly minted keys (active)."""
+    """Insert newly minted keys (active); a row's minted_* fields are its mint event."""
     write_rows(cur, "person", _PERSON_SCHEMA,
-               [{"person_key": k, "status": "active", "created_at": now} for k in person_keys])
+               [{**p, "status": "active", "created_at": now} for p in persons])
 
 
 def retire_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *,
@@ -51,7 +54,7 @@ def retire_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *
 
 def insert_events(cur: duckdb.DuckDBPyConnection, events: Sequence[Mapping[str, Any]]) -> None:
     """Append key events."""
-    write_rows(cur, "key_event", EVENT_SCHEMA, events)
+    write_rows(cur, "key_change", EVENT_SCHEMA, events)
 
 
 def insert_lineage(cur: duckdb.DuckDBPyConnection, lineage: Sequence[Mapping[str, Any]]) -> None:
