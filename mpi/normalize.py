@@ -278,38 +278,51 @@ def _swap_day_month(iso: str) -> str | None:
     return f"{year}-{day}-{month}"
 
 
+def _given(v: str) -> dict[str, str]:
+    return {"given_name": v, "given_name.phonetic": phonetic(v), "given_name.prefix3": v[:3],
+            "given_name.nickname": nickname_canonical(v)}
+
+
+def _middle(v: str) -> dict[str, str]:
+    return {"middle_name": v, "middle_name.initial": v[0]}
+
+
+def _family(v: str) -> dict[str, str]:
+    out = {"family_name": v, "family_name.phonetic": phonetic(v), "family_name.prefix3": v[:3]}
+    for i, part in enumerate(v.split(" ")[:3], start=1):
+        out[f"family_name.part{i}"] = part
+    return out
+
+
+def _dob(v: str) -> dict[str, str]:
+    out = {"date_of_birth": v}
+    swapped = _swap_day_month(v)
+    if swapped:
+        out["date_of_birth.swap"] = swapped
+    out["date_of_birth.year_month"] = v[:7]
+    out["date_of_birth.month_day"] = v[5:]
+    out["date_of_birth.year_day"] = v[:4] + v[7:]
+    out["date_of_birth.year"] = v[:4]
+    return out
+
+
+_DERIVE: dict[str, Callable[[str], dict[str, str]]] = {
+    "given_name": _given, "middle_name": _middle, "family_name": _family,
+    "date_of_birth": _dob,
+    "national_id": lambda v: {"national_id": v, "national_id.last4": v[-4:]},
+    "postal_code": lambda v: {"postal_code": v, "postal_code.zip3": v[:3]},
+}
+
+
+def derive_field_variants(field: str, value: str) -> dict[str, str]:
+    """Token name -> value for one normalized field: the full value and its derived variants."""
+    fn = _DERIVE.get(field)
+    return fn(value) if fn else {field: value}
+
+
 def derive_variants(values: Mapping[str, str]) -> dict[str, str]:
     """Map token name -> value for every full and derived variant of normalized ``values``."""
     out: dict[str, str] = {}
     for field, value in values.items():
-        out[field] = value
-    given = values.get("given_name")
-    if given:
-        out["given_name.phonetic"] = phonetic(given)
-        out["given_name.prefix3"] = given[:3]
-        out["given_name.nickname"] = nickname_canonical(given)
-    middle = values.get("middle_name")
-    if middle:
-        out["middle_name.initial"] = middle[0]
-    family = values.get("family_name")
-    if family:
-        out["family_name.phonetic"] = phonetic(family)
-        out["family_name.prefix3"] = family[:3]
-        for i, part in enumerate(family.split(" ")[:3], start=1):
-            out[f"family_name.part{i}"] = part
-    dob = values.get("date_of_birth")
-    if dob:
-        swapped = _swap_day_month(dob)
-        if swapped:
-            out["date_of_birth.swap"] = swapped
-        out["date_of_birth.year_month"] = dob[:7]
-        out["date_of_birth.month_day"] = dob[5:]
-        out["date_of_birth.year_day"] = dob[:4] + dob[7:]
-        out["date_of_birth.year"] = dob[:4]
-    ssn = values.get("national_id")
-    if ssn:
-        out["national_id.last4"] = ssn[-4:]
-    postal = values.get("postal_code")
-    if postal:
-        out["postal_code.zip3"] = postal[:3]
+        out.update(derive_field_variants(field, value))
     return out

@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mpi.errors import InvalidInput, Problem
-from mpi.normalize import FieldError, derive_variants, normalize_field
+from mpi.normalize import FieldError, derive_field_variants, normalize_field
 from mpi.schema import FIELD_NAMES, MIN_EVIDENCE, SCHEMA_VERSION, evidence_groups_present
 from mpi.tokens import key_id, make_token
 
@@ -95,7 +95,7 @@ class Tokenizer:
             result: dict[str, str] | FieldError = exc
         else:
             result = {} if norm is None else {
-                name: self._token(name, v) for name, v in derive_variants({field: norm}).items()}
+                name: self._token(name, v) for name, v in derive_field_variants(field, norm).items()}
         if len(self._fields) >= self._cache_size:
             self._fields.clear()
         self._fields[(field, value)] = result
@@ -228,7 +228,7 @@ class _Writer:
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         if self._fh is not None:
-            self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+            self._fh.write("".join(map(json_line, records)))
             return
         table = records_to_table(list(records))
         if self._pq is None:
@@ -242,6 +242,21 @@ class _Writer:
             pq.write_table(records_to_table([]), self.out)
         else:
             self._pq.close()
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One token record as a JSONL line (token names and tokens need no escaping)."""
+    toks = ",".join(f'"{k}":"{v}"' for k, v in record["tokens"].items())
+    line = (f'{{"source_record_id":{_dumps(record["source_record_id"])},'
+            f'"schema_version":{int(record["schema_version"])},"tokens":{{{toks}}}')
+    if "attributes" in record:
+        line += f',"attributes":{_dumps(record["attributes"])}'
+    if "research_consent" in record:
+        line += ',"research_consent":' + ("true" if record["research_consent"] else "false")
+    return line + "}\n"
 
 
 def token_table_schema() -> pa.Schema:
@@ -289,11 +304,14 @@ def tokenize_file(path: Path, *, secret: bytes, out: Path, rejects: Path | None 
             data = batch.to_pydict()
             n = batch.num_rows
             good: list[dict[str, Any]] = []
-            for i in range(n):
+            wanted_rows = zip(*(data[c] for c in wanted), strict=True)
+            attr_rows = zip(*(data[a] for a in attributes), strict=True) if attributes else None
+            for _i in range(n):
                 summary.rows += 1
                 row_no = summary.rows
-                raw = {c: data[c][i] for c in wanted}
-                attrs = {a: data[a][i] for a in attributes if data[a][i] not in (None, "")}
+                raw = dict(zip(wanted, next(wanted_rows), strict=True))
+                attrs = ({a: v for a, v in zip(attributes, next(attr_rows), strict=True)
+                          if v not in (None, "")} if attr_rows is not None else {})
                 try:
                     rec = tokenizer.tokenize(raw, row=row_no, attributes=attrs)
                 except RecordRejected as exc:

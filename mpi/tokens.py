@@ -41,19 +41,19 @@ def _message_prefix(name: str, *, schema_version: int) -> bytes:
     return f"mpi/v{schema_version}/{token_domain(name)}".encode() + b"\x00"
 
 
-_PREFIXES: dict[tuple[str, int], bytes] = {}
+_PREFIXES: dict[str, bytes] = {}
+_b2a = binascii.b2a_base64
 
 
 def make_token(secret: bytes, name: str, value: str, *, kid: str,
                schema_version: int = SCHEMA_VERSION) -> str:
     """HMAC-SHA256 token of one normalized value, domain-separated by schema, field, variant."""
-    prefix = _PREFIXES.get((name, schema_version))
+    key = name if schema_version == SCHEMA_VERSION else f"{name}@{schema_version}"
+    prefix = _PREFIXES.get(key)
     if prefix is None:
-        prefix = _PREFIXES[(name, schema_version)] = _message_prefix(
-            name, schema_version=schema_version)
+        prefix = _PREFIXES[key] = _message_prefix(name, schema_version=schema_version)
     digest = _hmac_digest(secret, prefix + value.encode(), "sha256")
-    b64 = binascii.b2a_base64(digest, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE)
-    return kid + ":" + b64.decode()
+    return f"{kid}:{_b2a(digest, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()}"
 
 
 def tokenize_values(secret: bytes, values: Mapping[str, str], *, kid: str) -> dict[str, str]:
