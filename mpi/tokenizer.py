@@ -22,13 +22,23 @@ import pyarrow.parquet as pq
 
 from mpi.errors import InvalidInput, Problem
 from mpi.normalize import FieldError, derive_field_variants, normalize_field
-from mpi.schema import FIELD_NAMES, MIN_EVIDENCE, SCHEMA_VERSION, evidence_groups_present
-from mpi.tokens import key_id, make_token
+from mpi.schema import (
+    EVIDENCE_GROUPS,
+    FIELD_NAMES,
+    MIN_EVIDENCE,
+    SCHEMA_VERSION,
+    evidence_groups_present,
+)
+from mpi.tokens import TokenMaker, key_id
 
 RESERVED_COLUMNS = ("source_record_id", "research_consent")
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 MAX_SOURCE_ID_LEN = 128
+# A record with more evidence-group fields than the largest group has (2) spans at least two
+# groups, so only sparse records need the full evidence check.
+_GROUPED = frozenset(f for fs in EVIDENCE_GROUPS.values() for f in fs)
+_ENOUGH_FIELDS = max(len(fs) for fs in EVIDENCE_GROUPS.values()) + 1
 
 
 class RecordRejected(ValueError):
@@ -72,19 +82,11 @@ class Tokenizer:
         self.key_id = key_id(secret)
         self._date_formats = tuple(date_formats)
         self._today = today
-        self._cache: dict[tuple[str, str], str] = {}
-        self._fields: dict[tuple[str, str], dict[str, str] | FieldError] = {}
+        self._token = TokenMaker(secret, kid=self.key_id, memo=cache_size)
+        # One memo per field: raw value -> its tokens (all variants) or its FieldError.
+        self._fields: dict[str, dict[str, dict[str, str] | FieldError]] = {
+            f: {} for f in FIELD_NAMES}
         self._cache_size = cache_size
-
-    def _token(self, name: str, value: str) -> str:
-        key = (name, value)
-        tok = self._cache.get(key)
-        if tok is None:
-            tok = make_token(self._secret, name, value, kid=self.key_id)
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            self._cache[key] = tok
-        return tok
 
     def _field_tokens(self, field: str, value: str) -> dict[str, str] | FieldError:
         """Tokens of one raw field value (all its variants), memoized per tokenizer."""
@@ -96,9 +98,10 @@ class Tokenizer:
         else:
             result = {} if norm is None else {
                 name: self._token(name, v) for name, v in derive_field_variants(field, norm).items()}
-        if len(self._fields) >= self._cache_size:
-            self._fields.clear()
-        self._fields[(field, value)] = result
+        memo = self._fields[field]
+        if len(memo) >= self._cache_size // len(FIELD_NAMES):
+            memo.clear()
+        memo[value] = result
         return result
 
     def tokenize(self, raw: Mapping[str, str | None], *, row: int | None = None,
@@ -112,11 +115,11 @@ class Tokenizer:
             problems.append(Problem(row, exc.field, exc.reason))
         tokens: dict[str, str] = {}
         present: set[str] = set()
-        for fname in FIELD_NAMES:
+        for fname, memo in self._fields.items():
             value = raw.get(fname)
             if not value:
                 continue
-            cached = self._fields.get((fname, value))
+            cached = memo.get(value)
             if cached is None:
                 cached = self._field_tokens(fname, value)
             if isinstance(cached, FieldError):
@@ -129,7 +132,7 @@ class Tokenizer:
             consent = parse_consent(raw.get("research_consent"))
         except FieldError as exc:
             problems.append(Problem(row, exc.field, exc.reason, sid))
-        if not problems:
+        if not problems and len(present & _GROUPED) < _ENOUGH_FIELDS:
             groups = evidence_groups_present(present)
             if len(groups) < MIN_EVIDENCE:
                 problems.append(Problem(

@@ -41,19 +41,43 @@ def _message_prefix(name: str, *, schema_version: int) -> bytes:
     return f"mpi/v{schema_version}/{token_domain(name)}".encode() + b"\x00"
 
 
-_PREFIXES: dict[str, bytes] = {}
 _b2a = binascii.b2a_base64
+
+
+class TokenMaker:
+    """Makes tokens under one secret, with a memo of recent (name, value) -> token."""
+
+    def __init__(self, secret: bytes, *, kid: str, schema_version: int = SCHEMA_VERSION,
+                 memo: int = 500_000) -> None:
+        self._secret = secret
+        self._head = kid + ":"
+        self._schema_version = schema_version
+        self._prefixes: dict[str, bytes] = {}
+        self._memo: dict[tuple[str, str], str] = {}
+        self._memo_max = memo
+
+    def __call__(self, name: str, value: str) -> str:
+        """The token of one normalized value."""
+        key = (name, value)
+        tok = self._memo.get(key)
+        if tok is not None:
+            return tok
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefixes[name] = _message_prefix(
+                name, schema_version=self._schema_version)
+        digest = _hmac_digest(self._secret, prefix + value.encode(), "sha256")
+        tok = self._head + _b2a(digest, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()
+        if len(self._memo) >= self._memo_max:
+            self._memo.clear()
+        self._memo[key] = tok
+        return tok
 
 
 def make_token(secret: bytes, name: str, value: str, *, kid: str,
                schema_version: int = SCHEMA_VERSION) -> str:
     """HMAC-SHA256 token of one normalized value, domain-separated by schema, field, variant."""
-    key = name if schema_version == SCHEMA_VERSION else f"{name}@{schema_version}"
-    prefix = _PREFIXES.get(key)
-    if prefix is None:
-        prefix = _PREFIXES[key] = _message_prefix(name, schema_version=schema_version)
-    digest = _hmac_digest(secret, prefix + value.encode(), "sha256")
-    return f"{kid}:{_b2a(digest, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()}"
+    return TokenMaker(secret, kid=kid, schema_version=schema_version, memo=0)(name, value)
 
 
 def tokenize_values(secret: bytes, values: Mapping[str, str], *, kid: str) -> dict[str, str]:

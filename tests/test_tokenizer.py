@@ -369,3 +369,13 @@ def test_rejects_file_never_contains_plaintext_dob(tmp_path: Path) -> None:
     summary = tokenize_file(src, secret=SECRET, out=tmp_path / "o.jsonl")
     assert summary.rows == 1
     assert dob.encode() not in (tmp_path / "o.jsonl.rejects.csv").read_bytes()
+
+
+def test_fields_outside_evidence_groups_do_not_count_as_evidence() -> None:
+    """middle_name, sex and city never make a record linkable on their own."""
+    tok = Tokenizer(bytes(range(32)))
+    with pytest.raises(RecordRejected, match="too little to link on"):
+        tok.tokenize({"source_record_id": "a", "given_name": "Ann", "family_name": "Lee",
+                      "middle_name": "Q", "sex": "F", "city": "Boston"})
+    ok = tok.tokenize({"source_record_id": "b", "given_name": "Ann", "date_of_birth": "1990-01-02"})
+    assert "date_of_birth" in ok["tokens"] and "given_name" in ok["tokens"]
