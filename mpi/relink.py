@@ -52,7 +52,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
     say = progress or (lambda _m: None)
     with reg.store.write_lock:
         say("exporting records")
-        table = reg.model_table()
+        table = reg.model_table(nulls=engine == "spark")
         if table.num_rows == 0:
             return LinkSummary(0, 0, 0, 0, 0, 0, 0, reg.model.version)
         if engine == "spark":
@@ -62,7 +62,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
             th = reg.model.thresholds
             result = splink_engine.predict_and_cluster(
                 table, reg.model.params, definition=reg.model_definition,
-                edge_threshold=th.review, cluster_threshold=th.link)
+                edge_threshold=th.review, cluster_threshold=th.link, zero_is_null=True)
         result = apply_constraints(reg, canonical_clusters(result, records=table))
         return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit)
 
@@ -94,18 +94,39 @@ def canonical_clusters(result: LinkResult, *, records: pa.Table) -> LinkResult:
     unique_id, each labelled by its smallest record_seq, so every engine hands reconciliation
     the same input whatever cluster ids it produced."""
     seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
-    codes = pc.dictionary_encode(result.clusters.column("cluster_id").combine_chunks())
-    inverse = codes.indices.to_numpy().astype(np.int64)
-    seq, inverse = _sorted_by(seq, inverse)
+    col = result.clusters.column("cluster_id").combine_chunks()
     expected = records.column("unique_id").to_numpy().astype(np.int64)
-    if len(seq) != len(expected) or not np.array_equal(seq, _sorted_by(expected)[0]):
-        raise Conflict("the link result does not cover exactly the registry's active records; "
-                       "nothing was changed")
+    if pa.types.is_integer(col.type):
+        seq, ids = _sorted_by(seq, col.to_numpy().astype(np.int64))
+        _check_cover(seq, expected)
+        if _labels_are_smallest_members(seq, ids):  # DuckDB's clusters already are
+            return LinkResult(edges=result.edges, clusters=pa.table({
+                "unique_id": pa.array(seq, pa.int64()), "cluster_id": pa.array(ids, pa.int64())}))
+    codes = pc.dictionary_encode(col)
+    inverse = codes.indices.to_numpy().astype(np.int64)
+    seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
+    seq, inverse = _sorted_by(seq, inverse)
+    _check_cover(seq, expected)
     smallest = np.full(len(codes.dictionary), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(smallest, inverse, seq)
     clusters = pa.table({"unique_id": pa.array(seq, pa.int64()),
                          "cluster_id": pa.array(smallest[inverse], pa.int64())})
     return LinkResult(edges=result.edges, clusters=clusters)
+
+
+def _check_cover(seq: np.ndarray, expected: np.ndarray) -> None:
+    if len(seq) != len(expected) or not np.array_equal(seq, _sorted_by(expected)[0]):
+        raise Conflict("the link result does not cover exactly the registry's active records; "
+                       "nothing was changed")
+
+
+def _labels_are_smallest_members(seq: np.ndarray, ids: np.ndarray) -> bool:
+    """True when every label is a member labelled by itself and no larger than its members,
+    i.e. each cluster is already labelled by its smallest record (``seq`` sorted)."""
+    if not bool((ids <= seq).all()):
+        return False
+    pos = np.minimum(np.searchsorted(seq, ids), len(seq) - 1)
+    return bool((seq[pos] == ids).all() and (ids[pos] == ids).all())
 
 
 def _sorted_by(key: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
