@@ -114,6 +114,21 @@ def canonical_clusters(result: LinkResult, *, records: pa.Table) -> LinkResult:
     return LinkResult(edges=result.edges, clusters=clusters)
 
 
+def _partition_unchanged(seq: np.ndarray, cluster: np.ndarray, old_key: np.ndarray) -> bool:
+    """True when the clusters are exactly the current keys' groups (the steady state).
+
+    ``seq`` is sorted and every cluster is labelled by its smallest member, so each record can
+    be compared with its cluster's label record without grouping.
+    """
+    if len(seq) == 0 or bool((old_key < 0).any()):
+        return False
+    label_pos = np.searchsorted(seq, cluster)
+    if not bool((old_key[label_pos] == old_key).all()):
+        return False
+    label_keys = old_key[cluster == seq]
+    return len(sorted_unique(label_keys)) == len(label_keys)
+
+
 def _check_cover(seq: np.ndarray, expected: np.ndarray) -> None:
     if len(seq) != len(expected) or not np.array_equal(seq, _sorted_by(expected)[0]):
         raise Conflict("the link result does not cover exactly the registry's active records; "
@@ -155,6 +170,12 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
                               result.clusters.column("cluster_id").to_numpy().astype(np.int64))
     rows = _rows_for(reg, seq)
     old_key = reg.index.label[rows].copy()
+    if _partition_unchanged(seq, cluster, old_key):
+        with reg.audited_transaction(audit):
+            pass
+        return LinkSummary(records=len(seq), persons=int((cluster == seq).sum()), merges=0,
+                           splits=0, keys_changed=0, new_keys=0,
+                           edges=result.edges.num_rows, model_version=reg.model.version)
     key_rank = np.arange(len(reg.persons), dtype=np.int64)
     rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
                              key_rank=key_rank)
