@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mpi import keys as keyrules
+from mpi.arrays import zero_as_null
 from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
 from mpi.audit import verify as verify_chain
 from mpi.batch import (
@@ -363,13 +364,10 @@ class Registry:
                            "grade": grade})
         return result[:limit]
 
-    def model_table(self, *, nulls: bool = True) -> pa.Table:
-        """Active records as ``unique_id`` + model token columns, by record_seq: the linkage
-        executors' input, built from memory (equal to the store's ``model_input`` export).
-
-        Missing values are NULL, or 0 with ``nulls=False`` (cheaper: no validity masks, and
-        zero-copy when the index holds exactly the active records in order).
-        """
+    def model_table(self) -> pa.Table:
+        """Active records as ``unique_id`` + model token columns (NULL when missing), by
+        record_seq: the linkage executors' input, built from memory (equal to the store's
+        ``model_input`` export, without re-reading the file)."""
         with self.store.write_lock:
             n = self.index.n
             live = np.flatnonzero(self.index.active[:n])
@@ -382,9 +380,7 @@ class Registry:
                 rows, seq = live[order], seq[order]
             data: dict[str, Any] = {"unique_id": pa.array(seq, pa.int64())}
             for c in self.index.columns:
-                values = self.index.data[c][rows]
-                data[c] = (pa.array(values, pa.int64(), mask=values == 0) if nulls
-                           else pa.array(values.copy() if in_order else values, pa.int64()))
+                data[c] = zero_as_null(self.index.data[c][rows])
         return pa.table(data)
 
     def get_record(self, agency: str, source_record_id: str) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
     say = progress or (lambda _m: None)
     with reg.store.write_lock:
         say("exporting records")
-        table = reg.model_table(nulls=engine == "spark")
+        table = reg.model_table()
         if table.num_rows == 0:
             return LinkSummary(0, 0, 0, 0, 0, 0, 0, reg.model.version)
         if engine == "spark":
@@ -62,7 +62,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
             th = reg.model.thresholds
             result = splink_engine.predict_and_cluster(
                 table, reg.model.params, definition=reg.model_definition,
-                edge_threshold=th.review, cluster_threshold=th.link, zero_is_null=True)
+                edge_threshold=th.review, cluster_threshold=th.link)
         result = apply_constraints(reg, canonical_clusters(result, records=table))
         return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit)
 

@@ -116,23 +116,10 @@ class LinkResult:
 
 def predict_and_cluster(records: pa.Table, params: ModelParams, *,
                         definition: ModelDefinition = DEFAULT_DEFINITION,
-                        edge_threshold: float, cluster_threshold: float,
-                        zero_is_null: bool = False) -> LinkResult:
-    """Splink predict (edges with probability >= edge_threshold) and connected components.
-
-    With ``zero_is_null`` the token columns hold 0 for a missing value (as the in-memory
-    index does) and DuckDB turns them into NULLs while it reads them.
-    """
+                        edge_threshold: float, cluster_threshold: float) -> LinkResult:
+    """Splink predict (edges with probability >= edge_threshold) and connected components."""
     api = _duckdb_api()
-    if zero_is_null:
-        con = api.duckdb_con
-        con.register("mpi_input", records)
-        cols = [c for c in records.column_names if c != UNIQUE_ID and c.isidentifier()]
-        source: Any = con.sql(f"SELECT {UNIQUE_ID}, " + ", ".join(
-            f"nullif({c}, 0) AS {c}" for c in cols) + " FROM mpi_input")
-    else:
-        source = records
-    sdf = api.register(source, dataset_display_name="registry")
+    sdf = api.register(records, dataset_display_name="registry")
     linker = Linker(sdf, splink_settings(definition, params), log_level=None)
     pred = linker.inference.predict(threshold_match_probability=edge_threshold)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
