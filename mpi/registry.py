@@ -379,6 +379,8 @@ class Registry:
                 order = np.argsort(seq, kind="stable")
                 rows, seq = live[order], seq[order]
             data: dict[str, Any] = {"unique_id": pa.array(seq, pa.int64())}
+            # Rows below index.n are never rewritten (updates append new rows), so the columns
+            # can be shared with the index instead of copied.
             for c in self.index.columns:
                 data[c] = zero_as_null(self.index.data[c][rows])
         return pa.table(data)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mpi import keys as keyrules
-from mpi.arrays import sorted_unique
+from mpi.arrays import positions, sorted_unique
 from mpi.audit import AuditEntry
 from mpi.batch import LinkSummary, WriteBatch
 from mpi.errors import Conflict, InvalidInput
@@ -122,7 +122,7 @@ def _partition_unchanged(seq: np.ndarray, cluster: np.ndarray, old_key: np.ndarr
     """
     if len(seq) == 0 or bool((old_key < 0).any()):
         return False
-    label_pos = np.searchsorted(seq, cluster)
+    label_pos = positions(seq, cluster)
     if not bool((old_key[label_pos] == old_key).all()):
         return False
     label_keys = old_key[cluster == seq]
@@ -140,7 +140,7 @@ def _labels_are_smallest_members(seq: np.ndarray, ids: np.ndarray) -> bool:
     i.e. each cluster is already labelled by its smallest record (``seq`` sorted)."""
     if not bool((ids <= seq).all()):
         return False
-    pos = np.minimum(np.searchsorted(seq, ids), len(seq) - 1)
+    pos = np.minimum(positions(seq, ids), len(seq) - 1)
     return bool((seq[pos] == ids).all() and (ids[pos] == ids).all())
 
 

@@ -126,5 +126,6 @@ def predict_and_cluster(records: pa.Table, params: ModelParams, *,
         pred, threshold_match_probability=cluster_threshold)
     edges = pred.as_duckdbpyrelation().select(
         "unique_id_l, unique_id_r, match_weight, match_probability").to_arrow_table()
-    clus = clusters.as_duckdbpyrelation().select("unique_id, cluster_id").to_arrow_table()
+    clus = clusters.as_duckdbpyrelation().select("unique_id, cluster_id").order(
+        "unique_id").to_arrow_table()
     return LinkResult(edges=edges, clusters=clus)
