@@ -27,7 +27,10 @@ _MAX_ATTRIBUTES = 64
 # valid tokens -> (key id, storage token) skips parsing and hashing for repeats.
 _CACHES: dict[bytes, dict[str, tuple[str, int]]] = {}
 _CACHE_MAX = 1 << 18
-_FIELD_OF = [name.split(".")[0] for name in TOKEN_NAMES]
+_FIELD_SET = frozenset(name for name in TOKEN_NAMES if "." not in name)
+# More evidence-group fields than the largest group has means at least two groups.
+_GROUPED = frozenset(f for fs in EVIDENCE_GROUPS.values() for f in fs)
+_ENOUGH_FIELDS = max(len(fs) for fs in EVIDENCE_GROUPS.values()) + 1
 
 
 @dataclass(frozen=True)
@@ -101,17 +104,20 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
         problems.append(Problem(row, sorted(unknown)[0], "unknown property", sid))
     values = [0] * len(TOKEN_NAMES)
     kids: set[str] = set()
-    present: set[str] = set()
+    first_kid: str | None = None
+    absent: list[str] = []
     cache = _CACHES.setdefault(server_secret, {})
+    pos_of, cached = _TOKEN_POS.get, cache.get
     for name, tok in raw_tokens.items():
-        pos = _TOKEN_POS.get(name) if isinstance(name, str) else None
+        pos = pos_of(name) if type(name) is str else None
         if pos is None:
             problems.append(Problem(row, f"tokens.{name}", "unknown token name", sid))
             continue
-        if tok is None:
-            continue
-        hit = cache.get(tok) if isinstance(tok, str) else None
+        hit = cached(tok) if type(tok) is str else None
         if hit is None:
+            if tok is None:
+                absent.append(name)
+                continue
             if not isinstance(tok, str):
                 problems.append(Problem(row, f"tokens.{name}", "must be a string", sid))
                 continue
@@ -124,9 +130,13 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[tok] = hit
-        kids.add(hit[0])
+        if hit[0] != first_kid:
+            kids.add(hit[0])
+            first_kid = first_kid or hit[0]
         values[pos] = hit[1]
-        present.add(_FIELD_OF[pos])
+    present = raw_tokens.keys() & _FIELD_SET
+    if absent:
+        present -= set(absent)
     tokens = np.array(values, dtype=np.int64)
     if len(kids) > 1:
         problems.append(Problem(row, "tokens", "tokens made under more than one linkage key", sid))
@@ -135,7 +145,8 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
     if len(kids) == 1 and accepted is not None and kid not in accepted:
         problems.append(Problem(row, "tokens", f"unknown linkage key id {kid!r}; accepted: "
                                 f"{sorted(accepted)}", sid))
-    groups = [g for g, fs in EVIDENCE_GROUPS.items() if any(f in present for f in fs)]
+    groups = [g for g, fs in EVIDENCE_GROUPS.items() if any(f in present for f in fs)] \
+        if len(present & _GROUPED) < _ENOUGH_FIELDS else list(EVIDENCE_GROUPS)
     if not problems and len(groups) < MIN_EVIDENCE:
         problems.append(Problem(row, "tokens", f"too little to link on: has {groups or 'nothing'}"
                                 f", needs at least {MIN_EVIDENCE} evidence groups", sid))
