@@ -22,7 +22,10 @@ from mpi.store.migrations import MIGRATIONS
 # hand-offs cost more than parallelism gains (measured ~25% per statement); bulk linkage runs
 # on Splink's own connection.
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "autoinstall_known_extensions": False, "autoload_known_extensions": False, "threads": 1}
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False, "threads": 1,
+    # Checkpoints rewrite the tables' indexes; at the default 16 MB of WAL a 1M-record
+    # registry checkpointed every few ingest chunks (a 1 s stall each time).
+    "checkpoint_threshold": "256MB"}
 
 
 def first_row(rows: list[Any]) -> Any:
