@@ -21,6 +21,7 @@ import uvicorn
 from api.main import create_app
 from mpi.client import MpiClient, read_api_key
 from mpi.config import Settings
+from mpi.demo import link_and_evaluate
 from mpi.evaluation import Evaluation, evaluate, read_truth
 from mpi.registry import Registry
 from mpi.secretfile import read_secret, write_secret
@@ -106,15 +107,7 @@ def run_https_demo(settings: Settings, *, people: int, seed: int, say: Callable[
             show(evaluate(truth, predicted))
     reg = Registry(settings)
     try:
-        ls = reg.link()
-        say(f"5. mpi link: {ls.records} records -> {ls.persons} persons; {ls.merges} merges, "
-            f"{ls.splits} splits, {ls.keys_changed} records changed key")
-        keys = reg.export_keys()
-        after = dict(zip(zip(keys.column("agency").to_pylist(),
-                             keys.column("source_record_id").to_pylist(), strict=True),
-                         keys.column("person_key").to_pylist(), strict=True))
-        ev = evaluate(truth, after)
-        show(ev)
+        ev = link_and_evaluate(reg, truth, step=5, say=say, show=show)
     finally:
         reg.close()
     say(f"next: `mpi serve --data-dir {root}` then open https://127.0.0.1:8443/docs (trust "

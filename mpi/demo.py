@@ -18,6 +18,22 @@ from mpi.tokenfile import iter_chunks
 from mpi.tokenizer import tokenize_file
 
 
+def link_and_evaluate(reg: Registry, truth: dict[tuple[str, str], str], *, step: int,
+                      say: Callable[[str], None],
+                      show: Callable[[Evaluation], None]) -> Evaluation:
+    """Re-link the registry, report what changed, and evaluate its keys against the truth."""
+    ls = reg.link()
+    say(f"{step}. mpi link: {ls.records} records -> {ls.persons} persons; {ls.merges} merges, "
+        f"{ls.splits} splits, {ls.keys_changed} records changed key (model {ls.model_version})")
+    keys = reg.export_keys()
+    predicted = dict(zip(zip(keys.column("agency").to_pylist(),
+                             keys.column("source_record_id").to_pylist(), strict=True),
+                         keys.column("person_key").to_pylist(), strict=True))
+    ev = evaluate(truth, predicted)
+    show(ev)
+    return ev
+
+
 def run_demo(settings: Settings, *, people: int, seed: int, say: Callable[[str], None],
              show: Callable[[Evaluation], None]) -> Evaluation:
     """Run the whole pipeline in a fresh data directory and return the evaluation."""
@@ -47,15 +63,7 @@ def run_demo(settings: Settings, *, people: int, seed: int, say: Callable[[str],
             for k, v in reg.enrol_records(agency, rows).counts().items():
                 counts[k] = counts.get(k, 0) + v
         say(f"3. ingested {agency}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    ls = reg.link()
-    say(f"4. mpi link: {ls.records} records -> {ls.persons} persons; {ls.merges} merges, "
-        f"{ls.splits} splits, {ls.keys_changed} records changed key (model {ls.model_version})")
-    keys = reg.export_keys()
-    predicted = dict(zip(zip(keys.column("agency").to_pylist(),
-                             keys.column("source_record_id").to_pylist(), strict=True),
-                         keys.column("person_key").to_pylist(), strict=True))
-    ev = evaluate(read_truth(s.truth), predicted)
-    show(ev)
+    ev = link_and_evaluate(reg, read_truth(s.truth), step=4, say=say, show=show)
     stats = reg.stats()
     say(f"registry {settings.registry_path}: {stats['records']}, persons {stats['persons']}, "
         f"open review items {stats['review']}")
