@@ -432,5 +432,6 @@ class Registry:
                 "review": pstore.open_review_count(cur), "model_version": self.model.version}
 
     def close(self) -> None:
-        """Close the registry file."""
+        """Close the registry file (and let the collector see the loaded state again)."""
         self.store.close()
+        gc.unfreeze()

@@ -90,6 +90,14 @@ def train(records: pa.Table, *, definition: ModelDefinition = DEFAULT_DEFINITION
     """Train a model on ``records`` (u by random sampling, then EM) and return Splink's JSON."""
     say = progress or (lambda _msg: None)
     api = _duckdb_api()
+    try:
+        return _train(api, records, definition=definition, config=config, say=say)
+    finally:
+        api.duckdb_con.close()
+
+
+def _train(api: DuckDBAPI, records: pa.Table, *, definition: ModelDefinition,
+           config: TrainingConfig, say: Callable[[str], None]) -> dict[str, Any]:
     sdf = api.register(records, dataset_display_name="registry")
     linker = Linker(sdf, splink_settings(definition), log_level=None)
     say("estimating prior from deterministic rules")
@@ -119,13 +127,16 @@ def predict_and_cluster(records: pa.Table, params: ModelParams, *,
                         edge_threshold: float, cluster_threshold: float) -> LinkResult:
     """Splink predict (edges with probability >= edge_threshold) and connected components."""
     api = _duckdb_api()
-    sdf = api.register(records, dataset_display_name="registry")
-    linker = Linker(sdf, splink_settings(definition, params), log_level=None)
-    pred = linker.inference.predict(threshold_match_probability=edge_threshold)
-    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
-        pred, threshold_match_probability=cluster_threshold)
-    edges = pred.as_duckdbpyrelation().select(
-        "unique_id_l, unique_id_r, match_weight, match_probability").to_arrow_table()
-    clus = clusters.as_duckdbpyrelation().select("unique_id, cluster_id").order(
-        "unique_id").to_arrow_table()
+    try:
+        sdf = api.register(records, dataset_display_name="registry")
+        linker = Linker(sdf, splink_settings(definition, params), log_level=None)
+        pred = linker.inference.predict(threshold_match_probability=edge_threshold)
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            pred, threshold_match_probability=cluster_threshold)
+        edges = pred.as_duckdbpyrelation().select(
+            "unique_id_l, unique_id_r, match_weight, match_probability").to_arrow_table()
+        clus = clusters.as_duckdbpyrelation().select("unique_id, cluster_id").order(
+            "unique_id").to_arrow_table()
+    finally:
+        api.duckdb_con.close()
     return LinkResult(edges=edges, clusters=clus)

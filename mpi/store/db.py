@@ -51,6 +51,8 @@ class Store:
                 "registry file for writing; stop the other one (e.g. a running `mpi serve`).")\
                 from None
         self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
         self.write_lock = threading.RLock()
         self._migrate(now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
 
@@ -86,6 +88,8 @@ class Store:
         if cur is None:
             cur = self._con.cursor()
             self._local.cur = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
         return cur
 
     @contextmanager
@@ -107,5 +111,10 @@ class Store:
             self.cursor().execute("CHECKPOINT")
 
     def close(self) -> None:
-        """Close the file."""
+        """Close every thread's cursor and the file."""
+        with self._cursors_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+        self._local = threading.local()
         self._con.close()
