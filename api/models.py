@@ -235,3 +235,50 @@ class ReadyOut(BaseModel):
 
     status: Literal["ready"]
     model_version: str
+
+
+class ProportionTestOut(BaseModel):
+    """A two-sided two-proportion z-test of a group against all other active records."""
+
+    z: float
+    p: float
+
+
+class GroupQualityOut(BaseModel):
+    """Linkage quality of one group; every figure is null when the group is suppressed."""
+
+    group: str | None = Field(description="The attribute value; null for records without it.")
+    label: str = Field(description="The value, or `(missing)`.")
+    suppressed: bool = Field(description="Fewer records than `MPI_DISCLOSURE_THRESHOLD` "
+                             "(`small`), or suppressed with a lone small group (`complementary`).")
+    suppression: Literal["small", "complementary"] | None
+    records: int | None = Field(description="Active records in the group.")
+    cross_agency_link_share: float | None = Field(description="Share of the group's records "
+                                                  "whose person has active records at 2+ agencies.")
+    review_share: float | None = Field(description="Share with an open `record_person` review "
+                                       "item, or whose person is in an open `possible_duplicate`.")
+    singleton_rate: float | None = Field(description="Share whose person has no other record.")
+    mean_link_probability: float | None = Field(description="Mean stored review-item match "
+                                                "probability of linked records (see notes).")
+    link_probability_records: int | None = Field(description="Records behind "
+                                                 "`mean_link_probability`.")
+    precision: float | None = Field(description="Label-based; null until labels exist.")
+    recall: float | None = Field(description="Label-based; null until labels exist.")
+    cross_agency_test: ProportionTestOut | None
+    singleton_test: ProportionTestOut | None
+    flagged: bool = Field(description="Differs from the rest beyond chance on either test.")
+
+
+class LinkageQualityOut(BaseModel):
+    """The equity report: linkage quality per group of one record attribute."""
+
+    attribute: str
+    total_records: int = Field(description="Active records (suppressed groups included).")
+    disclosure_threshold: int
+    alpha: float = Field(description="Family-wise significance level.")
+    tests: int = Field(description="Tests run (two per reported group).")
+    p_threshold: float | None = Field(description="Bonferroni threshold `alpha / tests`.")
+    labels_available: bool
+    groups: list[GroupQualityOut]
+    flagged: list[str] = Field(description="Labels of flagged groups.")
+    notes: list[str] = Field(description="How each figure is computed and its limits.")

@@ -38,6 +38,7 @@ POLICY: Final[dict[str, frozenset[str]]] = {
     "POST /v1/principals/{principal_id}/rotate": ADMIN,
     "GET /v1/audit": AUDITOR,
     "GET /v1/audit/verify": AUDITOR,
+    "GET /v1/reports/linkage-quality": frozenset({"steward", "admin"}),
     "GET /openapi.json": PUBLIC,
     "GET /docs": PUBLIC,
     "GET /docs/oauth2-redirect": PUBLIC,

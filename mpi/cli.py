@@ -396,6 +396,57 @@ def audit_verify(data_dir: DataDir = None) -> None:
     raise typer.Exit(1)
 
 
+report_app = typer.Typer(help="Reports over the registry.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@report_app.command("linkage-quality")
+def report_linkage_quality(
+    by: Annotated[str, typer.Option("--by", help="Record attribute to group by, e.g. "
+                                    "race_ethnicity.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Equity report: linkage quality per group, flagged groups, small groups suppressed."""
+    from rich.markup import escape
+
+    from mpi.registry import Registry
+    from mpi.reports import linkage_quality
+    reg = Registry(_settings(data_dir))
+    try:
+        rep = linkage_quality(reg, attribute=by)
+    finally:
+        reg.close()
+    from rich import box
+    out.print(f"linkage quality by {escape(rep.attribute)}: {rep.total_records} active records, "
+              f"groups under {rep.disclosure_threshold} records suppressed")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("group", no_wrap=True)
+    for col in ("n", "x-agency", "review", "single", "link p", "z x/single", "flag"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for g in rep.groups:
+        if g.suppressed:
+            table.add_row(escape(g.label), "supp.", *[""] * 6)
+            continue
+        ct, st = g.cross_agency_test, g.singleton_test
+        z = f"{ct.z:+.2f}/{st.z:+.2f}" if ct and st else "-"
+        table.add_row(escape(g.label), str(g.records), _fmt(g.cross_agency_link_share),
+                      _fmt(g.review_share), _fmt(g.singleton_rate), _fmt(g.mean_link_probability),
+                      z, "[red]yes[/red]" if g.flagged else "")
+    out.print(table)
+    threshold = f"p < {rep.p_threshold:.2g}" if rep.p_threshold is not None else "no tests"
+    out.print(f"flagged ({threshold}, {rep.tests} tests): "
+              f"{escape(', '.join(rep.flagged)) if rep.flagged else 'none'}")
+    hidden = [f"{g.label} ({g.suppression})" for g in rep.groups if g.suppressed]
+    if hidden:
+        out.print(f"suppressed: {escape(', '.join(hidden))}")
+    for note in rep.notes:
+        err.print(f"[dim]{escape(note)}[/dim]")
+
+
 def main() -> None:
     """Console entry point: run the app, turning domain errors into one clean line."""
     try:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
                                          "per principal (token bucket); 0 turns it off.")
     rate_limit_burst: int = Field(4_000, description="Requests a principal may send at once "
                                   "before the rate limit applies.")
+    disclosure_threshold: int = Field(11, ge=1, description="Reports suppress groups with "
+                                      "fewer records than this (equity report).")
 
     @property
     def registry_path(self) -> Path:

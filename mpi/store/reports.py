@@ -1,0 +1,72 @@
+"""SQL for aggregate reports over the registry (the equity report's per-group counts).
+
+Owns: reading per-group counts of active records. Must not: compute rates or tests, suppress
+small groups or decide what is flagged (mpi/reports.py does); take an attribute name that has
+not been checked (the JSON path goes in as a parameter, never into the SQL text).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+_LINKAGE_QUALITY_SQL = """
+WITH raw AS (
+    SELECT record_seq, agency, person_key, json_extract_string(attributes, ?) AS grp
+    FROM source_record WHERE status = 'active'),
+act AS (
+    SELECT *, count(*) OVER (PARTITION BY grp, person_key) AS m FROM raw),
+per AS (
+    SELECT person_key, count(*) AS n, count(DISTINCT agency) AS agencies
+    FROM act GROUP BY person_key),
+open_record AS (
+    SELECT DISTINCT record_seq FROM review_item
+    WHERE status = 'open' AND kind = 'record_person' AND record_seq IS NOT NULL),
+open_person AS (
+    SELECT person_key AS k FROM review_item
+    WHERE status = 'open' AND kind = 'possible_duplicate'
+    UNION
+    SELECT other_person_key FROM review_item
+    WHERE status = 'open' AND kind = 'possible_duplicate' AND other_person_key IS NOT NULL),
+prob AS (
+    SELECT record_seq, avg(match_probability) AS p FROM review_item
+    WHERE kind = 'record_person' AND record_seq IS NOT NULL GROUP BY record_seq)
+SELECT act.grp AS grp,
+       count(*) AS records,
+       count(*) FILTER (WHERE per.agencies >= 2) AS cross_agency,
+       count(*) FILTER (WHERE open_record.record_seq IS NOT NULL OR open_person.k IS NOT NULL)
+           AS in_review,
+       count(*) FILTER (WHERE per.n = 1) AS singletons,
+       sum(act.m) AS cluster_sq,
+       coalesce(sum(prob.p) FILTER (WHERE per.n >= 2), 0) AS link_probability_sum,
+       count(prob.p) FILTER (WHERE per.n >= 2) AS link_probability_n
+FROM act
+JOIN per ON per.person_key = act.person_key
+LEFT JOIN open_record ON open_record.record_seq = act.record_seq
+LEFT JOIN open_person ON open_person.k = act.person_key
+LEFT JOIN prob ON prob.record_seq = act.record_seq
+GROUP BY act.grp
+ORDER BY act.grp NULLS LAST
+"""
+
+
+def linkage_quality_counts_sql() -> str:
+    """The per-group count query (one parameter: the JSON path, e.g. ``$.race_ethnicity``)."""
+    return _LINKAGE_QUALITY_SQL
+
+
+def linkage_quality_counts(cur: duckdb.DuckDBPyConnection, *,
+                           json_path: str) -> list[dict[str, Any]]:
+    """Per value of one record attribute (``None``: attribute missing), over active records:
+    ``records``; ``cross_agency`` (the record's person has active records at two or more
+    agencies); ``in_review`` (an open ``record_person`` item on the record, or an open
+    ``possible_duplicate`` item naming its person); ``singletons`` (its person has no other
+    active record); ``cluster_sq`` (the sum over the group's persons of the square of their
+    record count in the group, for the design effect); and the sum and count of stored
+    ``record_person`` review probabilities of records whose person has other records
+    (``link_probability_sum``/``_n``).
+    """
+    rel = cur.execute(linkage_quality_counts_sql(), [json_path])
+    names = [d[0] for d in rel.description]
+    return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]

@@ -1,0 +1,193 @@
+"""The equity report (issue 4 §3): linkage quality per group, flags beyond chance, suppression.
+
+Owns: the pure computation on literal counts (z-test, suppression, missing group), and on a real
+registry built from a seeded synthetic set with a planted weak group (``group_x``): the report
+flags it and no ordinary group, suppresses small ``birth_year`` groups, and its counts add up;
+the API route (steward and admin only, schema-valid, audited) and ``mpi report linkage-quality``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_api_support import World, build_world
+from typer.testing import CliRunner
+
+from api.cli import app
+from api.models import LinkageQualityOut
+from mpi.config import Settings
+from mpi.errors import InvalidInput
+from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.registry import Registry
+from mpi.reports import build_linkage_quality, check_attribute, linkage_quality, two_proportion_test
+from mpi.store.reports import linkage_quality_counts
+from mpi.synth import generate
+
+URL = "/v1/reports/linkage-quality"
+
+
+def _row(grp: str | None, records: int, cross: int, single: int, **kw: Any) -> dict[str, Any]:
+    return {"grp": grp, "records": records, "cross_agency": cross, "singletons": single,
+            "cluster_sq": kw.get("cluster_sq", records), "in_review": kw.get("in_review", 0),
+            "link_probability_sum": kw.get("prob_sum", 0.0), "link_probability_n": kw.get("prob_n", 0)}
+
+
+def _enrol(reg: Registry, *, people: int, seed: int, attributes: dict[str, list[str]] | None = None,
+           weak: float = 0.1) -> None:
+    rows, _truth = generate(people=people, agencies=3, seed=seed, weak_group_share=weak)
+    for agency, plain in rows.items():
+        attrs = ["race_ethnicity", "birth_year"] if attributes is None else attributes[agency]
+        recs, _rejected = tokenize_rows(plain, secret=demo_secret(1), attributes=attrs)
+        res = reg.enrol_records(agency, list(enumerate(recs, start=1)))
+        assert not res.problems
+
+
+# ---- pure computation --------------------------------------------------------------------
+def test_two_proportion_test_known_answer() -> None:
+    t = two_proportion_test(50, 100, 30, 100)
+    assert t.z == pytest.approx(0.2 / math.sqrt(0.24 * 0.02))
+    assert t.p == pytest.approx(0.003892, abs=1e-5)
+    assert two_proportion_test(5, 10, 0, 0).p == 1.0
+    assert two_proportion_test(0, 10, 0, 10).z == 0.0
+    half = two_proportion_test(50, 100, 30, 100, deff1=2.0, deff2=2.0)
+    assert half.z == pytest.approx(t.z / math.sqrt(2))
+
+
+def test_attribute_names_must_be_identifiers() -> None:
+    assert check_attribute("race_ethnicity") == "race_ethnicity"
+    for bad in ("", "1x", "a.b", "a b", "x'); DROP TABLE person; --", "é", "a" * 65, "$.x"):
+        with pytest.raises(InvalidInput):
+            check_attribute(bad)
+
+
+def test_small_groups_are_suppressed_and_a_lone_one_takes_the_next_smallest() -> None:
+    rows = [_row("a", 500, 400, 50), _row("b", 300, 240, 30), _row("c", 40, 30, 5),
+            _row("d", 7, 3, 3), _row(None, 20, 10, 10)]
+    rep = build_linkage_quality(rows, attribute="x", threshold=11)
+    by = {g.label: g for g in rep.groups}
+    assert by["d"].suppressed and by["d"].suppression == "small"
+    assert by["(missing)"].suppressed and by["(missing)"].suppression == "complementary"
+    for g in (by["d"], by["(missing)"]):
+        assert g.records is None and g.singleton_rate is None and g.cross_agency_test is None
+        assert not g.flagged
+    assert by["c"].records == 40 and by["c"].cross_agency_link_share == pytest.approx(0.75)
+    assert rep.total_records == 867 and rep.tests == 6 and rep.p_threshold == pytest.approx(0.01 / 6)
+    two_small = build_linkage_quality([*rows[:4], _row("e", 3, 1, 1)], attribute="x", threshold=11)
+    assert [g.label for g in two_small.groups if g.suppressed] == ["d", "e"]
+
+
+def test_a_group_far_from_the_rest_is_flagged_and_labels_are_absent() -> None:
+    rows = [_row("a", 5000, 4000, 800), _row("b", 5000, 4000, 800),
+            _row("weak", 300, 150, 120, prob_sum=1.5, prob_n=2)]
+    rep = build_linkage_quality(rows, attribute="x", threshold=11)
+    assert rep.flagged == ["weak"] and not rep.labels_available
+    weak = rep.groups[2]
+    assert weak.cross_agency_test is not None and weak.cross_agency_test.z < -10
+    assert weak.mean_link_probability == pytest.approx(0.75) and weak.link_probability_records == 2
+    assert rep.groups[0].mean_link_probability is None
+    assert all(g.precision is None and g.recall is None for g in rep.groups)
+    assert any("no labels" in n for n in rep.notes)
+
+
+# ---- a real registry with a planted weak group ---------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = build_world(tmp_path_factory.mktemp("reports"))
+    _enrol(w.registry, people=3000, seed=11)
+    w.registry.link()
+    yield w
+    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
+    w.registry.close()
+
+
+def _active(reg: Registry) -> int:
+    return int(reg.stats()["records"]["active"])
+
+
+def test_planted_weak_group_is_flagged_and_no_ordinary_group(world: World) -> None:
+    rep = linkage_quality(world.registry, attribute="race_ethnicity")
+    by = {g.label: g for g in rep.groups}
+    assert rep.flagged == ["group_x"], [(g.label, g.cross_agency_test, g.singleton_test)
+                                        for g in rep.groups]
+    x = by["group_x"]
+    rest = [g for g in rep.groups if g.label != "group_x"]
+    assert x.cross_agency_test is not None and x.singleton_test is not None
+    assert x.cross_agency_test.z < 0 and x.singleton_test.z > 0
+    assert rep.p_threshold is not None and x.cross_agency_test.p < rep.p_threshold
+    assert all(x.cross_agency_link_share is not None and g.cross_agency_link_share is not None and
+               x.cross_agency_link_share < g.cross_agency_link_share for g in rest if g.records)
+    assert not any(g.suppressed for g in rep.groups)
+    assert sum(g.records or 0 for g in rep.groups) == rep.total_records == _active(world.registry)
+    for g in rep.groups:
+        for share in (g.cross_agency_link_share, g.review_share, g.singleton_rate):
+            assert share is not None and 0.0 <= share <= 1.0
+
+
+def test_small_birth_year_groups_are_suppressed(world: World) -> None:
+    rep = linkage_quality(world.registry, attribute="birth_year")
+    raw = linkage_quality_counts(world.registry.store.cursor(), json_path="$.birth_year")
+    assert sum(int(r["records"]) for r in raw) == rep.total_records == _active(world.registry)
+    small = {str(r["grp"]) for r in raw if int(r["records"]) < 11}
+    assert small, "the synthetic set should have birth years with fewer than 11 records"
+    for g in rep.groups:
+        if g.label in small:
+            assert g.suppressed and g.records is None and g.cross_agency_link_share is None
+            assert not g.flagged and g.cross_agency_test is None
+        else:
+            assert g.suppression in (None, "complementary")
+    assert not set(rep.flagged) & small
+
+
+def test_unknown_attribute_is_one_missing_group(world: World) -> None:
+    rep = linkage_quality(world.registry, attribute="shoe_size")
+    assert [g.label for g in rep.groups] == ["(missing)"]
+    assert rep.groups[0].records == _active(world.registry) and rep.tests == 0
+    assert rep.flagged == []
+
+
+def test_api_steward_and_admin_only_schema_valid_and_audited(world: World) -> None:
+    c = world.client
+    r = c.get(URL, params={"by": "race_ethnicity"}, headers=world.h("steward"))
+    assert r.status_code == 200, r.text
+    body = LinkageQualityOut.model_validate(r.json())
+    assert body.flagged == ["group_x"] and body.disclosure_threshold == 11
+    assert c.get(URL, params={"by": "race_ethnicity"}, headers=world.h("admin")).status_code == 200
+    for role in ("agency", "researcher", "auditor", "approver"):
+        denied = c.get(URL, params={"by": "race_ethnicity"}, headers=world.h(role))
+        assert denied.status_code == 403 and denied.json()["code"] == "forbidden"
+    bad = c.get(URL, params={"by": "x'); DROP TABLE person; --"}, headers=world.h("steward"))
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_input"
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    events = [e for e in world.audit() if e["action"] == "reports.linkage_quality"]
+    assert {(e["principal"], e["target"], e["outcome"]) for e in events} >= {
+        (world.ids["steward"], "attribute:race_ethnicity", "ok"),
+        (world.ids["admin"], "attribute:race_ethnicity", "ok"),
+        (world.ids["steward"], "attribute:(invalid)", "invalid")}
+    assert any(e["outcome"] == "denied" and e["principal"] == world.ids["agency_a"]
+               and "reports" in e["target"] for e in world.audit())
+    op = c.get("/openapi.json").json()["paths"][URL]["get"]
+    assert op["summary"] and {"200", "401", "403", "422"} <= set(op["responses"])
+    assert world.registry.verify_audit().ok
+
+
+# ---- the command line --------------------------------------------------------------------
+def test_cli_prints_the_table(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    reg = Registry(Settings(data_dir=data))
+    rows, _truth = generate(people=400, agencies=3, seed=4, weak_group_share=0.1)
+    agencies = sorted(rows)
+    attrs = {a: ["race_ethnicity"] for a in agencies} | {agencies[0]: []}
+    _enrol(reg, people=400, seed=4, attributes=attrs)
+    reg.close()
+    result = CliRunner().invoke(app, ["report", "linkage-quality", "--by", "race_ethnicity",
+                                      "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "linkage quality by race_ethnicity" in result.output
+    for text in ("group_x", "(missing)", "x-agency", "single", "flagged (", "supp"):
+        assert text in result.output
+    bad = CliRunner().invoke(app, ["report", "linkage-quality", "--by", "a.b", "--data-dir", str(data)])
+    assert bad.exit_code != 0
