@@ -269,6 +269,39 @@ def submit(
                   f"{summary.rejected[:3]}")
 
 
+model_app = typer.Typer(help="Match model versions.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("train")
+def model_train(
+    sample: Annotated[float, typer.Option(help="Fraction of records to train on (0-1].")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and training.")] = 42,
+    name: Annotated[str, typer.Option(help="Model name of the new version.")] = "candidate",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the version "
+                                                 "(default DATA_DIR/models).")] = None,
+    spark_snapshot: Annotated[str | None, typer.Option("--spark-snapshot", help="Train on a "
+                                                       "sample of this Parquet snapshot, taken "
+                                                       "on Spark (a registry that lives there).")] = None,
+    spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL.")] = "local[*]",
+    data_dir: DataDir = None,
+) -> None:
+    """Train a candidate model version on a sample (Splink on this machine); never activates it."""
+    from mpi.linkage.spark_engine import SparkOptions
+    from mpi.registry import Registry
+    from mpi.training import train_candidate
+    settings = _settings(data_dir)
+    reg = Registry(settings)
+    try:
+        version = train_candidate(reg, out_dir=out_dir or settings.data_dir / "models", name=name,
+                                  seed=seed, fraction=sample, spark_snapshot=spark_snapshot,
+                                  spark=SparkOptions(master=spark_master),
+                                  progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+    finally:
+        reg.close()
+    out.print(f"trained {version}; it is not active")
+
+
 admin_app = typer.Typer(help="Agencies and principals: against a running server (--url) or "
                         "directly on a stopped data directory (--data-dir).",
                         no_args_is_help=True)

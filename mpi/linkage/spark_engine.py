@@ -215,3 +215,23 @@ def _run_job(spark: Any, work_dir: Path, *, settings: Any, edge_threshold: float
      .write.mode("overwrite").parquet(str((work_dir / EDGES).resolve())))
     (clusters.as_spark_dataframe().select(UNIQUE_ID, "cluster_id")
      .write.mode("overwrite").parquet(str((work_dir / CLUSTERS).resolve())))
+
+
+def sample_snapshot(snapshot: str, *, fraction: float, seed: int, work_dir: Path,
+                    options: SparkOptions = SparkOptions()) -> pa.Table:
+    """A seeded random sample of a registry snapshot that lives where Spark can read it (a
+    Parquet path on a shared filesystem), brought to this machine for training."""
+    if not 0 < fraction <= 1:
+        raise ConfigurationError("the sample fraction must be in (0, 1]")
+    require_pyspark()
+    spark = options.session or build_session(options)
+    out = work_dir / "training-sample"
+    try:
+        shutil.rmtree(out, ignore_errors=True)
+        frame = spark.read.parquet(snapshot)
+        frame.sample(withReplacement=False, fraction=fraction, seed=seed).orderBy(
+            "unique_id").coalesce(1).write.parquet(str(out))
+    finally:
+        if options.session is None:
+            spark.stop()
+    return pq.read_table(out)

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import splink
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 from splink import comparison_level_library as cll
 from splink import comparison_library as cl
@@ -24,6 +25,7 @@ from mpi.linkage.params import ModelParams
 log = logging.getLogger(__name__)
 
 UNIQUE_ID = "unique_id"
+SPLINK_VERSION: str = splink.__version__
 
 
 def splink_comparisons(definition: ModelDefinition,

@@ -1,0 +1,85 @@
+"""Use case: train a candidate model version on a sample of the registry (never activates it).
+
+Owns: choosing the training sample (the registry in memory, or a snapshot that lives on Spark,
+sampled there), running Splink training on one machine, and writing an immutable version with
+its sidecar. Must not: change the active model or any key (promotion is a separate use case).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from mpi.linkage import splink_engine
+from mpi.linkage.modelfile import save_version
+from mpi.linkage.params import params_from_splink
+from mpi.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from mpi.linkage.spark_engine import SparkOptions
+    from mpi.registry import Registry
+
+
+def sample_rows(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
+    """A seeded random sample of ``table`` (all of it when ``fraction`` is 1)."""
+    if fraction >= 1:
+        return table
+    keep = np.random.default_rng(seed).random(table.num_rows) < fraction
+    return table.filter(pa.array(keep))
+
+
+def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", seed: int = 42,
+                    fraction: float = 1.0, spark_snapshot: str | None = None,
+                    spark: SparkOptions | None = None,
+                    progress: Callable[[str], None] | None = None) -> str:
+    """Train on a sample and save it as the next version of ``name``; returns the version."""
+    say = progress or (lambda _m: None)
+    if spark_snapshot:
+        from mpi.linkage.spark_engine import SparkOptions, sample_snapshot
+        opts = spark or SparkOptions()
+        say(f"sampling {fraction:.3g} of {spark_snapshot} on Spark")
+        table = sample_snapshot(spark_snapshot, fraction=fraction, seed=seed,
+                                work_dir=opts.work_dir or reg.settings.data_dir / "spark-work",
+                                options=opts)
+        source = f"spark snapshot {spark_snapshot}"
+    else:
+        table = sample_rows(reg.model_table(), fraction=fraction, seed=seed)
+        source = f"registry {reg.settings.registry_path.name}"
+    say(f"training on {table.num_rows} records (Splink on DuckDB, seed {seed})")
+    t0 = time.perf_counter()
+    config = splink_engine.TrainingConfig(seed=seed)
+    model = splink_engine.train(table, definition=reg.model_definition, config=config,
+                                progress=say)
+    params_from_splink(model, reg.model_definition)  # refuse a model with untrained levels
+    digest = hashlib.sha256()
+    for column in table.columns:
+        for chunk in column.chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    digest.update(buf)
+    th = reg.model.thresholds
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "splink_version": splink_engine.SPLINK_VERSION,
+        "training_data": {"fingerprint": "sha256:" + digest.hexdigest(),
+                          "records": table.num_rows, "source": source,
+                          "sample_fraction": fraction, "labels": 0},
+        "training": {"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+                     "u_max_pairs": config.u_max_pairs, "em_max_pairs": config.em_max_pairs,
+                     "em_blocking_rules": [list(r) for r in
+                                           reg.model_definition.training_blocking_rules]},
+        "thresholds": {"link": th.link, "review": th.review},
+        "accuracy": {"dataset": "not measured (no labels); evaluate before promoting"},
+        "parent_version": reg.model.version,
+        "python": platform.python_version(),
+    }
+    version = save_version(out_dir, name=name, model=model, meta=meta)
+    say(f"saved {version} in {out_dir} (not active)")
+    return version
