@@ -485,6 +485,8 @@ def main() -> None:
     try:
         app()
     except MpiError as exc:
+        from mpi.registry import close_all
+        close_all()
         from rich.markup import escape
         err.print(f"[red]error:[/red] {escape(exc.message)}")
         for p in exc.problems[:20]:

@@ -12,6 +12,7 @@ import datetime as dt
 import gc
 import os
 import secrets
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,15 @@ _POSSIBLE = 0.05
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 
+_OPEN: weakref.WeakSet[Registry] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every registry still open in this process (for command-line error exits)."""
+    for reg in list(_OPEN):
+        reg.close()
+
+
 def utcnow() -> dt.datetime:
     """Current UTC time without tzinfo (DuckDB TIMESTAMP)."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -95,6 +105,8 @@ class Registry:
         self.audit_chain = AuditChain(seq=head[0], head=head[1]) if head else \
             AuditChain(seq=0, head=GENESIS)
         self._committer = GroupCommit(self)
+        self._closed = False
+        _OPEN.add(self)
         self._load_state()
         # The loaded state is millions of long-lived objects; without this every full
         # collection walks all of them (100+ ms pauses in the online path's tail latency).
@@ -433,5 +445,9 @@ class Registry:
 
     def close(self) -> None:
         """Close the registry file (and let the collector see the loaded state again)."""
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN.discard(self)
         self.store.close()
         gc.unfreeze()
