@@ -56,7 +56,9 @@ def serve(
     scheme = "http" if insecure_http else "https"
     out.print(f"mpi serving {scheme}://{host}:{port} (registry {settings.registry_path}); "
               f"OpenAPI docs at {scheme}://{host}:{port}/docs")
+    # No access log: request paths can hold person keys and source record ids.
     uvicorn.run(application, host=host, port=port, workers=1, log_level="warning",
+                access_log=False,
                 timeout_keep_alive=30, **ssl_kwargs)  # type: ignore[arg-type]
 
 

@@ -43,6 +43,7 @@ class BackgroundServer:
     def __init__(self, settings: Settings, *, port: int, cert: Path, key: Path) -> None:
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                 ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning",
+                                access_log=False,
                                 workers=1)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
