@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from mpi.audit import AuditEntry, key_ref
-from mpi.enrolment import parse_batch
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem
 from mpi.idempotency import IdempotencyKeys, request_hash
 from mpi.principals import Principal, Principals
@@ -82,17 +81,6 @@ class Access:
             on_conflict=lambda: self.audit(pid, "records.create", target, outcome="invalid",
                                            detail={"idempotency_conflict": True}))
 
-    def _validate(self, principal: Principal, action: str, target: str,
-                  objects: list[tuple[int, Any]]) -> None:
-        check = EnrolResult()
-        parse_batch(self.registry, objects, check)
-        if check.problems:
-            rows = len({p.row for p in check.problems})
-            self.audit(principal.principal_id, action, target, outcome="invalid",
-                       detail={"records": len(objects), "invalid": rows})
-            raise InvalidInput(f"{rows} of {len(objects)} records are invalid; none was stored",
-                               problems=_sorted(check.problems))
-
     def _create(self, principal: Principal, agency: str,
                 records: list[dict[str, Any]]) -> dict[str, Any]:
         target = f"agency:{agency}/records"
@@ -138,11 +126,13 @@ class Access:
             raise InvalidInput("the body's source_record_id differs from the path", problems=[
                 Problem(1, "source_record_id", "must equal the source_record_id in the path")])
         objects = [(1, {**record, "source_record_id": source_record_id})]
-        self._validate(principal, "records.replace", target, objects)
-        entry = AuditEntry(principal.principal_id, "records.replace", target)
-        res = self.registry.enrol_records(agency, objects, audit=[entry])
+        pid = principal.principal_id
+        res = self.registry.enrol_records(
+            agency, objects, audit=[AuditEntry(pid, "records.replace", target)], all_or_none=True,
+            audit_rejected=[AuditEntry(pid, "records.replace", target, outcome="invalid",
+                                       detail={"records": 1})])
         if res.problems:
-            raise InvalidInput("the record became invalid while being stored",
+            raise InvalidInput("1 of 1 records is invalid; none was stored",
                                problems=_sorted(res.problems))
         self._count(res)
         return _result(res.results[0])

@@ -48,7 +48,7 @@ def parse_batch(reg: Registry, objects: Sequence[tuple[int, Any]],
                 result: EnrolResult) -> list[ParsedRecord]:
     """Validate and re-key every object; problems go to ``result``; in-batch duplicates refused."""
     parsed: list[ParsedRecord] = []
-    accepted = reg._accepted_key_ids()
+    accepted = reg.accepted_key_ids()
     for row, obj in objects:
         out = parse_record(obj, row=row, server_secret=reg.server_secret,
                            accepted_key_ids=accepted)
@@ -108,7 +108,7 @@ def commit_jobs(reg: Registry, jobs: list[Job]) -> None:
     """Prepare every job into one batch, write it in one transaction, then publish."""
     with reg.store.write_lock:
         batch = WriteBatch(now=reg.clock())
-        n0, persons0, row_seq0 = reg.index.n, len(reg.persons), reg.row_seq
+        n0, persons0 = reg.index.n, len(reg.persons)
         undo: Undo = []
         try:
             for job in jobs:
@@ -120,7 +120,6 @@ def commit_jobs(reg: Registry, jobs: list[Job]) -> None:
             for fn in reversed(undo):
                 fn()
             reg.index.truncate(n0)
-            reg.row_seq = row_seq0
             for key in reg.persons[persons0:]:
                 del reg.person_of[key]
             del reg.persons[persons0:]
@@ -189,8 +188,8 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
             undo.append(partial(_retract, reg, old, lab))
     matrix = np.stack([p.tokens for p, *_ in to_match])
     cols = {c: np.ascontiguousarray(matrix[:, pos]) for pos, c in reg._cols}
-    rows = reg.index.append(cols, np.full(len(to_match), -1, dtype=np.int64))
-    reg.row_seq = np.concatenate([reg.row_seq, [seq for _p, seq, _v, _o in to_match]])
+    rows = reg.index.append(cols, np.full(len(to_match), -1, dtype=np.int64),
+                            [seq for _p, seq, _v, _o in to_match])
     left, right = reg.index.candidates(rows)
     weights = reg.scorer.weights(reg.index.gather(left), reg.index.gather(right)) \
         if len(left) else np.empty(0)

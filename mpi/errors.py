@@ -16,7 +16,7 @@ tokens, secrets or person keys in messages (messages name rows, fields and reaso
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,3 @@ class ConfigurationError(MpiError):
     """The service or a command is not set up correctly."""
 
     code = "configuration_error"
-
-
-@dataclass
-class ProblemLog:
-    """Collects problems while a batch is validated."""
-
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, *, row: int | None, field_name: str | None, reason: str,
-            source_record_id: str | None = None) -> None:
-        """Record one problem."""
-        self.problems.append(Problem(row, field_name, reason, source_record_id))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -94,10 +95,10 @@ class Registry:
         self.server_secret = load_server_secret(settings.secret_path)
         self.models_dir = settings.models_dir or default_models_dir()
         cur = self.store.cursor()
-        version = pstore.active_model_version(cur) or latest_version(
-            self.models_dir, name=settings.model_name)
+        active = pstore.active_model_version(cur)
+        version = active or latest_version(self.models_dir, name=settings.model_name)
         self.model: ModelVersion = load_version(self.models_dir, version)
-        if pstore.active_model_version(cur) is None:
+        if active is None:
             with self.store.transaction() as tx:
                 pstore.record_model_activation(tx, version, now=clock())
         self.scorer = Scorer(self.model_definition, self.model.params)
@@ -125,7 +126,6 @@ class Registry:
         self.index = BlockingIndex(self.model_definition)
         self._cols = [(_POS[c], c) for c in self.index.columns]
         n = table.num_rows
-        self.row_seq = np.empty(0, dtype=np.int64)
         # (agency, source_record_id) -> (record_seq, row or -1 if withdrawn, hash, version)
         self.by_sid: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         self.persons: list[str] = []
@@ -150,11 +150,10 @@ class Registry:
         cols = {c: matrix[act_idx, p] for p, c in self._cols}
         del matrix
         table = table.drop_columns(["tokens"])
-        rows = self.index.append(cols, labels[act_idx])
+        rows = self.index.append(cols, labels[act_idx], seqs[act_idx])
         del cols
         row_of = np.full(n, -1, dtype=np.int64)
         row_of[act_idx] = rows
-        self.row_seq = seqs[act_idx].copy()
         self.person_count = np.bincount(labels[act_idx],
                                         minlength=len(self.persons)).tolist()
         keys = zip(table.column("agency").to_pylist(), table.column("source_record_id").to_pylist(),
@@ -162,6 +161,11 @@ class Registry:
         values = zip(seqs.tolist(), row_of.tolist(), table.column("content_hash").to_pylist(),
                      table.column("version").to_pylist(), strict=True)
         self.by_sid = dict(zip(keys, values, strict=True))
+
+    @property
+    def row_seq(self) -> npt.NDArray[np.int64]:
+        """record_seq of every in-memory index row (a view; rows are append-only)."""
+        return self.index.ident[: self.index.n]
 
     def _uncount(self, lab: int) -> None:
         if lab < len(self.person_count):
@@ -212,9 +216,6 @@ class Registry:
 
     def accepted_key_ids(self) -> set[str] | None:
         """Linkage key ids accepted now (None: the first one seen will be pinned)."""
-        return self._accepted_key_ids()
-
-    def _accepted_key_ids(self) -> set[str] | None:
         if self.settings.accepted_key_ids:
             return set(self.settings.accepted_key_ids)
         return set(self.key_ids) if self.key_ids else None
@@ -351,7 +352,7 @@ class Registry:
         Raises InvalidInput naming the fields at fault.
         """
         out = parse_record(obj, row=1, server_secret=self.server_secret,
-                           accepted_key_ids=self._accepted_key_ids())
+                           accepted_key_ids=self.accepted_key_ids())
         if isinstance(out, list):
             raise InvalidInput("invalid record", problems=out)
         cols = {c: out.tokens[pos: pos + 1] for pos, c in self._cols}

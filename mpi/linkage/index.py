@@ -117,6 +117,7 @@ class BlockingIndex:
         self.data: dict[str, I64] = {c: np.empty(0, dtype=np.int64) for c in self.columns}
         self.active = np.empty(0, dtype=bool)
         self.label = np.empty(0, dtype=np.int64)
+        self.ident = np.empty(0, dtype=np.int64)  # caller's id of each row (record_seq)
         self._rules = [_RuleIndex() for _ in definition.blocking_rules]
 
     def _grow(self, need: int) -> None:
@@ -131,10 +132,13 @@ class BlockingIndex:
         act[: self.n] = self.active[: self.n]
         lab = np.full(cap, -1, dtype=np.int64)
         lab[: self.n] = self.label[: self.n]
-        self.active, self.label, self._cap = act, lab, cap
+        ident = np.zeros(cap, dtype=np.int64)
+        ident[: self.n] = self.ident[: self.n]
+        self.active, self.label, self.ident, self._cap = act, lab, ident, cap
 
-    def append(self, columns: Mapping[str, I64], labels: I64) -> I64:
-        """Append rows (active) and index them; returns their row numbers."""
+    def append(self, columns: Mapping[str, I64], labels: I64,
+               idents: I64 | Sequence[int] | None = None) -> I64:
+        """Append rows (active) with their labels and ids, index them; returns row numbers."""
         m = len(labels)
         self._grow(self.n + m)
         rows = np.arange(self.n, self.n + m, dtype=np.int64)
@@ -142,6 +146,8 @@ class BlockingIndex:
             self.data[c][self.n: self.n + m] = columns[c]
         self.active[self.n: self.n + m] = True
         self.label[self.n: self.n + m] = labels
+        if idents is not None:
+            self.ident[self.n: self.n + m] = idents
         self.n += m
         for i, rule in enumerate(self.definition.blocking_rules):
             self._rules[i].add(rule_keys(columns, rule, i), rows)

@@ -105,15 +105,6 @@ def person_records(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[tupl
     return [(str(a), str(s)) for a, s in rows]
 
 
-def key_events(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[dict[str, Any]]:
-    """Every event that names a key, oldest first."""
-    rel = cur.execute("SELECT event_seq, person_key, event_type, cause, model_version, "
-                      "related_key, occurred_at FROM key_event WHERE person_key = ? "
-                      "OR related_key = ? ORDER BY event_seq", [person_key, person_key])
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
-
-
 def max_seqs(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """Highest event_seq and item_seq in use."""
     e = _first(cur.execute("SELECT coalesce(max(event_seq), 0) FROM key_event").fetchall())
