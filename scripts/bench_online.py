@@ -41,7 +41,7 @@ def match_only(reg: Any, rec: dict[str, Any]) -> tuple[int, float]:
     from mpi.intake import ParsedRecord, parse_record
     from mpi.linkage.index import rule_keys
     p = parse_record(rec, row=1, server_secret=reg.server_secret,
-                     accepted_key_ids=reg._accepted_key_ids())
+                     accepted_key_ids=reg.accepted_key_ids())
     assert isinstance(p, ParsedRecord), p
     idx = reg.index
     cols = {c: p.tokens[pos: pos + 1].copy() for pos, c in reg._cols}
