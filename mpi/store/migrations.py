@@ -137,4 +137,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                    NULL, minted_record_seq, created_at FROM person
             WHERE minted_event_seq IS NOT NULL""",
     )),
+    (4, "steward labels (record pairs) and link constraints; review decisions", (
+        """CREATE TABLE label (
+            label_seq BIGINT PRIMARY KEY,
+            record_seq_a BIGINT NOT NULL,
+            record_seq_b BIGINT NOT NULL,
+            is_match BOOLEAN NOT NULL,
+            source VARCHAR NOT NULL,
+            reason VARCHAR,
+            principal_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP)""",
+    )),
 )
