@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mpi.cli_extract import extract_app
 from mpi.config import Settings
 from mpi.errors import MpiError
 from mpi.evaluation import Evaluation
@@ -31,6 +32,7 @@ secret_app = typer.Typer(help="Linkage secrets (agency side).", no_args_is_help=
 keys_app = typer.Typer(help="Person keys.", no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 app.add_typer(keys_app, name="keys")
+app.add_typer(extract_app, name="extract")
 # soft_wrap: never break a path or key across lines when output goes to a log or pipe.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
