@@ -24,10 +24,11 @@ from api.metrics import Metrics
 from api.middleware import ServiceMiddleware
 from api.policy import POLICY, PUBLIC, route_key
 from api.ratelimit import RateLimiter
-from api.routes import admin, audit, jobs, ops, persons, records, reports
+from api.routes import admin, audit, datasets, extracts, jobs, ops, persons, records, reports
 from api.state import AppState
 from mpi.access import Access
 from mpi.config import Settings
+from mpi.extract.workflow import ExtractWorkflow
 from mpi.jobs import JobRunner
 from mpi.principals import bootstrap_admin
 from mpi.registry import Registry
@@ -61,6 +62,7 @@ def _open(state: AppState, registry: Registry) -> None:
     state.access = Access(registry, on_ingest=state.metrics.count_ingest)
     state.jobs = JobRunner(registry, uploads_dir=state.settings.data_dir / "uploads",
                            chunk=state.settings.bulk_chunk, on_counts=state.metrics.count_ingest)
+    state.extracts = ExtractWorkflow(registry, data_dir=state.settings.data_dir)
     path = bootstrap_admin(registry, data_dir=state.settings.data_dir)
     if path is not None:
         log.warning("first admin API key written to %s (mode 0600)", path)
@@ -83,14 +85,16 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         finally:
             if state.jobs is not None:
                 state.jobs.close()
+            if state.extracts is not None:
+                state.extracts.wait(timeout=120)
             if owned and state.registry is not None:
                 state.registry.close()
-                state.registry = state.access = state.jobs = None
+                state.registry = state.access = state.jobs = state.extracts = None
 
     app = FastAPI(title="mpi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.mpi = state
     api_errors.install(app)
-    for module in (records, persons, jobs, admin, audit, ops, reports):
+    for module in (records, persons, jobs, admin, audit, ops, reports, datasets, extracts):
         app.include_router(module.router)
     missing = [k for k in route_keys(app.routes) if k not in POLICY]
     if missing:

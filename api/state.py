@@ -15,6 +15,7 @@ from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from mpi.access import Access
 from mpi.config import Settings
+from mpi.extract.workflow import ExtractWorkflow
 from mpi.jobs import JobRunner
 from mpi.registry import Registry
 
@@ -29,6 +30,7 @@ class AppState:
     registry: Registry | None = None
     access: Access | None = None
     jobs: JobRunner | None = None
+    extracts: ExtractWorkflow | None = None
 
 
 def app_state(request: Request) -> AppState:
@@ -51,3 +53,11 @@ def get_jobs(request: Request) -> JobRunner:
     if jobs is None:
         raise NotReady
     return jobs
+
+
+def get_extracts(request: Request) -> ExtractWorkflow:
+    """The research-extract workflow; 503 when the registry is not open."""
+    extracts = app_state(request).extracts
+    if extracts is None:
+        raise NotReady
+    return extracts

@@ -1,0 +1,190 @@
+"""Data dictionaries: which of an agency's record attributes exist, what they are, and how they
+may be released.
+
+Owns: validating a dataset dictionary (names, types, classes, allowed generalizations and the
+default one, with a row/field/reason for every problem) and the two use cases over it:
+``put_dataset`` (an agency replaces its own dataset's dictionary) and ``list_catalogue`` (what
+researchers choose from). An attribute without an entry can never be released: requests are
+checked against these entries (mpi/extract/workflow.py). Must not: run SQL (mpi/store/extracts.py)
+or know about HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mpi.audit import AuditEntry
+from mpi.errors import Forbidden, InvalidInput, Problem
+from mpi.principals import Principal
+from mpi.store import extracts as xstore
+
+if TYPE_CHECKING:
+    from mpi.registry import Registry
+
+TYPES = ("string", "integer", "number", "boolean", "date")
+CLASSES = ("quasi_identifier", "sensitive", "other")
+# Which generalizations make sense for which attribute type (mpi/extract/generalize.py does them).
+GENERALIZATIONS: dict[str, frozenset[str]] = {
+    "none": frozenset(TYPES), "suppress": frozenset(TYPES),
+    "month": frozenset({"date"}), "year": frozenset({"date", "integer"}),
+    "date_shift": frozenset({"date"}), "top_code_90": frozenset({"integer", "number"}),
+    "age_band_5": frozenset({"integer", "number"}), "zip3": frozenset({"string", "integer"}),
+}
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_ATTRIBUTES = 200
+MAX_TEXT = 2000
+
+
+def _fallback_default(name: str, type_: str, klass: str) -> str:
+    """The issue's defaults (dates to month, birth dates to year, ages 90+, ZIP3), else none."""
+    from mpi.extract.generalize import default_generalization
+    return str(default_generalization(name, type_, klass))
+
+
+def check_dataset_name(dataset: str) -> None:
+    """Refuse a dataset name that is not an identifier (1-64 letters, digits, '_')."""
+    if not NAME_RE.match(dataset):
+        raise InvalidInput("invalid dataset name", problems=[Problem(
+            None, "dataset", "1-64 letters, digits or '_', not starting with a digit")])
+
+
+def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
+                 problems: list[Problem]) -> dict[str, Any] | None:
+    start = len(problems)
+    name, type_, klass = entry.get("name"), entry.get("type"), entry.get("class")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        problems.append(Problem(i, "name", "must be an identifier (letters, digits, '_'; 1-64)"))
+    elif name in seen:
+        problems.append(Problem(i, "name", "repeated in this dictionary"))
+    else:
+        seen.add(name)
+    if type_ not in TYPES:
+        problems.append(Problem(i, "type", f"must be one of {', '.join(TYPES)}"))
+    if klass not in CLASSES:
+        problems.append(Problem(i, "class", f"must be one of {', '.join(CLASSES)}"))
+    desc = entry.get("description")
+    if not isinstance(desc, str) or not desc.strip() or len(desc) > MAX_TEXT:
+        problems.append(Problem(i, "description", f"1-{MAX_TEXT} characters required"))
+    allowed = entry.get("allowed_generalizations")
+    if not isinstance(allowed, list) or not allowed or not all(isinstance(a, str) for a in allowed):
+        problems.append(Problem(i, "allowed_generalizations", "a non-empty list of names"))
+        allowed = []
+    for g in allowed:
+        if g not in GENERALIZATIONS:
+            problems.append(Problem(i, "allowed_generalizations",
+                                    f"unknown generalization {g[:40]!r}; known: "
+                                    f"{', '.join(GENERALIZATIONS)}"))
+        elif type_ in TYPES and type_ not in GENERALIZATIONS[g]:
+            problems.append(Problem(i, "allowed_generalizations",
+                                    f"{g} does not apply to type {type_}"))
+    if len(set(allowed)) != len(allowed):
+        problems.append(Problem(i, "allowed_generalizations", "repeated names"))
+    default = entry.get("default_generalization")
+    if len(problems) > start:
+        return None
+    assert isinstance(name, str) and isinstance(type_, str) and isinstance(klass, str)
+    if default is None:
+        suggested = _fallback_default(name, type_, klass)
+        default = suggested if suggested in allowed else ("none" if "none" in allowed else None)
+        if default is None:
+            problems.append(Problem(i, "default_generalization", f"required: the suggested "
+                                    f"default {suggested} is not among the allowed ones"))
+            return None
+    elif default not in allowed:
+        problems.append(Problem(i, "default_generalization", "must be one of the allowed "
+                                "generalizations"))
+        return None
+    return {"name": name, "type": type_, "description": desc.strip(), "klass": klass,  # type: ignore[union-attr]
+            "allowed_generalizations": list(allowed), "default_generalization": default}
+
+
+def validate_dictionary(attributes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Checked dictionary entries (``row`` in problems = 1-based entry position)."""
+    if not isinstance(attributes, Sequence) or isinstance(attributes, str | bytes):
+        raise InvalidInput("invalid dictionary", problems=[Problem(None, "attributes",
+                                                                    "must be a list")])
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidInput("invalid dictionary", problems=[Problem(
+            None, "attributes", f"at most {MAX_ATTRIBUTES} attributes per dataset")])
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    out = []
+    for i, entry in enumerate(attributes, start=1):
+        if not isinstance(entry, Mapping):
+            problems.append(Problem(i, None, "each attribute must be an object"))
+            continue
+        checked = _check_entry(i, entry, seen, problems)
+        if checked is not None:
+            out.append(checked)
+    if problems:
+        raise InvalidInput(f"{len({p.row for p in problems})} of {len(attributes)} dictionary "
+                           "entries are invalid; nothing was stored", problems=problems)
+    return out
+
+
+def _entry_out(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": row["name"], "type": row["type"], "description": row["description"],
+            "class": row["klass"], "allowed_generalizations": json.loads(
+                row["allowed_generalizations"]),
+            "default_generalization": row["default_generalization"]}
+
+
+def put_dataset(registry: Registry, principal: Principal, dataset: str, *,
+                description: str | None, attributes: Sequence[Mapping[str, Any]]
+                ) -> dict[str, Any]:
+    """Replace the caller agency's dictionary for ``dataset`` (audited; refusals too)."""
+    agency = principal.agency
+    target = f"dataset:{agency}/{dataset}"
+    try:
+        if principal.role != "agency" or not agency:
+            raise Forbidden("only an agency principal registers its own datasets")
+        check_dataset_name(dataset)
+        if description is not None and len(description) > MAX_TEXT:
+            raise InvalidInput("invalid dataset", problems=[Problem(
+                None, "description", f"at most {MAX_TEXT} characters")])
+        entries = validate_dictionary(attributes)
+    except (InvalidInput, Forbidden) as exc:
+        outcome = "denied" if isinstance(exc, Forbidden) else "invalid"
+        registry.record_audit([AuditEntry(principal.principal_id, "datasets.put", target, outcome)])
+        raise
+    rows = [{**e, "allowed_generalizations": json.dumps(e["allowed_generalizations"])}
+            for e in entries]
+    entry = AuditEntry(principal.principal_id, "datasets.put", target,
+                       detail={"attributes": [e["name"] for e in entries]})
+    with registry.audited_transaction([entry]) as cur:
+        xstore.replace_dataset(cur, agency=agency, dataset=dataset, description=description,
+                               attributes=rows, principal_id=principal.principal_id,
+                               now=registry.clock())
+    return get_dataset(registry, agency=agency, dataset=dataset)
+
+
+def get_dataset(registry: Registry, *, agency: str, dataset: str) -> dict[str, Any]:
+    """One dataset dictionary as the API shows it."""
+    found = [d for d in list_datasets(registry) if (d["agency"], d["dataset"]) == (agency, dataset)]
+    return found[0]
+
+
+def list_datasets(registry: Registry) -> list[dict[str, Any]]:
+    """Every dataset dictionary with its entries (no values: dictionaries describe, not hold)."""
+    cur = registry.store.cursor()
+    entries: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in xstore.list_dataset_attributes(cur):
+        entries.setdefault((row["agency"], row["dataset"]), []).append(_entry_out(row))
+    return [{**d, "attributes": entries.get((d["agency"], d["dataset"]), [])}
+            for d in xstore.list_datasets(cur)]
+
+
+def list_catalogue(registry: Registry, principal: Principal) -> dict[str, Any]:
+    """The catalogue researchers choose from (audited read)."""
+    out = list_datasets(registry)
+    registry.record_audit([AuditEntry(principal.principal_id, "datasets.list", "datasets")])
+    return {"datasets": out}
+
+
+def dictionary_entries(registry: Registry) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Every entry keyed by (agency, dataset, name), with the API's field names."""
+    return {(r["agency"], r["dataset"], r["name"]): _entry_out(r)
+            for r in xstore.list_dataset_attributes(registry.store.cursor())}

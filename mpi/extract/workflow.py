@@ -1,0 +1,463 @@
+"""The research-extract workflow: requests, approvals, builds, downloads, close, the accounting
+of disclosures and the turnaround report.
+
+Owns: who may see, approve, build, download and close an extract, and the state machine
+``pending -> approved | denied``, ``approved -> closed``. An approver of every contributing
+agency and a steward (disclosure settings) must approve; any denial ends the request;
+separation of duties (README Decision 21). A fully approved extract is built on a background
+thread (and again on request), packaged with ``write_package`` and signed with the service key.
+Every change and every refusal appends an audit event (changes in their transaction).
+Must not: run SQL (mpi/store/extracts.py), know about HTTP, or put a secret, person key or
+source id in an audit event or error message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mpi.audit import AuditEntry, key_ref
+from mpi.errors import Conflict, Forbidden, InvalidInput, MpiError, NotFound
+from mpi.extract import datasets, delivery
+from mpi.extract.request import extract_spec, validate_request
+from mpi.principals import Principal
+from mpi.store import extracts as xstore
+from mpi.store import persons as pstore
+from mpi.store import principals as prstore
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from mpi.registry import Registry
+
+STEWARD = "steward"
+
+
+def _outcome(exc: MpiError) -> str:
+    if isinstance(exc, NotFound):
+        return "not_found"
+    return "denied" if isinstance(exc, Forbidden | Conflict) else "invalid"
+
+
+def capacities(agencies: list[str]) -> list[str]:
+    """The approvals a request needs: one per contributing agency, and the steward's."""
+    return [f"agency:{a}" for a in agencies] + [STEWARD]
+
+
+def _same_person(a: str, b: str) -> bool:
+    return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) with linear interpolation between order statistics."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+class ExtractWorkflow:
+    """The extract use cases of one registry (and its data directory)."""
+
+    def __init__(self, registry: Registry, *, data_dir: Path) -> None:
+        self._reg = registry
+        self._dir = data_dir
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._signing_key: Ed25519PrivateKey | None = None
+        with registry.store.transaction() as cur:  # a build cut off by a stop never finishes
+            for row in xstore.list_requests(cur):
+                if row["build_state"] in ("queued", "running"):
+                    xstore.update_request(cur, row["extract_id"], build_state="failed",
+                                          build_error="interrupted by a service stop")
+
+    # ---- audit helpers ----------------------------------------------------------------
+    def _audit(self, who: str, action: str, target: str, outcome: str = "ok",
+               detail: Mapping[str, Any] | None = None) -> None:
+        self._reg.record_audit([AuditEntry(who, action, target, outcome, detail)])
+
+    @contextmanager
+    def _refusals(self, principal: Principal, action: str, target: str) -> Iterator[None]:
+        try:
+            yield
+        except MpiError as exc:
+            self._audit(principal.principal_id, action, target, _outcome(exc),
+                        {"reason": exc.message})
+            raise
+
+    # ---- datasets -----------------------------------------------------------------------
+    def put_dataset(self, principal: Principal, dataset: str, *, description: str | None,
+                    attributes: list[dict[str, Any]]) -> dict[str, Any]:
+        """An agency replaces its own dataset dictionary."""
+        return datasets.put_dataset(self._reg, principal, dataset, description=description,
+                                    attributes=attributes)
+
+    def list_datasets(self, principal: Principal) -> dict[str, Any]:
+        """The catalogue."""
+        return datasets.list_catalogue(self._reg, principal)
+
+    # ---- requests -----------------------------------------------------------------------
+    def create_request(self, principal: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A researcher asks for an extract; checked against the dictionaries (audited)."""
+        with self._refusals(principal, "extracts.request", "extracts"):
+            if principal.role != "researcher":
+                raise Forbidden("only researchers request extracts")
+            now = self._reg.clock()
+            agencies = {a["agency"] for a in prstore.list_agencies(self._reg.store.cursor())}
+            checked = validate_request(body, entries=datasets.dictionary_entries(self._reg),
+                                       agencies=agencies, now=now)
+        extract_id = delivery.new_extract_id()
+        row = {**checked, "extract_id": extract_id, "requester_id": principal.principal_id,
+               "spec": json.dumps(checked["spec"], sort_keys=True),
+               "agencies": json.dumps(checked["agencies"]), "status": "pending", "downloads": 0,
+               "build_state": "none", "build_error": None, "created_at": now,
+               "decided_at": None, "approved_at": None, "delivered_at": None, "closed_at": None}
+        entry = AuditEntry(principal.principal_id, "extracts.request", f"extract:{extract_id}",
+                           detail={"agencies": checked["agencies"], "kind": checked["kind"],
+                                   "attributes": len(checked["spec"]["attributes"])})
+        with self._reg.audited_transaction([entry]) as cur:
+            xstore.insert_request(cur, row)
+        return self._out(self._find(extract_id))
+
+    def _find(self, extract_id: str) -> dict[str, Any]:
+        row = xstore.find_request(self._reg.store.cursor(), extract_id)
+        if row is None:
+            raise NotFound("no such extract")
+        return row
+
+    def _visible(self, principal: Principal, row: Mapping[str, Any]) -> bool:
+        if principal.role in (STEWARD, "admin", "auditor"):
+            return True
+        if principal.role == "researcher":
+            return bool(row["requester_id"] == principal.principal_id)
+        if principal.role == "approver":
+            return principal.agency in json.loads(row["agencies"])
+        return False
+
+    def _visible_row(self, principal: Principal, extract_id: str) -> dict[str, Any]:
+        row = self._find(extract_id)
+        if not self._visible(principal, row):
+            raise NotFound("no such extract")
+        return row
+
+    def _out(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        cur = self._reg.store.cursor()
+        spec = json.loads(row["spec"])
+        agencies = json.loads(row["agencies"])
+        approvals = xstore.list_approvals(cur, row["extract_id"])
+        done = {a["capacity"] for a in approvals}
+        build = xstore.latest_build(cur, row["extract_id"])
+        keep = ("extract_id", "requester_id", "title", "purpose", "agreement_ref", "kind",
+                "status", "expires_at", "download_limit", "downloads", "build_state",
+                "build_error", "created_at", "decided_at", "approved_at", "delivered_at",
+                "closed_at")
+        return {**{k: row[k] for k in keep}, **spec, "agencies": agencies,
+                "expired": row["expires_at"] <= self._reg.clock(),
+                "approvals": [{k: a[k] for k in ("principal_id", "capacity", "decision", "reason",
+                                                 "decided_at")} for a in approvals],
+                "pending_approvals": [c for c in capacities(agencies) if c not in done]
+                if row["status"] == "pending" else [],
+                "latest_build": None if build is None else {
+                    k: build[k] for k in ("build_seq", "built_at", "rows", "persons",
+                                          "manifest_sha256", "first_delivered_at")}}
+
+    def list_requests(self, principal: Principal) -> dict[str, Any]:
+        """The requests the principal may see (own, own agency's, or all for stewards)."""
+        rows = [r for r in xstore.list_requests(self._reg.store.cursor())
+                if self._visible(principal, r)]
+        self._audit(principal.principal_id, "extracts.list", "extracts",
+                    detail={"extracts": len(rows)})
+        return {"extracts": [self._out(r) for r in rows]}
+
+    def get_request(self, principal: Principal, extract_id: str) -> dict[str, Any]:
+        """One request with its approvals and latest build (NotFound if not visible)."""
+        target = f"extract:{extract_id}"
+        with self._refusals(principal, "extracts.read", target):
+            row = self._visible_row(principal, extract_id)
+        self._audit(principal.principal_id, "extracts.read", target)
+        return self._out(row)
+
+    # ---- approvals ----------------------------------------------------------------------
+    def _capacity(self, principal: Principal, row: Mapping[str, Any]) -> str:
+        if principal.principal_id == row["requester_id"]:
+            raise Forbidden("nobody approves their own request")
+        requester = prstore.find_principal(self._reg.store.cursor(), row["requester_id"])
+        if requester is not None and _same_person(requester["name"], principal.name):
+            raise Forbidden("the requester and an approver may not be the same person "
+                            "(same principal name)")
+        if principal.role == STEWARD:
+            return STEWARD
+        if principal.role == "approver" and principal.agency in json.loads(row["agencies"]):
+            return f"agency:{principal.agency}"
+        raise Forbidden("only an approver of a contributing agency or a steward decides")
+
+    def decide(self, principal: Principal, extract_id: str, *, decision: str,
+               reason: str | None) -> dict[str, Any]:
+        """Approve or deny in the principal's capacity; full approval starts the build."""
+        target = f"extract:{extract_id}"
+        action = f"extracts.{decision}" if decision in ("approve", "deny") else "extracts.decide"
+        with self._refusals(principal, action, target):
+            if decision not in ("approve", "deny"):
+                raise InvalidInput("decision must be approve or deny")
+            with self._reg.store.write_lock:
+                row = self._visible_row(principal, extract_id)
+                capacity = self._capacity(principal, row)
+                if row["status"] != "pending":
+                    raise Conflict(f"this request is {row['status']}; it takes no more decisions")
+                if row["expires_at"] <= self._reg.clock():
+                    raise Conflict("this request has expired")
+                approvals = xstore.list_approvals(self._reg.store.cursor(), extract_id)
+                if any(a["capacity"] == capacity for a in approvals):
+                    raise Conflict(f"{capacity} has already decided on this request")
+                now = self._reg.clock()
+                agencies = json.loads(row["agencies"])
+                approved = {a["capacity"] for a in approvals} | {capacity}
+                complete = decision == "approve" and set(capacities(agencies)) <= approved
+                entry = AuditEntry(principal.principal_id, action, target,
+                                   detail={"capacity": capacity, "complete": complete})
+                with self._reg.audited_transaction([entry]) as cur:
+                    xstore.insert_approval(cur, {
+                        "extract_id": extract_id, "principal_id": principal.principal_id,
+                        "capacity": capacity, "decision": decision,
+                        "reason": (reason or "")[:2000] or None, "decided_at": now})
+                    if decision == "deny":
+                        xstore.update_request(cur, extract_id, status="denied", decided_at=now)
+                    elif complete:
+                        xstore.update_request(cur, extract_id, status="approved", decided_at=now,
+                                              approved_at=now, build_state="queued")
+        if complete:
+            self._start(extract_id, actor="system")
+        return self._out(self._find(extract_id))
+
+    # ---- building -----------------------------------------------------------------------
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The service's Ed25519 signing key (created 0600 on first use)."""
+        if self._signing_key is None:
+            from mpi.extract.signing import load_or_create_signing_key
+            self._signing_key = load_or_create_signing_key(delivery.signing_key_path(self._dir))
+        return self._signing_key
+
+    def public_signing_key(self) -> dict[str, str]:
+        """The public half of the signing key: PEM and fingerprint."""
+        from mpi.extract.signing import key_fingerprint, public_key_pem
+        key = self.signing_key()
+        return {"algorithm": "Ed25519", "public_key_pem": public_key_pem(key),
+                "fingerprint": key_fingerprint(key.public_key())}
+
+    def request_build(self, principal: Principal, extract_id: str) -> dict[str, Any]:
+        """(Re)build an approved extract on a background thread (the requester or a steward)."""
+        target = f"extract:{extract_id}"
+        with self._refusals(principal, "extracts.build", target):
+            row = self._visible_row(principal, extract_id)
+            if principal.role != STEWARD and principal.principal_id != row["requester_id"]:
+                raise Forbidden("only the requester or a steward starts a build")
+            self._check_buildable(row)
+            with self._reg.store.transaction() as cur:
+                xstore.update_request(cur, extract_id, build_state="queued", build_error=None)
+        self._start(extract_id, actor=principal.principal_id)
+        return self._out(self._find(extract_id))
+
+    def _check_buildable(self, row: Mapping[str, Any]) -> None:
+        if row["status"] == "closed":
+            raise Conflict("this extract is closed; its project secret is destroyed")
+        if row["status"] != "approved":
+            raise Conflict(f"this request is {row['status']}, not approved")
+        if row["expires_at"] <= self._reg.clock():
+            raise Conflict("this extract has expired")
+        with self._lock:
+            running = self._threads.get(row["extract_id"])
+            if running is not None and running.is_alive():
+                raise Conflict("a build of this extract is already running")
+
+    def _start(self, extract_id: str, *, actor: str) -> None:
+        thread = threading.Thread(target=self._run, args=(extract_id, actor),
+                                  name=f"mpi-build-{extract_id}", daemon=True)
+        with self._lock:
+            self._threads[extract_id] = thread
+        thread.start()
+
+    def _run(self, extract_id: str, actor: str) -> None:
+        state, error = "built", None
+        try:
+            self.build(extract_id, actor=actor, background=True)
+        except MpiError as exc:
+            state, error = "failed", exc.message
+        except Exception as exc:  # the build must end in a state; its message may hold data
+            state, error = "failed", f"internal error ({type(exc).__name__})"
+        if state == "failed":
+            try:
+                with self._reg.store.transaction() as cur:
+                    xstore.update_request(cur, extract_id, build_state=state, build_error=error)
+            except Exception:  # registry closed under us: the next start marks it failed
+                return
+
+    def build(self, extract_id: str, *, actor: str, background: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Build, package and sign an approved extract now; record who was included."""
+        from mpi.extract.build import build_extract
+        from mpi.extract.package import write_package
+        row = self._find(extract_id)
+        if not background:
+            self._check_buildable(row)
+        elif row["status"] != "approved":
+            raise Conflict(f"this request is {row['status']}, not approved")
+        with self._reg.store.transaction() as cur:
+            xstore.update_request(cur, extract_id, build_state="running", build_error=None)
+        secret = delivery.load_or_create_project_secret(self._dir, extract_id)
+        now = self._reg.clock()
+        spec = extract_spec(extract_id, title=row["title"], kind=row["kind"],
+                            spec=json.loads(row["spec"]))
+        built = build_extract(self._reg, spec, project_secret=secret, now=now, progress=progress)
+        seq = xstore.next_build_seq(self._reg.store.cursor(), extract_id)
+        path = delivery.package_path(self._dir, extract_id, seq)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        manifest = write_package(path, built.files, signing_key=self.signing_key())
+        entry = AuditEntry(actor, "extracts.build", f"extract:{extract_id}",
+                           detail={"build_seq": seq, "rows": built.rows,
+                                   "persons": len(built.person_keys), "manifest_sha256": manifest})
+        try:
+            with self._reg.audited_transaction([entry]) as cur:
+                current = xstore.find_request(cur, extract_id)
+                if current is None or current["status"] != "approved":
+                    raise Conflict("this extract was closed during the build")
+                xstore.insert_build(cur, extract_id=extract_id, build_seq=seq, built_at=now,
+                                    rows=built.rows, manifest_sha256=manifest,
+                                    person_keys=sorted(set(built.person_keys)))
+                xstore.update_request(cur, extract_id, build_state="built", build_error=None)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        delivery.remove_packages(self._dir, extract_id, keep=seq)
+        return self._out(self._find(extract_id))
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for running builds (tests, shutdown)."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout)
+
+    # ---- download and close -------------------------------------------------------------
+    def download(self, principal: Principal, extract_id: str) -> tuple[Path, str]:
+        """The latest package for the requesting researcher, within expiry and limit (audited)."""
+        target = f"extract:{extract_id}"
+        with self._refusals(principal, "extracts.download", target):
+            row = self._find(extract_id)
+            if principal.principal_id != row["requester_id"]:
+                raise Forbidden("only the requesting researcher downloads an extract")
+            with self._reg.store.write_lock:
+                row = self._find(extract_id)
+                build = self._check_downloadable(row)
+                now = self._reg.clock()
+                n = int(row["downloads"]) + 1
+                entry = AuditEntry(principal.principal_id, "extracts.download", target, detail={
+                    "build_seq": build["build_seq"], "manifest_sha256": build["manifest_sha256"],
+                    "download": n, "download_limit": row["download_limit"]})
+                with self._reg.audited_transaction([entry]) as cur:
+                    xstore.update_request(cur, extract_id, downloads=n,
+                                          delivered_at=row["delivered_at"] or now)
+                    xstore.mark_build_delivered(cur, extract_id=extract_id,
+                                                build_seq=build["build_seq"], now=now)
+        return (delivery.package_path(self._dir, extract_id, build["build_seq"]),
+                f"{extract_id}-b{build['build_seq']}.zip")
+
+    def _check_downloadable(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        if row["status"] != "approved":
+            raise Conflict(f"this extract is {row['status']}; only an approved extract is "
+                           "delivered")
+        if row["expires_at"] <= self._reg.clock():
+            raise Conflict("this extract has expired")
+        if int(row["downloads"]) >= int(row["download_limit"]):
+            raise Conflict(f"the download limit ({row['download_limit']}) is used up")
+        build = xstore.latest_build(self._reg.store.cursor(), row["extract_id"])
+        if build is None or not delivery.package_path(
+                self._dir, row["extract_id"], build["build_seq"]).exists():
+            raise Conflict("this extract has not been built yet")
+        return build
+
+    def close(self, principal: Principal, extract_id: str) -> dict[str, Any]:
+        """Close a project: destroy its secret and packages; later builds are refused."""
+        target = f"extract:{extract_id}"
+        with self._refusals(principal, "extracts.close", target):
+            row = self._visible_row(principal, extract_id)
+            if principal.role != STEWARD and principal.principal_id != row["requester_id"]:
+                raise Forbidden("only the requester or a steward closes an extract")
+            if row["status"] == "closed":
+                raise Conflict("this extract is already closed")
+            with self._reg.audited_transaction([AuditEntry(
+                    principal.principal_id, "extracts.close", target,
+                    detail={"previous_status": row["status"]})]) as cur:
+                xstore.update_request(cur, extract_id, status="closed",
+                                      closed_at=self._reg.clock(),
+                                      decided_at=row["decided_at"] or self._reg.clock())
+        delivery.destroy_project_secret(self._dir, extract_id)
+        delivery.remove_packages(self._dir, extract_id)
+        return self._out(self._find(extract_id))
+
+    # ---- accounting of disclosures and the turnaround report ---------------------------
+    def disclosures(self, principal: Principal, person_key: str) -> dict[str, Any]:
+        """Every delivered extract that included the person (following key lineage)."""
+        target = key_ref(person_key)
+        cur = self._reg.store.cursor()
+        with self._refusals(principal, "persons.disclosures", target):
+            if principal.role not in ("agency", STEWARD):
+                raise Forbidden("only a steward or a linked agency reads disclosures")
+            if pstore.find_person(cur, person_key) is None:
+                raise NotFound("no such person key")
+            family = xstore.key_family(cur, person_key)
+            if principal.role == "agency" and not (principal.agency and xstore.has_key_records_at(
+                    cur, family, agency=principal.agency)):
+                raise NotFound("no such person key among this agency's records")
+        out = []
+        for d in xstore.delivered_disclosures(cur, family):
+            row = self._find(d["extract_id"])
+            who = prstore.find_principal(cur, row["requester_id"]) or {}
+            spec = json.loads(row["spec"])
+            out.append({"extract_id": row["extract_id"], "project": row["title"],
+                        "purpose": row["purpose"], "agreement_ref": row["agreement_ref"],
+                        "recipient": {"principal_id": row["requester_id"],
+                                      "name": who.get("name")},
+                        "disclosed_at": d["first_delivered_at"], "builds": d["builds"],
+                        "kind": row["kind"],
+                        "attributes": [{k: a[k] for k in ("agency", "dataset", "name",
+                                                          "generalization")}
+                                       for a in spec["attributes"]
+                                       if a["generalization"] != "suppress"]})
+        self._audit(principal.principal_id, "persons.disclosures", target,
+                    detail={"extracts": len(out)})
+        return {"person_key": person_key, "disclosures": out}
+
+    def request_report(self, principal: Principal) -> dict[str, Any]:
+        """Turnaround: median and 90th percentile request -> decision and approval -> delivery."""
+        rows = xstore.request_times(self._reg.store.cursor())
+
+        def spread(pairs: list[tuple[dt.datetime, dt.datetime]]) -> dict[str, Any]:
+            hours = [(b - a).total_seconds() / 3600 for a, b in pairs]
+            return {"count": len(hours),
+                    "median_hours": statistics.median(hours) if hours else None,
+                    "p90_hours": percentile(hours, 90)}
+
+        decided = [(r["created_at"], r["decided_at"]) for r in rows
+                   if r["decided_at"] is not None and r["status"] in ("approved", "denied", "closed")]
+        delivered = [(r["approved_at"], r["delivered_at"]) for r in rows
+                     if r["approved_at"] is not None and r["delivered_at"] is not None]
+        by_status: dict[str, int] = {}
+        for r in rows:
+            by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+        self._audit(principal.principal_id, "reports.requests", "extracts")
+        return {"requests": len(rows), "by_status": by_status,
+                "request_to_decision": spread(decided),
+                "approval_to_delivery": spread(delivered),
+                "notes": ["decision: the final approval or the first denial (a request closed "
+                          "while pending counts from its close)",
+                          "delivery: the first download of the extract by the researcher",
+                          "percentiles interpolate linearly between order statistics"]}
