@@ -7,8 +7,10 @@ person keys or project secrets. It does not import mpi.cli (mpi.cli imports it).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,3 +48,127 @@ def extract_verify(
         raise typer.Exit(1)
     trust = "trusted key" if public_key is not None else "the package's own key (no trusted key given)"
     out.print(f"OK: {check.files} files verified, signature by {trust}, fingerprint {check.fingerprint}")
+
+
+# ---- the request workflow: list, build, download, close (owned by the workflow helper) -----
+Url = Annotated[str | None, typer.Option("--url", help="Running server, e.g. https://127.0.0.1:8443.")]
+KeyFile = Annotated[Path | None, typer.Option("--api-key-file", help="API key file (with --url).")]
+CaFile = Annotated[Path | None, typer.Option("--ca-file", help="CA certificate to trust (with --url).")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Stopped registry directory "
+                                              "(default: $MPI_DATA_DIR or ./mpi-data).")]
+
+
+def _client(url: str, key_file: Path | None, ca_file: Path | None) -> Any:
+    from mpi.client import MpiClient, read_api_key
+    if key_file is None:
+        raise typer.BadParameter("--url needs --api-key-file")
+    return MpiClient(url, api_key=read_api_key(key_file), ca_file=ca_file, max_retries=2)
+
+
+def _local(data_dir: Path | None, action: Callable[[Any, Any], Any]) -> Any:
+    """Run ``action(workflow, principal)`` on a stopped data directory as the steward "cli"."""
+    from mpi.config import Settings
+    from mpi.extract.workflow import ExtractWorkflow
+    from mpi.principals import Principal
+    from mpi.registry import Registry
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    reg = Registry(settings)
+    try:
+        flow = ExtractWorkflow(reg, data_dir=settings.data_dir)
+        return action(flow, Principal("cli", "cli", "steward"))
+    finally:
+        reg.close()
+
+
+def _summary(x: dict[str, Any]) -> str:
+    build = x.get("latest_build") or {}
+    return (f"{x['extract_id']}  {x['status']:<8} build={x['build_state']:<7} "
+            f"rows={build.get('rows', '-')} downloads={x['downloads']}/{x['download_limit']} "
+            f"pending={','.join(x['pending_approvals']) or '-'}  {escape(x['title'])}")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    from mpi.client import ServiceError
+    if isinstance(exc, ServiceError):
+        err.print(f"[red]refused[/red] ({exc.status}): {escape(str(exc.problem.get('detail', '')))}")
+    else:
+        err.print(f"[red]refused[/red]: {escape(getattr(exc, 'message', str(exc)))}")
+    return typer.Exit(1)
+
+
+@extract_app.command("list")
+def extract_list(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile = None,
+                 data_dir: DataDir = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List extract requests (all on a local registry; those the key may see on a server)."""
+    if url:
+        with _client(url, api_key_file, ca_file) as c:
+            res = c.request("GET", "/v1/extracts")
+    else:
+        res = _local(data_dir, lambda flow, who: flow.list_requests(who))
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+        return
+    for x in res["extracts"]:
+        out.print(_summary(x))
+    if not res["extracts"]:
+        out.print("no extract requests")
+
+
+@extract_app.command("build")
+def extract_build(extract_id: str, url: Url = None, api_key_file: KeyFile = None,
+                  ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+    """Build (or rebuild) an approved extract: on a server in the background, locally at once."""
+    from mpi.client import ServiceError
+    from mpi.errors import MpiError
+    try:
+        if url:
+            with _client(url, api_key_file, ca_file) as c:
+                res = c.request("POST", f"/v1/extracts/{extract_id}/build")
+            out.print(f"build started: {_summary(res)}")
+            return
+        res = _local(data_dir, lambda flow, _who: flow.build(
+            extract_id, actor="cli", progress=lambda msg: err.print(escape(msg))))
+    except (ServiceError, MpiError) as exc:
+        raise _fail(exc) from None
+    out.print(f"built: {_summary(res)}")
+    out.print(f"manifest sha256 {res['latest_build']['manifest_sha256']}")
+
+
+@extract_app.command("download")
+def extract_download(
+    extract_id: str,
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the package (.zip).")],
+    url: Annotated[str, typer.Option("--url", help="Running server.")],
+    api_key_file: Annotated[Path, typer.Option("--api-key-file", help="The requesting researcher's "
+                                               "API key file.")],
+    ca_file: CaFile = None,
+) -> None:
+    """Download an extract package as its requesting researcher (counts against the limit)."""
+    from mpi.client import ServiceError
+    try:
+        with _client(url, api_key_file, ca_file) as c:
+            size = c.download(f"/v1/extracts/{extract_id}/download", out_file)
+    except ServiceError as exc:
+        raise _fail(exc) from None
+    out.print(f"wrote {escape(str(out_file))} ({size} bytes); check it with "
+              f"`mpi extract verify {escape(str(out_file))} --public-key KEY.pem`")
+
+
+@extract_app.command("close")
+def extract_close(extract_id: str, url: Url = None, api_key_file: KeyFile = None,
+                  ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+    """Close a project: destroy its pseudonym secret and stored packages."""
+    from mpi.client import ServiceError
+    from mpi.errors import MpiError
+    try:
+        if url:
+            with _client(url, api_key_file, ca_file) as c:
+                res = c.request("POST", f"/v1/extracts/{extract_id}/close")
+        else:
+            res = _local(data_dir, lambda flow, who: flow.close(who, extract_id))
+    except (ServiceError, MpiError) as exc:
+        raise _fail(exc) from None
+    out.print(f"closed: {_summary(res)}")

@@ -103,6 +103,25 @@ class MpiClient:
             return resp.json() if resp.content else None
         raise AssertionError("unreachable")
 
+    def download(self, path: str, out_file: Path) -> int:
+        """GET a binary resource (e.g. an extract package) into ``out_file``; bytes written."""
+        with self._http.stream("GET", path) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                try:
+                    problem = resp.json()
+                except ValueError:
+                    problem = {"title": resp.reason_phrase}
+                raise ServiceError(resp.status_code, problem)
+            tmp = out_file.with_name(out_file.name + ".part")
+            size = 0
+            with tmp.open("wb") as fh:
+                for chunk in resp.iter_bytes():
+                    fh.write(chunk)
+                    size += len(chunk)
+            tmp.replace(out_file)
+        return size
+
     def post_records(self, records: list[dict[str, Any]], *,
                      idempotency_key: str | None = None) -> dict[str, Any]:
         """POST /v1/records."""
