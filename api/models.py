@@ -135,6 +135,9 @@ class JobOut(BaseModel):
     errors: list[ProblemItemOut]
     created_at: UtcTime
     updated_at: UtcTime
+    message: str | None = Field(None, description="Latest progress message (model training).")
+    result: dict[str, Any] | None = Field(None, description="What a finished job produced, e.g. "
+                                          "`{\"version\": \"candidate-v001\"}` for training.")
 
 
 class AgencyIn(BaseModel):

@@ -51,6 +51,8 @@ def _job_out(row: dict[str, Any]) -> dict[str, Any]:
                                "created_at", "updated_at")}
     out["counts"] = json.loads(row["counts"] or "{}")
     out["errors"] = json.loads(row["errors"] or "[]")
+    out["message"] = row.get("message")
+    out["result"] = json.loads(row["result"]) if row.get("result") else None
     return out
 
 

@@ -35,9 +35,11 @@ from mpi.batch import (
     WriteBatch,
 )
 from mpi.config import Settings
+from mpi.constraints import ConstraintSet
 from mpi.enrolment import GroupCommit, Job, parse_batch
 from mpi.errors import InvalidInput, NotFound, Problem
 from mpi.intake import parse_record
+from mpi.linkage.catalog import find_version_dir, model_dirs
 from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
@@ -97,7 +99,9 @@ class Registry:
         cur = self.store.cursor()
         active = pstore.active_model_version(cur)
         version = active or latest_version(self.models_dir, name=settings.model_name)
-        self.model: ModelVersion = load_version(self.models_dir, version)
+        # A promoted candidate lives in DATA_DIR/models, beside the shipped versions.
+        self.model: ModelVersion = load_version(
+            find_version_dir(model_dirs(settings), version), version)
         if active is None:
             with self.store.transaction() as tx:
                 pstore.record_model_activation(tx, version, now=clock())
@@ -109,9 +113,17 @@ class Registry:
         self._closed = False
         _OPEN.add(self)
         self._load_state()
+        self.constraints = ConstraintSet.load(cur)  # steward decisions, honoured everywhere
         # The loaded state is millions of long-lived objects; without this every full
         # collection walks all of them (100+ ms pauses in the online path's tail latency).
         gc.freeze()
+
+    def use_model(self, model: ModelVersion) -> None:
+        """Score with ``model`` from now on (call with the write lock held, after the
+        transaction that activated it committed)."""
+        if model is not self.model:
+            self.model = model
+            self.scorer = Scorer(self.model_definition, model.params)
 
     @property
     def model_definition(self) -> Any:
@@ -246,10 +258,11 @@ class Registry:
                                   "event_seq": ev})
 
     def _event(self, batch: WriteBatch, key: str, kind: str, *, cause: str,
-               related: str | None = None, record_seq: int | None = None) -> int:
+               related: str | None = None, record_seq: int | None = None,
+               model_version: str | None = None) -> int:
         self.event_seq += 1
         batch.events.append({"event_seq": self.event_seq, "person_key": key, "event_type": kind,
-                             "cause": cause, "model_version": self.model.version,
+                             "cause": cause, "model_version": model_version or self.model.version,
                              "related_key": related, "record_seq": record_seq,
                              "occurred_at": batch.now})
         return self.event_seq

@@ -31,7 +31,12 @@ from mpi.store import persons as pstore
 from mpi.store import records as rstore
 
 if TYPE_CHECKING:
+    import duckdb
+
+    from mpi.linkage.modelfile import ModelVersion
     from mpi.registry import Registry
+
+Writer = Callable[["duckdb.DuckDBPyConnection"], None]
 
 Engine = Literal["duckdb", "spark"]
 ENGINES: tuple[Engine, ...] = ("duckdb", "spark")
@@ -40,31 +45,70 @@ _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptions | None = None,
                   cause: str = "relink", audit: Sequence[AuditEntry] = (),
-                  progress: Callable[[str], None] | None = None) -> LinkSummary:
+                  progress: Callable[[str], None] | None = None,
+                  model: ModelVersion | None = None, also: Writer | None = None) -> LinkSummary:
     """Predict + cluster every active record on ``engine``, then carry keys over to clusters.
 
     Nothing is written to the registry unless the engine returned a complete result, so a
-    failed Spark job leaves the registry as it was; running again is safe.
+    failed Spark job leaves the registry as it was; running again is safe. With ``model``
+    (a promotion) the link uses that version, ``also`` writes in the same transaction, and the
+    registry switches to the version once it is committed.
     """
 
     if engine not in ENGINES:
         raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     say = progress or (lambda _m: None)
+    use = model or reg.model
     with reg.store.write_lock:
         say("exporting records")
         table = reg.model_table()
         if table.num_rows == 0:
-            return LinkSummary(0, 0, 0, 0, 0, 0, 0, reg.model.version)
-        if engine == "spark":
-            result = _spark_result(reg, table, spark or SparkOptions(), say)
-        else:
-            say(f"Splink (DuckDB) predict + cluster over {table.num_rows} records")
-            th = reg.model.thresholds
-            result = splink_engine.predict_and_cluster(
-                table, reg.model.params, definition=reg.model_definition,
-                edge_threshold=th.review, cluster_threshold=th.link)
-        result = apply_constraints(reg, canonical_clusters(result, records=table))
-        return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit)
+            if model is not None or also is not None:
+                with reg.audited_transaction(audit) as cur:
+                    if also is not None:
+                        also(cur)
+                reg.use_model(use)
+            return LinkSummary(0, 0, 0, 0, 0, 0, 0, use.version)
+        result = link_result(reg, table, model=use, engine=engine, spark=spark, say=say)
+        return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit, model=use,
+                                    also=also)
+
+
+def link_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: Engine = "duckdb",
+                spark: SparkOptions | None = None,
+                say: Callable[[str], None] = lambda _m: None) -> LinkResult:
+    """Predict + cluster ``table`` with ``model`` on ``engine``: canonical clusters with the
+    constraints applied, the input reconciliation takes. Writes nothing."""
+    if engine == "spark":
+        result = _spark_result(reg, table, spark or SparkOptions(), say, model)
+    else:
+        say(f"Splink (DuckDB) predict + cluster over {table.num_rows} records")
+        th = model.thresholds
+        result = splink_engine.predict_and_cluster(
+            table, model.params, definition=reg.model_definition,
+            edge_threshold=th.review, cluster_threshold=th.link)
+    return apply_constraints(reg, canonical_clusters(result, records=table), model=model)
+
+
+def dry_run(reg: Registry, result: LinkResult) -> tuple[np.ndarray, np.ndarray,
+                                                        keyrules.Reconciliation]:
+    """What reconciling ``result`` would do, writing nothing: (record_seq, current key index,
+    reconciliation), the same computation ``link_registry`` commits."""
+    seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
+                              result.clusters.column("cluster_id").to_numpy().astype(np.int64))
+    old_key = reg.index.label[_rows_for(reg, seq)].copy()
+    rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
+                             key_rank=np.arange(len(reg.persons), dtype=np.int64))
+    return seq, old_key, rec
+
+
+def write_link(reg: Registry, result: LinkResult, *, cause: str, audit: Sequence[AuditEntry] = (),
+               say: Callable[[str], None] = lambda _m: None, model: ModelVersion | None = None,
+               also: Writer | None = None) -> LinkSummary:
+    """Reconcile a complete result (from ``link_result``) to stable keys and commit it with
+    ``also`` and ``audit``; the caller holds the write lock since computing the result."""
+    return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit, model=model,
+                                also=also)
 
 
 def spark_work_dir(reg: Registry, fp: str) -> Path:
@@ -77,14 +121,14 @@ def spark_work_dir(reg: Registry, fp: str) -> Path:
 
 
 def _spark_result(reg: Registry, table: pa.Table, options: SparkOptions,
-                  say: Callable[[str], None]) -> LinkResult:
-    th = reg.model.thresholds
+                  say: Callable[[str], None], model: ModelVersion) -> LinkResult:
+    th = model.thresholds
     spark_engine.require_pyspark()
-    fp = spark_engine.fingerprint(table, reg.model.params, definition=reg.model_definition,
+    fp = spark_engine.fingerprint(table, model.params, definition=reg.model_definition,
                                   edge_threshold=th.review, cluster_threshold=th.link)
     work_dir = options.work_dir or spark_work_dir(reg, fp)
     return spark_engine.predict_and_cluster(
-        table, reg.model.params, work_dir=work_dir, definition=reg.model_definition,
+        table, model.params, work_dir=work_dir, definition=reg.model_definition,
         edge_threshold=th.review, cluster_threshold=th.link, options=options, fp=fp,
         progress=say)
 
@@ -152,30 +196,50 @@ def _sorted_by(key: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
     return (key[order], *(o[order] for o in others))
 
 
-def apply_constraints(reg: Registry, result: LinkResult) -> LinkResult:
-    """Seam for manual decisions: rewrite a ``LinkResult`` so it honours must-link and
-    cannot-link constraints before keys are reconciled. Every engine's result passes through
-    here. No constraints exist yet, so the result is returned unchanged."""
-    del reg  # constraints will be read from the registry once they exist
-    return result
+def apply_constraints(reg: Registry, result: LinkResult, *,
+                      model: ModelVersion | None = None) -> LinkResult:
+    """Rewrite a canonical ``LinkResult`` so it honours the registry's active must-link and
+    cannot-link constraints before keys are reconciled (every engine's result, every promote).
+
+    Clusters holding a constrained record are re-clustered at ``model``'s link threshold
+    (default: the active model's): must-links first, then edges by descending probability,
+    refusing any union that would join a cannot-linked pair (mpi/constraints.py). With no
+    constraint touching the records the result is returned as it is.
+    """
+    from mpi.constraints import constrain_clusters
+    if not reg.constraints:
+        return result
+    seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
+    cluster = result.clusters.column("cluster_id").to_numpy().astype(np.int64)
+    threshold = (model or reg.model).thresholds.link
+    out = constrain_clusters(seq, cluster, result.edges, reg.constraints, threshold=threshold)
+    if out is cluster:
+        return result
+    return LinkResult(edges=result.edges, clusters=pa.table({
+        "unique_id": pa.array(seq, pa.int64()), "cluster_id": pa.array(out, pa.int64())}))
 
 
 def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
                          say: Callable[[str], None],
-                         audit: Sequence[AuditEntry] = ()) -> LinkSummary:
-    """Reconcile a complete LinkResult to stable keys and write it in one transaction."""
+                         audit: Sequence[AuditEntry] = (), model: ModelVersion | None = None,
+                         also: Writer | None = None) -> LinkSummary:
+    """Reconcile a complete LinkResult to stable keys and write it in one transaction (with
+    ``also``); then the registry uses ``model`` (default: the active one)."""
 
+    use = model or reg.model
     say("reconciling clusters to stable keys")
     seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
                               result.clusters.column("cluster_id").to_numpy().astype(np.int64))
     rows = _rows_for(reg, seq)
     old_key = reg.index.label[rows].copy()
     if _partition_unchanged(seq, cluster, old_key):
-        with reg.audited_transaction(audit):
-            pass
+        with reg.audited_transaction(audit) as cur:
+            if also is not None:
+                also(cur)
+        reg.use_model(use)
         return LinkSummary(records=len(seq), persons=int((cluster == seq).sum()), merges=0,
                            splits=0, keys_changed=0, new_keys=0,
-                           edges=result.edges.num_rows, model_version=reg.model.version)
+                           edges=result.edges.num_rows, model_version=use.version)
     key_rank = np.arange(len(reg.persons), dtype=np.int64)
     rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
                              key_rank=key_rank)
@@ -191,17 +255,20 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
         sources = rec.minted_from.get(k, [])
         row: dict[str, object] = {"person_key": key}
         if sources:
-            reg._event(batch, key, "split", cause=cause, related=name(sources[0]))
+            reg._event(batch, key, "split", cause=cause, related=name(sources[0]),
+                       model_version=use.version)
         else:  # a plain mint event lives on the person row
             reg.event_seq += 1
             row.update(minted_event_seq=reg.event_seq, minted_cause=cause,
-                       minted_model_version=reg.model.version)
+                       minted_model_version=use.version)
         batch.persons.append(row)
     for k, surv in rec.retired:
         batch.retired.append(name(k))
-        reg._event(batch, name(k), "retired", cause=cause, related=name(surv))
+        reg._event(batch, name(k), "retired", cause=cause, related=name(surv),
+                   model_version=use.version)
     for frm, to, kind in rec.lineage:
-        ev = reg._event(batch, name(frm), f"records_{kind}", cause=cause, related=name(to))
+        ev = reg._event(batch, name(frm), f"records_{kind}", cause=cause, related=name(to),
+                        model_version=use.version)
         batch.lineage.append({"from_key": name(frm), "to_key": name(to), "kind": kind,
                               "event_seq": ev})
     changed = np.flatnonzero(rec.record_key != old_key)
@@ -214,7 +281,10 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
                                    [name(int(k)) for k in rec.record_key[changed]], now=batch.now)
         pstore.insert_events(cur, batch.events)
         pstore.insert_lineage(cur, batch.lineage)
+        if also is not None:
+            also(cur)
     # Committed: now the in-memory state follows.
+    reg.use_model(use)
     for key in new_keys:
         reg._add_person(key)
     reg.index.label[rows] = rec.record_key
@@ -222,7 +292,7 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
     persons = len(sorted_unique(rec.record_key))
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
                        splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
-                       edges=result.edges.num_rows, model_version=reg.model.version)
+                       edges=result.edges.num_rows, model_version=use.version)
 
 
 def _rows_for(reg: Registry, seq: np.ndarray) -> np.ndarray:

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from mpi.errors import InvalidInput
 from mpi.linkage import splink_engine
-from mpi.linkage.modelfile import save_version
+from mpi.linkage.modelfile import Thresholds, save_version
 from mpi.linkage.params import params_from_splink
 from mpi.schema import SCHEMA_VERSION
+from mpi.store import labels as lstore
 
 if TYPE_CHECKING:
     from mpi.linkage.spark_engine import SparkOptions
@@ -38,9 +40,20 @@ def sample_rows(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
 def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", seed: int = 42,
                     fraction: float = 1.0, spark_snapshot: str | None = None,
                     spark: SparkOptions | None = None,
-                    progress: Callable[[str], None] | None = None) -> str:
-    """Train on a sample and save it as the next version of ``name``; returns the version."""
+                    progress: Callable[[str], None] | None = None,
+                    thresholds: Thresholds | None = None) -> str:
+    """Train on a sample and save it as the next version of ``name``; returns the version.
+
+    Thresholds default to the active version's. The active labels are counted and
+    fingerprinted in the sidecar (they judge the candidate; they do not fit it: Decision 26).
+    """
     say = progress or (lambda _m: None)
+    if not 0 < fraction <= 1:
+        raise InvalidInput("the training sample fraction must be in (0, 1]")
+    th = thresholds or reg.model.thresholds
+    if not 0 < th.review <= th.link < 1:
+        raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)")
+    labels = lstore.active_labels(reg.store.cursor())
     if spark_snapshot:
         from mpi.linkage.spark_engine import SparkOptions, sample_snapshot
         opts = spark or SparkOptions()
@@ -64,13 +77,20 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
             for buf in chunk.buffers():
                 if buf is not None:
                     digest.update(buf)
-    th = reg.model.thresholds
+    label_digest = hashlib.sha256()
+    for column in labels.columns:
+        for chunk in column.chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    label_digest.update(buf)
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "splink_version": splink_engine.SPLINK_VERSION,
         "training_data": {"fingerprint": "sha256:" + digest.hexdigest(),
                           "records": table.num_rows, "source": source,
-                          "sample_fraction": fraction, "labels": 0},
+                          "sample_fraction": fraction, "labels": labels.num_rows,
+                          "labels_fingerprint": "sha256:" + label_digest.hexdigest(),
+                          "labels_used_for": "evaluation only (not fitted)"},
         "training": {"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                      "u_max_pairs": config.u_max_pairs, "em_max_pairs": config.em_max_pairs,
                      "em_blocking_rules": [list(r) for r in
@@ -78,6 +98,7 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
         "thresholds": {"link": th.link, "review": th.review},
         "accuracy": {"dataset": "not measured (no labels); evaluate before promoting"},
         "parent_version": reg.model.version,
+        "trained_at": reg.clock().isoformat(timespec="seconds") + "Z",
         "python": platform.python_version(),
     }
     version = save_version(out_dir, name=name, model=model, meta=meta)

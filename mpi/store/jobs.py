@@ -12,13 +12,14 @@ from typing import Any
 import duckdb
 
 JOB_COLUMNS = ("job_id", "principal_id", "agency", "kind", "state", "total", "done", "counts",
-               "errors", "created_at", "updated_at")
+               "errors", "created_at", "updated_at", "message", "result")
 
 
 def insert_job(cur: duckdb.DuckDBPyConnection, *, job_id: str, principal_id: str,
                agency: str | None, kind: str, total: int | None, now: dt.datetime) -> None:
     """Insert a queued job."""
-    cur.execute("INSERT INTO job VALUES (?, ?, ?, ?, 'queued', ?, 0, '{}', '[]', ?, ?)",
+    cur.execute("INSERT INTO job (job_id, principal_id, agency, kind, state, total, done, counts, "
+                "errors, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, 0, '{}', '[]', ?, ?)",
                 [job_id, principal_id, agency, kind, total, now, now])
 
 
@@ -41,3 +42,10 @@ def interrupt_unfinished_jobs(cur: duckdb.DuckDBPyConnection, *, now: dt.datetim
     rows = cur.execute("UPDATE job SET state = 'interrupted', updated_at = ? "
                        "WHERE state IN ('queued', 'running') RETURNING job_id", [now]).fetchall()
     return len(rows)
+
+
+def update_job_message(cur: duckdb.DuckDBPyConnection, job_id: str, *, message: str | None,
+                       result: str | None, now: dt.datetime) -> None:
+    """Record a job's latest progress message and (JSON) result."""
+    cur.execute("UPDATE job SET message = ?, result = ?, updated_at = ? WHERE job_id = ?",
+                [message, result, now, job_id])

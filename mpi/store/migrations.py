@@ -148,6 +148,24 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             principal_id VARCHAR NOT NULL,
             created_at TIMESTAMP NOT NULL,
             revoked_at TIMESTAMP)""",
+        """CREATE TABLE link_constraint (
+            constraint_seq BIGINT PRIMARY KEY,
+            record_seq_a BIGINT NOT NULL,
+            record_seq_b BIGINT NOT NULL,
+            kind VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            source_ref VARCHAR,
+            label_seq BIGINT,
+            reason VARCHAR,
+            principal_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP,
+            revoked_by VARCHAR,
+            revoke_reason VARCHAR)""",
+        "ALTER TABLE review_item ADD COLUMN decision VARCHAR",
+        "ALTER TABLE review_item ADD COLUMN decision_reason VARCHAR",
+        "ALTER TABLE review_item ADD COLUMN decided_by VARCHAR",
+        "ALTER TABLE review_item ADD COLUMN decided_at TIMESTAMP",
     )),
     (5, "research extracts: data dictionaries, requests, approvals, builds, disclosures", (
         """CREATE TABLE dataset (
@@ -207,5 +225,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             extract_id VARCHAR NOT NULL,
             build_seq INTEGER NOT NULL,
             person_key VARCHAR NOT NULL)""",
+    )),
+    (6, "model lifecycle: job progress message and result; model evaluations", (
+        "ALTER TABLE job ADD COLUMN message VARCHAR",
+        "ALTER TABLE job ADD COLUMN result VARCHAR",
+        """CREATE TABLE model_evaluation (
+            evaluation_seq BIGINT PRIMARY KEY,
+            model_version VARCHAR NOT NULL,
+            principal_id VARCHAR NOT NULL,
+            label_count BIGINT NOT NULL,
+            result VARCHAR NOT NULL,
+            evaluated_at TIMESTAMP NOT NULL)""",
     )),
 )

@@ -1,0 +1,125 @@
+"""Background model training: a ``model_train`` job in the job table, with progress.
+
+Owns: starting ``train_candidate`` on a thread for a steward, and recording its progress (step
+counts and the latest message), its outcome and the trained version in the ``job`` table,
+where ``GET /v1/jobs/{job_id}`` reads it. The candidate is never activated. Must not: run SQL
+(mpi/store/jobs.py), know about HTTP, or activate anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import threading
+from typing import TYPE_CHECKING, Any
+
+from mpi.audit import AuditEntry
+from mpi.errors import InvalidInput, MpiError
+from mpi.linkage.catalog import candidates_dir, model_dirs
+from mpi.linkage.modelfile import Thresholds, list_versions
+from mpi.store import jobs as jstore
+from mpi.training import train_candidate
+
+if TYPE_CHECKING:
+    from mpi.registry import Registry
+
+# export, prior, u sampling, one EM pass per training blocking rule, save
+_FIXED_STEPS = 4
+_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+class TrainingJobs:
+    """Runs model training jobs of one registry on background threads (one at a time)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._reg = registry
+        self._threads: list[threading.Thread] = []
+        self._busy = threading.Lock()
+
+    def submit(self, principal_id: str, *, seed: int = 42, sample: float = 1.0,
+               name: str = "candidate", link: float | None = None,
+               review: float | None = None) -> str:
+        """Start training a candidate; returns the job id (409 while another one runs)."""
+        reg = self._reg
+        th = reg.model.thresholds
+        thresholds = Thresholds(link=th.link if link is None else link,
+                                review=th.review if review is None else review)
+        if not 0 < thresholds.review <= thresholds.link < 1:
+            raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)")
+        if not 0 < sample <= 1:
+            raise InvalidInput("sample must be in (0, 1]")
+        if not _NAME.match(name):
+            raise InvalidInput("name: 1-40 lower-case letters, digits or underscores")
+        shipped = model_dirs(reg.settings)[0]
+        if any(v.rsplit("-v", 1)[0] == name for v in list_versions(shipped)):
+            raise InvalidInput("name: a shipped model has this name; choose another")
+        if not self._busy.acquire(blocking=False):
+            from mpi.errors import Conflict
+            raise Conflict("a training job is already running; wait for it to finish")
+        try:
+            job_id = "job_" + secrets.token_hex(8)
+            total = _FIXED_STEPS + len(reg.model_definition.training_blocking_rules)
+            entry = AuditEntry(principal_id, "models.train", f"model:{name}",
+                               detail={"job_id": job_id, "seed": seed, "sample": sample,
+                                       "link": thresholds.link, "review": thresholds.review})
+            with reg.audited_transaction([entry]) as cur:
+                jstore.insert_job(cur, job_id=job_id, principal_id=principal_id, agency=None,
+                                  kind="model_train", total=total, now=reg.clock())
+            thread = threading.Thread(target=self._run, name=f"mpi-{job_id}", daemon=True,
+                                      args=(job_id, seed, sample, name, thresholds))
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+        except BaseException:
+            self._busy.release()
+            raise
+        return job_id
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for running training jobs (tests, shutdown)."""
+        for t in list(self._threads):
+            t.join(timeout)
+
+    def _update(self, job_id: str, *, state: str, done: int, message: str | None,
+                result: dict[str, Any] | None = None,
+                errors: list[dict[str, Any]] | None = None) -> None:
+        reg = self._reg
+        with reg.store.transaction() as cur:
+            jstore.update_job(cur, job_id, state=state, done=done, counts="{}",
+                              errors=json.dumps(errors or []), now=reg.clock())
+            jstore.update_job_message(cur, job_id, message=message,
+                                      result=json.dumps(result) if result else None,
+                                      now=reg.clock())
+
+    def _run(self, job_id: str, seed: int, sample: float, name: str,
+             thresholds: Thresholds) -> None:
+        done = 0
+        state, message = "running", "exporting records"
+        result: dict[str, Any] | None = None
+        errors: list[dict[str, Any]] = []
+
+        def progress(msg: str) -> None:
+            nonlocal done, message
+            done += 1
+            message = msg
+            self._update(job_id, state="running", done=done, message=msg)
+
+        try:
+            self._update(job_id, state=state, done=0, message=message)
+            version = train_candidate(self._reg, out_dir=candidates_dir(self._reg.settings),
+                                      name=name, seed=seed, fraction=sample, progress=progress,
+                                      thresholds=thresholds)
+            state, result = "completed", {"version": version}
+        except MpiError as exc:
+            state = "failed"
+            errors.append({"row": None, "field": None, "reason": exc.message})
+        except Exception as exc:  # the job must end in a state; the message may hold data
+            state = "failed"
+            errors.append({"row": None, "field": None,
+                           "reason": f"training failed ({type(exc).__name__})"})
+        finally:
+            self._busy.release()
+            with contextlib.suppress(Exception):
+                self._update(job_id, state=state, done=done, message=message, result=result,
+                             errors=errors)
