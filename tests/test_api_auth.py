@@ -23,7 +23,8 @@ from mpi.config import Settings
 REC = RECORDS[A][0]
 BODY = {k: v for k, v in REC.items() if k != "source_record_id"}
 PATH_VALUES = {"{source_record_id}": REC["source_record_id"], "{person_key}": "pk_aaaaaaaaaaaaaaaaaaaa",
-               "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000"}
+               "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000",
+               "{dataset}": "enrolment", "{extract_id}": "x_0000000000000000"}
 
 
 def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
@@ -43,6 +44,15 @@ def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
         kw["json"] = {"agency": "agency_z"}
     elif key == "POST /v1/principals":
         kw["json"] = {"name": "someone", "role": "researcher"}
+    elif key == "PUT /v1/datasets/{dataset}":
+        kw["json"] = {"attributes": [{"name": "program", "type": "string", "class": "other",
+                                      "description": "Program.", "allowed_generalizations": ["none"]}]}
+    elif key == "POST /v1/extracts":
+        kw["json"] = {"title": "t", "purpose": "p", "agreement_ref": "a", "cohort": {"agency": A},
+                      "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}],
+                      "expires_at": "2999-01-01T00:00:00Z"}
+    elif key == "POST /v1/extracts/{extract_id}/approvals":
+        kw["json"] = {"decision": "approve", "reason": "ok"}
     elif key == "GET /v1/records/{source_record_id}":
         url += f"?agency={A}"
     return method, url, kw

@@ -18,30 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
 from mpi.errors import Forbidden, InvalidInput, Problem
+from mpi.extract.generalize import (
+    APPLICABLE,
+    ATTRIBUTE_CLASSES,
+    ATTRIBUTE_TYPES,
+    GENERALIZATIONS,
+    default_generalization,
+)
 from mpi.principals import Principal
 from mpi.store import extracts as xstore
 
 if TYPE_CHECKING:
     from mpi.registry import Registry
 
-TYPES = ("string", "integer", "number", "boolean", "date")
-CLASSES = ("quasi_identifier", "sensitive", "other")
-# Which generalizations make sense for which attribute type (mpi/extract/generalize.py does them).
-GENERALIZATIONS: dict[str, frozenset[str]] = {
-    "none": frozenset(TYPES), "suppress": frozenset(TYPES),
-    "month": frozenset({"date"}), "year": frozenset({"date", "integer"}),
-    "date_shift": frozenset({"date"}), "top_code_90": frozenset({"integer", "number"}),
-    "age_band_5": frozenset({"integer", "number"}), "zip3": frozenset({"string", "integer"}),
-}
+TYPES = ATTRIBUTE_TYPES
+CLASSES = ATTRIBUTE_CLASSES
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_ATTRIBUTES = 200
 MAX_TEXT = 2000
-
-
-def _fallback_default(name: str, type_: str, klass: str) -> str:
-    """The issue's defaults (dates to month, birth dates to year, ages 90+, ZIP3), else none."""
-    from mpi.extract.generalize import default_generalization
-    return str(default_generalization(name, type_, klass))
 
 
 def check_dataset_name(dataset: str) -> None:
@@ -77,7 +71,7 @@ def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
             problems.append(Problem(i, "allowed_generalizations",
                                     f"unknown generalization {g[:40]!r}; known: "
                                     f"{', '.join(GENERALIZATIONS)}"))
-        elif type_ in TYPES and type_ not in GENERALIZATIONS[g]:
+        elif type_ in TYPES and g not in APPLICABLE[type_]:
             problems.append(Problem(i, "allowed_generalizations",
                                     f"{g} does not apply to type {type_}"))
     if len(set(allowed)) != len(allowed):
@@ -87,7 +81,7 @@ def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
         return None
     assert isinstance(name, str) and isinstance(type_, str) and isinstance(klass, str)
     if default is None:
-        suggested = _fallback_default(name, type_, klass)
+        suggested = default_generalization(name, type_, klass)
         default = suggested if suggested in allowed else ("none" if "none" in allowed else None)
         if default is None:
             problems.append(Problem(i, "default_generalization", f"required: the suggested "

@@ -1,0 +1,367 @@
+# ruff: noqa: F811  (the `world` fixture is imported from test_api_support)
+"""The research-extract workflow through the real app: data dictionaries, requests, approvals
+(every contributing agency + a steward, separation of duties, denial ends it), background
+builds with per-project secrets, download rules (requester only, full approval, expiry, limit;
+refusals audited), close, the accounting of disclosures and the turnaround report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_api_support import A, B, World, build_world
+
+from mpi.extract.delivery import secret_path
+from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.synth import generate
+
+ATTRS = ("race_ethnicity", "birth_year", "program", "enrolled_on")
+
+
+def _records() -> dict[str, list[dict[str, Any]]]:
+    rows, _truth = generate(people=80, agencies=2, seed=23)
+    return {a: tokenize_rows(r, secret=demo_secret(1), attributes=ATTRS)[0] for a, r in rows.items()}
+
+
+RECORDS = _records()
+DICTIONARY = [
+    {"name": "race_ethnicity", "type": "string", "class": "quasi_identifier",
+     "description": "Self-reported race/ethnicity.", "allowed_generalizations": ["none", "suppress"]},
+    {"name": "birth_year", "type": "integer", "class": "quasi_identifier",
+     "description": "Year of birth.", "allowed_generalizations": ["year", "none", "suppress"],
+     "default_generalization": "year"},
+    {"name": "program", "type": "string", "class": "sensitive", "description": "Program code.",
+     "allowed_generalizations": ["none"]},
+    {"name": "enrolled_on", "type": "date", "class": "other", "description": "Enrolment date.",
+     "allowed_generalizations": ["month", "year", "date_shift", "suppress"]},
+]
+
+
+def _add(w: World, name: str, role: str, agency: str | None = None) -> None:
+    r = w.client.post("/v1/principals", json={"name": name, "role": role, "agency": agency},
+                      headers=w.h("admin"))
+    assert r.status_code == 201, r.text
+    w.keys[name], w.ids[name] = r.json()["api_key"], r.json()["principal"]["principal_id"]
+
+
+@pytest.fixture
+def xw(tmp_path: Path) -> Iterator[World]:
+    """A world with records (attributes + consent) at both agencies, dictionaries, approvers."""
+    w = build_world(tmp_path)
+    for agency in (A, B):
+        assert w.post_records(agency, RECORDS[agency]).status_code == 200
+        r = w.client.put("/v1/datasets/enrolment", headers=w.h(agency),
+                         json={"description": "Program enrolment", "attributes": DICTIONARY})
+        assert r.status_code == 200, r.text
+    _add(w, "approver_b", "approver", B)
+    _add(w, "researcher_2", "researcher")
+    yield w
+    _flow(w).wait(60)
+    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
+    w.registry.close()
+
+
+def _flow(w: World) -> Any:
+    return w.client.app.state.mpi.extracts  # type: ignore[attr-defined]
+
+
+def _request(w: World, who: str = "researcher", **over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "title": "Jobs and Medicaid", "purpose": "Program evaluation", "agreement_ref": "DUA-1",
+        "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"},
+                       {"agency": A, "dataset": "enrolment", "name": "birth_year"},
+                       {"agency": B, "dataset": "enrolment", "name": "program"}],
+        "cohort": {"agency": A}, "k": 2,
+        "expires_at": (w.registry.clock() + dt.timedelta(days=30)).isoformat() + "Z",
+        "download_limit": 2}
+    body.update(over)
+    r = w.client.post("/v1/extracts", json=body, headers=w.h(who))
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _decide(w: World, who: str, xid: str, decision: str = "approve") -> Any:
+    return w.client.post(f"/v1/extracts/{xid}/approvals", headers=w.h(who),
+                         json={"decision": decision, "reason": "ok"})
+
+
+def _approve_all(w: World, xid: str) -> dict[str, Any]:
+    for who in ("approver", "approver_b", "steward"):
+        r = _decide(w, who, xid)
+        assert r.status_code == 200, r.text
+    _flow(w).wait(60)
+    out = w.client.get(f"/v1/extracts/{xid}", headers=w.h("researcher")).json()
+    assert out["status"] == "approved" and out["build_state"] == "built", out
+    return dict(out)
+
+
+def _events(w: World, action: str) -> list[dict[str, Any]]:
+    return [e for e in w.audit() if e["action"] == action]
+
+
+def _data(content: bytes) -> pa.Table:
+    with zipfile.ZipFile(io.BytesIO(content)) as z:
+        return pq.read_table(io.BytesIO(z.read("data.parquet")))
+
+
+def _pseudonyms(table: pa.Table) -> set[str]:
+    """Values of the pseudonym column (strings starting p_)."""
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_string(col.type):
+            vals = [v for v in col.to_pylist() if v is not None]
+            if vals and all(v.startswith("p_") for v in vals):
+                return set(vals)
+    raise AssertionError(f"no pseudonym column in {table.column_names}")
+
+
+# ---- dictionaries ---------------------------------------------------------------------------
+def test_dictionary_validation_and_catalogue(xw: World) -> None:
+    bad = [{"name": "birth_year", "type": "integer", "class": "quasi_identifier",
+            "description": "x", "allowed_generalizations": ["month"]},
+           {"name": "when", "type": "date", "class": "other", "description": "d",
+            "allowed_generalizations": ["none"], "default_generalization": "year"},
+           {"name": "9bad", "type": "string", "class": "other", "description": "d",
+            "allowed_generalizations": ["none"]}]
+    r = xw.client.put("/v1/datasets/enrolment", headers=xw.h(A), json={"attributes": bad})
+    assert r.status_code == 422
+    where = {(e["row"], e["field"]) for e in r.json()["errors"]}
+    assert where == {(1, "allowed_generalizations"), (2, "default_generalization"), (3, "name")}
+    r = xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
+                      json={"attributes": [{**DICTIONARY[0], "class": "secret"}]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "attributes.0.class"
+    assert xw.client.put("/v1/datasets/bad-name", headers=xw.h(A),
+                         json={"attributes": DICTIONARY}).status_code == 422
+    cat = xw.client.get("/v1/datasets", headers=xw.h("researcher")).json()["datasets"]
+    assert {(d["agency"], d["dataset"]) for d in cat} == {(A, "enrolment"), (B, "enrolment")}
+    entry = next(e for e in cat[0]["attributes"] if e["name"] == "enrolled_on")
+    assert entry["class"] == "other" and entry["default_generalization"] == "month"
+    assert any(e["outcome"] == "invalid" for e in _events(xw, "datasets.put"))
+    # an attribute without a dictionary entry can never be requested
+    r = xw.client.post("/v1/extracts", headers=xw.h("researcher"), json={
+        "title": "t", "purpose": "p", "agreement_ref": "a", "cohort": {"agency": A},
+        "attributes": [{"agency": A, "dataset": "enrolment", "name": "postal_code"},
+                       {"agency": A, "dataset": "enrolment", "name": "program",
+                        "generalization": "suppress"}],
+        "expires_at": "2999-01-01T00:00:00Z"})
+    assert r.status_code == 422
+    fields = {(e["row"], e["field"]) for e in r.json()["errors"]}
+    assert {(1, "attributes"), (2, "attributes.generalization"), (None, "expires_at")} <= fields
+
+
+# ---- approvals ------------------------------------------------------------------------------
+def test_every_agency_and_a_steward_must_approve(xw: World) -> None:
+    x = _request(xw)
+    xid = x["extract_id"]
+    assert x["status"] == "pending" and x["agencies"] == [A, B]
+    assert x["pending_approvals"] == [f"agency:{A}", f"agency:{B}", "steward"]
+    for who in ("approver", "steward"):
+        assert _decide(xw, who, xid).status_code == 200
+    out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
+    assert out["status"] == "pending" and out["pending_approvals"] == [f"agency:{B}"]
+    r = _decide(xw, "approver", xid)
+    assert r.status_code == 409  # a capacity decides once
+    assert _decide(xw, "approver_b", xid).json()["status"] == "approved"
+    assert len(_events(xw, "extracts.approve")) == 4
+
+
+def test_separation_of_duties(xw: World) -> None:
+    xid = _request(xw)["extract_id"]
+    # the researcher role may not decide at all (policy), and it is audited
+    assert _decide(xw, "researcher", xid).status_code == 403
+    # the same person holding an approver principal: refused and audited
+    requester_name = "researcher"
+    _add(xw, "twin", "approver", A)
+    twin = xw.client.get("/v1/principals", headers=xw.h("admin")).json()["principals"]
+    assert any(p["name"] == requester_name for p in twin)
+    _add(xw, requester_name.upper(), "approver", B)  # "RESEARCHER": same name, case-folded
+    r = _decide(xw, requester_name.upper(), xid)
+    assert r.status_code == 403 and "same person" in r.json()["detail"]
+    refused = [e for e in _events(xw, "extracts.approve") if e["outcome"] == "denied"]
+    assert refused and refused[-1]["principal"] == xw.ids[requester_name.upper()]
+    # an approver of an agency that does not contribute cannot see or approve it
+    xid2 = _request(xw, attributes=[{"agency": A, "dataset": "enrolment", "name": "program"}])[
+        "extract_id"]
+    assert _decide(xw, "approver_b", xid2).status_code == 404
+    assert xw.client.get(f"/v1/extracts/{xid2}", headers=xw.h("approver_b")).status_code == 404
+    assert xw.client.get(f"/v1/extracts/{xid2}", headers=xw.h("researcher_2")).status_code == 404
+    assert xid2 not in json.dumps(xw.client.get("/v1/extracts", headers=xw.h("approver_b")).json())
+
+
+def test_denial_ends_the_request(xw: World) -> None:
+    xid = _request(xw)["extract_id"]
+    assert _decide(xw, "approver", xid).status_code == 200
+    r = _decide(xw, "approver_b", xid, "deny")
+    assert r.status_code == 200 and r.json()["status"] == "denied"
+    assert r.json()["pending_approvals"] == []
+    assert _decide(xw, "steward", xid).status_code == 409
+    r = xw.client.post(f"/v1/extracts/{xid}/build", headers=xw.h("steward"))
+    assert r.status_code == 409
+    r = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher"))
+    assert r.status_code == 409
+    assert _events(xw, "extracts.deny")[0]["principal"] == xw.ids["approver_b"]
+
+
+# ---- download rules -------------------------------------------------------------------------
+def test_download_rules_are_enforced_and_audited(xw: World) -> None:
+    xid = _request(xw)["extract_id"]
+    url = f"/v1/extracts/{xid}/download"
+    assert xw.client.get(url, headers=xw.h("researcher")).status_code == 409  # not approved
+    assert _decide(xw, "approver", xid).status_code == 200
+    assert _decide(xw, "approver_b", xid).status_code == 200
+    assert xw.client.get(url, headers=xw.h("researcher")).status_code == 409  # steward missing
+    _decide(xw, "steward", xid)
+    _flow(xw).wait(60)
+    assert xw.client.get(url, headers=xw.h("researcher_2")).status_code == 403  # not requester
+    assert xw.client.get(url, headers=xw.h("steward")).status_code == 403       # policy
+    r = xw.client.get(url, headers=xw.h("researcher"))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert _data(r.content).num_rows > 0
+    assert xw.client.get(url, headers=xw.h("researcher")).status_code == 200
+    r = xw.client.get(url, headers=xw.h("researcher"))
+    assert r.status_code == 409 and "limit" in r.json()["detail"]  # limit 2 used up
+    events = _events(xw, "extracts.download")
+    assert [e["outcome"] for e in events] == ["denied"] * 4 + ["ok", "ok", "denied"]
+    assert events[2]["principal"] == xw.ids["researcher_2"]
+    assert json.loads(events[4]["detail"])["download"] == 1
+    out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
+    assert out["downloads"] == 2 and out["delivered_at"] is not None
+    # after expiry: refused, audited
+    xid2 = _request(xw)["extract_id"]
+    _approve_all(xw, xid2)
+    real = xw.registry.clock
+    xw.registry.clock = lambda: real() + dt.timedelta(days=31)  # type: ignore[method-assign]
+    try:
+        r = xw.client.get(f"/v1/extracts/{xid2}/download", headers=xw.h("researcher"))
+        assert r.status_code == 409 and "expired" in r.json()["detail"]
+    finally:
+        xw.registry.clock = real  # type: ignore[method-assign]
+    last = _events(xw, "extracts.download")[-1]
+    assert last["outcome"] == "denied" and last["target"] == f"extract:{xid2}"
+    assert xw.registry.verify_audit().ok
+
+
+# ---- pseudonyms, rebuild, close -------------------------------------------------------------
+def test_projects_share_no_pseudonym_rebuild_reproduces_close_destroys(xw: World) -> None:
+    x1, x2 = _request(xw)["extract_id"], _request(xw)["extract_id"]
+    _approve_all(xw, x1)
+    _approve_all(xw, x2)
+    get = lambda x: xw.client.get(f"/v1/extracts/{x}/download",  # noqa: E731
+                                  headers=xw.h("researcher")).content
+    d1, d2 = _data(get(x1)), _data(get(x2))
+    p1, p2 = _pseudonyms(d1), _pseudonyms(d2)
+    assert len(p1) == len(p2) > 10 and not p1 & p2
+    # a rebuild within the project reproduces the ids (and the data file, byte for byte)
+    r = xw.client.post(f"/v1/extracts/{x1}/build", headers=xw.h("researcher"))
+    assert r.status_code == 202
+    _flow(xw).wait(60)
+    out = xw.client.get(f"/v1/extracts/{x1}", headers=xw.h("researcher")).json()
+    assert out["latest_build"]["build_seq"] == 2 and out["build_state"] == "built"
+    assert _data(get(x1)).equals(d1)
+    # close: the secret is destroyed, later builds and downloads refused
+    path = secret_path(xw.data_dir, x1)
+    assert path.exists() and path.stat().st_mode & 0o777 == 0o600
+    assert xw.client.post(f"/v1/extracts/{x1}/close", headers=xw.h("researcher_2")).status_code == 404
+    r = xw.client.post(f"/v1/extracts/{x1}/close", headers=xw.h("researcher"))
+    assert r.status_code == 200 and r.json()["status"] == "closed"
+    assert not path.exists() and not list((xw.data_dir / "extracts").glob(f"{x1}-*"))
+    assert xw.client.post(f"/v1/extracts/{x1}/build", headers=xw.h("steward")).status_code == 409
+    assert xw.client.get(f"/v1/extracts/{x1}/download", headers=xw.h("researcher")).status_code == 409
+    assert xw.client.post(f"/v1/extracts/{x1}/close", headers=xw.h("steward")).status_code == 409
+    assert [e["outcome"] for e in _events(xw, "extracts.close")] == ["not_found", "ok", "denied"]
+
+
+# ---- accounting of disclosures --------------------------------------------------------------
+def _pseudonym_of(xw: World, xid: str, keys: list[str]) -> dict[str, str]:
+    from mpi.extract.pseudonym import pseudonymize
+    secret = bytes.fromhex(secret_path(xw.data_dir, xid).read_text().strip())
+    return dict(zip(keys, pseudonymize(keys, secret).to_pylist(), strict=True))
+
+
+def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
+    x_rows = _request(xw)["extract_id"]                                   # downloaded
+    x_b = _request(xw, cohort={"agency": B})["extract_id"]               # downloaded, cohort B
+    x_kept = _request(xw)["extract_id"]                                   # built, never downloaded
+    for x in (x_rows, x_b, x_kept):
+        _approve_all(xw, x)
+    data = {x: _data(xw.client.get(f"/v1/extracts/{x}/download", headers=xw.h("researcher")).content)
+            for x in (x_rows, x_b)}
+    keys = sorted({str(k) for k in xw.registry.export_keys().column("person_key").to_pylist()})
+    included = {x: {k for k, p in _pseudonym_of(xw, x, keys).items() if p in _pseudonyms(data[x])}
+                for x in data}
+    assert included[x_rows] and included[x_b] and included[x_rows] != included[x_b]
+    for key in keys:
+        r = xw.client.get(f"/v1/persons/{key}/disclosures", headers=xw.h("steward"))
+        assert r.status_code == 200
+        got = {d["extract_id"] for d in r.json()["disclosures"]}
+        assert got == {x for x in data if key in included[x]}, key
+    one = next(iter(included[x_rows] - included[x_b]))
+    d = xw.client.get(f"/v1/persons/{one}/disclosures", headers=xw.h("steward")).json()["disclosures"]
+    assert d[0]["recipient"]["principal_id"] == xw.ids["researcher"]
+    assert d[0]["project"] == "Jobs and Medicaid" and d[0]["disclosed_at"]
+    assert {(a["agency"], a["name"]) for a in d[0]["attributes"]} == {
+        (A, "program"), (A, "birth_year"), (B, "program")}
+    # an agency sees it only for a person linked to one of its own records
+    records = xw.registry.get_person(one)["records"]
+    own = {a for a, _ in records}
+    for agency in (A, B):
+        r = xw.client.get(f"/v1/persons/{one}/disclosures", headers=xw.h(agency))
+        assert r.status_code == (200 if agency in own else 404)
+    # a merged person's history is still found through the retired key's forwarding
+    cur = xw.registry.store.cursor()
+    new_key = "pk_merged_test_0000001"
+    cur.execute("INSERT INTO person (person_key, status, created_at) VALUES (?, 'active', now())",
+                [new_key])
+    cur.execute("INSERT INTO key_lineage VALUES (?, ?, 'merge', 0)", [one, new_key])
+    r = xw.client.get(f"/v1/persons/{new_key}/disclosures", headers=xw.h("steward"))
+    assert {d["extract_id"] for d in r.json()["disclosures"]} == {x_rows}
+    assert xw.client.get("/v1/persons/pk_nobody/disclosures",
+                         headers=xw.h("steward")).status_code == 404
+    assert all(e["target"].startswith("person:") for e in _events(xw, "persons.disclosures"))
+
+
+# ---- turnaround report, signing key ---------------------------------------------------------
+def test_request_turnaround_report(xw: World) -> None:
+    t0 = dt.datetime(2030, 1, 1)
+    now = {"t": t0}
+    xw.registry.clock = lambda: now["t"]  # type: ignore[method-assign]
+    ids = [_request(xw)["extract_id"] for _ in range(3)]
+    for hours, xid in zip((2, 4, 10), ids, strict=True):
+        now["t"] = t0 + dt.timedelta(hours=hours)
+        for who in ("approver", "approver_b", "steward"):
+            _decide(xw, who, xid, "deny" if xid == ids[2] else "approve")
+            if xid == ids[2]:
+                break
+    _flow(xw).wait(60)
+    now["t"] = t0 + dt.timedelta(hours=12)
+    assert xw.client.get(f"/v1/extracts/{ids[0]}/download", headers=xw.h("researcher")).status_code == 200
+    rep = xw.client.get("/v1/reports/requests", headers=xw.h("steward")).json()
+    assert rep["requests"] == 3 and rep["by_status"] == {"approved": 2, "denied": 1}
+    assert rep["request_to_decision"] == {"count": 3, "median_hours": 4.0, "p90_hours": 8.8}
+    assert rep["approval_to_delivery"] == {"count": 1, "median_hours": 10.0, "p90_hours": 10.0}
+    assert xw.client.get("/v1/reports/requests", headers=xw.h("researcher")).status_code == 403
+
+
+def test_signing_key_is_published_and_signs_packages(xw: World) -> None:
+    r = xw.client.get("/v1/keys/signing")
+    assert r.status_code == 200
+    key = r.json()
+    assert key["public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----")
+    xid = _request(xw)["extract_id"]
+    _approve_all(xw, xid)
+    content = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher")).content
+    path = xw.data_dir / "x.zip"
+    path.write_bytes(content)
+    from mpi.extract.package import verify_package
+    check = verify_package(path, public_key_pem=key["public_key_pem"])
+    assert check.ok and check.fingerprint == key["fingerprint"]
+    assert (xw.data_dir / "signing.key").stat().st_mode & 0o777 == 0o600
