@@ -17,6 +17,7 @@ import numpy as np
 
 from mpi.audit import AuditEntry
 from mpi.batch import EnrolResult, RecordResult, WriteBatch
+from mpi.constraints import online_rule
 from mpi.errors import Problem
 from mpi.intake import ParsedRecord, parse_record
 
@@ -174,6 +175,19 @@ def _retract(reg: Registry, old: int, lab: int) -> None:
     reg.person_count[lab] += 1
 
 
+def _constrained(reg: Registry, seq: int) -> tuple[int | None, set[int]]:
+    """The person a constrained record must join and those it must not (mpi/constraints.py).
+
+    Runs only for records that carry a constraint, so it may scan the row ids."""
+    n = reg.index.n
+    label_of: dict[int, int] = {}
+    for other, _kind in reg.constraints.partners(seq):
+        rows = np.flatnonzero((reg.index.ident[:n] == other) & reg.index.active[:n])
+        if len(rows) and reg.index.label[rows[-1]] >= 0:
+            label_of[other] = int(reg.index.label[rows[-1]])
+    return online_rule(reg.constraints, seq, label_of)
+
+
 def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
                       batch: WriteBatch, outcomes: dict[int, Any], undo: Undo, *, cause: str) -> None:
     if not to_match:
@@ -206,9 +220,16 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
             if w > best.get(lab, -np.inf):
                 best[lab] = w
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+        must_lab: int | None = None
+        if reg.constraints and seq in reg.constraints.by_seq:  # steward decisions on this record
+            must_lab, banned = _constrained(reg, seq)
+            ranked = [kv for kv in ranked if kv[0] not in banned]
         old_lab = old_labels.get(old, -1)
         outcome = "updated" if old >= 0 else "new"
-        if ranked and ranked[0][1] >= link_w:
+        if must_lab is not None:
+            lab = must_lab
+            outcome = outcome if old >= 0 else "linked"
+        elif ranked and ranked[0][1] >= link_w:
             lab = ranked[0][0]
             if old < 0:
                 outcome = "linked"

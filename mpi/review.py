@@ -1,0 +1,221 @@
+"""Use cases of the review queue: list and explain items, and record stewards' decisions.
+
+Owns: how an item is shown (its two sides' current records, the agencies involved, and the
+best-scoring record pair across the sides explained comparison by comparison with the active
+model, never a token) and what a decision does: ``match`` merges the sides' persons now and
+must-links them, ``non_match`` cannot-links every record pair across the sides, ``defer``
+parks the item. Match and non-match decisions become labels. Split out of registry.py by use
+case. Must not: run SQL itself (mpi/store) or import splink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mpi.audit import AuditEntry
+from mpi.errors import Conflict, InvalidInput, NotFound, Problem
+from mpi.linkage.explain import explain_with
+from mpi.stewardship import (
+    PairDecision,
+    commit_decision,
+    refusals_audited,
+    rows_of_persons,
+    rows_of_records,
+)
+from mpi.store import persons as pstore
+from mpi.store import review as qstore
+
+if TYPE_CHECKING:
+    from mpi.registry import Registry
+
+KINDS = ("record_person", "possible_duplicate")
+STATUSES = ("open", "deferred", "decided")
+DECISIONS = ("match", "non_match", "defer")
+
+
+@dataclass
+class _Sides:
+    """The current active records (index rows, by record_seq) on each side of an item."""
+
+    a: dict[int, int]
+    b: dict[int, int]
+
+
+def _labels_of_key(reg: Registry, person_key: str | None) -> list[int]:
+    """Persons now holding a key's records: itself if active, else its active successors."""
+    if person_key is None:
+        return []
+    lab = reg.person_of.get(person_key)
+    if lab is not None and reg.person_count[lab] > 0:
+        return [lab]
+    keys = pstore.active_successors(reg.store.cursor(), person_key)
+    return [reg.person_of[k] for k in keys if k in reg.person_of]
+
+
+def _rows_by_seq(reg: Registry, labels: Sequence[int]) -> dict[int, int]:
+    rows = rows_of_persons(reg, labels) if labels else np.empty(0, dtype=np.int64)
+    return {int(reg.row_seq[r]): int(r) for r in rows.tolist()}
+
+
+def _sides(reg: Registry, item: dict[str, Any]) -> _Sides:
+    if item["kind"] == "record_person":
+        a = rows_of_records(reg, [int(item["record_seq"])]) if item["record_seq"] is not None \
+            else {}
+        b = _rows_by_seq(reg, _labels_of_key(reg, item["person_key"]))
+    else:
+        a = _rows_by_seq(reg, _labels_of_key(reg, item["person_key"]))
+        b = _rows_by_seq(reg, _labels_of_key(reg, item["other_person_key"]))
+    for s in set(a) & set(b):  # a record is on one side only (the side it was reviewed on)
+        del b[s]
+    return _Sides(a, b)
+
+
+def _best_pair(reg: Registry, sides: _Sides) -> tuple[int, int] | None:
+    """The highest-scoring (a, b) record pair across the sides (record_seqs)."""
+    if not sides.a or not sides.b:
+        return None
+    sa, sb = list(sides.a), list(sides.b)
+    la = np.repeat(np.array([sides.a[s] for s in sa], dtype=np.int64), len(sb))
+    rb = np.tile(np.array([sides.b[s] for s in sb], dtype=np.int64), len(sa))
+    weights = reg.scorer.weights(reg.index.gather(la), reg.index.gather(rb))
+    i = int(np.argmax(weights))
+    return sa[i // len(sb)], sb[i % len(sb)]
+
+
+def _token_row(reg: Registry, row: int) -> dict[str, int]:
+    return {c: int(reg.index.data[c][row]) for c in reg.index.columns}
+
+
+def _show(reg: Registry, item: dict[str, Any]) -> dict[str, Any]:
+    """An item as stewards see it: sides, agencies, the explained best pair; no token."""
+    sides = _sides(reg, item)
+    best = _best_pair(reg, sides)
+    info = qstore.records_by_seq(reg.store.cursor(), [*sides.a, *sides.b])
+
+    def ref(seq: int, rows: dict[int, int]) -> dict[str, Any]:
+        r = info.get(seq, {})
+        return {"agency": r.get("agency"), "source_record_id": r.get("source_record_id"),
+                "person_key": reg.persons[int(reg.index.label[rows[seq]])]}
+
+    explanation = None
+    if best is not None:
+        ex = explain_with(_token_row(reg, sides.a[best[0]]), _token_row(reg, sides.b[best[1]]),
+                          scorer=reg.scorer)
+        explanation = {"model_version": reg.model.version, "left": ref(best[0], sides.a),
+                       "right": ref(best[1], sides.b), **ex.as_dict(),
+                       "agreement": {c.comparison: c.label for c in ex.comparisons}}
+    agencies = sorted({str(info[s]["agency"]) for s in [*sides.a, *sides.b] if s in info})
+    return {"item_id": item["item_seq"], "kind": item["kind"], "status": item["status"],
+            "match_probability": item["match_probability"], "match_weight": item["match_weight"],
+            "model_version": item["model_version"], "created_at": item["created_at"],
+            "person_key": item["person_key"], "other_person_key": item["other_person_key"],
+            "record": ref(next(iter(sides.a)), sides.a)
+            if item["kind"] == "record_person" and sides.a else None,
+            "records": {"a": len(sides.a), "b": len(sides.b)}, "agencies": agencies,
+            "explanation": explanation, "decision": item["decision"],
+            "decision_reason": item["decision_reason"], "decided_by": item["decided_by"],
+            "decided_at": item["decided_at"]}
+
+
+def list_review(reg: Registry, *, principal: str, kind: str | None = None,
+                status: str = "open", agency: str | None = None,
+                min_probability: float | None = None, max_probability: float | None = None,
+                after: int = 0, limit: int = 50) -> dict[str, Any]:
+    """A page of review items matching the filters, each explained (audited read)."""
+    problems = []
+    if kind is not None and kind not in KINDS:
+        problems.append(Problem(None, "kind", f"one of {', '.join(KINDS)}"))
+    if status not in (*STATUSES, "all"):
+        problems.append(Problem(None, "status", f"one of {', '.join(STATUSES)} or all"))
+    if min_probability is not None and max_probability is not None \
+            and min_probability > max_probability:
+        problems.append(Problem(None, "min_probability", "greater than max_probability"))
+    if problems:
+        raise InvalidInput("invalid review filter", problems=problems)
+    statuses = STATUSES if status == "all" else (status,)
+    with reg.store.write_lock:
+        rows = qstore.list_review_items(
+            reg.store.cursor(), kind=kind, statuses=statuses, agency=agency,
+            min_probability=min_probability, max_probability=max_probability, after=after,
+            limit=limit)
+        items = [_show(reg, r) for r in rows]
+    reg.record_audit([AuditEntry(principal, "review.list", "review",
+                                 detail={"items": len(items)})])
+    return {"items": items, "next_after": items[-1]["item_id"] if len(items) == limit else None}
+
+
+def _item(reg: Registry, item_id: int) -> dict[str, Any]:
+    item = qstore.find_review_item(reg.store.cursor(), item_id)
+    if item is None:
+        raise NotFound("no such review item")
+    return item
+
+
+def get_review_item(reg: Registry, item_id: int, *, principal: str) -> dict[str, Any]:
+    """One review item, explained (audited read)."""
+    target = f"review:{item_id}"
+    with refusals_audited(reg, principal, "review.read", target), reg.store.write_lock:
+        out = _show(reg, _item(reg, item_id))
+    reg.record_audit([AuditEntry(principal, "review.read", target)])
+    return out
+
+
+def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,
+                  principal: str) -> dict[str, Any]:
+    """Record a decision on an item: labels, constraints and (for a match) the merge, in one
+    transaction with the audit event."""
+    target = f"review:{item_id}"
+    with refusals_audited(reg, principal, "review.decide", target), reg.store.write_lock:
+        if decision not in DECISIONS:
+            raise InvalidInput("invalid decision", problems=[
+                Problem(None, "decision", f"one of {', '.join(DECISIONS)}")])
+        text = reason.strip()
+        if not text:
+            raise InvalidInput("a reason is required", problems=[Problem(None, "reason", "empty")])
+        item = _item(reg, item_id)
+        if item["status"] == "decided":
+            raise Conflict("this review item is already decided")
+        status = "deferred" if decision == "defer" else "decided"
+        audit = [AuditEntry(principal, "review.decide", target,
+                            detail={"decision": decision, "kind": item["kind"], "reason": text})]
+
+        def mark(cur: Any) -> None:
+            qstore.decide_review_item(cur, item_id, status=status, decision=decision, reason=text,
+                                      principal_id=principal, now=reg.clock())
+
+        pairs: list[PairDecision] = []
+        regroup = None
+        if decision != "defer":
+            sides = _sides(reg, item)
+            if not sides.a or not sides.b:
+                raise Conflict("one side of this item has no active records any more")
+            pairs, regroup = _decision_pairs(reg, sides, is_match=decision == "match",
+                                             reason=text)
+        res = commit_decision(reg, pairs, principal=principal, source="review",
+                              source_ref=target, audit=audit, regroup=regroup, cause="review",
+                              also=mark)
+        out = _show(reg, _item(reg, item_id))
+    return {**out, "labels": len(res.labels), "constraint_ids": res.constraints,
+            "retired": res.retired, "records_moved": res.records_moved}
+
+
+def _decision_pairs(reg: Registry, sides: _Sides, *, is_match: bool,
+                    reason: str) -> tuple[list[PairDecision], tuple[Any, Any] | None]:
+    labs_a = {int(reg.index.label[r]) for r in sides.a.values()}
+    labs_b = {int(reg.index.label[r]) for r in sides.b.values()}
+    if not is_match:
+        if labs_a & labs_b:
+            raise Conflict("the two sides are one person now; split that person first "
+                           "(POST /v1/persons/{person_key}/split)")
+        return [PairDecision(a, b, False, reason) for a in sides.a for b in sides.b], None
+    best = _best_pair(reg, sides)
+    assert best is not None
+    ba, bb = best
+    pairs = [PairDecision(ba, b, True, reason) for b in sides.b]
+    pairs += [PairDecision(a, bb, True, reason) for a in sides.a if a != ba]
+    rows = rows_of_persons(reg, sorted(labs_a | labs_b))
+    return pairs, (rows, np.zeros(len(rows), dtype=np.int64))

@@ -1,0 +1,462 @@
+"""Use cases of data stewards over persons: merge, split, labels, constraints.
+
+Owns: manual merges and splits (key rules and lineage of mpi/keys.py: the oldest key survives a
+merge, the largest part keeps the key on a split, retired keys forward), the bulk import of
+labelled record pairs, listing and revoking constraints, and ``commit_decision``, the one write
+path that stores a decision's labels and constraints (and any regrouping of records into
+persons) together with its audit events in one transaction, then updates the in-memory state.
+Split out of registry.py by use case. Must not: run SQL itself (mpi/store) or import splink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+
+from mpi import keys as keyrules
+from mpi.audit import AuditEntry, key_ref
+from mpi.batch import WriteBatch
+from mpi.constraints import CANNOT, MUST, Constraint
+from mpi.errors import Conflict, InvalidInput, MpiError, NotFound, Problem
+from mpi.store import constraints as cstore
+from mpi.store import labels as lstore
+from mpi.store import persons as pstore
+from mpi.store import records as rstore
+from mpi.store import review as qstore
+
+if TYPE_CHECKING:
+    from mpi.registry import Registry
+
+I64 = npt.NDArray[np.int64]
+MAX_PAIRS = 10_000  # most labelled pairs one decision or import may create
+
+
+@dataclass(frozen=True)
+class PairDecision:
+    """One judged record pair (record_seqs) and whether it also becomes a constraint."""
+
+    a: int
+    b: int
+    is_match: bool
+    reason: str | None = None
+    constrain: bool = True
+
+
+@dataclass
+class DecisionResult:
+    """What a decision stored and changed."""
+
+    labels: list[int] = field(default_factory=list)
+    constraints: list[int] = field(default_factory=list)
+    person_keys: list[str] = field(default_factory=list)   # persons after a regroup
+    retired: list[str] = field(default_factory=list)
+    new_keys: list[str] = field(default_factory=list)
+    records_moved: int = 0
+
+
+def outcome_of(exc: MpiError) -> str:
+    """The audit outcome of a refused request."""
+    return "not_found" if isinstance(exc, NotFound) else "invalid"
+
+
+@contextmanager
+def refusals_audited(reg: Registry, principal: str, action: str, target: str) -> Iterator[None]:
+    """Audit a refused request (its own event) and re-raise."""
+    try:
+        yield
+    except MpiError as exc:
+        reg.record_audit([AuditEntry(principal, action, target, outcome_of(exc))])
+        raise
+
+
+# ---- persons in memory ---------------------------------------------------------------
+def person_label(reg: Registry, person_key: str, *, field_name: str = "person_key") -> int:
+    """The in-memory index of an active person key; NotFound / Conflict (retired) otherwise."""
+    lab = reg.person_of.get(person_key)
+    if lab is None:
+        raise NotFound("no such person key")
+    if reg.person_count[lab] <= 0:
+        raise Conflict(f"{field_name} is retired or has no active records; use its successor")
+    return lab
+
+
+def rows_of_persons(reg: Registry, labels: Sequence[int]) -> I64:
+    """Index rows of the active records of the given persons, ordered by record_seq."""
+    n = reg.index.n
+    rows = np.flatnonzero(np.isin(reg.index.label[:n], np.asarray(labels, dtype=np.int64))
+                          & reg.index.active[:n])
+    return rows[np.argsort(reg.row_seq[rows], kind="stable")]
+
+
+def rows_of_records(reg: Registry, record_seqs: Sequence[int]) -> dict[int, int]:
+    """record_seq -> index row, for the given records that are active."""
+    n = reg.index.n
+    ident = reg.index.ident[:n]
+    rows = np.flatnonzero(np.isin(ident, np.asarray(record_seqs, dtype=np.int64))
+                          & reg.index.active[:n])
+    return {int(ident[r]): int(r) for r in rows.tolist()}
+
+
+# ---- the one write path --------------------------------------------------------------
+@dataclass
+class _Regroup:
+    rows: I64
+    seq: I64
+    rec: keyrules.Reconciliation
+    n_keys: int
+    new_keys: list[str]
+
+    def name(self, reg: Registry, k: int) -> str:
+        return reg.persons[k] if k < self.n_keys else self.new_keys[k - self.n_keys]
+
+
+def _plan_regroup(reg: Registry, rows: I64, group_of_row: I64, batch: WriteBatch, *,
+                  cause: str) -> _Regroup | None:
+    """Key decisions for a new grouping of some records (same rules as a re-link)."""
+    seq = reg.row_seq[rows].astype(np.int64)
+    old_key = reg.index.label[rows].astype(np.int64)
+    cluster = np.empty(len(rows), dtype=np.int64)
+    for g in np.unique(group_of_row).tolist():
+        members = group_of_row == g
+        cluster[members] = seq[members].min()
+    rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
+                             key_rank=np.arange(len(reg.persons), dtype=np.int64))
+    if not bool((rec.record_key != old_key).any()):
+        return None
+    plan = _Regroup(rows, seq, rec, len(reg.persons), [keyrules.mint_key() for _ in range(rec.n_new)])
+    for k in range(plan.n_keys, plan.n_keys + rec.n_new):
+        key, sources = plan.name(reg, k), rec.minted_from.get(k, [])
+        row: dict[str, object] = {"person_key": key}
+        if sources:
+            reg._event(batch, key, "split", cause=cause, related=plan.name(reg, sources[0]))
+        else:
+            reg.event_seq += 1
+            row.update(minted_event_seq=reg.event_seq, minted_cause=cause,
+                       minted_model_version=reg.model.version)
+        batch.persons.append(row)
+    for k, surv in rec.retired:
+        batch.retired.append(plan.name(reg, k))
+        reg._event(batch, plan.name(reg, k), "retired", cause=cause, related=plan.name(reg, surv))
+    for frm, to, kind in rec.lineage:
+        ev = reg._event(batch, plan.name(reg, frm), f"records_{kind}", cause=cause,
+                        related=plan.name(reg, to))
+        batch.lineage.append({"from_key": plan.name(reg, frm), "to_key": plan.name(reg, to),
+                              "kind": kind, "event_seq": ev})
+    return plan
+
+
+def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: str,
+                    source: str, source_ref: str | None, audit: Sequence[AuditEntry],
+                    regroup: tuple[I64, I64] | None = None, cause: str = "steward",
+                    also: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+                    ) -> DecisionResult:
+    """Store labels (and constraints) for ``pairs``, optionally regroup records into persons
+    (``regroup`` = (rows, group of each row)), run ``also`` and write ``audit``: one
+    transaction. Call with ``reg.store.write_lock`` held. Raises Conflict (nothing written)
+    when a new constraint contradicts the active ones."""
+    if len(pairs) > MAX_PAIRS:
+        raise InvalidInput(f"this decision would create {len(pairs)} labelled pairs; the limit "
+                           f"is {MAX_PAIRS}")
+    new = [(p.a, p.b, MUST if p.is_match else CANNOT) for p in pairs if p.constrain]
+    clash = reg.constraints.conflicts(new)
+    if clash:
+        raise Conflict(f"{len(clash)} cannot-link pair(s) would be joined by must-links; revoke "
+                       "the contradicting constraints first (GET /v1/constraints)")
+    result = DecisionResult()
+    batch = WriteBatch(now=reg.clock())
+    plan = _plan_regroup(reg, regroup[0], regroup[1], batch, cause=cause) \
+        if regroup is not None else None
+    added: list[Constraint] = []
+    with reg.audited_transaction(audit) as cur:
+        result.labels = lstore.insert_labels(
+            cur, [{"record_seq_a": p.a, "record_seq_b": p.b, "is_match": p.is_match,
+                   "reason": p.reason} for p in pairs],
+            principal_id=principal, source=source, now=batch.now)
+        kept = [(p, lab) for p, lab in zip(pairs, result.labels, strict=True) if p.constrain]
+        rows = [{"record_seq_a": p.a, "record_seq_b": p.b, "label_seq": lab,
+                 "kind": MUST if p.is_match else CANNOT, "reason": p.reason} for p, lab in kept]
+        result.constraints = cstore.insert_constraints(
+            cur, rows, principal_id=principal, source=source, source_ref=source_ref,
+            now=batch.now)
+        added = [Constraint(s, min(p.a, p.b), max(p.a, p.b), MUST if p.is_match else CANNOT)
+                 for s, (p, _lab) in zip(result.constraints, kept, strict=True)]
+        if plan is not None:
+            _write_regroup(reg, cur, plan, batch)
+        if also is not None:
+            also(cur)
+    # Committed: the in-memory state follows.
+    reg.constraints.add(added)
+    if plan is not None:
+        _apply_regroup(reg, plan, result)
+    elif regroup is not None:
+        result.person_keys = sorted({reg.persons[int(k)]
+                                     for k in reg.index.label[regroup[0]].tolist()})
+    return result
+
+
+def _write_regroup(reg: Registry, cur: duckdb.DuckDBPyConnection, plan: _Regroup,
+                   batch: WriteBatch) -> None:
+    pstore.insert_persons(cur, batch.persons, now=batch.now)
+    if batch.retired:
+        pstore.retire_persons(cur, batch.retired, now=batch.now)
+    old = reg.index.label[plan.rows]
+    changed = np.flatnonzero(plan.rec.record_key != old)
+    rstore.set_person_keys(cur, plan.seq[changed].tolist(),
+                           [plan.name(reg, int(k)) for k in plan.rec.record_key[changed]],
+                           now=batch.now)
+    pstore.insert_events(cur, batch.events)
+    pstore.insert_lineage(cur, batch.lineage)
+
+
+def _apply_regroup(reg: Registry, plan: _Regroup, result: DecisionResult) -> None:
+    for key in plan.new_keys:
+        reg._add_person(key)
+    old = reg.index.label[plan.rows].copy()
+    for o, k in zip(old.tolist(), plan.rec.record_key.tolist(), strict=True):
+        if o != k:
+            reg.person_count[o] -= 1
+            reg.person_count[k] += 1
+    reg.index.label[plan.rows] = plan.rec.record_key
+    result.records_moved = int((old != plan.rec.record_key).sum())
+    result.person_keys = sorted({plan.name(reg, int(k)) for k in plan.rec.record_key.tolist()})
+    result.retired = sorted(plan.name(reg, k) for k, _s in plan.rec.retired)
+    result.new_keys = list(plan.new_keys)
+
+
+def _summary(result: DecisionResult) -> dict[str, Any]:
+    return {"person_keys": result.person_keys, "retired": result.retired,
+            "new_keys": result.new_keys, "records_moved": result.records_moved,
+            "labels": len(result.labels), "constraint_ids": result.constraints}
+
+
+# ---- merge and split -------------------------------------------------------------------
+def _reason(reason: str) -> str:
+    text = reason.strip()
+    if not text:
+        raise InvalidInput("a reason is required", problems=[Problem(None, "reason", "empty")])
+    return text
+
+
+def merge_persons(reg: Registry, person_key: str, *, others: Sequence[str], reason: str,
+                  principal: str) -> dict[str, Any]:
+    """Merge persons into one (the oldest key survives; the others retire and forward to it).
+
+    Every record of the merged persons becomes must-linked to the oldest record (labels and
+    constraints with source ``merge``), so later re-links keep them together.
+    """
+    target = key_ref(person_key)
+    with refusals_audited(reg, principal, "persons.merge", target), reg.store.write_lock:
+        text = _reason(reason)
+        labs = [person_label(reg, person_key)]
+        problems = []
+        for i, key in enumerate(others):
+            lab = reg.person_of.get(key)
+            if lab is None or reg.person_count[lab] <= 0:
+                problems.append(Problem(None, f"person_keys[{i}]", "no such active person key"))
+            elif lab in labs:
+                problems.append(Problem(None, f"person_keys[{i}]", "named twice (or the path key)"))
+            else:
+                labs.append(lab)
+        if problems or len(labs) < 2:
+            raise InvalidInput("cannot merge these persons", problems=problems or [
+                Problem(None, "person_keys", "name at least one other active person key")])
+        rows = rows_of_persons(reg, labs)
+        seqs = reg.row_seq[rows].tolist()
+        anchor = min(seqs)
+        pairs = [PairDecision(anchor, s, True, text) for s in seqs if s != anchor]
+        audit = [AuditEntry(principal, "persons.merge", target, detail={
+            "persons": len(labs), "records": len(seqs), "reason": text})]
+        res = commit_decision(reg, pairs, principal=principal, source="merge", source_ref=None,
+                              audit=audit, regroup=(rows, np.zeros(len(rows), dtype=np.int64)),
+                              cause="merge")
+    return {"person_key": res.person_keys[0] if res.person_keys else person_key,
+            **_summary(res)}
+
+
+def split_person(reg: Registry, person_key: str, *, groups: Sequence[Sequence[tuple[str, str]]],
+                 reason: str, principal: str) -> dict[str, Any]:
+    """Split a person's active records into the given groups (every record in exactly one).
+
+    The group with most records keeps the key (tie: the one with the oldest record); the others
+    get new keys with split lineage. Every pair across groups becomes cannot-linked.
+    """
+    target = key_ref(person_key)
+    with refusals_audited(reg, principal, "persons.split", target), reg.store.write_lock:
+        text = _reason(reason)
+        lab = person_label(reg, person_key)
+        rows = rows_of_persons(reg, [lab])
+        seq_row = {int(reg.row_seq[r]): int(r) for r in rows.tolist()}
+        refs = [ref for g in groups for ref in g]
+        found = qstore.records_by_source_id(reg.store.cursor(), refs)
+        group_of: dict[int, int] = {}
+        problems = []
+        if len(groups) < 2 or any(not g for g in groups):
+            problems.append(Problem(None, "groups", "give at least two non-empty groups"))
+        for gi, g in enumerate(groups):
+            for ri, ref in enumerate(g):
+                rec = found.get(ref)
+                seq = int(rec["record_seq"]) if rec is not None else -1
+                where = f"groups[{gi}][{ri}]"
+                if seq not in seq_row:
+                    problems.append(Problem(None, where, "not an active record of this person"))
+                elif seq in group_of:
+                    problems.append(Problem(None, where, "record listed twice"))
+                else:
+                    group_of[seq] = gi
+        missing = len(seq_row) - len(group_of)
+        if missing > 0 and not problems:
+            problems.append(Problem(None, "groups", f"{missing} active record(s) of this person "
+                                    "are in no group; every record must be placed"))
+        if problems:
+            raise InvalidInput("cannot split this person as asked", problems=problems)
+        ordered = sorted(seq_row)
+        pairs = [PairDecision(a, b, False, text) for i, a in enumerate(ordered)
+                 for b in ordered[i + 1:] if group_of[a] != group_of[b]]
+        row_arr = np.array([seq_row[s] for s in ordered], dtype=np.int64)
+        grp = np.array([group_of[s] for s in ordered], dtype=np.int64)
+        audit = [AuditEntry(principal, "persons.split", target, detail={
+            "groups": len(groups), "records": len(ordered), "reason": text})]
+        res = commit_decision(reg, pairs, principal=principal, source="split", source_ref=None,
+                              audit=audit, regroup=(row_arr, grp), cause="split")
+    return {"person_key": person_key, **_summary(res)}
+
+
+# ---- labels ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelRow:
+    """One imported labelled pair, by (agency, source_record_id)."""
+
+    agency_a: str
+    source_record_id_a: str
+    agency_b: str
+    source_record_id_b: str
+    is_match: bool
+    reason: str | None = None
+
+
+def import_labels(reg: Registry, rows: Sequence[LabelRow], *, principal: str,
+                  agency: str | None = None, constrain: bool = True) -> dict[str, Any]:
+    """Store labelled pairs (all or none); each also becomes a constraint unless
+    ``constrain`` is false. With ``agency`` (an agency caller) both records must be its own.
+    Bad rows raise InvalidInput naming each row (1-based) and field. Constraints from an
+    import take effect at the next re-link; ``unmet`` counts those the current keys break."""
+    target = f"agency:{agency}/labels" if agency else "labels"
+    with refusals_audited(reg, principal, "labels.import", target), reg.store.write_lock:
+        if not rows:
+            raise InvalidInput("no labels", problems=[Problem(None, "labels", "empty")])
+        if len(rows) > MAX_PAIRS:
+            raise InvalidInput(f"at most {MAX_PAIRS} labels per import")
+        refs = [(r.agency_a, r.source_record_id_a) for r in rows] + \
+            [(r.agency_b, r.source_record_id_b) for r in rows]
+        found = qstore.records_by_source_id(reg.store.cursor(), refs)
+        pairs, problems = [], []
+        for i, r in enumerate(rows, start=1):
+            seqs = []
+            for side, ag, sid in (("a", r.agency_a, r.source_record_id_a),
+                                  ("b", r.agency_b, r.source_record_id_b)):
+                if agency is not None and ag != agency:
+                    problems.append(Problem(i, f"agency_{side}", "an agency may label only "
+                                            "pairs of its own records"))
+                elif (ag, sid) not in found:
+                    problems.append(Problem(i, f"source_record_id_{side}",
+                                            "no record with this id at this agency"))
+                else:
+                    seqs.append(int(found[(ag, sid)]["record_seq"]))
+            if len(seqs) == 2 and seqs[0] == seqs[1]:
+                problems.append(Problem(i, "source_record_id_b", "the same record as side a"))
+            elif len(seqs) == 2:
+                pairs.append((i, PairDecision(seqs[0], seqs[1], r.is_match, r.reason, constrain)))
+        if not problems and constrain:
+            problems = _contradictions(reg, pairs)
+        if problems:
+            raise InvalidInput(f"{len({p.row for p in problems})} of {len(rows)} labels are "
+                               "invalid; none was stored", problems=problems)
+        audit = [AuditEntry(principal, "labels.import", target,
+                            detail={"labels": len(pairs), "constrain": constrain})]
+        res = commit_decision(reg, [p for _i, p in pairs], principal=principal, source="import",
+                              source_ref=None, audit=audit)
+        unmet = _unmet(reg, [p for _i, p in pairs]) if constrain else 0
+    return {"labels": len(res.labels), "label_ids": res.labels, "constraint_ids": res.constraints,
+            "unmet": unmet}
+
+
+def _contradictions(reg: Registry, pairs: Sequence[tuple[int, PairDecision]]) -> list[Problem]:
+    new = [(p.a, p.b, MUST if p.is_match else CANNOT) for _i, p in pairs]
+    clash = set(reg.constraints.conflicts(new))
+    if not clash:
+        return []
+    out = []
+    for i, p in pairs:
+        key = (min(p.a, p.b), max(p.a, p.b))
+        if key in clash and not p.is_match:
+            out.append(Problem(i, "is_match", "contradicts must-links (in this import or "
+                               "active constraints); revoke or correct them first"))
+    return out or [Problem(None, "labels", "these labels contradict active cannot-link "
+                           "constraints; revoke them first")]
+
+
+def _unmet(reg: Registry, pairs: Sequence[PairDecision]) -> int:
+    where = rows_of_records(reg, [s for p in pairs for s in (p.a, p.b)])
+    n = 0
+    for p in pairs:
+        if p.a in where and p.b in where:
+            same = reg.index.label[where[p.a]] == reg.index.label[where[p.b]]
+            n += int(bool(same) != p.is_match)
+    return n
+
+
+# ---- constraints -----------------------------------------------------------------------
+def _constraint_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"constraint_id": row["constraint_seq"], "kind": row["kind"], "source": row["source"],
+            "source_ref": row["source_ref"], "label_id": row["label_seq"],
+            "records": [{"agency": row["agency_a"], "source_record_id": row["source_record_id_a"]},
+                        {"agency": row["agency_b"], "source_record_id": row["source_record_id_b"]}],
+            "reason": row["reason"], "created_by": row["principal_id"],
+            "created_at": row["created_at"], "revoked_at": row["revoked_at"],
+            "revoked_by": row["revoked_by"], "revoke_reason": row["revoke_reason"]}
+
+
+def list_constraints(reg: Registry, *, principal: str, status: str = "active",
+                     kind: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    """A page of constraints (audited read)."""
+    if status not in ("active", "revoked", "all"):
+        raise InvalidInput("bad status", problems=[Problem(None, "status", "active, revoked or all")])
+    if kind is not None and kind not in (MUST, CANNOT):
+        raise InvalidInput("bad kind", problems=[Problem(None, "kind", "must_link or cannot_link")])
+    rows = cstore.list_constraints(reg.store.cursor(), status=status, kind=kind, after=after,
+                                   limit=limit)
+    reg.record_audit([AuditEntry(principal, "constraints.list", "constraints",
+                                 detail={"rows": len(rows)})])
+    items = [_constraint_out(r) for r in rows]
+    return {"constraints": items,
+            "next_after": items[-1]["constraint_id"] if len(items) == limit else None}
+
+
+def revoke_constraint(reg: Registry, constraint_id: int, *, reason: str,
+                      principal: str) -> dict[str, Any]:
+    """Revoke a constraint and its label; keys change only at the next re-link."""
+    target = f"constraint:{constraint_id}"
+    with refusals_audited(reg, principal, "constraints.revoke", target), reg.store.write_lock:
+        text = _reason(reason)
+        row = cstore.find_constraint(reg.store.cursor(), constraint_id)
+        if row is None:
+            raise NotFound("no such constraint")
+        if row["revoked_at"] is not None:
+            raise Conflict("this constraint is already revoked")
+        audit = [AuditEntry(principal, "constraints.revoke", target, detail={"reason": text})]
+        with reg.audited_transaction(audit) as cur:
+            now = reg.clock()
+            cstore.revoke_constraint(cur, constraint_id, principal_id=principal, reason=text,
+                                     now=now)
+            if row["label_seq"] is not None:
+                cstore.revoke_label(cur, int(row["label_seq"]), now=now)
+        reg.constraints.remove(constraint_id)
+        row = cstore.find_constraint(reg.store.cursor(), constraint_id)
+        assert row is not None
+    return _constraint_out(row)

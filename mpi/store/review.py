@@ -1,0 +1,99 @@
+"""SQL for the review queue and the record lookups stewards' use cases need.
+
+Owns: listing review items with filters and paging, reading one item, recording a decision on
+it, and resolving records by ``record_seq`` or by (agency, source_record_id). The items
+themselves are written by the online path (mpi/store/persons.py ``insert_review_items``).
+Must not: score, explain or decide anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+_ITEM_COLUMNS = ("item_seq", "kind", "record_seq", "person_key", "other_person_key",
+                 "match_weight", "match_probability", "status", "model_version", "created_at",
+                 "decision", "decision_reason", "decided_by", "decided_at")
+_AGENCY_INVOLVED = (
+    "EXISTS (SELECT 1 FROM source_record s WHERE s.agency = ? AND (s.record_seq = r.record_seq "
+    "OR (s.status = 'active' AND (s.person_key = r.person_key "
+    "OR s.person_key = r.other_person_key))))")
+
+
+def _rows(rel: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in rel.description]
+    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+
+
+def list_review_items(cur: duckdb.DuckDBPyConnection, *, kind: str | None = None,
+                      statuses: Sequence[str] = ("open",), agency: str | None = None,
+                      min_probability: float | None = None, max_probability: float | None = None,
+                      after: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+    """A page of review items (item_seq > ``after``, ascending) matching every filter given."""
+    where = ["r.item_seq > ?"]
+    params: list[Any] = [after]
+    if kind is not None:
+        where.append("r.kind = ?")
+        params.append(kind)
+    if statuses:
+        where.append("r.status IN (" + ", ".join("?" * len(statuses)) + ")")
+        params.extend(statuses)
+    if min_probability is not None:
+        where.append("r.match_probability >= ?")
+        params.append(min_probability)
+    if max_probability is not None:
+        where.append("r.match_probability <= ?")
+        params.append(max_probability)
+    if agency is not None:
+        where.append(_AGENCY_INVOLVED)
+        params.append(agency)
+    cols = ", ".join(f"r.{c}" for c in _ITEM_COLUMNS)
+    return _rows(cur.execute(
+        f"SELECT {cols} FROM review_item r WHERE {' AND '.join(where)} "
+        "ORDER BY r.item_seq LIMIT ?", [*params, int(limit)]))
+
+
+def find_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int) -> dict[str, Any] | None:
+    """One review item, or None."""
+    cols = ", ".join(_ITEM_COLUMNS)
+    rows = _rows(cur.execute(f"SELECT {cols} FROM review_item WHERE item_seq = ?", [item_seq]))
+    return rows[0] if rows else None
+
+
+def decide_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int, *, status: str,
+                       decision: str, reason: str, principal_id: str, now: dt.datetime) -> None:
+    """Record a steward's decision on an item."""
+    cur.execute("UPDATE review_item SET status = ?, decision = ?, decision_reason = ?, "
+                "decided_by = ?, decided_at = ? WHERE item_seq = ?",
+                [status, decision, reason, principal_id, now, item_seq])
+
+
+def records_by_seq(cur: duckdb.DuckDBPyConnection,
+                   record_seqs: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """record_seq -> agency, source_record_id, status, person_key, for the given records."""
+    if not record_seqs:
+        return {}
+    seqs = sorted({int(s) for s in record_seqs})
+    rows = _rows(cur.execute(
+        "SELECT record_seq, agency, source_record_id, status, person_key FROM source_record "
+        "WHERE record_seq IN (SELECT unnest(?::BIGINT[]))", [seqs]))
+    return {int(r["record_seq"]): r for r in rows}
+
+
+def records_by_source_id(cur: duckdb.DuckDBPyConnection, refs: Sequence[tuple[str, str]]
+                         ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(agency, source_record_id) -> record_seq, status, person_key, for the refs that exist."""
+    if not refs:
+        return {}
+    agencies = [a for a, _s in refs]
+    sids = [s for _a, s in refs]
+    rows = _rows(cur.execute(
+        "SELECT s.record_seq, s.agency, s.source_record_id, s.status, s.person_key "
+        "FROM source_record s JOIN (SELECT unnest(?::VARCHAR[]) AS agency, "
+        "unnest(?::VARCHAR[]) AS source_record_id) q "
+        "ON s.agency = q.agency AND s.source_record_id = q.source_record_id",
+        [agencies, sids]))
+    return {(str(r["agency"]), str(r["source_record_id"])): r for r in rows}
