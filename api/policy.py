@@ -16,6 +16,7 @@ AGENCY = frozenset({"agency"})
 STEWARDING = frozenset({"agency", "steward"})
 ADMIN = frozenset({"admin"})
 AUDITOR = frozenset({"auditor"})
+STEWARD = frozenset({"steward"})
 
 POLICY: Final[dict[str, frozenset[str]]] = {
     "POST /v1/records": AGENCY,
@@ -39,6 +40,13 @@ POLICY: Final[dict[str, frozenset[str]]] = {
     "GET /v1/audit": AUDITOR,
     "GET /v1/audit/verify": AUDITOR,
     "GET /v1/reports/linkage-quality": frozenset({"steward", "admin"}),
+    "POST /v1/models/train": STEWARD,
+    "GET /v1/models": frozenset({"steward", "admin"}),
+    "GET /v1/models/{version}": frozenset({"steward", "admin"}),
+    "GET /v1/models/{version}/charts/{chart}": frozenset({"steward", "admin"}),
+    "POST /v1/models/{version}/evaluate": STEWARD,
+    "GET /v1/models/{version}/impact": STEWARD,
+    "POST /v1/models/{version}/promote": STEWARD,
     "PUT /v1/datasets/{dataset}": AGENCY,
     "GET /v1/datasets": frozenset({"agency", "steward", "approver", "researcher", "admin"}),
     "POST /v1/extracts": frozenset({"researcher"}),

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mpi.cli_extract import extract_app
+from mpi.cli_model import register as register_model_commands
 from mpi.config import Settings
 from mpi.errors import MpiError
 from mpi.evaluation import Evaluation
@@ -273,6 +274,7 @@ def submit(
 
 model_app = typer.Typer(help="Match model versions.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+register_model_commands(model_app)  # list, show, chart, evaluate, impact, promote
 
 
 @model_app.command("train")

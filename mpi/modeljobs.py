@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
@@ -123,3 +124,16 @@ class TrainingJobs:
             with contextlib.suppress(Exception):
                 self._update(job_id, state=state, done=done, message=message, result=result,
                              errors=errors)
+
+
+_trainers: weakref.WeakKeyDictionary[Any, TrainingJobs] = weakref.WeakKeyDictionary()
+_trainers_lock = threading.Lock()
+
+
+def trainer_for(registry: Registry) -> TrainingJobs:
+    """The one training-job runner of an open registry."""
+    with _trainers_lock:
+        trainer = _trainers.get(registry)
+        if trainer is None:
+            trainer = _trainers[registry] = TrainingJobs(registry)
+        return trainer

@@ -165,6 +165,12 @@ def _explain(scorer: Scorer, left: dict[str, int], right: dict[str, int]) -> dic
                              "match_weight": c.match_weight} for c in e.comparisons]}
 
 
+def _decided(decision: str, explained: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"decision": decision}
+    out.update(explained)
+    return out
+
+
 def _reconciliation_figures(reg: Registry, result: LinkResult) -> dict[str, int]:
     """What reconciling ``result`` to the current keys would change."""
     _seq, old_key, rec = relink.dry_run(reg, result)
@@ -223,15 +229,15 @@ def _sample_pairs(reg: Registry, picks: np.ndarray, a_act: ma.Analysis, a_cand: 
         lcols, rcols = reg.index.gather(rl), reg.index.gather(rr)
     s_act = Scorer(reg.model_definition, active.params)
     s_cand = Scorer(reg.model_definition, cand.params)
-    out = []
+    out: list[dict[str, Any]] = []
     for i, p in enumerate(picks.tolist()):
         left = {c: int(v[i]) for c, v in lcols.items()}
         right = {c: int(v[i]) for c, v in rcols.items()}
         out.append({
             "records": [{"agency": refs[int(s)][0], "source_record_id": refs[int(s)][1]}
                         for s in (ls[i], rs[i])],
-            "active": {"decision": _CLASS[int(cls_a[p])], **_explain(s_act, left, right)},
-            "candidate": {"decision": _CLASS[int(cls_c[p])], **_explain(s_cand, left, right)},
+            "active": _decided(_CLASS[int(cls_a[p])], _explain(s_act, left, right)),
+            "candidate": _decided(_CLASS[int(cls_c[p])], _explain(s_cand, left, right)),
         })
     return out
 

@@ -24,7 +24,8 @@ REC = RECORDS[A][0]
 BODY = {k: v for k, v in REC.items() if k != "source_record_id"}
 PATH_VALUES = {"{source_record_id}": REC["source_record_id"], "{person_key}": "pk_aaaaaaaaaaaaaaaaaaaa",
                "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000",
-               "{dataset}": "enrolment", "{extract_id}": "x_0000000000000000"}
+               "{dataset}": "enrolment", "{extract_id}": "x_0000000000000000",
+               "{version}": "default-v001", "{chart}": "match-weights"}
 
 
 def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
@@ -55,6 +56,8 @@ def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
         kw["json"] = {"decision": "approve", "reason": "ok"}
     elif key == "GET /v1/records/{source_record_id}":
         url += f"?agency={A}"
+    elif key == "POST /v1/models/train":
+        kw["json"] = {"sample": 2}  # refused (422) before a training thread starts
     return method, url, kw
 
 
