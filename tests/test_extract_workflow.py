@@ -308,7 +308,7 @@ def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
     keys = sorted({str(k) for k in xw.registry.export_keys().column("person_key").to_pylist()})
     included = {x: {k for k, p in _pseudonym_of(xw, x, keys).items() if p in _pseudonyms(data[x])}
                 for x in data}
-    assert included[x_b] and included[x_b] < included[x_rows]
+    assert included[x_b] and included[x_rows] - included[x_b]  # k-anonymity may drop others
     for key in keys:
         r = xw.client.get(f"/v1/persons/{key}/disclosures", headers=xw.h("steward"))
         assert r.status_code == 200
