@@ -1,0 +1,503 @@
+"""Building a research extract: cohort, consent, pseudonyms, generalization, k-anonymity or
+aggregate tables, linkage quality, and the data files (issue #5 §3).
+
+Owns: the ``ExtractSpec`` the build runs from and ``build_extract``, which reads one consistent
+state of the registry (rows through mpi/store/extracts_read.py and the in-memory index under the
+registry's write lock), applies the disclosure library (pseudonym, generalize, kanon, aggregate)
+and writes deterministic files. Must not: run SQL, store anything, zip or sign (the workflow
+does), or put a token, person key, source record id, record number or key id into any file.
+
+Shape of a row extract: one row per active record of a cohort person at a requested agency,
+columns ``person_id`` (project pseudonym), ``agency``, one ``<agency>.<attribute>`` column per
+released attribute (null on other agencies' rows) and ``link_match_probability``.
+k-anonymity holds at two levels: first on rows (``enforce_k_anonymity`` over the quasi-
+identifiers and ``agency``, generalizing further along a ladder where that suppresses fewer
+rows), then on persons: a person's signature is the set of their rows' quasi-identifier tuples,
+and persons whose signature fewer than k persons share are suppressed whole. Persons with equal
+signatures hold the same tuples, so every released row's class has at least k persons.
+An aggregate extract counts persons per cell of the dimensions (a person with several values of
+a dimension counts once in each); cells go through ``aggregate`` (primary and complementary
+suppression, LP-audited).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mpi.errors import InvalidInput, Problem
+from mpi.extract import quality
+from mpi.extract.generalize import ATTRIBUTE_CLASSES, check_generalization, generalize
+from mpi.extract.kanon import KReport, enforce_k_anonymity
+from mpi.extract.pseudonym import DEFAULT_MAX_SHIFT_DAYS, date_shift_days, pseudonymize
+from mpi.store import extracts_read as xread
+from mpi.store.labels import active_labels
+
+if TYPE_CHECKING:
+    from mpi.registry import Registry
+
+KINDS = ("rows", "aggregate")
+PERSON_ID = "person_id"
+AGENCY = "agency"
+LINK_PROBABILITY = "link_match_probability"
+_SEQ, _KEY, _MISSED = "__record_seq", "__person_key", "__missed"
+_SIG = "__signature"
+# A quasi-identifier's further steps when k-anonymity asks for them (kanon.LADDER_STEPS), by its
+# released form: "<generalization>" or "none:<type>".
+LADDERS: Mapping[str, tuple[str, ...]] = {
+    "none:date": ("month", "year"), "date_shift": ("month", "year"), "month": ("year",),
+    "top_code_90": ("age_band_5", "age_band_10"), "age_band_5": ("age_band_10",),
+}
+PARQUET_OPTIONS: Mapping[str, Any] = {
+    "compression": "zstd", "compression_level": 9, "use_dictionary": True,
+    "write_statistics": False, "version": "2.6", "data_page_version": "1.0",
+    "row_group_size": 1 << 20, "store_schema": False,
+}
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """One released attribute, from an agency's dataset dictionary."""
+
+    agency: str
+    dataset: str
+    name: str
+    type: str
+    klass: str          # quasi_identifier | sensitive | other
+    description: str
+    generalization: str  # the chosen one; already validated against the allowed ones
+
+    @property
+    def column(self) -> str:
+        """The released column name, ``<agency>.<name>``."""
+        return f"{self.agency}.{self.name}"
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """Persons with an active record at ``agency`` (optionally an attribute date in [start, end])."""
+
+    agency: str
+    attribute: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    """What to build: attributes, cohort, and the disclosure settings."""
+
+    extract_id: str
+    title: str
+    kind: str  # "rows" | "aggregate"
+    attributes: tuple[AttributeSpec, ...]
+    cohort: CohortSpec
+    k: int = 5
+    date_shift: bool = False
+    dimensions: tuple[str, ...] = ()  # aggregate only
+    threshold: int = 11
+    demographics: tuple[str, ...] = ()  # attributes to break linkage quality down by
+
+
+@dataclass
+class BuiltExtract:
+    """The files of one build (not yet zipped or signed) and what it disclosed."""
+
+    files: dict[str, bytes]
+    person_keys: list[str]  # persons included (for the accounting of disclosures; never in files)
+    rows: int
+    disclosure_report: dict[str, Any]
+    linkage_quality: dict[str, Any]
+
+
+# ---- checking the spec ----------------------------------------------------------------------
+def _resolve(names: Sequence[str], field: str, columns: Mapping[str, AttributeSpec],
+             problems: list[Problem]) -> list[str]:
+    """Column names for ``agency.name`` or unambiguous bare names."""
+    out: list[str] = []
+    for v in names:
+        bare = [c for c, a in columns.items() if a.name == v]
+        col = v if v in columns else (bare[0] if len(bare) == 1 else None)
+        if col is None:
+            problems.append(Problem(None, field, f"{str(v)[:64]!r} is not one requested attribute"))
+        elif columns[col].generalization == "suppress":
+            problems.append(Problem(None, field, f"{col} is suppressed"))
+        elif col not in out:
+            out.append(col)
+    return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    columns: dict[str, AttributeSpec]
+    dimensions: list[str]
+    demographics: list[str]
+
+
+def check_spec(spec: ExtractSpec) -> _Plan:
+    """Validate a spec (InvalidInput naming each field at fault); the build's column plan."""
+    problems: list[Problem] = []
+    if spec.kind not in KINDS:
+        problems.append(Problem(None, "kind", "rows or aggregate"))
+    if not spec.attributes:
+        problems.append(Problem(None, "attributes", "at least one attribute"))
+    columns: dict[str, AttributeSpec] = {}
+    for i, a in enumerate(spec.attributes, start=1):
+        if not (a.name.isidentifier() and a.agency):
+            problems.append(Problem(i, "attributes.name", "an identifier, with an agency"))
+            continue
+        if a.klass not in ATTRIBUTE_CLASSES:
+            problems.append(Problem(i, "attributes.klass", ", ".join(ATTRIBUTE_CLASSES)))
+        try:
+            check_generalization(a.column, a.type, a.generalization)
+        except InvalidInput as exc:
+            problems.append(Problem(i, "attributes.generalization", exc.message))
+        if a.column in columns:
+            problems.append(Problem(i, "attributes", f"{a.column} requested twice"))
+        columns[a.column] = a
+    if not spec.cohort.agency:
+        problems.append(Problem(None, "cohort.agency", "required"))
+    if spec.cohort.attribute is not None and not spec.cohort.attribute.isidentifier():
+        problems.append(Problem(None, "cohort.attribute", "an attribute name"))
+    if spec.k < 1:
+        problems.append(Problem(None, "k", "at least 1"))
+    if spec.threshold < 1:
+        problems.append(Problem(None, "threshold", "at least 1"))
+    dims = _resolve(spec.dimensions, "dimensions", columns, problems)
+    if spec.kind == "aggregate" and not spec.dimensions:
+        problems.append(Problem(None, "dimensions", "an aggregate needs dimensions"))
+    demo = _resolve(spec.demographics, "demographics", columns, problems)
+    if problems:
+        raise InvalidInput("the extract specification is invalid", problems=problems)
+    return _Plan(columns, dims, demo)
+
+
+# ---- reading ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Snapshot:
+    table: pa.Table  # record_seq, person_key, agency, attribute columns, link p, missed p
+    counts: dict[str, int]
+    pairs: quality.LabelPairs
+    scored: dict[str, int]
+
+
+def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
+    """Rows, counts, labels and link evidence from one state (the registry's write lock)."""
+    cohort = xread.CohortFilter(
+        agency=spec.cohort.agency,
+        json_path=None if spec.cohort.attribute is None else f"$.{spec.cohort.attribute}",
+        start=spec.cohort.start, end=spec.cohort.end)
+    agencies = sorted({a.agency for a in plan.columns.values()})
+    paths = [(a.agency, f"$.{a.name}") for a in plan.columns.values()]
+    with reg.store.write_lock:
+        cur = reg.store.cursor()
+        counts = xread.cohort_counts(cur, cohort=cohort)
+        raw = xread.extract_rows(cur, cohort=cohort, agencies=agencies, columns=paths)
+        labels = active_labels(cur)
+        seqs = np.asarray(raw.column("record_seq").to_numpy(), dtype=np.int64)
+        rows = quality.active_rows(reg.index, seqs)
+        if (rows < 0).any():  # the store and the in-memory state disagree: never expected
+            raise RuntimeError("registry state is inconsistent: an active record is not indexed")
+        evidence = quality.record_evidence(reg.index, reg.scorer, rows)
+        pairs = quality.label_pairs(reg.index, labels)
+    data: dict[str, Any] = {_SEQ: raw.column("record_seq"), _KEY: raw.column("person_key"),
+                            AGENCY: raw.column("agency")}
+    for i, col in enumerate(plan.columns):
+        data[col] = raw.column(f"c{i}")
+    link = np.round(evidence.link_probability, 6)
+    data[LINK_PROBABILITY] = pa.array(link, pa.float64(), mask=np.isnan(link))
+    data[_MISSED] = pa.array(evidence.missed_probability, pa.float64())
+    scored = {"within_person": evidence.within_pairs, "candidates": evidence.candidate_pairs}
+    return _Snapshot(pa.table(data), counts, pairs, scored)
+
+
+# ---- disclosure control -------------------------------------------------------------------------
+def _generalized(table: pa.Table, plan: _Plan, *, shift: pa.Array | None) -> pa.Table:
+    """Replace raw attribute columns by their generalized form (suppressed ones dropped)."""
+    gen = {c: a.generalization for c, a in plan.columns.items()}
+    types = {c: a.type for c, a in plan.columns.items()}
+    out = generalize(table.select(list(gen)), gen, shift_days=shift, types=types)
+    base = table.drop_columns(list(gen))
+    for name in out.column_names:
+        base = base.append_column(name, out.column(name))
+    return base
+
+
+def _ladders(plan: _Plan, released: Sequence[str]) -> dict[str, list[str]]:
+    """Further generalization steps for each released quasi-identifier."""
+    out: dict[str, list[str]] = {}
+    for col in released:
+        a = plan.columns[col]
+        key = f"none:{a.type}" if a.generalization == "none" else a.generalization
+        steps = LADDERS.get(key, ())
+        if steps:
+            out[col] = list(steps)
+    return out
+
+
+def _row_keys(table: pa.Table, columns: Sequence[str]) -> pa.Array:
+    """One string per row joining the columns' values (nulls marked), for signatures."""
+    parts = [pc.fill_null(pc.cast(table.column(c), pa.string()), "\x00") for c in columns]
+    joined = pc.binary_join_element_wise(*parts, "\x1f")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+def _person_k(table: pa.Table, qis: Sequence[str], k: int) -> tuple[pa.Table, KReport]:
+    """Suppress whole persons whose set of quasi-identifier tuples fewer than k persons share."""
+    keyed = pa.table({PERSON_ID: table.column(PERSON_ID), "t": _row_keys(table, qis)})
+    distinct = keyed.group_by([PERSON_ID, "t"], use_threads=False).aggregate([])
+    distinct = distinct.sort_by([(PERSON_ID, "ascending"), ("t", "ascending")])
+    sig = distinct.group_by(PERSON_ID, use_threads=False).aggregate([("t", "list")])
+    persons = pa.table({PERSON_ID: sig.column(PERSON_ID),
+                        _SIG: pc.binary_join(sig.column("t_list"), "\x1e")})
+    kept, report = enforce_k_anonymity(persons, [_SIG], k=k)
+    mask = pc.is_in(table.column(PERSON_ID), value_set=kept.column(PERSON_ID))
+    return table.filter(mask), report
+
+
+def _k_report_dict(r: KReport) -> dict[str, Any]:
+    d = dataclasses.asdict(r)
+    d["quasi_identifiers"] = list(d["quasi_identifiers"])
+    return d
+
+
+# ---- files ------------------------------------------------------------------------------------
+def _parquet(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **PARQUET_OPTIONS)
+    return buf.getvalue()
+
+
+def _csv(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(
+        include_header=True, batch_size=65536, delimiter=",", quoting_style="needed"))
+    return buf.getvalue()
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+            + "\n").encode()
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    """Rows by pseudonym, then every other column (nulls last): a total, stable order."""
+    return table.sort_by([(c, "ascending") for c in table.column_names])
+
+
+def _dictionary(spec: ExtractSpec, plan: _Plan, table: pa.Table,
+                further: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The data dictionary of the released columns."""
+    fixed = {
+        PERSON_ID: "Project pseudonym of the person: a keyed hash of the person key under this "
+                   "project's secret. The same person has the same id in every rebuild of this "
+                   "project and in no other project.",
+        AGENCY: "Agency holding the record.",
+        LINK_PROBABILITY: "Match probability of this record's link to its person (highest match "
+                          "probability to another record of the same person); empty when the "
+                          "person has no other record. See linkage_quality.json.",
+        "count": "Number of persons in the cell; empty when suppressed.",
+        "suppressed": "True when the cell's count is withheld (primary: 1 to threshold-1; "
+                      "complementary: so that no withheld cell can be recovered).",
+    }
+    out: list[dict[str, Any]] = []
+    for name in table.column_names:
+        entry: dict[str, Any] = {"column": name, "arrow_type": str(table.schema.field(name).type)}
+        if name in plan.columns:
+            a = plan.columns[name]
+            entry.update(agency=a.agency, dataset=a.dataset, attribute=a.name, type=a.type,
+                         **{"class": a.klass}, description=a.description,
+                         generalization=a.generalization,
+                         generalized_further=further.get(name))
+        else:
+            entry["description"] = fixed.get(name, "")
+        out.append(entry)
+    return out
+
+
+def _dictionary_md(spec: ExtractSpec, entries: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f"# Data dictionary: {spec.title}", "", f"Extract `{spec.extract_id}` ({spec.kind}).",
+             "", "| column | type | class | generalization | description |",
+             "| --- | --- | --- | --- | --- |"]
+    for e in entries:
+        gen = e.get("generalization") or ""
+        if e.get("generalized_further"):
+            gen += f" → {e['generalized_further']}"
+        desc = str(e.get("description", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{e['column']}` | {e.get('type', e['arrow_type'])} | "
+                     f"{e.get('class', '')} | {gen} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the build ----------------------------------------------------------------------------------
+MULTIPLE_GROUP = "(multiple)"
+
+
+def _person_groups(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """``table`` with ``__group:<column>`` per demographic: the person's one value of it on any
+    of their rows ("(multiple)" when they have several, null when none). Row order changes."""
+    out = table
+    for col in columns:
+        per = table.select([PERSON_ID, col]).group_by(PERSON_ID, use_threads=False).aggregate(
+            [(col, "count_distinct"), (col, "min")])
+        n = per.column(f"{col}_count_distinct")
+        value = pc.if_else(pc.equal(n, 1), pc.cast(per.column(f"{col}_min"), pa.string()),
+                           pc.if_else(pc.greater(n, 1), pa.scalar(MULTIPLE_GROUP),
+                                      pa.scalar(None, pa.string())))
+        groups = pa.table({PERSON_ID: per.column(PERSON_ID), f"__group:{col}": value})
+        out = out.join(groups, PERSON_ID, join_type="left outer", use_threads=False)
+    return out
+
+
+def _values_generalized(table: pa.Table, plan: _Plan, released: Sequence[str]) -> dict[str, Any]:
+    """Per released column: its generalization and how many released values it changed."""
+    out: dict[str, Any] = {}
+    for col in released:
+        gen = plan.columns[col].generalization
+        changed = 0 if gen == "none" else table.num_rows - table.column(col).null_count
+        out[col] = {"generalization": gen, "values_generalized": changed}
+    return out
+
+
+def _rows_extract(table: pa.Table, spec: ExtractSpec, plan: _Plan,
+                  released: list[str]) -> tuple[pa.Table, dict[str, Any]]:
+    """k-anonymity on rows, then on persons; returns the released rows (hidden columns kept)."""
+    qis = [AGENCY] + [c for c in released if plan.columns[c].klass == "quasi_identifier"]
+    step1, rows_k = enforce_k_anonymity(table, qis, k=spec.k, ladders=_ladders(plan, qis[1:]))
+    step2, persons_k = _person_k(step1, qis, spec.k)
+    suppressed = table.num_rows - step2.num_rows
+    further = dict(rows_k.generalized_further)
+    report = {
+        "k": spec.k, "quasi_identifiers": qis,
+        "records_in": table.num_rows, "records_out": step2.num_rows,
+        "records_suppressed": suppressed,
+        "records_suppressed_row_level": rows_k.records_suppressed,
+        "records_suppressed_person_level": step1.num_rows - step2.num_rows,
+        "persons_suppressed": persons_k.records_suppressed,
+        "generalized_further": further,
+        "records_generalized_further": sum(
+            step2.num_rows - step2.column(c).null_count for c in further),
+        "row_level": _k_report_dict(rows_k), "person_level": _k_report_dict(persons_k),
+        "method": "rows: enforce_k_anonymity over agency and the quasi-identifiers, generalizing "
+                  "a quasi-identifier one step further where that suppresses fewer records; "
+                  "persons: a person's signature is the set of their rows' quasi-identifier "
+                  "tuples, and persons whose signature fewer than k persons share are removed "
+                  "with all their rows.",
+    }
+    return step2, report
+
+
+def _person_cells(table: pa.Table, dims: Sequence[str]) -> pa.Table:
+    """One row per person and combination of their values of the dimensions."""
+    persons = pa.table({PERSON_ID: pc.unique(table.column(PERSON_ID))})
+    out = persons
+    for d in dims:
+        values = table.select([PERSON_ID, d]).group_by([PERSON_ID, d], use_threads=False).aggregate([])
+        present = values.filter(pc.is_valid(values.column(d)))
+        out = out.join(present, PERSON_ID, join_type="left outer", use_threads=False)
+    return out
+
+
+def _aggregate_extract(table: pa.Table, spec: ExtractSpec,
+                       dims: list[str]) -> tuple[pa.Table, dict[str, bytes], dict[str, Any]]:
+    """Cells (dimension columns, count, suppressed), the margins file and the report."""
+    from mpi.extract.aggregate import aggregate
+    cells_in = _person_cells(table, dims)
+    result = aggregate(cells_in.select(dims), dims, threshold=spec.threshold)
+    margins = {name: _sorted(m).to_pylist() for name, m in sorted(result.margins.items())}
+    report = {"dimensions": dims, "threshold": spec.threshold, "unit": "persons",
+              "persons": pc.count_distinct(table.column(PERSON_ID)).as_py(),
+              "person_cells": cells_in.num_rows, **dict(result.report)}
+    return _sorted(result.cells), {"margins.json": _json(margins)}, report
+
+
+def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, now: dt.datetime,
+                  progress: Callable[[str], None] | None = None) -> BuiltExtract:
+    """Build an extract's files from the registry's current state (deterministic per state,
+    spec and secret). Raises InvalidInput for a bad spec or attribute values."""
+    say = progress or (lambda _msg: None)
+    plan = check_spec(spec)
+    say("reading the cohort and scoring its links")
+    snap = _read(reg, spec, plan)
+    table = snap.table
+    keys = table.column(_KEY)
+    table = table.add_column(0, PERSON_ID, pseudonymize(keys, project_secret))
+    shifting = spec.date_shift or any(a.generalization == "date_shift"
+                                      for a in plan.columns.values())
+    shift = date_shift_days(keys, project_secret) if shifting else None
+    say("generalizing")
+    table = _generalized(table, plan, shift=shift)
+    released = [c for c in plan.columns if c in table.column_names]
+    extra: dict[str, bytes] = {}
+    if spec.kind == "rows":
+        say("k-anonymity")
+        out, control = _rows_extract(table, spec, plan, released)
+        quality_rows = out
+        person_keys = out.column(_KEY)
+        data = _sorted(out.select([PERSON_ID, AGENCY, *released, LINK_PROBABILITY]))
+        further = control["generalized_further"]
+    else:
+        say("aggregating")
+        data, extra, control = _aggregate_extract(table, spec, plan.dimensions)
+        quality_rows, person_keys, further = table, table.column(_KEY), {}
+    say("linkage quality")
+    quality_rows = _person_groups(quality_rows, plan.demographics)
+    link = quality_rows.column(LINK_PROBABILITY).to_numpy(zero_copy_only=False)
+    lq = quality.build_report(
+        record_seqs=np.asarray(quality_rows.column(_SEQ).to_numpy(), dtype=np.int64),
+        link=np.asarray(link, dtype=np.float64),
+        missed=np.asarray(quality_rows.column(_MISSED).to_numpy(), dtype=np.float64),
+        pairs=snap.pairs,
+        groups={d: quality_rows.column(f"__group:{d}") for d in plan.demographics},
+        threshold=max(spec.threshold, reg.settings.disclosure_threshold),
+        model_version=reg.model.version,
+        thresholds={"link": reg.model.thresholds.link, "review": reg.model.thresholds.review},
+        scored=snap.scored)
+    persons = sorted(set(pc.unique(person_keys).to_pylist()))
+    disclosure = {
+        "extract_id": spec.extract_id, "title": spec.title, "kind": spec.kind,
+        "built_at": now.isoformat(),
+        "cohort": {"agency": spec.cohort.agency, "attribute": spec.cohort.attribute,
+                   "start": spec.cohort.start, "end": spec.cohort.end,
+                   "persons": snap.counts["cohort_persons"],
+                   "persons_opted_out_excluded": snap.counts["opted_out_persons"],
+                   "records_read": snap.table.num_rows},
+        "consent": "Persons with research_consent = false on any record naming them (active or "
+                   "withdrawn, current version; keys followed through merges and splits) are "
+                   "excluded entirely.",
+        "pseudonyms": "person_id = 'p_' + base32 of HMAC-SHA256(project secret, person key); "
+                      "the secret belongs to this project only.",
+        "date_shift": {"applied": shift is not None, "max_days": DEFAULT_MAX_SHIFT_DAYS,
+                       "columns": [c for c in released
+                                   if plan.columns[c].generalization == "date_shift"]},
+        "generalization": _values_generalized(data if spec.kind == "rows" else table, plan,
+                                              released),
+        "suppressed_columns": [c for c in plan.columns if c not in released],
+        ("k_anonymity" if spec.kind == "rows" else "aggregate"): control,
+        "released": {"rows": data.num_rows, "persons": len(persons)},
+    }
+    say("writing files")
+    entries = _dictionary(spec, plan, data, further)
+    files = {
+        "data.parquet": _parquet(data), "data.csv": _csv(data),
+        "dictionary.json": _json({"extract_id": spec.extract_id, "title": spec.title,
+                                  "kind": spec.kind, "columns": entries}),
+        "dictionary.md": _dictionary_md(spec, entries).encode(),
+        "disclosure_report.json": _json(disclosure),
+        "linkage_quality.json": _json(lq),
+        "linkage_quality.md": quality.report_markdown(lq, title=spec.title).encode(),
+        **extra,
+    }
+    return BuiltExtract(files=files, person_keys=persons, rows=data.num_rows,
+                        disclosure_report=disclosure, linkage_quality=lq)

@@ -1,0 +1,342 @@
+"""The linkage-quality report shipped with every research extract (issue #5 §3).
+
+Owns: each extract record's link match probability and probability of a missed match, scored
+with the registry's in-memory blocking index and NumPy scorer (the online executor's exact
+weights); the label-based and model-based false- and missed-match rates, overall and per
+demographic group with small-group suppression; the report's JSON shape and Markdown text.
+Must not: run SQL, write files, or put a record number, person key or token into the report
+(groups are released attribute values; everything else is a count or a rate).
+
+Estimators (repeated in the report's ``estimators`` and in README Decisions):
+- link probability of a record: the highest match probability between it and any other active
+  record of the same person, whether or not blocking would pair them; null for a record whose
+  person has no other active record (a singleton).
+- model false-match rate: mean of (1 - link probability) over linked records, the expected share
+  of linked records whose strongest link is a false match.
+- model missed-match rate: mean over records of min(1, sum over other persons A of the highest
+  match probability between the record and a record of A), over the pairs the model's blocking
+  rules produce. A record belongs to at most one true person, so these events are exclusive and
+  their probabilities add; the sum is the chance the record has a true match outside its person.
+- label rates: over active labels whose two records are both still active and at least one is
+  an extract row: false-match rate = pairs linked (same person) but labelled different / pairs
+  linked; missed-match rate = pairs labelled the same person but not linked / pairs labelled
+  the same person. Null when there are no such pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mpi.linkage.index import BlockingIndex
+from mpi.linkage.scorer import Scorer
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+MISSING_GROUP = "(missing)"
+_CHUNK = 500_000  # pairs scored at once (bounds the gathered token columns' memory)
+_DIGITS = 6
+
+ESTIMATORS: dict[str, str] = {
+    "link_probability": "Highest match probability (registry's active model, in-memory scorer) "
+                        "between the record and any other active record of the same person; "
+                        "null when the person has no other active record (singleton).",
+    "model_false_match_rate": "Mean of (1 - link probability) over linked records: the expected "
+                              "share of linked records whose strongest link is a false match.",
+    "model_missed_match_rate": "Mean over records of min(1, sum over other persons of the "
+                               "highest match probability between the record and that person's "
+                               "records), over the candidate pairs the model's blocking rules "
+                               "produce: the expected share of records with a true match outside "
+                               "their person. Pairs blocking never produces are not counted.",
+    "label_false_match_rate": "Among active steward labels whose records are both still active "
+                              "and at least one is an extract row (in the group): pairs now "
+                              "linked to one person but labelled different persons / pairs now "
+                              "linked. Null without such labels.",
+    "label_missed_match_rate": "Among the same labels: pairs labelled the same person but linked "
+                               "to different persons / pairs labelled the same person. Null "
+                               "without such labels.",
+    "groups": "A record's group is its person's value of the demographic attribute on any of "
+              "their released rows: \"(multiple)\" when the person has several values, "
+              "\"(missing)\" when none.",
+    "suppression": "Groups with fewer records than the disclosure threshold report no figures; "
+                   "when exactly one group is that small, the next smallest is suppressed too "
+                   "(as the equity report does), so the total does not reveal it.",
+}
+
+
+@dataclass(frozen=True)
+class RecordEvidence:
+    """Per extract record: link probability (NaN for singletons) and missed-match probability."""
+
+    link_probability: F64
+    missed_probability: F64
+    within_pairs: int
+    candidate_pairs: int
+
+
+def active_rows(index: BlockingIndex, record_seqs: I64) -> I64:
+    """The index row of each active record (by record_seq); -1 where a record is not active."""
+    n = index.n
+    live = np.flatnonzero(index.active[:n])
+    seqs = index.ident[live]
+    order = np.argsort(seqs, kind="stable")
+    sorted_seqs = seqs[order]
+    pos = np.searchsorted(sorted_seqs, record_seqs)
+    pos = np.minimum(pos, max(len(sorted_seqs) - 1, 0))
+    found = (sorted_seqs[pos] == record_seqs) if len(sorted_seqs) else np.zeros(len(record_seqs),
+                                                                             dtype=bool)
+    out: I64 = np.where(found, live[order][pos] if len(live) else -1, -1).astype(np.int64)
+    return out
+
+
+def _weights(index: BlockingIndex, scorer: Scorer, left: I64, right: I64) -> F64:
+    """Match weights of index-row pairs, scored in chunks."""
+    out = np.empty(len(left), dtype=np.float64)
+    for s in range(0, len(left), _CHUNK):
+        e = s + _CHUNK
+        out[s:e] = scorer.weights(index.gather(left[s:e]), index.gather(right[s:e]))
+    return out
+
+
+def _probability(weights: F64) -> F64:
+    p: F64 = 1.0 / (1.0 + np.exp2(-weights))
+    return p
+
+
+def _within_pairs(labels: I64) -> tuple[I64, I64]:
+    """All (i, j), i < j, positions in a label-sorted array that share a label."""
+    n = len(labels)
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    group = np.repeat(np.arange(len(starts)), sizes)
+    partners = sizes[group] - 1 - (np.arange(n) - starts[group])
+    left = np.repeat(np.arange(n, dtype=np.int64), partners)
+    first = np.cumsum(partners) - partners
+    right = left + 1 + (np.arange(len(left), dtype=np.int64) - np.repeat(first, partners))
+    return left, right
+
+
+def link_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple[F64, int]:
+    """Per row (active index rows), the best match probability to another active record of the
+    same person (NaN: none), and how many within-person pairs were scored."""
+    n = index.n
+    persons = np.unique(index.label[rows])
+    live = np.flatnonzero(index.active[:n])
+    members = live[np.isin(index.label[live], persons)]
+    members = members[np.argsort(index.label[members], kind="stable")]
+    left, right = _within_pairs(index.label[members])
+    best = np.full(len(members), -np.inf)
+    if len(left):
+        w = _weights(index, scorer, members[left], members[right])
+        np.maximum.at(best, left, w)
+        np.maximum.at(best, right, w)
+    order = np.argsort(members, kind="stable")
+    pos = order[np.searchsorted(members[order], rows)]
+    chosen = best[pos]
+    out = np.where(np.isfinite(chosen), _probability(np.where(np.isfinite(chosen), chosen, 0.0)),
+                   np.nan)
+    return out, len(left)
+
+
+def missed_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple[F64, int]:
+    """Per row, min(1, sum over other persons of the best match probability to that person's
+    records) over blocked candidate pairs, and how many candidate pairs were scored."""
+    q, cand = index.query(index.gather(rows))
+    other = index.label[cand] != index.label[rows[q]]
+    q, cand = q[other], cand[other]
+    out = np.zeros(len(rows), dtype=np.float64)
+    if len(q) == 0:
+        return out, 0
+    p = _probability(_weights(index, scorer, rows[q], cand))
+    span = np.int64(int(index.label[cand].max()) + 1)
+    key = q * span + index.label[cand]
+    order = np.argsort(key, kind="stable")
+    key, p = key[order], p[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    best = np.maximum.reduceat(p, starts)
+    out += np.bincount(key[starts] // span, weights=best, minlength=len(rows))
+    return np.minimum(out, 1.0), len(q)
+
+
+def record_evidence(index: BlockingIndex, scorer: Scorer, rows: I64) -> RecordEvidence:
+    """Link and missed-match probabilities of extract records (active index ``rows``).
+
+    Reads the index: the caller holds the registry's write lock.
+    """
+    link, within = link_probabilities(index, scorer, rows)
+    missed, candidates = missed_probabilities(index, scorer, rows)
+    return RecordEvidence(link, missed, within, candidates)
+
+
+@dataclass(frozen=True)
+class LabelPairs:
+    """Active labels whose records are both active: record_seqs, label and current link."""
+
+    seq_a: I64
+    seq_b: I64
+    is_match: npt.NDArray[np.bool_]
+    linked: npt.NDArray[np.bool_]
+
+
+def label_pairs(index: BlockingIndex, labels: pa.Table) -> LabelPairs:
+    """Resolve ``mpi.store.labels.active_labels`` rows against the current persons."""
+    a = np.asarray(labels.column("record_seq_a").to_numpy(), dtype=np.int64)
+    b = np.asarray(labels.column("record_seq_b").to_numpy(), dtype=np.int64)
+    match = np.asarray(labels.column("is_match").to_numpy(zero_copy_only=False), dtype=bool)
+    ra, rb = active_rows(index, a), active_rows(index, b)
+    keep = (ra >= 0) & (rb >= 0)
+    linked = index.label[ra[keep]] == index.label[rb[keep]]
+    return LabelPairs(a[keep], b[keep], match[keep], linked)
+
+
+# ---- the report ---------------------------------------------------------------------------
+def _round(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), _DIGITS)
+
+
+def _rate(num: int, den: int) -> float | None:
+    return _round(num / den) if den else None
+
+
+def _figures(link: F64, missed: F64, pair_linked: npt.NDArray[np.bool_],
+             pair_match: npt.NDArray[np.bool_]) -> dict[str, Any]:
+    """The figures of one set of records and the label pairs that touch it."""
+    linked = ~np.isnan(link)
+    n_linked = int(linked.sum())
+    linked_pairs = int(pair_linked.sum())
+    false_pairs = int((pair_linked & ~pair_match).sum())
+    match_pairs = int(pair_match.sum())
+    missed_pairs = int((pair_match & ~pair_linked).sum())
+    return {
+        "records": len(link), "linked_records": n_linked, "singleton_records": len(link) - n_linked,
+        "mean_link_probability": _round(float(link[linked].mean())) if n_linked else None,
+        "model": {
+            "false_match_rate": _round(float((1.0 - link[linked]).mean())) if n_linked else None,
+            "missed_match_rate": _round(float(missed.mean())) if len(missed) else None,
+            "expected_false_links": _round(float((1.0 - link[linked]).sum())),
+            "expected_records_with_missed_match": _round(float(missed.sum())),
+        },
+        "labels": {
+            "pairs": len(pair_linked), "linked_pairs": linked_pairs,
+            "false_matches": false_pairs, "false_match_rate": _rate(false_pairs, linked_pairs),
+            "match_pairs": match_pairs, "missed_matches": missed_pairs,
+            "missed_match_rate": _rate(missed_pairs, match_pairs),
+        },
+    }
+
+
+def _suppressed(sizes: Sequence[int], threshold: int) -> dict[int, str]:
+    """Group index -> "small" or "complementary" (a lone small group takes the next smallest)."""
+    out = {i: "small" for i, s in enumerate(sizes) if s < threshold}
+    rest = [i for i in range(len(sizes)) if i not in out]
+    if len(out) == 1 and rest:
+        out[min(rest, key=lambda i: (sizes[i], i))] = "complementary"
+    return out
+
+
+def _pair_positions(seqs: I64, pairs: LabelPairs) -> tuple[I64, I64]:
+    """Position of each label pair's records among the extract rows (-1: not an extract row)."""
+    order = np.argsort(seqs, kind="stable")
+    s = seqs[order]
+
+    def find(x: I64) -> I64:
+        if len(s) == 0:
+            return np.full(len(x), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(s, x), len(s) - 1)
+        found: I64 = np.where(s[pos] == x, order[pos], -1).astype(np.int64)
+        return found
+
+    return find(pairs.seq_a), find(pairs.seq_b)
+
+
+def _group_codes(values: pa.Array | pa.ChunkedArray) -> tuple[list[str], I64]:
+    """Sorted group labels (nulls as "(missing)") and each row's group index."""
+    arr = pc.fill_null(pc.cast(values, pa.string()), MISSING_GROUP)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = pc.dictionary_encode(arr)
+    names = enc.dictionary.to_pylist()
+    order = sorted(range(len(names)), key=lambda i: (names[i] == MISSING_GROUP, names[i]))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order] = np.arange(len(names))
+    codes: I64 = rank[np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+    return [names[i] for i in order], codes
+
+
+def build_report(*, record_seqs: I64, link: F64, missed: F64, pairs: LabelPairs,
+                 groups: Mapping[str, pa.Array | pa.ChunkedArray], threshold: int,
+                 model_version: str, thresholds: Mapping[str, float],
+                 scored: Mapping[str, int]) -> dict[str, Any]:
+    """The linkage-quality report over the released records (arrays aligned with the rows)."""
+    pa_pos, pb_pos = _pair_positions(record_seqs, pairs)
+    touch = (pa_pos >= 0) | (pb_pos >= 0)
+    overall = _figures(link, missed, pairs.linked[touch], pairs.is_match[touch])
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for name, values in groups.items():
+        labels, codes = _group_codes(values)
+        sizes = np.bincount(codes, minlength=len(labels)).tolist()
+        hidden = _suppressed(sizes, threshold)
+        ga = np.where(pa_pos >= 0, codes[np.maximum(pa_pos, 0)], -1) if len(codes) else pa_pos
+        gb = np.where(pb_pos >= 0, codes[np.maximum(pb_pos, 0)], -1) if len(codes) else pb_pos
+        rows: list[dict[str, Any]] = []
+        for g, label in enumerate(labels):
+            if g in hidden:
+                rows.append({"group": label, "suppressed": True, "suppression": hidden[g]})
+                continue
+            sel = codes == g
+            pair_sel = (ga == g) | (gb == g)
+            rows.append({"group": label, "suppressed": False,
+                         **_figures(link[sel], missed[sel], pairs.linked[pair_sel],
+                                    pairs.is_match[pair_sel])})
+        by_group[name] = rows
+    return {
+        "model": {"version": model_version, "thresholds": dict(thresholds)},
+        "estimators": dict(ESTIMATORS),
+        "disclosure_threshold": threshold,
+        "pairs_scored": dict(scored),
+        "labels_available": bool(len(pairs.is_match)),
+        "overall": overall,
+        "by_group": by_group,
+    }
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def report_markdown(report: Mapping[str, Any], *, title: str) -> str:
+    """The report as Markdown for people: model, overall figures, groups, estimators."""
+    model = report["model"]
+    th = model["thresholds"]
+    lines = [f"# Linkage quality: {title}", "",
+             f"Model `{model['version']}`; link threshold {th['link']}, review threshold "
+             f"{th['review']} (match probability).", "",
+             "| group | records | linked | mean link p | model false-match | model missed-match "
+             "| labelled pairs | label false-match | label missed-match |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def row(name: str, f: Mapping[str, Any]) -> str:
+        if f.get("suppressed"):
+            return f"| {name} | suppressed ({f['suppression']}) |  |  |  |  |  |  |  |"
+        m, lab = f["model"], f["labels"]
+        return (f"| {name} | {f['records']} | {f['linked_records']} | "
+                f"{_fmt(f['mean_link_probability'])} | {_fmt(m['false_match_rate'])} | "
+                f"{_fmt(m['missed_match_rate'])} | {lab['pairs']} | "
+                f"{_fmt(lab['false_match_rate'])} | {_fmt(lab['missed_match_rate'])} |")
+
+    lines.append(row("**all records**", report["overall"]))
+    for attr, groups in report["by_group"].items():
+        lines.extend(row(f"{attr} = {g['group']}", g) for g in groups)
+    lines += ["", "## How each figure is estimated", ""]
+    lines.extend(f"- **{k}**: {v}" for k, v in report["estimators"].items())
+    return "\n".join(lines) + "\n"
