@@ -112,7 +112,7 @@ def _row_and_field(loc: tuple[Any, ...]) -> tuple[int | None, str]:
     if parts[:1] == ["body"]:
         parts = parts[1:]
     row = None
-    if len(parts) >= 2 and parts[0] == "records" and isinstance(parts[1], int):
+    if len(parts) >= 2 and parts[0] in ("records", "labels") and isinstance(parts[1], int):
         row, parts = parts[1] + 1, parts[2:]
     return row, ".".join(str(p) for p in parts) or str(loc[0] if loc else "body")
 

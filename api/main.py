@@ -25,6 +25,7 @@ from api.middleware import ServiceMiddleware
 from api.policy import POLICY, PUBLIC, route_key
 from api.ratelimit import RateLimiter
 from api.routes import admin, audit, datasets, extracts, jobs, models, ops, persons, records, reports
+from api.routes import review as review_routes
 from api.state import AppState
 from mpi.access import Access
 from mpi.config import Settings
@@ -94,7 +95,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app = FastAPI(title="mpi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.mpi = state
     api_errors.install(app)
-    for module in (records, persons, jobs, admin, audit, ops, reports, datasets, extracts, models):
+    for module in (records, persons, jobs, admin, audit, ops, reports, datasets, extracts, models,
+                   review_routes):
         app.include_router(module.router)
     missing = [k for k in route_keys(app.routes) if k not in POLICY]
     if missing:

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from mpi.cli_extract import extract_app
 from mpi.cli_model import register as register_model_commands
+from mpi.cli_steward import constraints_app, labels_app, persons_app, review_app
 from mpi.config import Settings
 from mpi.errors import MpiError
 from mpi.evaluation import Evaluation
@@ -34,6 +35,10 @@ keys_app = typer.Typer(help="Person keys.", no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 app.add_typer(keys_app, name="keys")
 app.add_typer(extract_app, name="extract")
+app.add_typer(review_app, name="review")
+app.add_typer(persons_app, name="persons")
+app.add_typer(labels_app, name="labels")
+app.add_typer(constraints_app, name="constraints")
 # soft_wrap: never break a path or key across lines when output goes to a log or pipe.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

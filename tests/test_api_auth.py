@@ -25,7 +25,8 @@ BODY = {k: v for k, v in REC.items() if k != "source_record_id"}
 PATH_VALUES = {"{source_record_id}": REC["source_record_id"], "{person_key}": "pk_aaaaaaaaaaaaaaaaaaaa",
                "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000",
                "{dataset}": "enrolment", "{extract_id}": "x_0000000000000000",
-               "{version}": "default-v001", "{chart}": "match-weights"}
+               "{version}": "default-v001", "{chart}": "match-weights", "{item_id}": "1",
+               "{constraint_id}": "1"}
 
 
 def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
@@ -56,6 +57,19 @@ def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
         kw["json"] = {"decision": "approve", "reason": "ok"}
     elif key == "GET /v1/records/{source_record_id}":
         url += f"?agency={A}"
+    elif key == "POST /v1/review/{item_id}/decision":
+        kw["json"] = {"decision": "defer", "reason": "look again later"}
+    elif key == "POST /v1/labels":
+        kw["json"] = {"labels": [{"agency_a": A, "source_record_id_a": REC["source_record_id"],
+                                  "agency_b": A, "source_record_id_b": "no-such-record",
+                                  "is_match": True}]}  # refused (422): unknown record
+    elif key == "POST /v1/constraints/{constraint_id}/revoke":
+        kw["json"] = {"reason": "wrong"}
+    elif key == "POST /v1/persons/{person_key}/merge":
+        kw["json"] = {"person_keys": ["pk_bbbbbbbbbbbbbbbbbbbb"], "reason": "same person"}
+    elif key == "POST /v1/persons/{person_key}/split":
+        kw["json"] = {"groups": [[{"agency": A, "source_record_id": "x"}],
+                                 [{"agency": A, "source_record_id": "y"}]], "reason": "two people"}
     elif key == "POST /v1/models/train":
         kw["json"] = {"sample": 2}  # refused (422) before a training thread starts
     return method, url, kw

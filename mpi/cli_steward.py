@@ -1,0 +1,244 @@
+"""The steward command groups: ``mpi review``, ``mpi persons``, ``mpi labels``, ``mpi constraints``.
+
+Owns: the typer sub-apps mpi/cli.py registers, their parsing and printing, on a local registry
+(``--data-dir``, the registry must not be open in a running server). Each command calls one
+use case of mpi/review.py or mpi/stewardship.py as principal ``cli``. Must not: hold domain
+logic or print tokens (person keys are printed: stewards act on them). It does not import
+mpi.cli (mpi.cli imports it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mpi.config import Settings
+from mpi.errors import InvalidInput, Problem
+
+if TYPE_CHECKING:
+    from mpi.registry import Registry
+
+review_app = typer.Typer(help="The review queue: list, show and decide items.", no_args_is_help=True)
+persons_app = typer.Typer(help="Fix persons by hand: merge and split.", no_args_is_help=True)
+labels_app = typer.Typer(help="Labelled record pairs.", no_args_is_help=True)
+constraints_app = typer.Typer(help="Must-link / cannot-link constraints.", no_args_is_help=True)
+out = Console(soft_wrap=True)
+PRINCIPAL = "cli"
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
+                                              "(default: $MPI_DATA_DIR or ./mpi-data).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the full JSON result.")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept with the decision and audited).")]
+
+
+@contextmanager
+def _registry(data_dir: Path | None) -> Iterator[Registry]:
+    from mpi.registry import Registry
+    s = Settings()
+    reg = Registry(s.model_copy(update={"data_dir": data_dir}) if data_dir else s)
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def _json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _item_line(item: dict[str, Any]) -> str:
+    ex = item["explanation"]
+    agree = ""
+    if ex is not None:
+        agree = ", ".join(f"{k}={v}" for k, v in ex["agreement"].items())
+    return (f"#{item['item_id']} {item['kind']} {item['status']} p={item['match_probability']:.3f} "
+            f"agencies={','.join(item['agencies'])} records={item['records']['a']}+"
+            f"{item['records']['b']} {agree}")
+
+
+@review_app.command("list")
+def review_list(
+    kind: Annotated[str | None, typer.Option(help="record_person or possible_duplicate.")] = None,
+    status: Annotated[str, typer.Option(help="open, deferred, decided or all.")] = "open",
+    agency: Annotated[str | None, typer.Option(help="Items involving this agency.")] = None,
+    min_probability: Annotated[float | None, typer.Option()] = None,
+    max_probability: Annotated[float | None, typer.Option()] = None,
+    after: Annotated[int, typer.Option(help="Start after this item id.")] = 0,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: AsJson = False, data_dir: DataDir = None,
+) -> None:
+    """List review items with their agreement pattern (never a token)."""
+    from mpi.review import list_review
+    with _registry(data_dir) as reg:
+        page = list_review(reg, principal=PRINCIPAL, kind=kind, status=status, agency=agency,
+                           min_probability=min_probability, max_probability=max_probability,
+                           after=after, limit=limit)
+    if as_json:
+        _json(page)
+        return
+    for item in page["items"]:
+        out.print(escape(_item_line(item)))
+    out.print(f"{len(page['items'])} items" + (f"; next: --after {page['next_after']}"
+                                              if page["next_after"] else ""))
+
+
+@review_app.command("show")
+def review_show(item_id: int, as_json: AsJson = False, data_dir: DataDir = None) -> None:
+    """One review item with its match-weight waterfall."""
+    from mpi.review import get_review_item
+    with _registry(data_dir) as reg:
+        item = get_review_item(reg, item_id, principal=PRINCIPAL)
+    if as_json:
+        _json(item)
+        return
+    out.print(escape(_item_line(item)))
+    ex = item["explanation"]
+    if ex is None:
+        out.print("no explanation: a side has no active record")
+        return
+    for side in ("left", "right"):
+        r = ex[side]
+        out.print(escape(f"  {side}: {r['agency']} {r['source_record_id']} ({r['person_key']})"))
+    out.print(f"  prior {ex['prior_weight']:+.2f}")
+    for c in ex["comparisons"]:
+        out.print(escape(f"  {c['comparison']:<14} {c['label']:<34} {c['match_weight']:+.2f}"))
+    out.print(f"  total {ex['match_weight']:+.2f} (p={ex['match_probability']:.4f})")
+
+
+@review_app.command("decide")
+def review_decide(
+    item_id: int,
+    decision: Annotated[str, typer.Option("--decision", help="match, non_match or defer.")],
+    reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
+) -> None:
+    """Decide an item: match (merge + must-link), non_match (cannot-link) or defer."""
+    from mpi.review import decide_review
+    with _registry(data_dir) as reg:
+        res = decide_review(reg, item_id, decision=decision, reason=reason, principal=PRINCIPAL)
+    if as_json:
+        _json(res)
+        return
+    out.print(f"#{item_id} {res['status']} ({decision}): {res['labels']} labels, "
+              f"{len(res['constraint_ids'])} constraints, {res['records_moved']} records moved, "
+              f"{len(res['retired'])} keys retired")
+
+
+def _regroup_line(res: dict[str, Any]) -> str:
+    return (f"persons now: {', '.join(res['person_keys'])}; retired: "
+            f"{', '.join(res['retired']) or '-'}; new: {', '.join(res['new_keys']) or '-'}; "
+            f"{res['records_moved']} records moved; {len(res['constraint_ids'])} constraints")
+
+
+@persons_app.command("merge")
+def persons_merge(
+    person_key: str,
+    with_keys: Annotated[list[str], typer.Option("--with", help="Another person key (repeat).")],
+    reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
+) -> None:
+    """Merge persons (the oldest key survives; the others forward to it; must-links)."""
+    from mpi.stewardship import merge_persons
+    with _registry(data_dir) as reg:
+        res = merge_persons(reg, person_key, others=with_keys, reason=reason, principal=PRINCIPAL)
+    _json(res) if as_json else out.print(escape(f"merged into {res['person_key']}; "
+                                                + _regroup_line(res)))
+
+
+def _group(text: str, index: int) -> list[tuple[str, str]]:
+    refs = []
+    for j, part in enumerate(p for p in text.split(",") if p.strip()):
+        agency, sep, sid = part.strip().partition(":")
+        if not sep or not agency or not sid:
+            raise InvalidInput("bad --group", problems=[Problem(
+                None, f"group {index + 1} item {j + 1}", "expected AGENCY:SOURCE_RECORD_ID")])
+        refs.append((agency, sid))
+    return refs
+
+
+@persons_app.command("split")
+def persons_split(
+    person_key: str,
+    group: Annotated[list[str], typer.Option("--group", help="AGENCY:ID,AGENCY:ID,... (repeat; "
+                                             "every active record in exactly one group).")],
+    reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
+) -> None:
+    """Split a person into groups of records (cannot-links across groups)."""
+    from mpi.stewardship import split_person
+    groups = [_group(g, i) for i, g in enumerate(group)]
+    with _registry(data_dir) as reg:
+        res = split_person(reg, person_key, groups=groups, reason=reason, principal=PRINCIPAL)
+    _json(res) if as_json else out.print(escape(f"split {person_key}; " + _regroup_line(res)))
+
+
+_LABEL_COLUMNS = ("agency_a", "source_record_id_a", "agency_b", "source_record_id_b", "is_match")
+
+
+def _parse_bool(value: str, row: int) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "match"):
+        return True
+    if v in ("0", "false", "no", "non_match"):
+        return False
+    raise InvalidInput("bad label file", problems=[Problem(row, "is_match", "expected true/false")])
+
+
+@labels_app.command("import")
+def labels_import(
+    path: Annotated[Path, typer.Argument(help="CSV: agency_a, source_record_id_a, agency_b, "
+                                         "source_record_id_b, is_match (true/false), reason.")],
+    constrain: Annotated[bool, typer.Option(help="Also make each pair a constraint.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Import labelled record pairs (all or none; bad rows named by row and field)."""
+    from mpi.stewardship import LabelRow, import_labels
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in _LABEL_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInput("bad label file", problems=[
+                Problem(None, c, "column missing") for c in missing])
+        rows = [LabelRow(r["agency_a"], r["source_record_id_a"], r["agency_b"],
+                         r["source_record_id_b"], _parse_bool(r["is_match"], i),
+                         r.get("reason") or None) for i, r in enumerate(reader, start=1)]
+    with _registry(data_dir) as reg:
+        res = import_labels(reg, rows, principal=PRINCIPAL, constrain=constrain)
+    out.print(f"{res['labels']} labels, {len(res['constraint_ids'])} constraints "
+              f"({res['unmet']} take effect at the next `mpi link`)")
+
+
+@constraints_app.command("list")
+def constraints_list(
+    status: Annotated[str, typer.Option(help="active, revoked or all.")] = "active",
+    after: Annotated[int, typer.Option()] = 0, limit: Annotated[int, typer.Option()] = 100,
+    as_json: AsJson = False, data_dir: DataDir = None,
+) -> None:
+    """List constraints."""
+    from mpi.stewardship import list_constraints
+    with _registry(data_dir) as reg:
+        page = list_constraints(reg, principal=PRINCIPAL, status=status, after=after, limit=limit)
+    if as_json:
+        _json(page)
+        return
+    def fmt(r: dict[str, Any]) -> str:
+        return f"{r['agency']}:{r['source_record_id']}"
+
+    for c in page["constraints"]:
+        state = "revoked" if c["revoked_at"] else "active"
+        out.print(escape(f"#{c['constraint_id']} {c['kind']} {fmt(c['records'][0])} "
+                         f"{fmt(c['records'][1])} {c['source']} {state}"))
+
+
+@constraints_app.command("revoke")
+def constraints_revoke(constraint_id: int, reason: Reason, data_dir: DataDir = None) -> None:
+    """Revoke a constraint (and its label); keys change at the next `mpi link`."""
+    from mpi.stewardship import revoke_constraint
+    with _registry(data_dir) as reg:
+        revoke_constraint(reg, constraint_id, reason=reason, principal=PRINCIPAL)
+    out.print(f"constraint #{constraint_id} revoked")
