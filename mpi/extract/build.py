@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from mpi.errors import InvalidInput, Problem
 from mpi.extract import quality
+from mpi.extract.aggregate import aggregate
 from mpi.extract.generalize import ATTRIBUTE_CLASSES, check_generalization, generalize
 from mpi.extract.kanon import KReport, enforce_k_anonymity
 from mpi.extract.pseudonym import DEFAULT_MAX_SHIFT_DAYS, date_shift_days, pseudonymize
@@ -307,7 +308,8 @@ def _dictionary(spec: ExtractSpec, plan: _Plan, table: pa.Table,
         LINK_PROBABILITY: "Match probability of this record's link to its person (highest match "
                           "probability to another record of the same person); empty when the "
                           "person has no other record. See linkage_quality.json.",
-        "count": "Number of persons in the cell; empty when suppressed.",
+        "count": "Number of persons in the cell (a person with several values of a dimension "
+                 "counts once in each, so margins.json sums person-cells); empty when suppressed.",
         "suppressed": "True when the cell's count is withheld (primary: 1 to threshold-1; "
                       "complementary: so that no withheld cell can be recovered).",
     }
@@ -412,7 +414,6 @@ def _person_cells(table: pa.Table, dims: Sequence[str]) -> pa.Table:
 def _aggregate_extract(table: pa.Table, spec: ExtractSpec,
                        dims: list[str]) -> tuple[pa.Table, dict[str, bytes], dict[str, Any]]:
     """Cells (dimension columns, count, suppressed), the margins file and the report."""
-    from mpi.extract.aggregate import aggregate
     cells_in = _person_cells(table, dims)
     result = aggregate(cells_in.select(dims), dims, threshold=spec.threshold)
     margins = {name: _sorted(m).to_pylist() for name, m in sorted(result.margins.items())}
