@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_api_support import A, B, World, build_world
 
 from mpi.extract.delivery import secret_path
@@ -95,8 +97,10 @@ def _decide(w: World, who: str, xid: str, decision: str = "approve") -> Any:
 
 
 def _approve_all(w: World, xid: str) -> dict[str, Any]:
-    for who in ("approver", "approver_b", "steward"):
-        r = _decide(w, who, xid)
+    pending = w.client.get(f"/v1/extracts/{xid}", headers=w.h("steward")).json()["pending_approvals"]
+    by = {f"agency:{A}": "approver", f"agency:{B}": "approver_b", "steward": "steward"}
+    for capacity in pending:
+        r = _decide(w, by[capacity], xid)
         assert r.status_code == 200, r.text
     _flow(w).wait(60)
     out = w.client.get(f"/v1/extracts/{xid}", headers=w.h("researcher")).json()
@@ -267,6 +271,13 @@ def test_projects_share_no_pseudonym_rebuild_reproduces_close_destroys(xw: World
     d1, d2 = _data(z1), _data(get(x2))
     p1, p2 = _pseudonyms(d1), _pseudonyms(d2)
     assert len(p1) == len(p2) > 10 and not p1 & p2
+    # nothing identifying in the delivered package: no person key, source id or token
+    keys = xw.registry.export_keys()
+    secrets_ = {*keys.column("person_key").to_pylist(), *keys.column("source_record_id").to_pylist()}
+    with zipfile.ZipFile(io.BytesIO(z1)) as z:
+        for name in z.namelist():
+            text = z.read(name).decode("latin-1")
+            assert "pk_" not in text and not any(v in text for v in secrets_), name
     # a rebuild within the project reproduces the ids (and the data file, byte for byte)
     r = xw.client.post(f"/v1/extracts/{x1}/build", headers=xw.h("researcher"))
     assert r.status_code == 202
@@ -314,6 +325,9 @@ def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
         assert r.status_code == 200
         got = {d["extract_id"] for d in r.json()["disclosures"]}
         assert got == {x for x in data if key in included[x]}, key
+    opted_out = {xw.registry.get_record(a, r["source_record_id"])["person_key"]
+                 for a in (A, B) for r in RECORDS[a] if r.get("research_consent") is False}
+    assert opted_out and not opted_out & (included[x_rows] | included[x_b])
     one = next(iter(included[x_rows] - included[x_b]))
     d = xw.client.get(f"/v1/persons/{one}/disclosures", headers=xw.h("steward")).json()["disclosures"]
     assert d[0]["recipient"]["principal_id"] == xw.ids["researcher"]
@@ -414,3 +428,53 @@ def test_cli_list_build_close_on_a_stopped_registry(tmp_path: Path) -> None:
 def _principal(w: World, name: str) -> Any:
     from mpi.principals import Principal
     return Principal(w.ids[name], name, "steward")
+
+
+def test_aggregate_request_builds_a_signed_package(xw: World) -> None:
+    xid = _request(xw, kind="aggregate", dimensions=["agency_a.program", "birth_year"],
+                   attributes=[{"agency": A, "dataset": "enrolment", "name": "program"},
+                               {"agency": A, "dataset": "enrolment", "name": "birth_year",
+                                "generalization": "year"}])["extract_id"]
+    out = _approve_all(xw, xid)
+    assert out["kind"] == "aggregate" and out["dimensions"] == [f"{A}.program", f"{A}.birth_year"]
+    r = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher"))
+    assert r.status_code == 200
+    path = xw.data_dir / "agg.zip"
+    path.write_bytes(r.content)
+    from mpi.extract.package import verify_package
+    assert verify_package(path).ok
+    cells = _data(r.content)
+    assert "count" in cells.column_names and cells.num_rows > 0
+    counts = [c for c in cells.column("count").to_pylist() if c is not None]
+    assert all(c == 0 or c >= 11 for c in counts)  # cells of 1-10 are never published
+
+
+def test_request_validation_names_fields(xw: World) -> None:
+    base = {"title": "t", "purpose": "p", "agreement_ref": "a", "expires_at": "2999-01-01T00:00:00Z",
+            "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}]}
+    cases = [({"cohort": {"agency": A, "attribute": "program", "start": "2020-01-01"}},
+              "cohort.attribute"),
+             ({"cohort": {"agency": "nowhere"}}, "cohort.agency"),
+             ({"cohort": {"agency": A, "attribute": "enrolled_on", "start": "2021-01-01",
+                          "end": "2020-01-01"}}, "cohort.end"),
+             ({"cohort": {"agency": A}, "dimensions": ["program"]}, "dimensions"),
+             ({"cohort": {"agency": A}, "kind": "aggregate", "dimensions": ["nope"]}, "dimensions"),
+             ({"cohort": {"agency": A}, "k": 1}, "k"),
+             ({"cohort": {"agency": A}, "threshold": 5}, "threshold"),
+             ({"cohort": {"agency": A}, "download_limit": 0}, "download_limit"),
+             ({"cohort": {"agency": A}, "expires_at": "2001-01-01T00:00:00Z"}, "expires_at")]
+    for extra, field in cases:
+        r = xw.client.post("/v1/extracts", headers=xw.h("researcher"), json={**base, **extra})
+        assert r.status_code == 422, (field, r.text)
+        assert field in {e["field"] for e in r.json()["errors"]}, (field, r.json())
+    assert all(e["outcome"] == "invalid" for e in _events(xw, "extracts.request"))
+
+
+@given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=50),
+       st.floats(0, 100))
+def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
+    import numpy as np
+
+    from mpi.extract.workflow import percentile
+    got = percentile(values, q)
+    assert got is not None and abs(got - float(np.percentile(values, q))) <= 1e-6 * (1 + max(values))
