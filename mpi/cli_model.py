@@ -56,8 +56,10 @@ def model_list(data_dir: DataDir = None) -> None:
     with _registry(data_dir) as reg:
         rows = list_models(reg)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("version", "active", "where", "parent", "link", "review", "records", "labels"):
-        table.add_column(col, no_wrap=True)
+    widest = max([len(r["version"]) for r in rows] + [7])
+    table.add_column("version", no_wrap=True, min_width=widest)
+    for col in ("active", "where", "parent", "link", "review", "records", "labels"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         th = r["thresholds"] or {}
         table.add_row(r["version"], "*" if r["active"] else "", r["location"],

@@ -79,8 +79,10 @@ _cache_lock = threading.Lock()
 
 def _state_key(reg: Registry, model: ModelVersion) -> tuple[Any, ...]:
     n = reg.index.n
+    constraints = getattr(reg, "constraints", None)
+    items = getattr(constraints, "items", None) or {}
     return (model.version, n, int(reg.index.active[:n].sum()), reg.event_seq,
-            lstore.count_labels(reg.store.cursor()))
+            lstore.count_labels(reg.store.cursor()), frozenset(items))
 
 
 def _rows_of(reg: Registry, seqs: I64) -> tuple[I64, npt.NDArray[np.bool_]]:

@@ -95,6 +95,7 @@ class TrainingJobs:
 
     def _run(self, job_id: str, seed: int, sample: float, name: str,
              thresholds: Thresholds) -> None:
+        total = _FIXED_STEPS + len(self._reg.model_definition.training_blocking_rules)
         done = 0
         state, message = "running", "exporting records"
         result: dict[str, Any] | None = None
@@ -102,7 +103,7 @@ class TrainingJobs:
 
         def progress(msg: str) -> None:
             nonlocal done, message
-            done += 1
+            done = min(done + 1, total - 1)  # the last step is the job's completion
             message = msg
             self._update(job_id, state="running", done=done, message=msg)
 
@@ -111,7 +112,7 @@ class TrainingJobs:
             version = train_candidate(self._reg, out_dir=candidates_dir(self._reg.settings),
                                       name=name, seed=seed, fraction=sample, progress=progress,
                                       thresholds=thresholds)
-            state, result = "completed", {"version": version}
+            state, result, done = "completed", {"version": version}, total
         except MpiError as exc:
             state = "failed"
             errors.append({"row": None, "field": None, "reason": exc.message})

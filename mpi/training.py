@@ -37,6 +37,31 @@ def sample_rows(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
+def _untrained(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and value <= 0)
+
+
+def inherit_untrained_levels(model: dict[str, Any], parent: dict[str, Any]) -> list[str]:
+    """Give every level Splink could not train (no m or u: too few pairs reach it in a small
+    registry) the parent version's value; returns ``comparison/level label`` of each."""
+    parents = {c.get("output_column_name"): c for c in parent.get("comparisons", [])}
+    filled = []
+    for comp in model.get("comparisons", []):
+        name = comp.get("output_column_name")
+        theirs = parents.get(name, {}).get("comparison_levels", [])
+        for i, level in enumerate(comp.get("comparison_levels", [])):
+            if level.get("is_null_level") or i >= len(theirs):
+                continue
+            changed = False
+            for key in ("m_probability", "u_probability"):
+                if _untrained(level.get(key)) and not _untrained(theirs[i].get(key)):
+                    level[key] = theirs[i][key]
+                    changed = True
+            if changed:
+                filled.append(f"{name}/{level.get('label_for_charts', i)}")
+    return filled
+
+
 def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", seed: int = 42,
                     fraction: float = 1.0, spark_snapshot: str | None = None,
                     spark: SparkOptions | None = None,
@@ -70,6 +95,9 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     config = splink_engine.TrainingConfig(seed=seed)
     model = splink_engine.train(table, definition=reg.model_definition, config=config,
                                 progress=say)
+    inherited = inherit_untrained_levels(model, reg.model.model)
+    if inherited:
+        say(f"{len(inherited)} levels not observed in training keep the parent's m/u")
     params_from_splink(model, reg.model_definition)  # refuse a model with untrained levels
     digest = hashlib.sha256()
     for column in table.columns:
@@ -98,6 +126,7 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
         "thresholds": {"link": th.link, "review": th.review},
         "accuracy": {"dataset": "not measured (no labels); evaluate before promoting"},
         "parent_version": reg.model.version,
+        "inherited_levels": inherited,
         "trained_at": reg.clock().isoformat(timespec="seconds") + "Z",
         "python": platform.python_version(),
     }

@@ -1,0 +1,314 @@
+"""Model lifecycle on a real registry: training jobs, inspection, charts, evaluation against
+labels, impact preview (changes nothing, predicts the promotion exactly), promotion (no-op
+changes zero keys; a retrained model changes keys only where clusters changed, bounded churn,
+audited, the online scorer switches) and the ``mpi model`` commands."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from mpi import keys as keyrules
+from mpi import modelops, relink
+from mpi.cli import app
+from mpi.config import Settings
+from mpi.errors import InvalidInput, NotFound
+from mpi.jobs import JobRunner
+from mpi.linkage.catalog import candidates_dir
+from mpi.linkage.modelfile import save_version
+from mpi.linkage.scorer import Scorer
+from mpi.modeljobs import trainer_for
+from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.principals import Principal
+from mpi.registry import Registry
+from mpi.store import labels as lstore
+from mpi.synth import generate
+from mpi.training import train_candidate
+
+TRUTH: dict[tuple[str, str], str] = {}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A linked registry of ~2,000 records with one trained candidate, built once."""
+    d = tmp_path_factory.mktemp("models") / "d"
+    reg = Registry(Settings(data_dir=d))
+    by_agency, truth = generate(people=1000, agencies=3, seed=21)
+    TRUTH.update({(a, s): p for a, s, p in truth})
+    for agency, rows in by_agency.items():
+        records, _ = tokenize_rows(rows, secret=demo_secret(1))
+        reg.enrol_records(agency, list(enumerate(records, start=1)))
+    reg.link()
+    train_candidate(reg, out_dir=candidates_dir(reg.settings), seed=3)
+    reg.close()
+    return d
+
+
+@pytest.fixture
+def reg(base: Path, tmp_path: Path) -> Iterator[Registry]:
+    """A fresh copy of the base registry."""
+    d = tmp_path / "d"
+    shutil.copytree(base, d)
+    r = Registry(Settings(data_dir=d))
+    yield r
+    r.close()
+
+
+def _keys(reg: Registry) -> dict[tuple[str, str], str]:
+    t = reg.export_keys()
+    return dict(zip(zip(t.column("agency").to_pylist(), t.column("source_record_id").to_pylist(),
+                        strict=True), t.column("person_key").to_pylist(), strict=True))
+
+
+def _groups(keys: dict[tuple[str, str], str]) -> dict[tuple[str, str], frozenset[Any]]:
+    by_key: dict[str, set[Any]] = defaultdict(set)
+    for rec, k in keys.items():
+        by_key[k].add(rec)
+    return {rec: frozenset(by_key[k]) for rec, k in keys.items()}
+
+
+def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: Registry) -> None:
+    listed = {m["version"]: m for m in modelops.list_models(reg)}
+    assert set(listed) == {"default-v001", "candidate-v001"}
+    assert listed["default-v001"]["active"] and not listed["candidate-v001"]["active"]
+    assert listed["candidate-v001"]["location"] == "registry"
+    assert listed["default-v001"]["activated_at"]
+    m = modelops.get_model(reg, "candidate-v001")
+    assert m["thresholds"]["link"] == reg.model.thresholds.link
+    assert len(m["comparisons"]) == len(reg.model_definition.comparisons)
+    for comp in m["comparisons"]:
+        null, *levels = comp["levels"]
+        assert null["level"] == -1 and null["match_weight"] == 0.0
+        for lv in levels:
+            assert lv["match_weight"] == pytest.approx(math.log2(lv["m_probability"]
+                                                                 / lv["u_probability"]))
+    assert m["training_data"]["fingerprint"].startswith("sha256:")
+    assert m["training_data"]["labels"] == 0 and m["parent_version"] == "default-v001"
+    with pytest.raises(NotFound):
+        modelops.get_model(reg, "nothing-v001")
+    with pytest.raises(InvalidInput):
+        modelops.get_model(reg, "../escape")
+
+
+def test_training_job_reports_progress_and_never_activates(reg: Registry) -> None:
+    seqs = sorted(v[0] for v in reg.by_sid.values())
+    with reg.store.transaction() as cur:
+        lstore.insert_labels(cur, [{"record_seq_a": seqs[0], "record_seq_b": seqs[1],
+                                    "is_match": False}], principal_id="p", source="import",
+                             now=reg.clock())
+    before = _keys(reg)
+    trainer = trainer_for(reg)
+    job_id = trainer.submit("p_steward", seed=5, sample=0.9, link=0.995)
+    trainer.wait(120)
+    job = JobRunner(reg, uploads_dir=reg.settings.data_dir / "u", chunk=10).get_job(
+        Principal("p_steward", "steward", None), job_id)
+    assert job["kind"] == "model_train" and job["state"] == "completed", job
+    assert job["done"] == job["total"] > 3 and job["message"].startswith("saved")
+    version = job["result"]["version"]
+    m = modelops.get_model(reg, version)
+    assert not m["active"] and reg.model.version == "default-v001"
+    assert m["thresholds"]["link"] == 0.995 and m["training_data"]["labels"] == 1
+    assert m["training"]["seed"] == 5 and m["training_data"]["sample_fraction"] == 0.9
+    assert _keys(reg) == before
+    with pytest.raises(InvalidInput):
+        trainer.submit("p_steward", sample=0)
+    with pytest.raises(InvalidInput):
+        trainer.submit("p_steward", name="default")  # a shipped name
+    with pytest.raises(InvalidInput):
+        trainer.submit("p_steward", link=0.4, review=0.5)
+
+
+def test_no_op_promote_changes_zero_keys(reg: Registry) -> None:
+    """A version with the active parameters (a copy under another name) changes no key."""
+    copy = save_version(candidates_dir(reg.settings), name="copy", model=reg.model.model,
+                        meta=reg.model.meta)
+    impact = modelops.model_impact(reg, copy, principal="t")
+    assert impact["same_parameters"] and impact["pairs"]["changed_decision"] == 0
+    before, events = _keys(reg), reg.event_seq
+    res = modelops.promote_model(reg, copy, principal="t")
+    assert res["mode"] == "activation_only" and res["records_changing_key"] == 0
+    assert res["key_events"] == 0 and reg.event_seq == events
+    assert _keys(reg) == before and reg.model.version == copy
+    again = modelops.promote_model(reg, copy, principal="t")
+    assert again["mode"] == "already_active" and _keys(reg) == before
+    assert [m["version"] for m in modelops.list_models(reg) if m["active"]] == [copy]
+    promotes = [e for e in reg.list_audit(limit=10_000) if e["action"] == "models.promote"]
+    assert len(promotes) == 2 and reg.verify_audit().ok
+    settings_ = reg.settings
+    reg.close()
+    reopened = Registry(settings_)  # the activation survives a restart (model in DATA_DIR)
+    try:
+        assert reopened.model.version == copy and _keys(reopened) == before
+    finally:
+        reopened.close()
+
+
+def test_impact_changes_nothing_and_predicts_the_promotion(reg: Registry,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = relink.apply_constraints
+
+    def spy(r: Registry, result: Any, **kw: Any) -> Any:
+        calls.append(result.clusters.num_rows)
+        return real(r, result, **kw)
+
+    monkeypatch.setattr(relink, "apply_constraints", spy)
+    before, audit_n = _keys(reg), len(reg.list_audit(limit=10_000))
+    imp = modelops.model_impact(reg, "candidate-v001", principal="t", sample=5)
+    assert calls, "impact must pass through apply_constraints"
+    assert _keys(reg) == before and reg.model.version == "default-v001"
+    assert len(reg.list_audit(limit=10_000)) == audit_n + 1  # the models.impact read event
+    assert not imp["same_parameters"] and imp["records"] == len(before)
+    assert imp["pairs"]["changed_decision"] >= len(imp["sample"]) > 0
+    tokenish = re.compile(r"[A-Za-z0-9_-]{20,}:")
+    text = json.dumps(imp)
+    assert not tokenish.search(text) and "pk_" not in text
+    s = imp["sample"][0]
+    for side in ("active", "candidate"):
+        parts = s[side]["comparisons"]
+        total = s[side]["prior_weight"] + sum(p["match_weight"] for p in parts)
+        assert total == pytest.approx(s[side]["match_weight"])
+        assert {p["comparison"] for p in parts} == {c.name for c in reg.model_definition.comparisons}
+    assert s["active"]["decision"] != s["candidate"]["decision"]
+    assert {r["agency"] for r in s["records"]} <= {"agency_a", "agency_b", "agency_c"}
+
+    calls.clear()
+    res = modelops.promote_model(reg, "candidate-v001", principal="t")
+    assert calls, "promote must pass through apply_constraints"
+    after = _keys(reg)
+    p = imp["promote"]
+    assert res["mode"] == "relink"
+    assert res["records_changing_key"] == p["records_changing_key"]
+    assert (res["persons_merging"], res["persons_splitting"], res["new_keys"]) == \
+        (p["persons_merging"], p["persons_splitting"], p["new_keys"])
+    changed = [rec for rec in before if before[rec] != after[rec]]
+    assert len(changed) == res["records_changing_key"]
+    # Keys change only where clusters changed; churn is bounded and reported.
+    old_groups, new_groups = _groups(before), _groups(after)
+    for rec in before:
+        if old_groups[rec] == new_groups[rec]:
+            assert after[rec] == before[rec]
+    assert 0 < len(changed) <= 0.01 * len(before)  # this candidate does move a few records
+    assert (res["key_events"] > 0) == (len(changed) > 0)
+    entry = [e for e in reg.list_audit(limit=10_000) if e["action"] == "models.promote"][-1]
+    detail = json.loads(entry["detail"]) if isinstance(entry["detail"], str) else entry["detail"]
+    assert detail["records_changing_key"] == len(changed) and detail["mode"] == "relink"
+    # The online scorer follows the promoted version.
+    assert reg.model.version == "candidate-v001"
+    cand = modelops.load_model(reg, "candidate-v001")
+    assert reg.scorer.params == cand.params
+    assert modelops.model_impact(reg, "candidate-v001", principal="t")["promote"][
+        "records_changing_key"] == 0
+
+
+def test_evaluate_scores_labels_at_the_thresholds(reg: Registry) -> None:
+    by_person: dict[str, list[int]] = defaultdict(list)
+    for (agency, sid), (seq, row, _h, _v) in reg.by_sid.items():
+        if row >= 0:
+            by_person[TRUTH[(agency, sid)]].append(seq)
+    rng = random.Random(4)
+    multi = [s for s in by_person.values() if len(s) > 1]
+    matches = [(s[0], s[1], True) for s in rng.sample(multi, 40)]
+    people = list(by_person.values())
+    non = []
+    while len(non) < 40:
+        a, b = rng.sample(people, 2)
+        non.append((a[0], b[0], False))
+    with reg.store.transaction() as cur:
+        lstore.insert_labels(cur, [{"record_seq_a": a, "record_seq_b": b, "is_match": m}
+                                   for a, b, m in matches + non], principal_id="p",
+                             source="import", now=reg.clock())
+    ev = modelops.evaluate_model(reg, "candidate-v001", principal="t")
+    assert ev["labels"] == {"pairs": 80, "matches": 40, "non_matches": 40, "skipped_inactive": 0}
+    # Expected figures from the scorer directly.
+    cand = modelops.load_model(reg, "candidate-v001")
+    scorer = Scorer(reg.model_definition, cand.params)
+    row_of = {seq: row for seq, row, _h, _v in reg.by_sid.values()}
+    pairs = matches + non
+    w = scorer.weights(reg.index.gather(np.array([row_of[a] for a, _, _ in pairs])),
+                       reg.index.gather(np.array([row_of[b] for _, b, _ in pairs])))
+    linked = 1 / (1 + 2.0 ** -w) >= cand.thresholds.link
+    truth = np.array([m for _, _, m in pairs])
+    tp = int((linked & truth).sum())
+    fp = int((linked & ~truth).sum())
+    got = ev["at_link_threshold"]
+    assert (got["true_positives"], got["false_positives"]) == (tp, fp)
+    assert got["recall"] == pytest.approx(tp / 40)
+    assert got["recall"] > 0.8 and got["precision"] == 1.0
+    assert got["f1"] == pytest.approx(2 * got["precision"] * got["recall"]
+                                      / (got["precision"] + got["recall"]))
+    d = ev["diagnostics"]
+    assert d["records"] == len(row_of) and 0 < d["singleton_rate"] < 1
+    assert d["pairs_at_or_above_link"] <= d["candidate_pairs"]
+    stored = modelops.get_model(reg, "candidate-v001")["metrics"]["latest_evaluation"]
+    assert stored["evaluation_seq"] == ev["evaluation_seq"]
+    assert stored["at_link_threshold"] == ev["at_link_threshold"]
+    # Charts: self-contained HTML (no script loaded over the network) and PNG.
+    for name in ("match-weights", "m-u", "probability-histogram", "precision-recall",
+                 "cluster-sizes"):
+        html, media = modelops.chart(reg, "candidate-v001", name, "html")
+        assert media.startswith("text/html")
+        assert not re.search(rb"<script[^>]*src=[\"']?https?:", html, re.I)
+        assert b"candidate-v001" in html and len(html) > 100_000  # Vega is inlined
+    png, media = modelops.chart(reg, "candidate-v001", "precision-recall", "png")
+    assert media == "image/png" and png.startswith(b"\x89PNG")
+    with pytest.raises(InvalidInput):
+        modelops.chart(reg, "candidate-v001", "pie", "html")
+
+
+def test_model_commands(base: Path, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    shutil.copytree(base, d)
+    run = CliRunner().invoke
+    r = run(app, ["model", "list", "--data-dir", str(d)])
+    assert r.exit_code == 0 and "candidate-v001" in r.output, r.output
+    r = run(app, ["model", "show", "candidate-v001", "--json", "--data-dir", str(d)])
+    assert r.exit_code == 0 and json.loads(r.output)["version"] == "candidate-v001"
+    r = run(app, ["model", "chart", "candidate-v001", "m-u", "--out", str(tmp_path / "c.png"),
+                  "--data-dir", str(d)])
+    assert r.exit_code == 0 and (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+    r = run(app, ["model", "evaluate", "candidate-v001", "--data-dir", str(d)])
+    assert r.exit_code == 0 and "diagnostics" in r.output, r.output
+    r = run(app, ["model", "impact", "candidate-v001", "--json", "--data-dir", str(d)])
+    assert r.exit_code == 0, r.output
+    expected = json.loads(r.output)["promote"]["records_changing_key"]
+    r = run(app, ["model", "promote", "candidate-v001", "--data-dir", str(d)])
+    assert r.exit_code == 0 and f"{expected} of" in r.output, r.output
+    r = run(app, ["model", "list", "--data-dir", str(d)])
+    line = next(x for x in r.output.splitlines() if "candidate-v001" in x)
+    assert "*" in line
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=40), st.data())
+def test_keys_follow_unchanged_clusters(old: list[int], data: st.DataObject) -> None:
+    """Reconciliation (what a promotion commits): a cluster equal to a key's whole group keeps
+    that key, and only records in changed clusters can change key."""
+    n = len(old)
+    new = data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
+    seq = np.arange(1, n + 1, dtype=np.int64)
+    old_key = np.array(old, dtype=np.int64)
+    labels = np.array(new, dtype=np.int64)
+    # clusters labelled by their smallest member, as relink hands them over
+    first = {c: int(seq[labels == c].min()) for c in set(new)}
+    cluster = np.array([first[c] for c in new], dtype=np.int64)
+    rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
+                             key_rank=np.arange(7, dtype=np.int64))
+    for i in range(n):
+        old_group = set(np.flatnonzero(old_key == old_key[i]).tolist())
+        new_group = set(np.flatnonzero(cluster == cluster[i]).tolist())
+        if old_group == new_group:
+            assert rec.record_key[i] == old_key[i]
