@@ -72,7 +72,7 @@ class ExtractWorkflow:
         self._reg = registry
         self._dir = data_dir
         self._threads: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._signing_key: Ed25519PrivateKey | None = None
         with registry.store.transaction() as cur:  # a build cut off by a stop never finishes
             for row in xstore.list_requests(cur):
@@ -260,10 +260,11 @@ class ExtractWorkflow:
             row = self._visible_row(principal, extract_id)
             if principal.role != STEWARD and principal.principal_id != row["requester_id"]:
                 raise Forbidden("only the requester or a steward starts a build")
-            self._check_buildable(row)
-            with self._reg.store.transaction() as cur:
-                xstore.update_request(cur, extract_id, build_state="queued", build_error=None)
-        self._start(extract_id, actor=principal.principal_id)
+            with self._lock:  # check and start together: one build per extract at a time
+                self._check_buildable(row)
+                with self._reg.store.transaction() as cur:
+                    xstore.update_request(cur, extract_id, build_state="queued", build_error=None)
+                self._start(extract_id, actor=principal.principal_id)
         return self._out(self._find(extract_id))
 
     def _check_buildable(self, row: Mapping[str, Any]) -> None:
