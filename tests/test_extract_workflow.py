@@ -475,6 +475,6 @@ def test_request_validation_names_fields(xw: World) -> None:
 def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
     import numpy as np
 
-    from mpi.extract.workflow import percentile
+    from mpi.extract.accounting import percentile
     got = percentile(values, q)
     assert got is not None and abs(got - float(np.percentile(values, q))) <= 1e-6 * (1 + max(values))

@@ -1,5 +1,6 @@
-"""The research-extract workflow: requests, approvals, builds, downloads, close, the accounting
-of disclosures and the turnaround report.
+"""The research-extract workflow: requests, approvals, builds, downloads and close; the one
+object the API and CLI call (datasets.py and accounting.py hold the dictionary and the
+accounting/turnaround use cases it delegates to).
 
 Owns: who may see, approve, build, download and close an extract, and the state machine
 ``pending -> approved | denied``, ``approved -> closed``. An approver of every contributing
@@ -13,9 +14,7 @@ source id in an audit event or error message.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import statistics
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry, key_ref
 from mpi.errors import Conflict, Forbidden, InvalidInput, MpiError, NotFound
-from mpi.extract import datasets, delivery
+from mpi.extract import accounting, datasets, delivery
 from mpi.extract.request import extract_spec, validate_request
 from mpi.principals import Principal
 from mpi.store import extracts as xstore
-from mpi.store import persons as pstore
 from mpi.store import principals as prstore
 
 if TYPE_CHECKING:
@@ -52,17 +50,6 @@ def capacities(agencies: list[str]) -> list[str]:
 
 def _same_person(a: str, b: str) -> bool:
     return " ".join(a.casefold().split()) == " ".join(b.casefold().split())
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100) with linear interpolation between order statistics."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 class ExtractWorkflow:
@@ -407,58 +394,9 @@ class ExtractWorkflow:
     # ---- accounting of disclosures and the turnaround report ---------------------------
     def disclosures(self, principal: Principal, person_key: str) -> dict[str, Any]:
         """Every delivered extract that included the person (following key lineage)."""
-        target = key_ref(person_key)
-        cur = self._reg.store.cursor()
-        with self._refusals(principal, "persons.disclosures", target):
-            if principal.role not in ("agency", STEWARD):
-                raise Forbidden("only a steward or a linked agency reads disclosures")
-            if pstore.find_person(cur, person_key) is None:
-                raise NotFound("no such person key")
-            family = xstore.key_family(cur, person_key)
-            if principal.role == "agency" and not (principal.agency and xstore.has_key_records_at(
-                    cur, family, agency=principal.agency)):
-                raise NotFound("no such person key among this agency's records")
-        out = []
-        for d in xstore.delivered_disclosures(cur, family):
-            row = self._find(d["extract_id"])
-            who = prstore.find_principal(cur, row["requester_id"]) or {}
-            spec = json.loads(row["spec"])
-            out.append({"extract_id": row["extract_id"], "project": row["title"],
-                        "purpose": row["purpose"], "agreement_ref": row["agreement_ref"],
-                        "recipient": {"principal_id": row["requester_id"],
-                                      "name": who.get("name")},
-                        "disclosed_at": d["first_delivered_at"], "builds": d["builds"],
-                        "kind": row["kind"],
-                        "attributes": [{k: a[k] for k in ("agency", "dataset", "name",
-                                                          "generalization")}
-                                       for a in spec["attributes"]
-                                       if a["generalization"] != "suppress"]})
-        self._audit(principal.principal_id, "persons.disclosures", target,
-                    detail={"extracts": len(out)})
-        return {"person_key": person_key, "disclosures": out}
+        with self._refusals(principal, "persons.disclosures", key_ref(person_key)):
+            return accounting.disclosures(self._reg, principal, person_key)
 
     def request_report(self, principal: Principal) -> dict[str, Any]:
         """Turnaround: median and 90th percentile request -> decision and approval -> delivery."""
-        rows = xstore.request_times(self._reg.store.cursor())
-
-        def spread(pairs: list[tuple[dt.datetime, dt.datetime]]) -> dict[str, Any]:
-            hours = [(b - a).total_seconds() / 3600 for a, b in pairs]
-            return {"count": len(hours),
-                    "median_hours": statistics.median(hours) if hours else None,
-                    "p90_hours": percentile(hours, 90)}
-
-        decided = [(r["created_at"], r["decided_at"]) for r in rows
-                   if r["decided_at"] is not None and r["status"] in ("approved", "denied", "closed")]
-        delivered = [(r["approved_at"], r["delivered_at"]) for r in rows
-                     if r["approved_at"] is not None and r["delivered_at"] is not None]
-        by_status: dict[str, int] = {}
-        for r in rows:
-            by_status[r["status"]] = by_status.get(r["status"], 0) + 1
-        self._audit(principal.principal_id, "reports.requests", "extracts")
-        return {"requests": len(rows), "by_status": by_status,
-                "request_to_decision": spread(decided),
-                "approval_to_delivery": spread(delivered),
-                "notes": ["decision: the final approval or the first denial (a request closed "
-                          "while pending counts from its close)",
-                          "delivery: the first download of the extract by the researcher",
-                          "percentiles interpolate linearly between order statistics"]}
+        return accounting.request_report(self._reg, principal)
