@@ -478,3 +478,43 @@ def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
     from mpi.extract.accounting import percentile
     got = percentile(values, q)
     assert got is not None and abs(got - float(np.percentile(values, q))) <= 1e-6 * (1 + max(values))
+
+
+def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mpi extract download` through MpiClient (its HTTP client is the app's TestClient)."""
+    from typer.testing import CliRunner
+
+    import mpi.cli_extract as cli_extract
+    from api.cli import app
+    from mpi.client import MpiClient
+
+    def client(_url: str, key_file: Path | None, _ca: Path | None) -> MpiClient:
+        assert key_file is not None
+        c = MpiClient("https://testserver", api_key=key_file.read_text().strip(), max_retries=0)
+        c._http.close()
+        c._http = xw.client
+        c._http.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
+        monkeypatch.setattr(c, "close", lambda: None)  # the TestClient outlives the command
+        return c
+
+    monkeypatch.setattr(cli_extract, "_client", client)
+    xid = _request(xw)["extract_id"]
+    _approve_all(xw, xid)
+    keys = {}
+    for who in ("researcher", "researcher_2"):
+        keys[who] = xw.data_dir / f"{who}.key"
+        keys[who].write_text(xw.keys[who] + "\n")
+    pem = xw.data_dir / "signing.pub.pem"
+    pem.write_text(xw.client.get("/v1/keys/signing").json()["public_key_pem"])
+    out = xw.data_dir / "pkg.zip"
+    runner = CliRunner()
+    common = ["--url", "https://testserver", "--out", str(out)]
+    r = runner.invoke(app, ["extract", "download", xid, *common, "--api-key-file",
+                            str(keys["researcher_2"])])
+    assert r.exit_code == 1 and "403" in r.output and not out.exists()
+    r = runner.invoke(app, ["extract", "download", xid, *common, "--api-key-file",
+                            str(keys["researcher"])])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["extract", "verify", str(out), "--public-key", str(pem)])
+    assert r.exit_code == 0 and "OK" in r.output
+    xw.client.headers.pop("Authorization", None)
