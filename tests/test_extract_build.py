@@ -498,3 +498,40 @@ def test_within_pairs_are_exactly_the_pairs_sharing_a_label(labels: list[int]) -
     got = sorted(zip(left.tolist(), right.tolist(), strict=True))
     want = [(i, j) for i, j in itertools.combinations(range(len(arr)), 2) if arr[i] == arr[j]]
     assert got == want
+
+
+def test_an_empty_cohort_builds_empty_files(reg: Registry) -> None:
+    out = build_extract(reg, _spec(cohort=CohortSpec(agency="agency_nobody")),
+                        project_secret=SECRET, now=NOW)
+    assert out.rows == 0 and out.person_keys == []
+    assert _data(out).num_rows == 0 and out.files["data.csv"].startswith(b'"person_id"')
+    assert out.linkage_quality["overall"]["records"] == 0
+    agg = build_extract(reg, _spec(cohort=CohortSpec(agency="agency_nobody"), kind="aggregate",
+                                   dimensions=(f"{A}.program",)), project_secret=SECRET, now=NOW)
+    assert agg.person_keys == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["a", "b"]),
+                          st.sampled_from(["x", "y", None]), st.sampled_from(["1", "2"])),
+                min_size=1, max_size=80),
+       st.integers(1, 4))
+def test_person_level_k_anonymity_holds_for_any_table(rows: list[tuple[int, str, str | None, str]],
+                                                      k: int) -> None:
+    from mpi.extract.build import _person_k
+    table = pa.table({"person_id": [f"p{r[0]}" for r in rows], "agency": [r[1] for r in rows],
+                      "q1": [r[2] for r in rows], "q2": [r[3] for r in rows]})
+    out, rep = _person_k(table, ["agency", "q1", "q2"], k)
+    kept = set(out.column("person_id").to_pylist())
+    sig: dict[str, set[tuple[Any, ...]]] = {}
+    for r in table.to_pylist():
+        sig.setdefault(r["person_id"], set()).add((r["agency"], r["q1"], r["q2"]))
+    classes: dict[frozenset[tuple[Any, ...]], int] = {}
+    for p in sig:
+        classes[frozenset(sig[p])] = classes.get(frozenset(sig[p]), 0) + 1
+    # exactly the persons whose signature at least k persons share are kept, with all their rows
+    assert kept == {p for p in sig if classes[frozenset(sig[p])] >= k}
+    assert out.num_rows == sum(1 for r in rows if f"p{r[0]}" in kept)
+    assert rep.records_suppressed == len(sig) - len(kept)
+    if out.num_rows:
+        assert k_anonymity(_qi_frame(out, ["agency", "q1", "q2"]), ["agency", "q1", "q2"]) >= k

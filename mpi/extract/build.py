@@ -40,7 +40,7 @@ from mpi.errors import InvalidInput, Problem
 from mpi.extract import quality
 from mpi.extract.aggregate import aggregate
 from mpi.extract.generalize import ATTRIBUTE_CLASSES, check_generalization, generalize
-from mpi.extract.kanon import KReport, enforce_k_anonymity
+from mpi.extract.kanon import KReport, class_ids, enforce_k_anonymity
 from mpi.extract.pseudonym import DEFAULT_MAX_SHIFT_DAYS, date_shift_days, pseudonymize
 from mpi.store import extracts_read as xread
 from mpi.store.labels import active_labels
@@ -247,21 +247,15 @@ def _ladders(plan: _Plan, released: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _row_keys(table: pa.Table, columns: Sequence[str]) -> pa.Array:
-    """One string per row joining the columns' values (nulls marked), for signatures."""
-    parts = [pc.fill_null(pc.cast(table.column(c), pa.string()), "\x00") for c in columns]
-    joined = pc.binary_join_element_wise(*parts, "\x1f")
-    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
-
-
 def _person_k(table: pa.Table, qis: Sequence[str], k: int) -> tuple[pa.Table, KReport]:
     """Suppress whole persons whose set of quasi-identifier tuples fewer than k persons share."""
-    keyed = pa.table({PERSON_ID: table.column(PERSON_ID), "t": _row_keys(table, qis)})
+    tuples = class_ids([table.column(q) for q in qis], table.num_rows)
+    keyed = pa.table({PERSON_ID: table.column(PERSON_ID), "t": pa.array(tuples, pa.int64())})
     distinct = keyed.group_by([PERSON_ID, "t"], use_threads=False).aggregate([])
     distinct = distinct.sort_by([(PERSON_ID, "ascending"), ("t", "ascending")])
     sig = distinct.group_by(PERSON_ID, use_threads=False).aggregate([("t", "list")])
-    persons = pa.table({PERSON_ID: sig.column(PERSON_ID),
-                        _SIG: pc.binary_join(sig.column("t_list"), "\x1e")})
+    text = pc.cast(sig.column("t_list"), pa.list_(pa.string()))
+    persons = pa.table({PERSON_ID: sig.column(PERSON_ID), _SIG: pc.binary_join(text, ",")})
     kept, report = enforce_k_anonymity(persons, [_SIG], k=k)
     mask = pc.is_in(table.column(PERSON_ID), value_set=kept.column(PERSON_ID))
     return table.filter(mask), report
