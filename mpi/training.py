@@ -70,7 +70,7 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     """Train on a sample and save it as the next version of ``name``; returns the version.
 
     Thresholds default to the active version's. The active labels are counted and
-    fingerprinted in the sidecar (they judge the candidate; they do not fit it: Decision 26).
+    fingerprinted in the sidecar (they judge the candidate; they do not fit it: Decision 30).
     """
     say = progress or (lambda _m: None)
     if not 0 < fraction <= 1:
