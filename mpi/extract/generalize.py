@@ -136,7 +136,9 @@ def parse_column(name: str, col: pa.Array | pa.ChunkedArray, type: str) -> pa.Ar
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             text = _strings(name, arr, _DATE_RE, "are not dates (YYYY-MM-DD)")
             parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
-            _check(name, pc.is_valid(parsed), pc.is_valid(arr), "are not valid calendar dates")
+            # strptime rolls 2020-02-30 over to March; a real date prints back the same
+            same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), text)
+            _check(name, same, pc.is_valid(arr), "are not valid calendar dates")
             return parsed.cast(pa.date32())
         raise InvalidInput(f"attribute {name!r}: values must be dates (YYYY-MM-DD)")
     if type == "integer":
