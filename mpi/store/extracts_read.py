@@ -74,13 +74,15 @@ def extract_rows_sql(n_columns: int, n_agencies: int, *, dated: bool) -> str:
             f"SELECT r.record_seq, r.person_key, r.agency{cols}\n"
             "FROM source_record r JOIN cohort c ON c.person_key = r.person_key\n"
             f"WHERE r.status = 'active' AND r.agency IN ({marks})\n"
-            "  AND r.person_key NOT IN (SELECT person_key FROM opted_out)")
+            "  AND r.person_key NOT IN (SELECT person_key FROM opted_out)\n"
+            "ORDER BY r.record_seq")
 
 
 def extract_rows(cur: duckdb.DuckDBPyConnection, *, cohort: CohortFilter,
                  agencies: Sequence[str], columns: Sequence[tuple[str, str]]) -> pa.Table:
     """Rows of the extract before disclosure control (see ``extract_rows_sql``); ``columns``
-    are (agency, JSON path) pairs, returned as ``c0..`` in that order. Unordered."""
+    are (agency, JSON path) pairs, returned as ``c0..`` in that order; rows by record_seq (so
+    every later step sees one order for one registry state)."""
     _cte, cohort_params = _cohort_cte(cohort)
     params: list[object] = list(cohort_params)
     for agency, path in columns:
