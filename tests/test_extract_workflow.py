@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_api_support import A, B, World, build_world
 
@@ -340,14 +340,16 @@ def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
     for agency in (A, B):
         r = xw.client.get(f"/v1/persons/{one}/disclosures", headers=xw.h(agency))
         assert r.status_code == (200 if agency in own else 404)
-    # a merged person's history is still found through the retired key's forwarding
-    cur = xw.registry.store.cursor()
-    new_key = "pk_merged_test_0000001"
-    cur.execute("INSERT INTO person (person_key, status, created_at) VALUES (?, 'active', now())",
-                [new_key])
-    cur.execute("INSERT INTO key_lineage VALUES (?, ?, 'merge', 0)", [one, new_key])
-    r = xw.client.get(f"/v1/persons/{new_key}/disclosures", headers=xw.h("steward"))
-    assert {d["extract_id"] for d in r.json()["disclosures"]} == {x_rows}
+    # a merged person's history is still found from either key (the retired one forwards)
+    from mpi.stewardship import merge_persons
+    two = sorted(opted_out)[0]
+    merged = merge_persons(xw.registry, one, others=[two], reason="same person",
+                           principal=xw.ids["steward"])
+    survivor = merged["person_key"]
+    assert xw.registry.get_person(two if survivor == one else one)["status"] == "retired"
+    for key in (one, two):
+        r = xw.client.get(f"/v1/persons/{key}/disclosures", headers=xw.h("steward"))
+        assert {d["extract_id"] for d in r.json()["disclosures"]} == {x_rows}, key
     assert xw.client.get("/v1/persons/pk_nobody/disclosures",
                          headers=xw.h("steward")).status_code == 404
     assert all(e["target"].startswith("person:") for e in _events(xw, "persons.disclosures"))
@@ -518,3 +520,76 @@ def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) ->
     r = runner.invoke(app, ["extract", "verify", str(out), "--public-key", str(pem)])
     assert r.exit_code == 0 and "OK" in r.output
     xw.client.headers.pop("Authorization", None)
+
+
+def test_concurrent_downloads_never_exceed_the_limit(xw: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mpi.errors import Conflict
+    from mpi.principals import Principal
+    xid = _request(xw, download_limit=3)["extract_id"]
+    _approve_all(xw, xid)
+    who = Principal(xw.ids["researcher"], "researcher", "researcher")
+
+    def attempt(_i: int) -> str:
+        try:
+            _flow(xw).download(who, xid)
+            return "ok"
+        except Conflict:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(attempt, range(8)))
+    assert sorted(results) == ["ok"] * 3 + ["refused"] * 5
+    assert xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()["downloads"] == 3
+    outcomes = [e["outcome"] for e in _events(xw, "extracts.download")]
+    assert sorted(outcomes) == ["denied"] * 5 + ["ok"] * 3
+
+
+@pytest.fixture(scope="module")
+def sod_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = build_world(tmp_path_factory.mktemp("sod"))
+    for agency in (A, B):
+        assert w.post_records(agency, RECORDS[agency][:30]).status_code == 200
+        assert w.client.put("/v1/datasets/enrolment", headers=w.h(agency),
+                            json={"attributes": DICTIONARY}).status_code == 200
+    _add(w, "approver_b", "approver", B)
+    _add(w, "researcher_2", "researcher")
+    _add(w, "Researcher", "approver", B)  # the requester's name on an approver principal
+    yield w
+    _flow(w).wait(60)
+    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
+    w.registry.close()
+
+
+CAPACITY = {"approver": f"agency:{A}", "approver_b": f"agency:{B}", "steward": "steward"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(["approver", "approver_b", "steward", "researcher",
+                                                 "researcher_2", "Researcher", A]),
+                                st.sampled_from(["approve", "deny"])), max_size=7))
+def test_decision_sequences_follow_the_rules(sod_world: World, steps: list[tuple[str, str]]) -> None:
+    """Any sequence of decisions: approved iff every capacity approved before any denial; the
+    first denial is final; a capacity decides once; SoD and role refusals never count."""
+    w = sod_world
+    xid = _request(w)["extract_id"]
+    status, done = "pending", set()
+    for who, decision in steps:
+        r = _decide(w, who, xid, decision)
+        if who not in CAPACITY:
+            assert r.status_code == 403, (who, r.text)
+        elif status != "pending" or CAPACITY[who] in done:
+            assert r.status_code == 409, (who, r.text)
+        else:
+            assert r.status_code == 200, r.text
+            done.add(CAPACITY[who])
+            if decision == "deny":
+                status = "denied"
+            elif done == set(CAPACITY.values()):
+                status = "approved"
+    out = w.client.get(f"/v1/extracts/{xid}", headers=w.h("steward")).json()
+    assert out["status"] == status
+    assert {a["capacity"] for a in out["approvals"]} == done
+    assert w.ids["researcher"] not in {a["principal_id"] for a in out["approvals"]}
+    assert w.ids["Researcher"] not in {a["principal_id"] for a in out["approvals"]}
