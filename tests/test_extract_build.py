@@ -359,6 +359,9 @@ def test_aggregate_counts_persons_per_cell_and_suppresses_small_cells(reg: Regis
         assert c["count"] == n, c
     margins = json.loads(out.files["margins.json"])
     assert margins and out.disclosure_report["aggregate"]["unit"] == "persons"
+    # the linkage-quality breakdown of an aggregate holds rates, never counts
+    for g in out.linkage_quality["by_group"][f"{A}.race_ethnicity"]:
+        assert not {"records", "persons", "linked_records"} & set(g)
     assert "k_anonymity" not in out.disclosure_report
 
 
@@ -385,7 +388,7 @@ def test_linkage_quality_report_shape_and_sanity(reg: Registry, built: BuiltExtr
         if g["suppressed"]:
             assert set(g) == {"group", "suppressed", "suppression"}
         else:
-            assert g["records"] >= 11
+            assert g["persons"] >= 11 and g["records"] >= g["persons"]
     assert "## How each figure is estimated" in built.files["linkage_quality.md"].decode()
 
 
@@ -475,19 +478,37 @@ def test_small_groups_are_suppressed_in_the_breakdown() -> None:
     groups = {"g": pa.array(["a"] * 30 + ["b"] * 5 + [None] * 3)}
     empty = quality.LabelPairs(*(np.empty(0, dtype=np.int64),) * 2,
                                np.empty(0, dtype=bool), np.empty(0, dtype=bool))
-    rep = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), link=link, missed=missed,
-                               pairs=empty, groups=groups, threshold=11, model_version="m",
-                               thresholds={"link": 0.9, "review": 0.5}, scored={})
+    persons = np.arange(38, dtype=np.int64)
+    rep = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), person_codes=persons,
+                               link=link, missed=missed, pairs=empty, groups=groups, threshold=11,
+                               model_version="m", thresholds={"link": 0.9, "review": 0.5},
+                               scored={})
     by = {g["group"]: g for g in rep["by_group"]["g"]}
     assert by["b"]["suppressed"] and by["(missing)"]["suppressed"]
     assert by["a"]["records"] == 30 and by["a"]["model"]["false_match_rate"] == pytest.approx(0.01)
-    lone = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), link=link,
-                                missed=missed, pairs=empty,
-                                groups={"g": pa.array(["a"] * 20 + ["c"] * 15 + ["b"] * 3)},
+    lone = quality.build_report(record_seqs=np.arange(38, dtype=np.int64),
+                                person_codes=persons // 2, link=link, missed=missed, pairs=empty,
+                                groups={"g": pa.array(["a"] * 24 + ["c"] * 12 + ["b"] * 2)},
                                 threshold=11, model_version="m",
                                 thresholds={"link": 0.9, "review": 0.5}, scored={})
+    # persons, not records, decide: c has 12 records of 6 persons, b 2 records of 1 person
     hidden = {g["group"]: g.get("suppression") for g in lone["by_group"]["g"] if g["suppressed"]}
+    assert hidden == {"b": "small", "c": "small"}
+    alone = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), person_codes=persons,
+                                 link=link, missed=missed, pairs=empty,
+                                 groups={"g": pa.array(["a"] * 20 + ["c"] * 15 + ["b"] * 3)},
+                                 threshold=11, model_version="m",
+                                 thresholds={"link": 0.9, "review": 0.5}, scored={})
+    hidden = {g["group"]: g.get("suppression") for g in alone["by_group"]["g"] if g["suppressed"]}
     assert hidden == {"b": "small", "c": "complementary"}
+    rates = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), person_codes=persons,
+                                 link=link, missed=missed, pairs=empty, groups=groups,
+                                 threshold=11, model_version="m",
+                                 thresholds={"link": 0.9, "review": 0.5}, scored={},
+                                 group_counts=False)
+    shown = next(g for g in rates["by_group"]["g"] if g["group"] == "a")
+    assert "records" not in shown and "pairs" not in shown["labels"]
+    assert shown["model"]["false_match_rate"] == pytest.approx(0.01)
 
 
 @settings(max_examples=60, deadline=None)

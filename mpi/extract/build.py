@@ -449,8 +449,11 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
     say("linkage quality")
     quality_rows = _person_groups(quality_rows, plan.demographics)
     link = quality_rows.column(LINK_PROBABILITY).to_numpy(zero_copy_only=False)
+    person_codes = pc.dictionary_encode(quality_rows.column(PERSON_ID)).combine_chunks().indices
     lq = quality.build_report(
         record_seqs=np.asarray(quality_rows.column(_SEQ).to_numpy(), dtype=np.int64),
+        person_codes=np.asarray(person_codes.to_numpy(), dtype=np.int64),
+        group_counts=spec.kind == "rows",
         link=np.asarray(link, dtype=np.float64),
         missed=np.asarray(quality_rows.column(_MISSED).to_numpy(), dtype=np.float64),
         pairs=snap.pairs,

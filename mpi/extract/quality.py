@@ -64,9 +64,11 @@ ESTIMATORS: dict[str, str] = {
     "groups": "A record's group is its person's value of the demographic attribute on any of "
               "their released rows: \"(multiple)\" when the person has several values, "
               "\"(missing)\" when none.",
-    "suppression": "Groups with fewer records than the disclosure threshold report no figures; "
+    "suppression": "Groups with fewer persons than the disclosure threshold report no figures; "
                    "when exactly one group is that small, the next smallest is suppressed too "
-                   "(as the equity report does), so the total does not reveal it.",
+                   "(as the equity report does), so the total does not reveal it. In an "
+                   "aggregate extract groups report rates only, never counts, so the report "
+                   "cannot undo the tables' cell suppression.",
 }
 
 
@@ -271,19 +273,37 @@ def _group_codes(values: pa.Array | pa.ChunkedArray) -> tuple[list[str], I64]:
     return [names[i] for i in order], codes
 
 
-def build_report(*, record_seqs: I64, link: F64, missed: F64, pairs: LabelPairs,
-                 groups: Mapping[str, pa.Array | pa.ChunkedArray], threshold: int,
-                 model_version: str, thresholds: Mapping[str, float],
-                 scored: Mapping[str, int]) -> dict[str, Any]:
-    """The linkage-quality report over the released records (arrays aligned with the rows)."""
+_COUNTS = ("records", "linked_records", "singleton_records")
+_MODEL_COUNTS = ("expected_false_links", "expected_records_with_missed_match")
+_LABEL_COUNTS = ("pairs", "linked_pairs", "false_matches", "match_pairs", "missed_matches")
+
+
+def _rates_only(figures: dict[str, Any]) -> dict[str, Any]:
+    """A group's figures without any count (rates and means only)."""
+    out = {k: v for k, v in figures.items() if k not in _COUNTS}
+    out["model"] = {k: v for k, v in figures["model"].items() if k not in _MODEL_COUNTS}
+    out["labels"] = {k: v for k, v in figures["labels"].items() if k not in _LABEL_COUNTS}
+    return out
+
+
+def build_report(*, record_seqs: I64, person_codes: I64, link: F64, missed: F64,
+                 pairs: LabelPairs, groups: Mapping[str, pa.Array | pa.ChunkedArray],
+                 threshold: int, model_version: str, thresholds: Mapping[str, float],
+                 scored: Mapping[str, int], group_counts: bool = True) -> dict[str, Any]:
+    """The linkage-quality report over the extract's records (arrays aligned with the rows;
+    ``person_codes`` numbers each row's person). Groups of fewer than ``threshold`` persons are
+    suppressed; with ``group_counts`` false (aggregate extracts, whose rows are not released)
+    groups carry rates only, so the report adds no count to the published cells."""
     pa_pos, pb_pos = _pair_positions(record_seqs, pairs)
     touch = (pa_pos >= 0) | (pb_pos >= 0)
     overall = _figures(link, missed, pairs.linked[touch], pairs.is_match[touch])
     by_group: dict[str, list[dict[str, Any]]] = {}
     for name, values in groups.items():
         labels, codes = _group_codes(values)
-        sizes = np.bincount(codes, minlength=len(labels)).tolist()
-        hidden = _suppressed(sizes, threshold)
+        span = np.int64(int(person_codes.max()) + 1) if len(person_codes) else np.int64(1)
+        distinct = np.unique(codes * span + person_codes) // span if len(codes) else codes
+        persons = np.bincount(distinct, minlength=len(labels)).tolist()
+        hidden = _suppressed(persons, threshold)
         ga = np.where(pa_pos >= 0, codes[np.maximum(pa_pos, 0)], -1) if len(codes) else pa_pos
         gb = np.where(pb_pos >= 0, codes[np.maximum(pb_pos, 0)], -1) if len(codes) else pb_pos
         rows: list[dict[str, Any]] = []
@@ -293,14 +313,18 @@ def build_report(*, record_seqs: I64, link: F64, missed: F64, pairs: LabelPairs,
                 continue
             sel = codes == g
             pair_sel = (ga == g) | (gb == g)
+            figures = _figures(link[sel], missed[sel], pairs.linked[pair_sel],
+                               pairs.is_match[pair_sel])
+            if group_counts:
+                figures = {"persons": persons[g], **figures}
             rows.append({"group": label, "suppressed": False,
-                         **_figures(link[sel], missed[sel], pairs.linked[pair_sel],
-                                    pairs.is_match[pair_sel])})
+                         **(figures if group_counts else _rates_only(figures))})
         by_group[name] = rows
     return {
         "model": {"version": model_version, "thresholds": dict(thresholds)},
         "estimators": dict(ESTIMATORS),
         "disclosure_threshold": threshold,
+        "group_counts": group_counts,
         "pairs_scored": dict(scored),
         "labels_available": bool(len(pairs.is_match)),
         "overall": overall,
@@ -329,9 +353,9 @@ def report_markdown(report: Mapping[str, Any], *, title: str) -> str:
         if f.get("suppressed"):
             return f"| {name} | suppressed ({f['suppression']}) |  |  |  |  |  |  |  |"
         m, lab = f["model"], f["labels"]
-        return (f"| {name} | {f['records']} | {f['linked_records']} | "
+        return (f"| {name} | {_fmt(f.get('records'))} | {_fmt(f.get('linked_records'))} | "
                 f"{_fmt(f['mean_link_probability'])} | {_fmt(m['false_match_rate'])} | "
-                f"{_fmt(m['missed_match_rate'])} | {lab['pairs']} | "
+                f"{_fmt(m['missed_match_rate'])} | {_fmt(lab.get('pairs'))} | "
                 f"{_fmt(lab['false_match_rate'])} | {_fmt(lab['missed_match_rate'])} |")
 
     lines.append(row("**all records**", report["overall"]))
