@@ -593,3 +593,30 @@ def test_decision_sequences_follow_the_rules(sod_world: World, steps: list[tuple
     assert {a["capacity"] for a in out["approvals"]} == done
     assert w.ids["researcher"] not in {a["principal_id"] for a in out["approvals"]}
     assert w.ids["Researcher"] not in {a["principal_id"] for a in out["approvals"]}
+
+
+def test_failed_builds_are_reported_and_release_nothing(xw: World) -> None:
+    # a value that does not parse for its dictionary type fails the build, naming the attribute
+    bad = {**RECORDS[A][0], "attributes": {**RECORDS[A][0]["attributes"], "birth_year": "soon"}}
+    assert xw.client.put(f"/v1/records/{bad['source_record_id']}", json=bad,
+                         headers=xw.h(A)).status_code == 200
+    xid = _request(xw)["extract_id"]
+    for who in ("approver", "approver_b", "steward"):
+        assert _decide(xw, who, xid).status_code == 200
+    _flow(xw).wait(60)
+    out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
+    assert out["build_state"] == "failed" and "birth_year" in out["build_error"]
+    assert "soon" not in out["build_error"] and out["latest_build"] is None
+    r = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher"))
+    assert r.status_code == 409 and "not been built" in r.json()["detail"]
+    # an attribute whose dictionary entry was withdrawn after approval is never released
+    good = {**bad, "attributes": RECORDS[A][0]["attributes"]}
+    assert xw.client.put(f"/v1/records/{bad['source_record_id']}", json=good,
+                         headers=xw.h(A)).status_code == 200
+    assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
+                         json={"attributes": DICTIONARY[2:]}).status_code == 200
+    assert xw.client.post(f"/v1/extracts/{xid}/build", headers=xw.h("researcher")).status_code == 202
+    _flow(xw).wait(60)
+    out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
+    assert out["build_state"] == "failed" and "agency_a.birth_year" in out["build_error"]
+    assert not (xw.data_dir / "extracts").exists() or not list((xw.data_dir / "extracts").iterdir())

@@ -300,10 +300,11 @@ class ExtractWorkflow:
             raise Conflict(f"this request is {row['status']}, not approved")
         with self._reg.store.transaction() as cur:
             xstore.update_request(cur, extract_id, build_state="running", build_error=None)
+        stored = json.loads(row["spec"])
+        self._check_still_in_dictionary(stored)
         secret = delivery.load_or_create_project_secret(self._dir, extract_id)
         now = self._reg.clock()
-        spec = extract_spec(extract_id, title=row["title"], kind=row["kind"],
-                            spec=json.loads(row["spec"]))
+        spec = extract_spec(extract_id, title=row["title"], kind=row["kind"], spec=stored)
         built = build_extract(self._reg, spec, project_secret=secret, now=now, progress=progress)
         seq = xstore.next_build_seq(self._reg.store.cursor(), extract_id)
         path = delivery.package_path(self._dir, extract_id, seq)
@@ -326,6 +327,15 @@ class ExtractWorkflow:
             raise
         delivery.remove_packages(self._dir, extract_id, keep=seq)
         return self._out(self._find(extract_id))
+
+    def _check_still_in_dictionary(self, spec: Mapping[str, Any]) -> None:
+        """Attributes without a dictionary entry are never released, even if approved earlier."""
+        entries = datasets.dictionary_entries(self._reg)
+        for a in spec["attributes"]:
+            entry = entries.get((a["agency"], a["dataset"], a["name"]))
+            if entry is None or a["generalization"] not in entry["allowed_generalizations"]:
+                raise Conflict(f"{a['agency']}.{a['name']} no longer has a dictionary entry "
+                               "allowing this generalization; request the extract again")
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for running builds (tests, shutdown)."""
