@@ -312,3 +312,25 @@ def test_keys_follow_unchanged_clusters(old: list[int], data: st.DataObject) -> 
         new_group = set(np.flatnonzero(cluster == cluster[i]).tolist())
         if old_group == new_group:
             assert rec.record_key[i] == old_key[i]
+
+
+def test_promote_and_impact_honour_steward_constraints(reg: Registry) -> None:
+    """A cannot-link between two records of one person and a must-link between two persons
+    hold after promoting a retrained model, and the preview already shows it."""
+    from mpi.stewardship import LabelRow, import_labels
+    keys = _keys(reg)
+    by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for rec, k in sorted(keys.items()):
+        by_key[k].append(rec)
+    together = next(recs for recs in by_key.values() if len(recs) >= 2)
+    x, y = next(recs[0] for recs in by_key.values() if len(recs) == 1 and recs != together), \
+        next(recs[0] for recs in reversed(list(by_key.values())) if len(recs) == 1)
+    import_labels(reg, [LabelRow(*together[0], *together[1], False, "not the same person"),
+                        LabelRow(*x, *y, True, "the same person")], principal="t")
+    imp = modelops.model_impact(reg, "candidate-v001", principal="t")
+    res = modelops.promote_model(reg, "candidate-v001", principal="t")
+    after = _keys(reg)
+    assert after[together[0]] != after[together[1]]
+    assert after[x] == after[y]
+    assert res["records_changing_key"] == imp["promote"]["records_changing_key"]
+    assert res["labels"] == 2
