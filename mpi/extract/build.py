@@ -4,8 +4,9 @@ aggregate tables, linkage quality, and the data files (issue #5 §3).
 Owns: the ``ExtractSpec`` the build runs from and ``build_extract``, which reads one consistent
 state of the registry (rows through mpi/store/extracts_read.py and the in-memory index under the
 registry's write lock), applies the disclosure library (pseudonym, generalize, kanon, aggregate)
-and writes deterministic files. Must not: run SQL, store anything, zip or sign (the workflow
-does), or put a token, person key, source record id, record number or key id into any file.
+and turns the result into the package's files (mpi/extract/files.py makes the bytes). Must not:
+run SQL, store anything, zip or sign (the workflow does), or put a token, person key, source
+record id, record number or key id into any file.
 
 Shape of a row extract: one row per active record of a cohort person at a requested agency,
 columns ``person_id`` (project pseudonym), ``agency``, one ``<agency>.<attribute>`` column per
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,12 +32,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from mpi.errors import InvalidInput, Problem
 from mpi.extract import quality
 from mpi.extract.aggregate import aggregate
+from mpi.extract.files import (
+    AGENCY,
+    LINK_PROBABILITY,
+    PERSON_ID,
+    csv_bytes,
+    data_dictionary,
+    dictionary_markdown,
+    json_bytes,
+    parquet_bytes,
+    sort_rows,
+)
 from mpi.extract.generalize import ATTRIBUTE_CLASSES, check_generalization, generalize
 from mpi.extract.kanon import KReport, class_ids, enforce_k_anonymity
 from mpi.extract.pseudonym import DEFAULT_MAX_SHIFT_DAYS, date_shift_days, pseudonymize
@@ -49,9 +57,6 @@ if TYPE_CHECKING:
     from mpi.registry import Registry
 
 KINDS = ("rows", "aggregate")
-PERSON_ID = "person_id"
-AGENCY = "agency"
-LINK_PROBABILITY = "link_match_probability"
 _SEQ, _KEY, _MISSED = "__record_seq", "__person_key", "__missed"
 _SIG = "__signature"
 # A quasi-identifier's further steps when k-anonymity asks for them (kanon.LADDER_STEPS), by its
@@ -59,11 +64,6 @@ _SIG = "__signature"
 LADDERS: Mapping[str, tuple[str, ...]] = {
     "none:date": ("month", "year"), "date_shift": ("month", "year"), "month": ("year",),
     "top_code_90": ("age_band_5", "age_band_10"), "age_band_5": ("age_band_10",),
-}
-PARQUET_OPTIONS: Mapping[str, Any] = {
-    "compression": "zstd", "compression_level": 9, "use_dictionary": True,
-    "write_statistics": False, "version": "2.6", "data_page_version": "1.0",
-    "row_group_size": 1 << 20, "store_schema": False,
 }
 
 
@@ -267,75 +267,6 @@ def _k_report_dict(r: KReport) -> dict[str, Any]:
     return d
 
 
-# ---- files ------------------------------------------------------------------------------------
-def _parquet(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, **PARQUET_OPTIONS)
-    return buf.getvalue()
-
-
-def _csv(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf, write_options=pacsv.WriteOptions(
-        include_header=True, batch_size=65536, delimiter=",", quoting_style="needed"))
-    return buf.getvalue()
-
-
-def _json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-            + "\n").encode()
-
-
-def _sorted(table: pa.Table) -> pa.Table:
-    """Rows by pseudonym, then every other column (nulls last): a total, stable order."""
-    return table.sort_by([(c, "ascending") for c in table.column_names])
-
-
-def _dictionary(spec: ExtractSpec, plan: _Plan, table: pa.Table,
-                further: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The data dictionary of the released columns."""
-    fixed = {
-        PERSON_ID: "Project pseudonym of the person: a keyed hash of the person key under this "
-                   "project's secret. The same person has the same id in every rebuild of this "
-                   "project and in no other project.",
-        AGENCY: "Agency holding the record.",
-        LINK_PROBABILITY: "Match probability of this record's link to its person (highest match "
-                          "probability to another record of the same person); empty when the "
-                          "person has no other record. See linkage_quality.json.",
-        "count": "Number of persons in the cell (a person with several values of a dimension "
-                 "counts once in each, so margins.json sums person-cells); empty when suppressed.",
-        "suppressed": "True when the cell's count is withheld (primary: 1 to threshold-1; "
-                      "complementary: so that no withheld cell can be recovered).",
-    }
-    out: list[dict[str, Any]] = []
-    for name in table.column_names:
-        entry: dict[str, Any] = {"column": name, "arrow_type": str(table.schema.field(name).type)}
-        if name in plan.columns:
-            a = plan.columns[name]
-            entry.update(agency=a.agency, dataset=a.dataset, attribute=a.name, type=a.type,
-                         **{"class": a.klass}, description=a.description,
-                         generalization=a.generalization,
-                         generalized_further=further.get(name))
-        else:
-            entry["description"] = fixed.get(name, "")
-        out.append(entry)
-    return out
-
-
-def _dictionary_md(spec: ExtractSpec, entries: Sequence[Mapping[str, Any]]) -> str:
-    lines = [f"# Data dictionary: {spec.title}", "", f"Extract `{spec.extract_id}` ({spec.kind}).",
-             "", "| column | type | class | generalization | description |",
-             "| --- | --- | --- | --- | --- |"]
-    for e in entries:
-        gen = e.get("generalization") or ""
-        if e.get("generalized_further"):
-            gen += f" → {e['generalized_further']}"
-        desc = str(e.get("description", "")).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{e['column']}` | {e.get('type', e['arrow_type'])} | "
-                     f"{e.get('class', '')} | {gen} | {desc} |")
-    return "\n".join(lines) + "\n"
-
-
 # ---- the build ----------------------------------------------------------------------------------
 MULTIPLE_GROUP = "(multiple)"
 
@@ -410,11 +341,11 @@ def _aggregate_extract(table: pa.Table, spec: ExtractSpec,
     """Cells (dimension columns, count, suppressed), the margins file and the report."""
     cells_in = _person_cells(table, dims)
     result = aggregate(cells_in.select(dims), dims, threshold=spec.threshold)
-    margins = {name: _sorted(m).to_pylist() for name, m in sorted(result.margins.items())}
+    margins = {name: sort_rows(m).to_pylist() for name, m in sorted(result.margins.items())}
     report = {"dimensions": dims, "threshold": spec.threshold, "unit": "persons",
               "persons": pc.count_distinct(table.column(PERSON_ID)).as_py(),
               "person_cells": cells_in.num_rows, **dict(result.report)}
-    return _sorted(result.cells), {"margins.json": _json(margins)}, report
+    return sort_rows(result.cells), {"margins.json": json_bytes(margins)}, report
 
 
 def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, now: dt.datetime,
@@ -440,7 +371,7 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
         out, control = _rows_extract(table, spec, plan, released)
         quality_rows = out
         person_keys = out.column(_KEY)
-        data = _sorted(out.select([PERSON_ID, AGENCY, *released, LINK_PROBABILITY]))
+        data = sort_rows(out.select([PERSON_ID, AGENCY, *released, LINK_PROBABILITY]))
         further = control["generalized_further"]
     else:
         say("aggregating")
@@ -486,14 +417,14 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
         "released": {"rows": data.num_rows, "persons": len(persons)},
     }
     say("writing files")
-    entries = _dictionary(spec, plan, data, further)
+    entries = data_dictionary(data, plan.columns, further)
     files = {
-        "data.parquet": _parquet(data), "data.csv": _csv(data),
-        "dictionary.json": _json({"extract_id": spec.extract_id, "title": spec.title,
+        "data.parquet": parquet_bytes(data), "data.csv": csv_bytes(data),
+        "dictionary.json": json_bytes({"extract_id": spec.extract_id, "title": spec.title,
                                   "kind": spec.kind, "columns": entries}),
-        "dictionary.md": _dictionary_md(spec, entries).encode(),
-        "disclosure_report.json": _json(disclosure),
-        "linkage_quality.json": _json(lq),
+        "dictionary.md": dictionary_markdown(spec, entries).encode(),
+        "disclosure_report.json": json_bytes(disclosure),
+        "linkage_quality.json": json_bytes(lq),
         "linkage_quality.md": quality.report_markdown(lq, title=spec.title).encode(),
         **extra,
     }
