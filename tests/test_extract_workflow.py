@@ -257,6 +257,14 @@ def test_download_rules_are_enforced_and_audited(xw: World) -> None:
         xw.registry.clock = real  # type: ignore[method-assign]
     last = _events(xw, "extracts.download")[-1]
     assert last["outcome"] == "denied" and last["target"] == f"extract:{xid2}"
+    # a pending request cannot be approved after its expiry
+    xid3 = _request(xw)["extract_id"]
+    xw.registry.clock = lambda: real() + dt.timedelta(days=31)  # type: ignore[method-assign]
+    try:
+        r = _decide(xw, "steward", xid3)
+        assert r.status_code == 409 and "expired" in r.json()["detail"]
+    finally:
+        xw.registry.clock = real  # type: ignore[method-assign]
     assert xw.registry.verify_audit().ok
 
 
@@ -519,6 +527,14 @@ def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) ->
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["extract", "verify", str(out), "--public-key", str(pem)])
     assert r.exit_code == 0 and "OK" in r.output
+    server = ["--url", "https://testserver", "--api-key-file", str(keys["researcher"])]
+    r = runner.invoke(app, ["extract", "list", *server])
+    assert r.exit_code == 0 and xid in r.output and "downloads=1/2" in r.output
+    r = runner.invoke(app, ["extract", "build", xid, *server])
+    assert r.exit_code == 0 and "build started" in r.output
+    _flow(xw).wait(60)
+    r = runner.invoke(app, ["extract", "close", xid, *server])
+    assert r.exit_code == 0 and "closed" in r.output
     xw.client.headers.pop("Authorization", None)
 
 
