@@ -575,3 +575,19 @@ def test_person_level_k_anonymity_holds_for_any_table(rows: list[tuple[int, str,
     assert rep.records_suppressed == len(sig) - len(kept)
     if out.num_rows:
         assert k_anonymity(_qi_frame(out, ["agency", "q1", "q2"]), ["agency", "q1", "q2"]) >= k
+
+
+def test_large_index_lookups_in_sorted_order_return_the_same_pairs() -> None:
+    """mpi/linkage/index.py looks up queries of more than 4,096 keys in sorted order (an
+    extract queries every cohort record); the pairs must equal the one-by-one lookup's."""
+    from mpi.linkage.index import _RuleIndex
+    rng = np.random.default_rng(3)
+    rule = _RuleIndex()
+    stored = rng.integers(0, 3000, 20_000).astype(np.uint64)
+    rule.add(stored, np.arange(len(stored), dtype=np.int64))
+    queries = rng.integers(0, 3500, 6000).astype(np.uint64)
+    q, rows = rule.lookup(queries)
+    assert len(queries) > 4096 and len(q) > 10_000
+    want = [(i, int(r)) for i, k in enumerate(queries.tolist()) if k
+            for r in np.flatnonzero(stored == k).tolist()]
+    assert sorted(zip(q.tolist(), rows.tolist(), strict=True)) == sorted(want)

