@@ -319,6 +319,32 @@ def test_date_shift_keeps_intervals_within_a_person(reg: Registry) -> None:
     assert any(s != 0 for s in shifts.values()) and out.disclosure_report["date_shift"]["applied"]
 
 
+def test_the_date_shift_flag_shifts_every_date_before_its_month(reg: Registry) -> None:
+    spec = _spec(attributes=(_attr(A, "enrolled_on", "date", "other", "month"),
+                             _attr(A, "program", "string", "other", "none")),
+                 date_shift=True, k=1, demographics=())
+    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    raw = _sql(reg, "SELECT person_key, CAST(json_extract_string(attributes, '$.enrolled_on') "
+                    "AS DATE) FROM source_record WHERE status = 'active' AND agency = ? "
+                    "AND person_key IN (SELECT unnest(?))", [A, out.person_keys])
+    ids = dict(zip(out.person_keys, pseudonymize(out.person_keys, SECRET).to_pylist(), strict=True))
+    shifts = dict(zip(out.person_keys, date_shift_days(out.person_keys, SECRET).to_pylist(),
+                      strict=True))
+    want = sorted((ids[k], (d + dt.timedelta(days=shifts[k])).strftime("%Y-%m")) for k, d in raw)
+    data = _data(out)
+    got = sorted((p, m) for p, a, m in zip(data.column("person_id").to_pylist(),
+                                             data.column("agency").to_pylist(),
+                                             data.column(f"{A}.enrolled_on").to_pylist(),
+                                             strict=True) if a == A)
+    assert got == want
+    unshifted = sorted((ids[k], d.strftime("%Y-%m")) for k, d in raw)
+    assert got != unshifted
+    report = out.disclosure_report
+    assert report["date_shift"]["columns"] == [f"{A}.enrolled_on"]
+    assert report["generalization"][f"{A}.enrolled_on"]["date_shifted"]
+    assert "date_shift, month" in out.files["dictionary.md"].decode()
+
+
 def test_a_value_that_does_not_parse_names_the_attribute_never_the_value(tmp_path: Path) -> None:
     registry = Registry(Settings(data_dir=tmp_path / "d"))
     try:

@@ -224,11 +224,29 @@ def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
 
 
 # ---- disclosure control -------------------------------------------------------------------------
-def _generalized(table: pa.Table, plan: _Plan, *, shift: pa.Array | None) -> pa.Table:
-    """Replace raw attribute columns by their generalized form (suppressed ones dropped)."""
-    gen = {c: a.generalization for c, a in plan.columns.items()}
+def _shifted_columns(spec: ExtractSpec, plan: _Plan) -> list[str]:
+    """Date columns shifted per person: all released dates when ``spec.date_shift``, else
+    those whose generalization is ``date_shift``."""
+    return [c for c, a in plan.columns.items() if a.type == "date" and (
+        a.generalization == "date_shift" or (spec.date_shift and a.generalization != "suppress"))]
+
+
+def _generalized(table: pa.Table, plan: _Plan, *, shifted: Sequence[str],
+                 shift: pa.Array | None) -> pa.Table:
+    """Replace raw attribute columns by their generalized form (suppressed ones dropped).
+
+    Shifted date columns are shifted first and then take their own generalization (a month
+    or year of the shifted date; ``date_shift`` alone keeps the shifted day).
+    """
+    if shifted:
+        moved = generalize(table.select(list(shifted)), dict.fromkeys(shifted, "date_shift"),
+                           shift_days=shift, types=dict.fromkeys(shifted, "date"))
+        for c in shifted:
+            table = table.set_column(table.column_names.index(c), c, moved.column(c))
+    gen = {c: "none" if c in shifted and a.generalization == "date_shift" else a.generalization
+           for c, a in plan.columns.items()}
     types = {c: a.type for c, a in plan.columns.items()}
-    out = generalize(table.select(list(gen)), gen, shift_days=shift, types=types)
+    out = generalize(table.select(list(gen)), gen, types=types)
     base = table.drop_columns(list(gen))
     for name in out.column_names:
         base = base.append_column(name, out.column(name))
@@ -287,13 +305,16 @@ def _person_groups(table: pa.Table, columns: Sequence[str]) -> pa.Table:
     return out
 
 
-def _values_generalized(table: pa.Table, plan: _Plan, released: Sequence[str]) -> dict[str, Any]:
-    """Per released column: its generalization and how many released values it changed."""
+def _values_generalized(table: pa.Table, plan: _Plan, released: Sequence[str],
+                        shifted: Sequence[str]) -> dict[str, Any]:
+    """Per released column: its generalization, whether it is date-shifted and how many
+    released values those changed."""
     out: dict[str, Any] = {}
     for col in released:
         gen = plan.columns[col].generalization
-        changed = 0 if gen == "none" else table.num_rows - table.column(col).null_count
-        out[col] = {"generalization": gen, "values_generalized": changed}
+        moved = col in shifted
+        changed = 0 if gen == "none" and not moved else table.num_rows - table.column(col).null_count
+        out[col] = {"generalization": gen, "date_shifted": moved, "values_generalized": changed}
     return out
 
 
@@ -359,11 +380,10 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
     table = snap.table
     keys = table.column(_KEY)
     table = table.add_column(0, PERSON_ID, pseudonymize(keys, project_secret))
-    shifting = spec.date_shift or any(a.generalization == "date_shift"
-                                      for a in plan.columns.values())
-    shift = date_shift_days(keys, project_secret) if shifting else None
+    shifted = _shifted_columns(spec, plan)
+    shift = date_shift_days(keys, project_secret) if shifted else None
     say("generalizing")
-    table = _generalized(table, plan, shift=shift)
+    table = _generalized(table, plan, shifted=shifted, shift=shift)
     released = [c for c in plan.columns if c in table.column_names]
     extra: dict[str, bytes] = {}
     if spec.kind == "rows":
@@ -407,17 +427,20 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
                    "excluded entirely.",
         "pseudonyms": "person_id = 'p_' + base32 of HMAC-SHA256(project secret, person key); "
                       "the secret belongs to this project only.",
-        "date_shift": {"applied": shift is not None, "max_days": DEFAULT_MAX_SHIFT_DAYS,
-                       "columns": [c for c in released
-                                   if plan.columns[c].generalization == "date_shift"]},
+        "date_shift": {"applied": bool(shifted), "max_days": DEFAULT_MAX_SHIFT_DAYS,
+                       "columns": [c for c in shifted if c in released],
+                       "method": "each person's dates move by one whole number of days, uniform "
+                                 "in [-max_days, max_days] without 0 (HMAC of the person key "
+                                 "under the project secret), before any month or year "
+                                 "generalization; intervals within a person are kept"},
         "generalization": _values_generalized(data if spec.kind == "rows" else table, plan,
-                                              released),
+                                              released, shifted),
         "suppressed_columns": [c for c in plan.columns if c not in released],
         ("k_anonymity" if spec.kind == "rows" else "aggregate"): control,
         "released": {"rows": data.num_rows, "persons": len(persons)},
     }
     say("writing files")
-    entries = data_dictionary(data, plan.columns, further)
+    entries = data_dictionary(data, plan.columns, further, shifted=shifted)
     files = {
         "data.parquet": parquet_bytes(data), "data.csv": csv_bytes(data),
         "dictionary.json": json_bytes({"extract_id": spec.extract_id, "title": spec.title,

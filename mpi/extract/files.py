@@ -59,7 +59,8 @@ def sort_rows(table: pa.Table) -> pa.Table:
 
 
 def data_dictionary(table: pa.Table, attributes: Mapping[str, AttributeSpec],
-                    further: Mapping[str, str]) -> list[dict[str, Any]]:
+                    further: Mapping[str, str], *, shifted: Sequence[str] = ()
+                    ) -> list[dict[str, Any]]:
     """The data dictionary of the released columns."""
     fixed = {
         PERSON_ID: "Project pseudonym of the person: a keyed hash of the person key under this "
@@ -81,7 +82,7 @@ def data_dictionary(table: pa.Table, attributes: Mapping[str, AttributeSpec],
             a = attributes[name]
             entry.update(agency=a.agency, dataset=a.dataset, attribute=a.name, type=a.type,
                          **{"class": a.klass}, description=a.description,
-                         generalization=a.generalization,
+                         generalization=a.generalization, date_shifted=name in shifted,
                          generalized_further=further.get(name))
         else:
             entry["description"] = fixed.get(name, "")
@@ -96,6 +97,8 @@ def dictionary_markdown(spec: ExtractSpec, entries: Sequence[Mapping[str, Any]])
              "| --- | --- | --- | --- | --- |"]
     for e in entries:
         gen = e.get("generalization") or ""
+        if e.get("date_shifted") and gen != "date_shift":
+            gen = f"date_shift, {gen}"
         if e.get("generalized_further"):
             gen += f" → {e['generalized_further']}"
         desc = str(e.get("description", "")).replace("|", "\\|").replace("\n", " ")
