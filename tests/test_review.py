@@ -1,0 +1,287 @@
+# ruff: noqa: F811  (the `world` fixture machinery is imported from test_api_support)
+"""The review queue, decisions, label import, constraints and manual merge/split over the API.
+
+Owns: the steward routes seen from outside on a real app over a real registry (~400 synthetic
+people at two agencies posted through ``POST /v1/records``): items show agreement patterns and
+a waterfall that sums to the match weight and never a token; filters and paging; decisions
+become labels and constraints (and a match merges now); defer stores nothing; bad label rows
+are 422s naming row and field with nothing stored; merge and split follow the key rules and
+lineage, are audited with key digests, and refuse to cross constraints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_api_support import A, B, World, build_world
+
+from mpi.audit import key_ref
+from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.store import labels as lstore
+from mpi.synth import generate
+
+TOKENS: dict[str, list[dict[str, Any]]] = {
+    a: tokenize_rows(r, secret=demo_secret(1))[0]
+    for a, r in generate(people=400, agencies=2, seed=11)[0].items()}
+
+
+@pytest.fixture
+def sw(tmp_path: Path) -> Iterator[World]:
+    """A world whose registry holds the synthetic records (and so some review items)."""
+    w = build_world(tmp_path)
+    for agency in (A, B):
+        r = w.post_records(agency, TOKENS[agency])
+        assert r.status_code == 200, r.text
+    yield w
+    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
+    w.registry.close()
+
+
+def _get(w: World, url: str, who: str = "steward", status: int = 200) -> Any:
+    r = w.client.get(url, headers=w.h(who))
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def _post(w: World, url: str, body: dict[str, Any], who: str = "steward",
+          status: int = 200) -> Any:
+    r = w.client.post(url, json=body, headers=w.h(who))
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def _no_tokens(w: World, body: Any) -> None:
+    text = json.dumps(body)
+    assert '"tokens"' not in text
+    for recs in TOKENS.values():
+        for rec in recs[:200]:
+            for tok in rec["tokens"].values():
+                if tok:
+                    assert tok.split(":", 1)[1] not in text
+    n = w.registry.index.n
+    stored = {int(v) for c in ("given_name", "family_name", "date_of_birth")
+              for v in w.registry.index.data[c][:n].tolist() if v}
+    assert not any(str(v) in text for v in stored)
+
+
+def test_review_list_explains_items_without_tokens(sw: World) -> None:
+    page = _get(sw, "/v1/review?status=all&limit=200")
+    items = page["items"]
+    assert items and {i["kind"] for i in items} <= {"record_person", "possible_duplicate"}
+    _no_tokens(sw, page)
+    for item in items:
+        ex = item["explanation"]
+        assert ex is not None and item["agencies"]
+        total = ex["prior_weight"] + sum(c["match_weight"] for c in ex["comparisons"])
+        assert abs(total - ex["match_weight"]) < 1e-9
+        assert set(ex["agreement"]) == {c["comparison"] for c in ex["comparisons"]}
+        assert {ex["left"]["agency"], ex["right"]["agency"]} <= set(item["agencies"])
+    kinds = {i["kind"] for i in items}
+    for kind in kinds:
+        only = _get(sw, f"/v1/review?status=all&kind={kind}")["items"]
+        assert only and all(i["kind"] == kind for i in only)
+    cut = sorted(i["match_probability"] for i in items)[len(items) // 2]
+    high = _get(sw, f"/v1/review?status=all&min_probability={cut}")["items"]
+    assert {i["item_id"] for i in high} == {i["item_id"] for i in items
+                                            if i["match_probability"] >= cut}
+    for agency in (A, B):
+        mine = _get(sw, f"/v1/review?status=all&agency={agency}")["items"]
+        assert all(agency in i["agencies"] for i in mine)
+    first = _get(sw, "/v1/review?status=all&limit=1")
+    assert len(first["items"]) == 1 and first["next_after"] == items[0]["item_id"]
+    second = _get(sw, f"/v1/review?status=all&limit=1&after={first['next_after']}")
+    assert second["items"][0]["item_id"] == items[1]["item_id"] if len(items) > 1 else True
+    one = _get(sw, f"/v1/review/{items[0]['item_id']}")
+    assert one["item_id"] == items[0]["item_id"]
+    _get(sw, "/v1/review/999999", status=404)
+    _get(sw, "/v1/review", who=A, status=403)
+    bad = _get(sw, "/v1/review?min_probability=0.9&max_probability=0.1", status=422)
+    assert bad["errors"][0]["field"] == "min_probability"
+    actions = [e["action"] for e in sw.audit()]
+    assert "review.list" in actions and "review.read" in actions
+
+
+def _open_item(w: World, kind: str = "record_person") -> dict[str, Any]:
+    items = _get(w, f"/v1/review?kind={kind}")["items"]
+    assert items, f"no open {kind} item"
+    return dict(items[0])
+
+
+def test_match_decision_merges_now_and_becomes_labels_and_constraints(sw: World) -> None:
+    item = _open_item(sw)
+    record_key, person_key = item["record"]["person_key"], item["person_key"]
+    assert record_key != person_key
+    labels_before = lstore.count_labels(sw.registry.store.cursor())
+    res = _post(sw, f"/v1/review/{item['item_id']}/decision",
+                {"decision": "match", "reason": "same person, checked at the agency"})
+    _no_tokens(sw, res)
+    assert res["status"] == "decided" and res["decision"] == "match"
+    assert res["labels"] == len(res["constraint_ids"]) >= 1
+    assert lstore.count_labels(sw.registry.store.cursor()) == labels_before + res["labels"]
+    # The newer key (the record's own) is retired and forwards to the candidate person.
+    assert res["retired"] == [record_key]
+    old = _get(sw, f"/v1/persons/{record_key}")
+    assert old["status"] == "retired" and old["superseded_by"] == [person_key]
+    cons = _get(sw, "/v1/constraints")["constraints"]
+    assert {c["kind"] for c in cons} == {"must_link"} and {c["source"] for c in cons} == {"review"}
+    assert all(c["source_ref"] == f"review:{item['item_id']}" for c in cons)
+    again = _post(sw, f"/v1/review/{item['item_id']}/decision",
+                  {"decision": "non_match", "reason": "changed my mind"}, status=409)
+    assert again["code"] == "conflict"
+    events = [e for e in sw.audit() if e["action"] == "review.decide"]
+    assert [e["outcome"] for e in events] == ["ok", "invalid"]
+    sw.registry.link()
+    _constraints_hold(sw)  # the decision survives a re-link
+
+
+def test_non_match_and_defer(sw: World) -> None:
+    items = _get(sw, "/v1/review")["items"]
+    assert len(items) >= 2
+    first, second = items[0], items[1]
+    res = _post(sw, f"/v1/review/{first['item_id']}/decision",
+                {"decision": "non_match", "reason": "different people (twins)"})
+    assert res["records_moved"] == 0 and res["retired"] == []
+    n = res["records"]["a"] * res["records"]["b"]
+    assert res["labels"] == n == len(res["constraint_ids"])
+    cons = _get(sw, "/v1/constraints?kind=cannot_link")["constraints"]
+    assert len(cons) == n
+    sw.registry.link()
+    _constraints_hold(sw)
+    d = _post(sw, f"/v1/review/{second['item_id']}/decision",
+              {"decision": "defer", "reason": "need the agency's file"})
+    assert d["status"] == "deferred" and d["labels"] == 0 and d["constraint_ids"] == []
+    assert [i["item_id"] for i in _get(sw, "/v1/review?status=deferred")["items"]] == \
+        [second["item_id"]]
+    bad = _post(sw, f"/v1/review/{second['item_id']}/decision",
+                {"decision": "maybe", "reason": "x"}, status=422)
+    assert bad["errors"][0]["field"] == "decision"
+    _post(sw, f"/v1/review/{second['item_id']}/decision",
+          {"decision": "match", "reason": ""}, status=422)
+
+
+def _person_with(w: World, min_records: int) -> tuple[str, list[dict[str, str]]]:
+    reg = w.registry
+    for key in reg.persons:
+        lab = reg.person_of[key]
+        if reg.person_count[lab] >= min_records:
+            recs = _get(w, f"/v1/persons/{key}")["records"]
+            return key, recs
+    raise AssertionError("no such person")
+
+
+def test_label_import_all_or_none_with_rows_named(sw: World) -> None:
+    (k1, r1), cur = _person_with(sw, 2), sw.registry.store.cursor()
+    a, b = r1[0], r1[1]
+    before = lstore.count_labels(cur)
+    body = {"labels": [
+        {"agency_a": a["agency"], "source_record_id_a": a["source_record_id"],
+         "agency_b": b["agency"], "source_record_id_b": b["source_record_id"], "is_match": False},
+        {"agency_a": a["agency"], "source_record_id_a": "nope", "agency_b": b["agency"],
+         "source_record_id_b": b["source_record_id"], "is_match": True},
+        {"agency_a": a["agency"], "source_record_id_a": a["source_record_id"],
+         "agency_b": a["agency"], "source_record_id_b": a["source_record_id"], "is_match": True},
+    ]}
+    bad = _post(sw, "/v1/labels", body, status=422)
+    assert [(e["row"], e["field"]) for e in bad["errors"]] == [
+        (2, "source_record_id_a"), (3, "source_record_id_b")]
+    assert "nope" not in json.dumps(bad)
+    assert lstore.count_labels(cur) == before
+    shape = _post(sw, "/v1/labels", {"labels": [{"agency_a": A}]}, status=422)
+    assert shape["errors"][0]["row"] == 1
+    ok = _post(sw, "/v1/labels", {"labels": body["labels"][:1]})
+    assert ok["labels"] == 1 and len(ok["constraint_ids"]) == 1 and ok["unmet"] == 1
+    assert lstore.count_labels(cur) == before + 1
+    # A must-link contradicting that cannot-link is refused on its row.
+    contra = dict(body["labels"][0], is_match=True)
+    _post(sw, "/v1/labels", {"labels": [contra]}, status=422)
+    # Agencies label pairs of their own records only.
+    own = [r for r in TOKENS[A][:2]]
+    mine = {"agency_a": A, "source_record_id_a": own[0]["source_record_id"], "agency_b": A,
+            "source_record_id_b": own[1]["source_record_id"], "is_match": False,
+            "reason": "different people"}
+    assert _post(sw, "/v1/labels", {"labels": [mine], "constrain": False}, who=A)["constraint_ids"] == []
+    theirs = dict(mine, agency_b=B, source_record_id_b=TOKENS[B][0]["source_record_id"])
+    refused = _post(sw, "/v1/labels", {"labels": [theirs]}, who=A, status=422)
+    assert refused["errors"][0]["field"] == "agency_b"
+
+
+def test_merge_and_split_follow_key_rules_and_lineage(sw: World) -> None:
+    reg = sw.registry
+    singles = [k for k in reg.persons if reg.person_count[reg.person_of[k]] == 1][:3]
+    older, newer, third = singles  # reg.persons is oldest first
+    res = _post(sw, f"/v1/persons/{newer}/merge", {"person_keys": [third, older],
+                                                   "reason": "one person, three ids"})
+    assert res["person_key"] == older and res["person_keys"] == [older]
+    assert sorted(res["retired"]) == sorted([newer, third]) and res["records_moved"] == 2
+    for k in (newer, third):
+        p = _get(sw, f"/v1/persons/{k}")
+        assert p["status"] == "retired" and p["superseded_by"] == [older]
+    merged = _get(sw, f"/v1/persons/{older}")["records"]
+    assert len(merged) == 3
+    reg.link()  # three unrelated people stay merged: the must-links hold them together
+    _constraints_hold(sw)
+    assert _get(sw, f"/v1/persons/{older}")["records"] == merged
+    events = {(e["person_key"], e["event_type"], e["cause"]) for e in _events(sw)}
+    assert {(newer, "retired", "merge"), (third, "retired", "merge")} <= events
+    # Splitting across the merge's must-links is refused until they are revoked.
+    groups = [[merged[0], merged[1]], [merged[2]]]
+    refused = _post(sw, f"/v1/persons/{older}/split", {"groups": groups, "reason": "two"},
+                    status=409)
+    assert refused["code"] == "conflict"
+    for c in _get(sw, "/v1/constraints")["constraints"]:
+        _post(sw, f"/v1/constraints/{c['constraint_id']}/revoke", {"reason": "merged in error"})
+    assert _get(sw, "/v1/constraints")["constraints"] == []
+    # The larger group keeps the key; the other gets a new key with split lineage.
+    sp = _post(sw, f"/v1/persons/{older}/split", {"groups": groups, "reason": "two people"})
+    assert sp["records_moved"] == 1 and len(sp["new_keys"]) == 1 and sp["retired"] == []
+    new_key = sp["new_keys"][0]
+    assert sorted(sp["person_keys"]) == sorted([older, new_key])
+    assert len(_get(sw, f"/v1/persons/{older}")["records"]) == 2
+    assert {(new_key, "split", "split")} <= {(e["person_key"], e["event_type"], e["cause"])
+                                              for e in _events(sw)}
+    cons = _get(sw, "/v1/constraints")["constraints"]
+    assert sorted(c["source"] for c in cons) == ["split", "split"]
+    assert len(_get(sw, "/v1/constraints?status=revoked")["constraints"]) == 2
+    # A merge across the split's cannot-links is refused, nothing changes.
+    conflict = _post(sw, f"/v1/persons/{older}/merge", {"person_keys": [new_key],
+                                                        "reason": "oops"}, status=409)
+    assert conflict["code"] == "conflict"
+    # Bad splits name what is wrong.
+    bad = _post(sw, f"/v1/persons/{older}/split",
+                {"groups": [[merged[0]], [{"agency": A, "source_record_id": "zz"}]],
+                 "reason": "x"}, status=422)
+    assert {e["field"] for e in bad["errors"]} == {"groups[1][0]"}
+    _post(sw, "/v1/persons/pk_aaaaaaaaaaaaaaaaaaaa/merge", {"person_keys": [older],
+                                                             "reason": "x"}, status=404)
+    _post(sw, f"/v1/persons/{newer}/merge", {"person_keys": [older], "reason": "x"},
+          status=409)  # retired key
+    audit = [e for e in sw.audit() if e["action"] in ("persons.merge", "persons.split")]
+    assert [e["outcome"] for e in audit] == ["ok", "invalid", "ok", "invalid", "invalid",
+                                            "not_found", "invalid"]
+    assert audit[0]["target"] == key_ref(newer)
+    text = json.dumps(audit, default=str)
+    assert all(k not in text for k in (older, newer, third, new_key))
+    # The split's cannot-links survive a re-link.
+    reg.link()
+    _constraints_hold(sw)
+    assert reg.verify_audit().ok
+
+
+def _constraints_hold(w: World) -> None:
+    reg = w.registry
+    n = reg.index.n
+    person = {int(reg.index.ident[r]): int(reg.index.label[r]) for r in range(n)
+              if reg.index.active[r]}
+    assert reg.constraints
+    for c in reg.constraints.items.values():
+        assert (person[c.a] == person[c.b]) == (c.kind == "must_link"), c
+
+
+def _events(w: World) -> list[dict[str, Any]]:
+    rows = w.registry.store.cursor().execute(
+        "SELECT person_key, event_type, cause FROM key_event").fetchall()
+    return [{"person_key": k, "event_type": t, "cause": c} for k, t, c in rows]
