@@ -174,7 +174,7 @@ def _person_with(w: World, min_records: int) -> tuple[str, list[dict[str, str]]]
 
 
 def test_label_import_all_or_none_with_rows_named(sw: World) -> None:
-    (k1, r1), cur = _person_with(sw, 2), sw.registry.store.cursor()
+    (_k1, r1), cur = _person_with(sw, 2), sw.registry.store.cursor()
     a, b = r1[0], r1[1]
     before = lstore.count_labels(cur)
     body = {"labels": [
