@@ -617,3 +617,24 @@ def test_large_index_lookups_in_sorted_order_return_the_same_pairs() -> None:
     want = [(i, int(r)) for i, k in enumerate(queries.tolist()) if k
             for r in np.flatnonzero(stored == k).tolist()]
     assert sorted(zip(q.tolist(), rows.tolist(), strict=True)) == sorted(want)
+
+
+def test_large_persons_use_their_blocked_pairs(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above MAX_PAIRED_PERSON records a person's pairs come from blocking, not all pairs."""
+    idx, scorer = reg.index, reg.scorer
+    live = np.flatnonzero(idx.active[: idx.n])
+    rows = live[:300]
+    full, _ = quality.link_probabilities(idx, scorer, rows)
+    monkeypatch.setattr(quality, "MAX_PAIRED_PERSON", 1)
+    blocked, scored = quality.link_probabilities(idx, scorer, rows)
+    assert scored > 0
+    for i, r in enumerate(rows.tolist()):
+        _q, cand = idx.query(idx.gather(np.array([r])))
+        mates = [c for c in cand.tolist() if idx.label[c] == idx.label[r] and c != r]
+        w = [float(scorer.weights(idx.gather(np.array([r])), idx.gather(np.array([m])))[0])
+             for m in mates]
+        if w:
+            assert blocked[i] == pytest.approx(probability(max(w)), abs=1e-12)
+            assert blocked[i] <= full[i] + 1e-12
+        else:
+            assert np.isnan(blocked[i])

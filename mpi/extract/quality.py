@@ -9,8 +9,9 @@ Must not: run SQL, write files, or put a record number, person key or token into
 
 Estimators (repeated in the report's ``estimators`` and in README Decisions):
 - link probability of a record: the highest match probability between it and any other active
-  record of the same person, whether or not blocking would pair them; null for a record whose
-  person has no other active record (a singleton).
+  record of the same person, whether or not blocking would pair them (for a person with more
+  than 200 active records, over the pairs blocking forms); null for a record whose person has no
+  other active record (a singleton).
 - model false-match rate: mean of (1 - link probability) over linked records, the expected share
   of linked records whose strongest link is a false match.
 - model missed-match rate: mean over records of min(1, sum over other persons A of the highest
@@ -41,12 +42,15 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 MISSING_GROUP = "(missing)"
 _CHUNK = 500_000  # pairs scored at once (bounds the gathered token columns' memory)
+MAX_PAIRED_PERSON = 200  # persons up to this many records get all their pairs scored
 _DIGITS = 6
 
 ESTIMATORS: dict[str, str] = {
     "link_probability": "Highest match probability (registry's active model, in-memory scorer) "
-                        "between the record and any other active record of the same person; "
-                        "null when the person has no other active record (singleton).",
+                        "between the record and any other active record of the same person "
+                        "(for a person with more than 200 active records, among the pairs the "
+                        "blocking rules form); null when the person has no other active record "
+                        "(singleton).",
     "model_false_match_rate": "Mean of (1 - link probability) over linked records: the expected "
                               "share of linked records whose strongest link is a false match.",
     "model_missed_match_rate": "Mean over records of min(1, sum over other persons of the "
@@ -126,26 +130,52 @@ def _within_pairs(labels: I64) -> tuple[I64, I64]:
     return left, right
 
 
+def _blocked_best(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple[F64, int]:
+    """Per row, the best weight to another record of its person among blocked candidates."""
+    q, cand = index.query(index.gather(rows))
+    same = (index.label[cand] == index.label[rows[q]]) & (cand != rows[q])
+    q, cand = q[same], cand[same]
+    best = np.full(len(rows), -np.inf)
+    if len(q):
+        np.maximum.at(best, q, _weights(index, scorer, rows[q], cand))
+    return best, len(q)
+
+
 def link_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple[F64, int]:
     """Per row (active index rows), the best match probability to another active record of the
-    same person (NaN: none), and how many within-person pairs were scored."""
+    same person (NaN: none), and how many within-person pairs were scored.
+
+    Persons with at most ``MAX_PAIRED_PERSON`` active records have every pair scored; for larger
+    ones (a bridged cluster would need millions of pairs) only the pairs blocking forms.
+    """
     n = index.n
     persons = np.unique(index.label[rows])
     live = np.flatnonzero(index.active[:n])
     members = live[np.isin(index.label[live], persons)]
     members = members[np.argsort(index.label[members], kind="stable")]
-    left, right = _within_pairs(index.label[members])
-    best = np.full(len(members), -np.inf)
+    labels = index.label[members]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if len(labels) else labels
+    sizes = np.diff(np.r_[starts, len(labels)])
+    large = np.repeat(sizes > MAX_PAIRED_PERSON, sizes)
+    small = members[~large]
+    left, right = _within_pairs(index.label[small])
+    best = np.full(len(small), -np.inf)
     if len(left):
-        w = _weights(index, scorer, members[left], members[right])
+        w = _weights(index, scorer, small[left], small[right])
         np.maximum.at(best, left, w)
         np.maximum.at(best, right, w)
-    order = np.argsort(members, kind="stable")
-    pos = order[np.searchsorted(members[order], rows)]
-    chosen = best[pos]
-    out = np.where(np.isfinite(chosen), _probability(np.where(np.isfinite(chosen), chosen, 0.0)),
-                   np.nan)
-    return out, len(left)
+    chosen = np.full(len(rows), -np.inf)
+    in_small = np.isin(rows, small)
+    order = np.argsort(small, kind="stable")
+    chosen[in_small] = best[order[np.searchsorted(small[order], rows[in_small])]]
+    scored = len(left)
+    if not in_small.all():
+        blocked, extra = _blocked_best(index, scorer, rows[~in_small])
+        chosen[~in_small] = blocked
+        scored += extra
+    finite = np.isfinite(chosen)
+    out = np.where(finite, _probability(np.where(finite, chosen, 0.0)), np.nan)
+    return out, scored
 
 
 def missed_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple[F64, int]:
