@@ -202,7 +202,9 @@ DATA_FILES = ("data.parquet", "data.csv", "dictionary.json", "dictionary.md",
 
 def test_rebuild_is_byte_identical_and_projects_share_no_pseudonym(reg: Registry,
                                                                    built: BuiltExtract) -> None:
+    before = (reg.stats(), len(reg.list_audit(limit=10_000)))
     again = build_extract(reg, _spec(), project_secret=SECRET, now=NOW)
+    assert (reg.stats(), len(reg.list_audit(limit=10_000))) == before  # a build only reads
     for name in DATA_FILES:
         assert again.files[name] == built.files[name], name
     assert set(again.files) == set(built.files)
@@ -287,6 +289,11 @@ def test_cohort_date_range_and_generalizations(reg: Registry) -> None:
         [A, start, end])}
     assert out.person_keys and set(out.person_keys) <= in_range
     assert set(out.person_keys) == in_range - _opted_out(reg)  # k=1: nobody suppressed
+    # ALL their active records at the requested agencies, not only the cohort-defining ones
+    want_rows = _sql(reg, "SELECT count(*) FROM source_record WHERE status = 'active' AND "
+                          "agency IN (?, ?) AND person_key IN (SELECT unnest(?))",
+                     [A, B, out.person_keys])[0][0]
+    assert out.rows == want_rows > len(out.person_keys)
     data = _data(out)
     months = [m for m in data.column(f"{A}.enrolled_on").to_pylist() if m is not None]
     years = [y for y in data.column(f"{B}.enrolled_on").to_pylist() if y is not None]
