@@ -191,16 +191,30 @@ def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,
         regroup = None
         if decision != "defer":
             sides = _sides(reg, item)
-            if not sides.a or not sides.b:
+            if _merged_since(reg, item, sides):
+                if decision == "non_match":
+                    raise Conflict("the two sides are one person now; split that person first "
+                                   "(POST /v1/persons/{person_key}/split)")
+            elif not sides.a or not sides.b:
                 raise Conflict("one side of this item has no active records any more")
-            pairs, regroup = _decision_pairs(reg, sides, is_match=decision == "match",
-                                             reason=text)
+            else:
+                pairs, regroup = _decision_pairs(reg, sides, is_match=decision == "match",
+                                                 reason=text)
         res = commit_decision(reg, pairs, principal=principal, source="review",
                               source_ref=target, audit=audit, regroup=regroup, cause="review",
                               also=mark)
         out = _show(reg, _item(reg, item_id))
     return {**out, "labels": len(res.labels), "constraint_ids": res.constraints,
             "retired": res.retired, "records_moved": res.records_moved}
+
+
+def _merged_since(reg: Registry, item: dict[str, Any], sides: _Sides) -> bool:
+    """True when a possible duplicate's two keys now lead to the same person(s) (e.g. after a
+    re-link merged them): a match then only closes the item; there is no pair left to label."""
+    if item["kind"] != "possible_duplicate" or not sides.a or sides.b:
+        return False
+    return set(_labels_of_key(reg, item["person_key"])) == \
+        set(_labels_of_key(reg, item["other_person_key"]))
 
 
 def _decision_pairs(reg: Registry, sides: _Sides, *, is_match: bool,

@@ -285,3 +285,19 @@ def _events(w: World) -> list[dict[str, Any]]:
     rows = w.registry.store.cursor().execute(
         "SELECT person_key, event_type, cause FROM key_event").fetchall()
     return [{"person_key": k, "event_type": t, "cause": c} for k, t, c in rows]
+
+
+def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
+    item = _open_item(sw, "possible_duplicate")
+    keys = [item["person_key"], item["other_person_key"]]
+    shown = _get(sw, f"/v1/review/{item['item_id']}")
+    assert shown["explanation"] is not None and shown["records"]["b"] >= 1
+    _post(sw, f"/v1/persons/{keys[0]}/merge", {"person_keys": [keys[1]], "reason": "dup"})
+    after = _get(sw, f"/v1/review/{item['item_id']}")
+    assert after["explanation"] is None and after["records"]["b"] == 0
+    refused = _post(sw, f"/v1/review/{item['item_id']}/decision",
+                    {"decision": "non_match", "reason": "no"}, status=409)
+    assert "split" in refused["detail"]
+    closed = _post(sw, f"/v1/review/{item['item_id']}/decision",
+                   {"decision": "match", "reason": "merged already"})
+    assert closed["status"] == "decided" and closed["labels"] == 0
