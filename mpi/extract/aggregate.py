@@ -9,11 +9,14 @@ of a suppressed count anywhere (cells, margins, report).
 The attacker model of the audit: the attacker knows every published count, the grand total if
 published, the table's structure (each one-way margin is the sum of its cells, the total the sum
 of each margin), that counts are whole numbers, and that a suppressed count is never 0 (zeros
-are always published). For every suppressed count x the audit solves the integer programs
-min x and max x over everything consistent with that knowledge (``scipy.optimize.linprog`` with
-HiGHS, integrality on); a count whose minimum equals its maximum would be recovered, so another
-count that shares a sum with it is suppressed and the audit repeats until none can be. Cheap
-differencing (a sum with exactly one suppressed term) is resolved first, the same way.
+are always published). A suppressed count x is recovered when its attacker minimum equals its
+maximum. The audit proves min < max for each by exhibiting whole counts >= 1 that fit every
+published figure and give x a value other than its true one (the true counts fit too): an
+integer feasibility program per count (``scipy.optimize.linprog``, HiGHS, integrality on),
+checked exactly; one such solution also proves every other count it changes. When no other value
+exists above or below, min = max: another count that shares a sum with x is suppressed and the
+audit repeats until no suppressed count can be recovered. Cheap differencing (a sum with exactly
+one suppressed term) is resolved first, the same way.
 """
 
 from __future__ import annotations
@@ -134,8 +137,8 @@ def _component(system: _System, item: int) -> tuple[list[int], list[int]]:
     return sorted(items), sorted(eqs)
 
 
-def _extreme(system: _System, item: int, *, maximize: bool) -> float:
-    """The attacker's max (or min) of a suppressed item: an integer program over its linked sums."""
+def _program(system: _System, item: int) -> tuple[list[int], csr_matrix, npt.NDArray[np.float64]]:
+    """The attacker's equations over the suppressed items linked to ``item`` (knowns moved right)."""
     items, eqs = _component(system, item)
     col = {j: c for c, j in enumerate(items)}
     rows, cols, data, rhs = [], [], [], []
@@ -151,28 +154,31 @@ def _extreme(system: _System, item: int, *, maximize: bool) -> float:
             else:
                 known += a * float(system.values[j])
         rhs.append(-known)
-    a_eq = csr_matrix((data, (rows, cols)), shape=(len(eqs), len(items)))
-    c = np.zeros(len(items))
-    c[col[item]] = -1.0 if maximize else 1.0
-    res = linprog(c, A_eq=a_eq, b_eq=np.array(rhs), bounds=(1, None), method="highs",
+    return items, csr_matrix((data, (rows, cols)), shape=(len(eqs), len(items))), np.array(rhs)
+
+
+def _alternative(system: _System, item: int, *, above: bool) -> dict[int, int] | None:
+    """Whole counts >= 1 that fit every published figure but give ``item`` another value.
+
+    Solved as an integer feasibility program (HiGHS stops at the first solution found), and
+    checked exactly before it is trusted; None when no such counts exist.
+    """
+    items, a_eq, rhs = _program(system, item)
+    value = int(system.values[item])
+    if not above and value - 1 < 1:
+        return None
+    bounds: list[tuple[float, float | None]] = [(1.0, None)] * len(items)
+    bounds[items.index(item)] = (value + 1.0, None) if above else (1.0, value - 1.0)
+    res = linprog(np.zeros(len(items)), A_eq=a_eq, b_eq=rhs, bounds=bounds, method="highs",
                   integrality=np.ones(len(items)))
-    if res.status == 4:   # HiGHS: "infeasible or unbounded"; the true counts are feasible, so ask
-        relaxed = linprog(c, A_eq=a_eq, b_eq=np.array(rhs), bounds=(1, None), method="highs")
-        # rational data with an integer point: an unbounded relaxation means an unbounded program
-        res = relaxed if relaxed.status == 3 else res
-    if res.status == 3:
-        return np.inf if maximize else -np.inf
+    if res.status in (2, 4):        # infeasible (a zero objective cannot be unbounded)
+        return None
     if res.status != 0:
         raise RuntimeError(f"suppression audit: solver status {res.status} ({res.message})")
-    return float(-res.fun if maximize else res.fun)
-
-
-def _recoverable(system: _System, item: int) -> bool:
-    """True when the attacker's integer min and max of the item coincide (its value is known)."""
-    value = float(system.values[item])
-    if _extreme(system, item, maximize=True) > value + 0.5:
-        return False      # the true value is feasible and so is a larger one
-    return _extreme(system, item, maximize=False) > value - 0.5
+    x = np.rint(res.x).astype(np.int64)
+    if np.any(x < 1) or x[items.index(item)] == value or np.any(a_eq @ x != rhs):
+        raise RuntimeError("suppression audit: the solver's counts do not check out exactly")
+    return {j: int(v) for j, v in zip(items, x, strict=True)}
 
 
 def _difference(system: _System) -> int:
@@ -203,9 +209,15 @@ def _protect(system: _System) -> dict[str, int]:
         if not pending:
             break
         for i in pending:
+            if safe[i]:
+                continue
             audited += 1
-            if not _recoverable(system, i):
-                safe[i] = True     # more suppression only widens the attacker's range
+            other = _alternative(system, i, above=True) or _alternative(system, i, above=False)
+            if other is not None:
+                # every item these counts change has two feasible values: min < max for each.
+                # More suppression only widens the attacker's range, so they stay safe.
+                for j, v in other.items():
+                    safe[j] = safe[j] or v != system.values[j]
                 continue
             _, eqs = _component(system, i)
             pick = _candidate(system, system.item_equations[i])
@@ -269,9 +281,10 @@ def aggregate(table: pa.Table, dimensions: Sequence[str], *, threshold: int = 11
         "cells_suppressed_complementary": int((system.suppressed & ~primary & (kinds == _CELL)).sum()),
         "margins_suppressed_primary": int((primary & (kinds != _CELL)).sum()),
         "margins_suppressed_complementary": int((system.suppressed & ~primary & (kinds != _CELL)).sum()),
-        "audit": {"method": "integer programs (scipy linprog/HiGHS) per suppressed count: the attacker's "
-                            "min and max given published cells, margins and total, whole numbers, "
-                            "suppressed counts >= 1; every suppressed count has min < max",
+        "audit": {"method": "per suppressed count, an integer feasibility program (scipy linprog, "
+                            "HiGHS) finds whole counts >= 1 that fit every published cell, margin and "
+                            "total with that count changed; so every suppressed count has attacker "
+                            "min < max",
                   **stats},
     }
     return AggregateResult(cells=cells, margins=margins, report=report)
