@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
+import resource
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,7 @@ def main() -> None:
     t = time.perf_counter()
     reg = bc.open_registry(args.data_dir)
     open_s = time.perf_counter() - t
+    rss_open = bc.rss_mb()
     result: dict[str, Any] = {"benchmark": "extract", "args": {k: str(v) for k, v in
                                                              vars(args).items()},
                               "registry_open_s": open_s, "stats": reg.stats()}
@@ -183,6 +185,9 @@ def main() -> None:
                                              if isinstance(v, int | str | list)}
     finally:
         reg.close()
+    # peak resident memory of the whole process (registry load included), in MiB
+    result["memory_mb"] = {"after_open": rss_open,
+                           "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     result["machine"] = bc.machine_info()
     bc.emit(result, args.json_out)
 
