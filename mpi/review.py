@@ -135,7 +135,8 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
             and min_probability > max_probability:
         problems.append(Problem(None, "min_probability", "greater than max_probability"))
     if problems:
-        raise InvalidInput("invalid review filter", problems=problems)
+        with refusals_audited(reg, principal, "review.list", "review"):
+            raise InvalidInput("invalid review filter", problems=problems)
     statuses = STATUSES if status == "all" else (status,)
     with reg.store.write_lock:
         rows = qstore.list_review_items(

@@ -425,10 +425,13 @@ def _constraint_out(row: dict[str, Any]) -> dict[str, Any]:
 def list_constraints(reg: Registry, *, principal: str, status: str = "active",
                      kind: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
     """A page of constraints (audited read)."""
-    if status not in ("active", "revoked", "all"):
-        raise InvalidInput("bad status", problems=[Problem(None, "status", "active, revoked or all")])
-    if kind is not None and kind not in (MUST, CANNOT):
-        raise InvalidInput("bad kind", problems=[Problem(None, "kind", "must_link or cannot_link")])
+    with refusals_audited(reg, principal, "constraints.list", "constraints"):
+        if status not in ("active", "revoked", "all"):
+            raise InvalidInput("bad status", problems=[
+                Problem(None, "status", "active, revoked or all")])
+        if kind is not None and kind not in (MUST, CANNOT):
+            raise InvalidInput("bad kind", problems=[
+                Problem(None, "kind", "must_link or cannot_link")])
     rows = cstore.list_constraints(reg.store.cursor(), status=status, kind=kind, after=after,
                                    limit=limit)
     reg.record_audit([AuditEntry(principal, "constraints.list", "constraints",

@@ -101,6 +101,7 @@ def test_review_list_explains_items_without_tokens(sw: World) -> None:
     _get(sw, "/v1/review", who=A, status=403)
     bad = _get(sw, "/v1/review?min_probability=0.9&max_probability=0.1", status=422)
     assert bad["errors"][0]["field"] == "min_probability"
+    assert [e["outcome"] for e in sw.audit() if e["action"] == "review.list"][-1] == "invalid"
     actions = [e["action"] for e in sw.audit()]
     assert "review.list" in actions and "review.read" in actions
 
