@@ -101,18 +101,22 @@ class TrainingJobs:
         result: dict[str, Any] | None = None
         errors: list[dict[str, Any]] = []
 
+        out_dir = candidates_dir(self._reg.settings)
+
         def progress(msg: str) -> None:
             nonlocal done, message
             done = min(done + 1, total - 1)  # the last step is the job's completion
+            msg = msg.replace(str(out_dir), "DATA_DIR/models")  # no server path in the job
             message = msg
             self._update(job_id, state="running", done=done, message=msg)
 
         try:
             self._update(job_id, state=state, done=0, message=message)
-            version = train_candidate(self._reg, out_dir=candidates_dir(self._reg.settings),
+            version = train_candidate(self._reg, out_dir=out_dir,
                                       name=name, seed=seed, fraction=sample, progress=progress,
                                       thresholds=thresholds)
             state, result, done = "completed", {"version": version}, total
+            message = f"trained {version}; it is not active"
         except MpiError as exc:
             state = "failed"
             errors.append({"row": None, "field": None, "reason": exc.message})

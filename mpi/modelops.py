@@ -10,6 +10,7 @@ person key in any output or audit event.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,6 @@ def _summary(reg: Registry, version: str, where: str, meta: dict[str, Any],
 
 def list_models(reg: Registry) -> list[dict[str, Any]]:
     """Every version (shipped and trained here), oldest name first, the active one marked."""
-    import json
     history = mstore.activations(reg.store.cursor())
     shipped = model_dirs(reg.settings)[0]
     out = []

@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/mpi-bench-100k"))
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--repeats", type=int, default=3, help="training runs (median time)")
+    ap.add_argument("--sample", type=float, default=1.0, help="fraction of records to train on")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -79,7 +80,7 @@ def main() -> None:
         for i in range(args.repeats):
             bc.log(f"train candidate ({i + 1}/{args.repeats})")
             s, v = bc.timed(lambda: train_candidate(reg, out_dir=candidates_dir(reg.settings),
-                                                    seed=args.seed))
+                                                    seed=args.seed, fraction=args.sample))
             times.append(s)
             versions.append(v)
         cand = versions[0]

@@ -116,7 +116,8 @@ def test_training_job_reports_progress_and_never_activates(reg: Registry) -> Non
     job = JobRunner(reg, uploads_dir=reg.settings.data_dir / "u", chunk=10).get_job(
         Principal("p_steward", "steward", None), job_id)
     assert job["kind"] == "model_train" and job["state"] == "completed", job
-    assert job["done"] == job["total"] > 3 and job["message"].startswith("saved")
+    assert job["done"] == job["total"] > 3 and job["message"].startswith("trained")
+    assert str(reg.settings.data_dir) not in json.dumps(job, default=str)
     version = job["result"]["version"]
     m = modelops.get_model(reg, version)
     assert not m["active"] and reg.model.version == "default-v001"
