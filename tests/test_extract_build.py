@@ -520,8 +520,17 @@ def test_label_rates_count_planted_labels(tmp_path: Path) -> None:
         assert got["linked_pairs"] == len(linked) and got["false_matches"] == want_false
         assert got["match_pairs"] == len(matches) and got["missed_matches"] == want_missed
         assert out.linkage_quality["labels_available"]
+        low, high = got["missed_match_rate_ci95"]
+        assert 0.0 <= low <= got["missed_match_rate"] <= high <= 1.0
     finally:
         registry.close()
+
+
+def test_wilson_interval_known_values() -> None:
+    assert quality.wilson_interval(0, 0) is None
+    assert quality.wilson_interval(5, 10) == pytest.approx([0.236593, 0.763407], abs=1e-6)
+    low, high = quality.wilson_interval(0, 20) or [None, None]
+    assert low == 0.0 and high == pytest.approx(0.161125, abs=1e-6)
 
 
 def test_small_groups_are_suppressed_in_the_breakdown() -> None:

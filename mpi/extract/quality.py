@@ -64,7 +64,9 @@ ESTIMATORS: dict[str, str] = {
                               "linked. Null without such labels.",
     "label_missed_match_rate": "Among the same labels: pairs labelled the same person but linked "
                                "to different persons / pairs labelled the same person. Null "
-                               "without such labels.",
+                               "without such labels. Both label rates carry a 95% Wilson score "
+                               "interval (*_ci95); labelled pairs are rarely a random sample, so "
+                               "read them as the quality on the kind of pairs stewards label.",
     "groups": "A record's group is its person's value of the demographic attribute on any of "
               "their released rows: \"(multiple)\" when the person has several values, "
               "\"(missing)\" when none.",
@@ -238,6 +240,17 @@ def _rate(num: int, den: int) -> float | None:
     return _round(num / den) if den else None
 
 
+def wilson_interval(num: int, den: int, *, z: float = 1.959964) -> list[float] | None:
+    """95% Wilson score interval of num/den ([low, high]); None when den is 0."""
+    if not den:
+        return None
+    p = num / den
+    centre = (p + z * z / (2 * den)) / (1 + z * z / den)
+    half = z * np.sqrt(p * (1 - p) / den + z * z / (4 * den * den)) / (1 + z * z / den)
+    return [max(0.0, round(float(centre - half), _DIGITS)),
+            min(1.0, round(float(centre + half), _DIGITS))]
+
+
 def _figures(link: F64, missed: F64, pair_linked: npt.NDArray[np.bool_],
              pair_match: npt.NDArray[np.bool_]) -> dict[str, Any]:
     """The figures of one set of records and the label pairs that touch it."""
@@ -259,8 +272,10 @@ def _figures(link: F64, missed: F64, pair_linked: npt.NDArray[np.bool_],
         "labels": {
             "pairs": len(pair_linked), "linked_pairs": linked_pairs,
             "false_matches": false_pairs, "false_match_rate": _rate(false_pairs, linked_pairs),
+            "false_match_rate_ci95": wilson_interval(false_pairs, linked_pairs),
             "match_pairs": match_pairs, "missed_matches": missed_pairs,
             "missed_match_rate": _rate(missed_pairs, match_pairs),
+            "missed_match_rate_ci95": wilson_interval(missed_pairs, match_pairs),
         },
     }
 
@@ -305,7 +320,8 @@ def _group_codes(values: pa.Array | pa.ChunkedArray) -> tuple[list[str], I64]:
 
 _COUNTS = ("records", "linked_records", "singleton_records")
 _MODEL_COUNTS = ("expected_false_links", "expected_records_with_missed_match")
-_LABEL_COUNTS = ("pairs", "linked_pairs", "false_matches", "match_pairs", "missed_matches")
+_LABEL_COUNTS = ("pairs", "linked_pairs", "false_matches", "match_pairs", "missed_matches",
+                 "false_match_rate_ci95", "missed_match_rate_ci95")  # an interval's width is a count
 
 
 def _rates_only(figures: dict[str, Any]) -> dict[str, Any]:
