@@ -384,6 +384,12 @@ def _fmt(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def _with_ci(labels: Mapping[str, Any], rate: str) -> str:
+    ci = labels.get(f"{rate}_ci95")
+    text = _fmt(labels[rate])
+    return f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else text
+
+
 def report_markdown(report: Mapping[str, Any], *, title: str) -> str:
     """The report as Markdown for people: model, overall figures, groups, estimators."""
     model = report["model"]
@@ -402,7 +408,7 @@ def report_markdown(report: Mapping[str, Any], *, title: str) -> str:
         return (f"| {name} | {_fmt(f.get('records'))} | {_fmt(f.get('linked_records'))} | "
                 f"{_fmt(f['mean_link_probability'])} | {_fmt(m['false_match_rate'])} | "
                 f"{_fmt(m['missed_match_rate'])} | {_fmt(lab.get('pairs'))} | "
-                f"{_fmt(lab['false_match_rate'])} | {_fmt(lab['missed_match_rate'])} |")
+                f"{_with_ci(lab, 'false_match_rate')} | {_with_ci(lab, 'missed_match_rate')} |")
 
     lines.append(row("**all records**", report["overall"]))
     for attr, groups in report["by_group"].items():
