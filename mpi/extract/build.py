@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from mpi.registry import Registry
 
 KINDS = ("rows", "aggregate")
-_SEQ, _KEY, _MISSED = "__record_seq", "__person_key", "__missed"
+LINK_DECIMALS = 3
+_SEQ, _KEY, _MISSED, _LINK = "__record_seq", "__person_key", "__missed", "__link"
 _SIG = "__signature"
 # A quasi-identifier's further steps when k-anonymity asks for them (kanon.LADDER_STEPS), by its
 # released form: "<generalization>" or "none:<type>".
@@ -216,8 +217,11 @@ def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
                             AGENCY: raw.column("agency")}
     for i, col in enumerate(plan.columns):
         data[col] = raw.column(f"c{i}")
-    link = np.round(evidence.link_probability, 6)
+    # Three decimals: enough to weight or filter links, and no near-unique value per record
+    # that two projects' releases could be joined on.
+    link = np.round(evidence.link_probability, LINK_DECIMALS)
     data[LINK_PROBABILITY] = pa.array(link, pa.float64(), mask=np.isnan(link))
+    data[_LINK] = pa.array(evidence.link_probability, pa.float64())  # unrounded, for the report
     data[_MISSED] = pa.array(evidence.missed_probability, pa.float64())
     scored = {"within_person": evidence.within_pairs, "candidates": evidence.candidate_pairs}
     return _Snapshot(pa.table(data), counts, pairs, scored)
@@ -399,7 +403,7 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
         quality_rows, person_keys, further = table, table.column(_KEY), {}
     say("linkage quality")
     quality_rows = _person_groups(quality_rows, plan.demographics)
-    link = quality_rows.column(LINK_PROBABILITY).to_numpy(zero_copy_only=False)
+    link = quality_rows.column(_LINK).to_numpy(zero_copy_only=False)
     person_codes = pc.dictionary_encode(quality_rows.column(PERSON_ID)).combine_chunks().indices
     lq = quality.build_report(
         record_seqs=np.asarray(quality_rows.column(_SEQ).to_numpy(), dtype=np.int64),

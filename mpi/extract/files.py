@@ -68,8 +68,9 @@ def data_dictionary(table: pa.Table, attributes: Mapping[str, AttributeSpec],
                    "project and in no other project.",
         AGENCY: "Agency holding the record.",
         LINK_PROBABILITY: "Match probability of this record's link to its person (highest match "
-                          "probability to another record of the same person); empty when the "
-                          "person has no other record. See linkage_quality.json.",
+                          "probability to another record of the same person), rounded to 3 "
+                          "decimals; empty when the person has no other record. See "
+                          "linkage_quality.json.",
         "count": "Number of persons in the cell (a person with several values of a dimension "
                  "counts once in each, so margins.json sums person-cells); empty when suppressed.",
         "suppressed": "True when the cell's count is withheld (primary: 1 to threshold-1; "
