@@ -417,6 +417,31 @@ def test_aggregate_counts_persons_per_cell_and_suppresses_small_cells(reg: Regis
     assert "k_anonymity" not in out.disclosure_report
 
 
+def test_an_aggregate_over_a_tiny_cohort_withholds_small_counts_everywhere(reg: Registry) -> None:
+    start = dt.date(2016, 3, 1)
+    end = start
+    while True:  # widen the window until it holds a handful of cohort persons
+        n = _sql(reg, "SELECT count(DISTINCT person_key) FROM source_record WHERE agency = ? AND "
+                      "CAST(json_extract_string(attributes, '$.enrolled_on') AS DATE) "
+                      "BETWEEN ? AND ?", [A, start, end])[0][0]
+        if n >= 3:
+            break
+        end += dt.timedelta(days=1)
+    assert n < 11
+    spec = _spec(kind="aggregate", dimensions=(f"{A}.program",),
+                 cohort=CohortSpec(agency=A, attribute="enrolled_on", start=start, end=end))
+    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    rep = out.disclosure_report
+    assert rep["cohort"]["persons"] is None and rep["released"]["persons"] is None
+    assert rep["aggregate"]["persons"] is None and "small_counts" in rep
+    assert all(v["values_generalized"] is None or v["values_generalized"] == 0
+               for v in rep["generalization"].values())
+    assert "records" not in out.linkage_quality["overall"]
+    cells = _data(out).to_pylist()
+    assert all(c["suppressed"] or c["count"] == 0 for c in cells)
+    assert 0 < len(out.person_keys) < 11  # still accounted as disclosures
+
+
 # ---- linkage quality ----------------------------------------------------------------------------
 def test_linkage_quality_report_shape_and_sanity(reg: Registry, built: BuiltExtract) -> None:
     lq = built.linkage_quality

@@ -310,7 +310,8 @@ def _person_groups(table: pa.Table, columns: Sequence[str]) -> pa.Table:
 
 
 def _values_generalized(table: pa.Table, plan: _Plan, released: Sequence[str],
-                        shifted: Sequence[str]) -> dict[str, Any]:
+                        shifted: Sequence[str],
+                        count: Callable[[int], int | None]) -> dict[str, Any]:
     """Per released column: its generalization, whether it is date-shifted and how many
     released values those changed."""
     out: dict[str, Any] = {}
@@ -318,7 +319,8 @@ def _values_generalized(table: pa.Table, plan: _Plan, released: Sequence[str],
         gen = plan.columns[col].generalization
         moved = col in shifted
         changed = 0 if gen == "none" and not moved else table.num_rows - table.column(col).null_count
-        out[col] = {"generalization": gen, "date_shifted": moved, "values_generalized": changed}
+        out[col] = {"generalization": gen, "date_shifted": moved,
+                    "values_generalized": count(changed)}
     return out
 
 
@@ -367,9 +369,11 @@ def _aggregate_extract(table: pa.Table, spec: ExtractSpec,
     cells_in = _person_cells(table, dims)
     result = aggregate(cells_in.select(dims), dims, threshold=spec.threshold)
     margins = {name: sort_rows(m).to_pylist() for name, m in sorted(result.margins.items())}
+    persons = int(pc.count_distinct(table.column(PERSON_ID)).as_py())
+    small = 0 < persons < spec.threshold
     report = {"dimensions": dims, "threshold": spec.threshold, "unit": "persons",
-              "persons": pc.count_distinct(table.column(PERSON_ID)).as_py(),
-              "person_cells": cells_in.num_rows, **dict(result.report)}
+              "persons": None if small else persons,
+              "person_cells": None if small else cells_in.num_rows, **dict(result.report)}
     return sort_rows(result.cells), {"margins.json": json_bytes(margins)}, report
 
 
@@ -418,14 +422,20 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
         thresholds={"link": reg.model.thresholds.link, "review": reg.model.thresholds.review},
         scored=snap.scored)
     persons = sorted(set(pc.unique(person_keys).to_pylist()))
+    # An aggregate publishes no row, so its report withholds counts the cells would suppress.
+    hide = spec.kind == "aggregate"
+
+    def count(n: int) -> int | None:
+        return None if hide and 0 < n < spec.threshold else n
+
     disclosure = {
         "extract_id": spec.extract_id, "title": spec.title, "kind": spec.kind,
         "built_at": now.isoformat(),
         "cohort": {"agency": spec.cohort.agency, "attribute": spec.cohort.attribute,
                    "start": spec.cohort.start, "end": spec.cohort.end,
-                   "persons": snap.counts["cohort_persons"],
-                   "persons_opted_out_excluded": snap.counts["opted_out_persons"],
-                   "records_read": snap.table.num_rows},
+                   "persons": count(snap.counts["cohort_persons"]),
+                   "persons_opted_out_excluded": count(snap.counts["opted_out_persons"]),
+                   "records_read": count(snap.table.num_rows)},
         "consent": "Persons with research_consent = false on any record naming them (active or "
                    "withdrawn, current version; keys followed through merges and splits) are "
                    "excluded entirely.",
@@ -438,11 +448,14 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
                                  "under the project secret), before any month or year "
                                  "generalization; intervals within a person are kept"},
         "generalization": _values_generalized(data if spec.kind == "rows" else table, plan,
-                                              released, shifted),
+                                              released, shifted, count=count),
         "suppressed_columns": [c for c in plan.columns if c not in released],
         ("k_anonymity" if spec.kind == "rows" else "aggregate"): control,
-        "released": {"rows": data.num_rows, "persons": len(persons)},
+        "released": {"rows": data.num_rows, "persons": count(len(persons))},
     }
+    if hide:
+        disclosure["small_counts"] = (f"counts from 1 to {spec.threshold - 1} are withheld "
+                                      "(null), as in the tables")
     say("writing files")
     entries = data_dictionary(data, plan.columns, further, shifted=shifted)
     files = {

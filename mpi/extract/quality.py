@@ -339,10 +339,13 @@ def build_report(*, record_seqs: I64, person_codes: I64, link: F64, missed: F64,
     """The linkage-quality report over the extract's records (arrays aligned with the rows;
     ``person_codes`` numbers each row's person). Groups of fewer than ``threshold`` persons are
     suppressed; with ``group_counts`` false (aggregate extracts, whose rows are not released)
-    groups carry rates only, so the report adds no count to the published cells."""
+    the overall figures and the groups carry rates only, so the report adds no count to the
+    published cells."""
     pa_pos, pb_pos = _pair_positions(record_seqs, pairs)
     touch = (pa_pos >= 0) | (pb_pos >= 0)
     overall = _figures(link, missed, pairs.linked[touch], pairs.is_match[touch])
+    if not group_counts:
+        overall = _rates_only(overall)
     by_group: dict[str, list[dict[str, Any]]] = {}
     for name, values in groups.items():
         labels, codes = _group_codes(values)
