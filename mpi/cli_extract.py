@@ -23,15 +23,22 @@ err = Console(stderr=True, soft_wrap=True)
 
 @extract_app.command("verify")
 def extract_verify(
-    package: Annotated[Path, typer.Argument(help="The extract package (.zip).")],
+    package: Annotated[Path, typer.Argument(help="The extract package (.zip).", exists=True,
+                                            dir_okay=False, readable=True)],
     public_key: Annotated[Path | None, typer.Option("--public-key", help="Trusted Ed25519 public key "
                                                     "(PEM, from GET /v1/keys/signing); default: "
-                                                    "the key inside the package (integrity only).")] = None,
+                                                    "the key inside the package (integrity only).",
+                                                    exists=True, dir_okay=False, readable=True)] = None,
 ) -> None:
     """Check a package offline: manifest signature and every file's SHA-256; name altered files."""
+    from mpi.errors import InvalidInput
     from mpi.extract.package import verify_package
-    pem = public_key.read_text() if public_key is not None else None
-    check = verify_package(package, public_key_pem=pem)
+    pem = public_key.read_text(errors="replace") if public_key is not None else None
+    try:
+        check = verify_package(package, public_key_pem=pem)
+    except InvalidInput:
+        err.print("[red]error:[/red] --public-key is not an Ed25519 public key in PEM form")
+        raise typer.Exit(2) from None
     for name in check.altered:
         err.print(f"ALTERED: {escape(name)}")
     for name in check.missing:
