@@ -56,19 +56,42 @@ def _labels_of_key(reg: Registry, person_key: str | None) -> list[int]:
     return [reg.person_of[k] for k in keys if k in reg.person_of]
 
 
-def _rows_by_seq(reg: Registry, labels: Sequence[int]) -> dict[int, int]:
-    rows = rows_of_persons(reg, labels) if labels else np.empty(0, dtype=np.int64)
-    return {int(reg.row_seq[r]): int(r) for r in rows.tolist()}
+class _Lookup:
+    """Index rows of the records a page of items involves, found in one pass over the index
+    (not one pass per item)."""
+
+    def __init__(self, reg: Registry, items: Sequence[dict[str, Any]]) -> None:
+        self.labels_of = {k: _labels_of_key(reg, k) for it in items
+                          for k in (it["person_key"], it["other_person_key"]) if k is not None}
+        labels = sorted({lab for labs in self.labels_of.values() for lab in labs})
+        self.by_label: dict[int, dict[int, int]] = {}
+        if labels:
+            for r in rows_of_persons(reg, labels).tolist():
+                self.by_label.setdefault(int(reg.index.label[r]), {})[int(reg.row_seq[r])] = r
+        seqs = [int(it["record_seq"]) for it in items
+                if it["kind"] == "record_person" and it["record_seq"] is not None]
+        self.record_row = rows_of_records(reg, seqs) if seqs else {}
+
+    def person(self, key: str | None) -> dict[int, int]:
+        """record_seq -> row of the records now held under a key (or its successors)."""
+        out: dict[int, int] = {}
+        for lab in self.labels_of.get(key, []) if key is not None else []:
+            out.update(self.by_label.get(lab, {}))
+        return out
+
+    def record(self, seq: int | None) -> dict[int, int]:
+        """{record_seq: row} for an active record, else empty."""
+        return {seq: self.record_row[seq]} if seq is not None and seq in self.record_row else {}
 
 
-def _sides(reg: Registry, item: dict[str, Any]) -> _Sides:
+def _sides(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) -> _Sides:
+    look = lookup or _Lookup(reg, [item])
     if item["kind"] == "record_person":
-        a = rows_of_records(reg, [int(item["record_seq"])]) if item["record_seq"] is not None \
-            else {}
-        b = _rows_by_seq(reg, _labels_of_key(reg, item["person_key"]))
+        a = look.record(int(item["record_seq"]) if item["record_seq"] is not None else None)
+        b = look.person(item["person_key"])
     else:
-        a = _rows_by_seq(reg, _labels_of_key(reg, item["person_key"]))
-        b = _rows_by_seq(reg, _labels_of_key(reg, item["other_person_key"]))
+        a = look.person(item["person_key"])
+        b = look.person(item["other_person_key"])
     for s in set(a) & set(b):  # a record is on one side only (the side it was reviewed on)
         del b[s]
     return _Sides(a, b)
@@ -90,9 +113,9 @@ def _token_row(reg: Registry, row: int) -> dict[str, int]:
     return {c: int(reg.index.data[c][row]) for c in reg.index.columns}
 
 
-def _show(reg: Registry, item: dict[str, Any]) -> dict[str, Any]:
+def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) -> dict[str, Any]:
     """An item as stewards see it: sides, agencies, the explained best pair; no token."""
-    sides = _sides(reg, item)
+    sides = _sides(reg, item, lookup)
     best = _best_pair(reg, sides)
     info = qstore.records_by_seq(reg.store.cursor(), [*sides.a, *sides.b])
 
@@ -143,7 +166,8 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
             reg.store.cursor(), kind=kind, statuses=statuses, agency=agency,
             min_probability=min_probability, max_probability=max_probability, after=after,
             limit=limit)
-        items = [_show(reg, r) for r in rows]
+        lookup = _Lookup(reg, rows)
+        items = [_show(reg, r, lookup) for r in rows]
     reg.record_audit([AuditEntry(principal, "review.list", "review",
                                  detail={"items": len(items)})])
     return {"items": items, "next_after": items[-1]["item_id"] if len(items) == limit else None}
