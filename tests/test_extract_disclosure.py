@@ -301,3 +301,19 @@ def test_generalize_then_k_anonymity_on_synthetic_people() -> None:
     check_k(out, qis, 5)
     assert rep.records_out + rep.records_suppressed == n
     assert "000" in out.column("zip").to_pylist()
+
+
+def test_chunked_columns_behave_like_one_chunk() -> None:
+    part = pa.table({"k": ["K1", "K2", "K3"], "d": ["2020-01-02", "2020-02-03", None],
+                     "z": ["02139", "10001", "89301"]})
+    t = pa.concat_tables([part, part, part])
+    assert t.column("d").num_chunks == 3
+    secret = bytes(32)
+    shift = date_shift_days(t.column("k"), secret)
+    expected = pseudonymize(["K1", "K2", "K3"] * 3, secret).to_pylist()
+    assert pseudonymize(t.column("k"), secret).to_pylist() == expected
+    out = generalize(t, {"d": "date_shift", "z": "zip3"}, shift_days=shift)
+    assert out.column("z").to_pylist() == ["021", "100", "000"] * 3
+    kept, rep = enforce_k_anonymity(out, ["z"], k=3)
+    check_k(kept, ["z"], 3)
+    assert rep.records_out == 9
