@@ -1,7 +1,8 @@
 """Building research extracts (issue #5 §3) on a real registry from a seeded synthetic set.
 
 Owns: the checks the issue asks of a build: opted-out persons absent (also through a withdrawn
-record), k-anonymity confirmed independently by pycanon (rows) and on person signatures,
+record), k-anonymity confirmed independently by pycanon on every row extract these tests build
+(``_build``) and on person signatures,
 byte-identical rebuilds and disjoint pseudonyms across projects, no person key, source record
 id, stored token or key id anywhere in the files, the cohort date filter, date shifting that
 keeps intervals, aggregate cells, and the linkage-quality report (shape, estimators checked
@@ -80,6 +81,15 @@ def _spec(**kw: Any) -> ExtractSpec:
     return ExtractSpec(**base)
 
 
+def _build(registry: Registry, spec: ExtractSpec, **kw: Any) -> BuiltExtract:
+    """build_extract, with pycanon confirming k-anonymity of every row extract built here."""
+    out = build_extract(registry, spec, **kw)
+    if spec.kind == "rows" and out.rows:
+        qis = out.disclosure_report["k_anonymity"]["quasi_identifiers"]
+        assert k_anonymity(_qi_frame(_data(out), qis), qis) >= spec.k
+    return out
+
+
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """One registry of 700 synthetic people at three agencies, shared by the read-only tests."""
@@ -92,7 +102,7 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture(scope="module")
 def built(reg: Registry) -> BuiltExtract:
     """The default row extract over ``reg``."""
-    return build_extract(reg, _spec(), project_secret=SECRET, now=NOW)
+    return _build(reg, _spec(), project_secret=SECRET, now=NOW)
 
 
 def _sql(reg: Registry, sql: str, params: list[Any] | None = None) -> list[Any]:
@@ -140,14 +150,14 @@ def test_an_opt_out_on_a_withdrawn_record_still_excludes_the_person(tmp_path: Pa
         sid, key = row[0]
         spec = _spec(demographics=())
         registry.withdraw_records(B, [sid])
-        out = build_extract(registry, spec, project_secret=SECRET, now=NOW)
+        out = _build(registry, spec, project_secret=SECRET, now=NOW)
         assert key not in out.person_keys
         # consent true again on a new version of that record lifts the exclusion: the rule
         # reads current versions only
         registry.store.cursor().execute(
             "UPDATE source_record SET research_consent = true WHERE source_record_id = ? "
             "AND agency = ?", [sid, B])
-        again = build_extract(registry, spec, project_secret=SECRET, now=NOW)
+        again = _build(registry, spec, project_secret=SECRET, now=NOW)
         assert again.disclosure_report["cohort"]["persons_opted_out_excluded"] == \
             out.disclosure_report["cohort"]["persons_opted_out_excluded"] - 1
     finally:
@@ -181,7 +191,7 @@ def test_k_anonymity_with_a_fine_quasi_identifier_suppresses_and_still_holds(reg
         _attr(A, "birth_year", "integer", "quasi_identifier", "none"),
         _attr(A, "enrolled_on", "date", "quasi_identifier", "none"),
         _attr(A, "program", "string", "sensitive", "none")), k=3, demographics=())
-    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    out = _build(reg, spec, project_secret=SECRET, now=NOW)
     rep = out.disclosure_report["k_anonymity"]
     data = _data(out)
     # exact enrolment dates are unique; the ladder coarsens them before suppressing
@@ -203,12 +213,12 @@ DATA_FILES = ("data.parquet", "data.csv", "dictionary.json", "dictionary.md",
 def test_rebuild_is_byte_identical_and_projects_share_no_pseudonym(reg: Registry,
                                                                    built: BuiltExtract) -> None:
     before = (reg.stats(), len(reg.list_audit(limit=10_000)))
-    again = build_extract(reg, _spec(), project_secret=SECRET, now=NOW)
+    again = _build(reg, _spec(), project_secret=SECRET, now=NOW)
     assert (reg.stats(), len(reg.list_audit(limit=10_000))) == before  # a build only reads
     for name in DATA_FILES:
         assert again.files[name] == built.files[name], name
     assert set(again.files) == set(built.files)
-    other = build_extract(reg, _spec(), project_secret=new_project_secret(), now=NOW)
+    other = _build(reg, _spec(), project_secret=new_project_secret(), now=NOW)
     ids = set(_data(built).column("person_id").to_pylist())
     other_ids = set(_data(other).column("person_id").to_pylist())
     assert ids and other_ids and not ids & other_ids
@@ -224,12 +234,12 @@ def test_rebuild_after_reopening_the_registry_is_byte_identical(tmp_path: Path) 
     registry = Registry(settings_)
     try:
         _enrol(registry, people=150, seed=4)
-        first = build_extract(registry, spec, project_secret=SECRET, now=NOW)
+        first = _build(registry, spec, project_secret=SECRET, now=NOW)
     finally:
         registry.close()
     registry = Registry(settings_)
     try:
-        second = build_extract(registry, spec, project_secret=SECRET, now=NOW)
+        second = _build(registry, spec, project_secret=SECRET, now=NOW)
     finally:
         registry.close()
     assert first.files == second.files
@@ -265,7 +275,7 @@ def test_no_identifier_appears_in_any_file(reg: Registry, built: BuiltExtract) -
     needles = _identifiers(reg)
     assert len(needles) > 3000
     assert not _scan(built.files, needles)
-    agg = build_extract(reg, _spec(kind="aggregate", dimensions=(f"{A}.race_ethnicity",)),
+    agg = _build(reg, _spec(kind="aggregate", dimensions=(f"{A}.race_ethnicity",)),
                         project_secret=SECRET, now=NOW)
     assert not _scan(agg.files, needles)
     # the scan finds what it looks for
@@ -282,7 +292,7 @@ def test_cohort_date_range_and_generalizations(reg: Registry) -> None:
     start, end = dt.date(2015, 1, 1), dt.date(2017, 12, 31)
     spec = _spec(cohort=CohortSpec(agency=A, attribute="enrolled_on", start=start, end=end),
                  k=1, demographics=())
-    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    out = _build(reg, spec, project_secret=SECRET, now=NOW)
     in_range = {r[0] for r in _sql(reg, """
         SELECT DISTINCT person_key FROM source_record WHERE status = 'active' AND agency = ?
         AND CAST(json_extract_string(attributes, '$.enrolled_on') AS DATE) BETWEEN ? AND ?""",
@@ -310,7 +320,7 @@ def test_date_shift_keeps_intervals_within_a_person(reg: Registry) -> None:
     spec = _spec(attributes=(_attr(A, "enrolled_on", "date", "other", "date_shift"),
                              _attr(B, "enrolled_on", "date", "other", "date_shift")),
                  date_shift=True, k=1, demographics=())
-    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    out = _build(reg, spec, project_secret=SECRET, now=NOW)
     raw = _sql(reg, "SELECT person_key, agency, CAST(json_extract_string(attributes, "
                     "'$.enrolled_on') AS DATE) FROM source_record WHERE status = 'active' "
                     "AND person_key IN (SELECT unnest(?))", [out.person_keys])
@@ -330,7 +340,7 @@ def test_the_date_shift_flag_shifts_every_date_before_its_month(reg: Registry) -
     spec = _spec(attributes=(_attr(A, "enrolled_on", "date", "other", "month"),
                              _attr(A, "program", "string", "other", "none")),
                  date_shift=True, k=1, demographics=())
-    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    out = _build(reg, spec, project_secret=SECRET, now=NOW)
     raw = _sql(reg, "SELECT person_key, CAST(json_extract_string(attributes, '$.enrolled_on') "
                     "AS DATE) FROM source_record WHERE status = 'active' AND agency = ? "
                     "AND person_key IN (SELECT unnest(?))", [A, out.person_keys])
@@ -362,7 +372,7 @@ def test_a_value_that_does_not_parse_names_the_attribute_never_the_value(tmp_pat
             "AND person_key NOT IN (SELECT person_key FROM source_record "
             "WHERE research_consent = false))", [A])
         with pytest.raises(InvalidInput) as err:
-            build_extract(registry, _spec(attributes=(_attr(A, "enrolled_on", "date", "other",
+            _build(registry, _spec(attributes=(_attr(A, "enrolled_on", "date", "other",
                                                             "month"),), demographics=()),
                           project_secret=SECRET, now=NOW)
         text = str(err.value) + repr(err.value.problems)
@@ -387,7 +397,7 @@ def test_bad_specs_are_refused_with_each_field_named() -> None:
 # ---- aggregate ----------------------------------------------------------------------------------
 def test_aggregate_counts_persons_per_cell_and_suppresses_small_cells(reg: Registry) -> None:
     dims = (f"{A}.race_ethnicity", f"{B}.program")
-    out = build_extract(reg, _spec(kind="aggregate", dimensions=dims, threshold=11),
+    out = _build(reg, _spec(kind="aggregate", dimensions=dims, threshold=11),
                         project_secret=SECRET, now=NOW)
     cells = _data(out).to_pylist()
     assert cells and {"count", "suppressed", *dims} <= set(cells[0])
@@ -430,7 +440,7 @@ def test_an_aggregate_over_a_tiny_cohort_withholds_small_counts_everywhere(reg: 
     assert n < 11
     spec = _spec(kind="aggregate", dimensions=(f"{A}.program",),
                  cohort=CohortSpec(agency=A, attribute="enrolled_on", start=start, end=end))
-    out = build_extract(reg, spec, project_secret=SECRET, now=NOW)
+    out = _build(reg, spec, project_secret=SECRET, now=NOW)
     rep = out.disclosure_report
     assert rep["cohort"]["persons"] is None and rep["released"]["persons"] is None
     assert rep["aggregate"]["persons"] is None and "small_counts" in rep
@@ -533,7 +543,7 @@ def test_label_rates_count_planted_labels(tmp_path: Path) -> None:
         extract_seqs = {s for s, key, _ag in rows if key in cohort}
         inside = [lab for lab in labels
                   if lab["record_seq_a"] in extract_seqs or lab["record_seq_b"] in extract_seqs]
-        out = build_extract(registry, spec, project_secret=SECRET, now=NOW)
+        out = _build(registry, spec, project_secret=SECRET, now=NOW)
         got = out.linkage_quality["overall"]["labels"]
         same = {tuple(p) for p in pairs_same}
         linked = [lab for lab in inside if (lab["record_seq_a"], lab["record_seq_b"]) in same]
@@ -608,12 +618,12 @@ def test_within_pairs_are_exactly_the_pairs_sharing_a_label(labels: list[int]) -
 
 
 def test_an_empty_cohort_builds_empty_files(reg: Registry) -> None:
-    out = build_extract(reg, _spec(cohort=CohortSpec(agency="agency_nobody")),
+    out = _build(reg, _spec(cohort=CohortSpec(agency="agency_nobody")),
                         project_secret=SECRET, now=NOW)
     assert out.rows == 0 and out.person_keys == []
     assert _data(out).num_rows == 0 and out.files["data.csv"].startswith(b'"person_id"')
     assert out.linkage_quality["overall"]["records"] == 0
-    agg = build_extract(reg, _spec(cohort=CohortSpec(agency="agency_nobody"), kind="aggregate",
+    agg = _build(reg, _spec(cohort=CohortSpec(agency="agency_nobody"), kind="aggregate",
                                    dimensions=(f"{A}.program",)), project_secret=SECRET, now=NOW)
     assert agg.person_keys == []
 
