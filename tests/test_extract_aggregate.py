@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
@@ -181,6 +181,9 @@ def test_no_suppressed_count_can_be_recovered(case: tuple[np.ndarray, list[str]]
         assert res.margins[TOTAL].to_pylist() == [{"count": 0, "suppressed": False}]
         return
     assert_protected(counts, dims, res)
+    report = res.report
+    complements = report["cells_suppressed_complementary"] + report["margins_suppressed_complementary"]
+    event(f"{len(dims)}-D, {'with' if complements else 'no'} complementary suppression")
     sub = counts[np.ix_(*present_levels(counts))]
     assert res.report["cells_suppressed_primary"] == int(((sub >= 1) & (sub < THRESHOLD)).sum())
 
