@@ -146,7 +146,7 @@ def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
         return None
 
 
-def _container_problems(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], listed: list[str]) -> list[str]:
+def _container_problems(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> list[str]:
     """Differences from the canonical zip layout (entry metadata, order, comments)."""
     problems = []
     if zf.comment:
@@ -282,7 +282,7 @@ def _verify_open(zf: zipfile.ZipFile, trusted: Ed25519PublicKey | None, check: P
                 altered.discard(name)
                 check.problems.append(f"{name} does not match manifest.json, which is itself altered")
     check.altered = sorted(altered)
-    check.problems.extend(_container_problems(zf, infos, list(listed or {})))
+    check.problems.extend(_container_problems(zf, infos))
 
 
 def _blame_signature(check: PackageCheck, sig: dict[str, Any] | None, signature: bytes | None,
