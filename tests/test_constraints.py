@@ -11,6 +11,7 @@ threshold, and ``reg.link()`` again); (3) the online rule on record updates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from mpi import stewardship
@@ -195,22 +196,31 @@ def _decisions(reg: Registry, draws: list[tuple[int, int, bool]]) -> list[stewar
             for a, b, m in pairs]
 
 
-@settings(max_examples=4, deadline=None, derandomize=True,
+@settings(max_examples=6, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000), st.booleans()),
-                min_size=1, max_size=25))
+                min_size=3, max_size=25),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)), max_size=3))
 def test_constraints_hold_after_link_promote_link(base_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                  draws: list[tuple[int, int, bool]]) -> None:
+                                                  draws: list[tuple[int, int, bool]],
+                                                  merges: list[tuple[int, int]]) -> None:
+    from mpi.errors import Conflict
     from mpi.modelops import promote_model
     d = tmp_path_factory.mktemp("prop") / "data"
     shutil.copytree(base_dir, d)
     reg = Registry(Settings(data_dir=d))
     try:
         rows = _decisions(reg, draws)
-        if not rows:
-            return
+        assume(rows)
+        event(f"{min(len(rows), 20) // 5 * 5}+ labelled pairs, {len(merges)} merges")
         res = stewardship.import_labels(reg, rows, principal="test")
         assert len(res["constraint_ids"]) == len(rows)
+        for i, j in merges:  # manual merges of random persons (refused across cannot-links)
+            live = sorted(set(_persons(reg).values()))
+            a, b = reg.persons[live[i % len(live)]], reg.persons[live[j % len(live)]]
+            if a != b:
+                with contextlib.suppress(Conflict):
+                    stewardship.merge_persons(reg, a, others=[b], reason="test", principal="t")
         reg.link()
         _check(reg, "after mpi link")
         promoted = promote_model(reg, "perturbed-v001", principal="test")
