@@ -144,7 +144,7 @@ DEFAULT_DEFINITION = ModelDefinition(
     ),
     # EM needs blocks where true matches are a fair share of the pairs: at 1M records a block
     # on date of birth alone is ~4% matches and EM inflates the "else" m values (README
-    # Decision 32; cluster F1 0.966 -> 0.986 on the 1M benchmark registry).
+    # Decision 42; cluster F1 0.966 -> 0.986 on the 1M benchmark registry).
     training_blocking_rules=(
         ("date_of_birth", "postal_code_zip3"),
         ("family_name_phonetic", "given_name_phonetic", "date_of_birth_year"),
