@@ -197,7 +197,7 @@ def labels_import(
     data_dir: DataDir = None,
 ) -> None:
     """Import labelled record pairs (all or none; bad rows named by row and field)."""
-    from mpi.stewardship import LabelRow, import_labels
+    from mpi.labels import LabelRow, import_labels
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in _LABEL_COLUMNS if c not in (reader.fieldnames or [])]
@@ -220,7 +220,7 @@ def constraints_list(
     as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """List constraints."""
-    from mpi.stewardship import list_constraints
+    from mpi.labels import list_constraints
     with _registry(data_dir) as reg:
         page = list_constraints(reg, principal=PRINCIPAL, status=status, after=after, limit=limit)
     if as_json:
@@ -238,7 +238,7 @@ def constraints_list(
 @constraints_app.command("revoke")
 def constraints_revoke(constraint_id: int, reason: Reason, data_dir: DataDir = None) -> None:
     """Revoke a constraint (and its label); keys change at the next `mpi link`."""
-    from mpi.stewardship import revoke_constraint
+    from mpi.labels import revoke_constraint
     with _registry(data_dir) as reg:
         revoke_constraint(reg, constraint_id, reason=reason, principal=PRINCIPAL)
     out.print(f"constraint #{constraint_id} revoked")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpi import review, stewardship
+from mpi import labels, review
 from mpi.config import Settings
 from mpi.pipeline import demo_secret, tokenize_rows
 from mpi.registry import Registry
@@ -26,7 +26,7 @@ from mpi.store import review as qstore
 from mpi.synth import generate
 
 
-def _constraints(reg: Registry, n_cannot: int, n_must: int) -> list[stewardship.LabelRow]:
+def _constraints(reg: Registry, n_cannot: int, n_must: int) -> list[labels.LabelRow]:
     n = reg.index.n
     by: dict[int, list[int]] = {}
     for r in np.flatnonzero(reg.index.active[:n]).tolist():
@@ -36,7 +36,7 @@ def _constraints(reg: Registry, n_cannot: int, n_must: int) -> list[stewardship.
     rest = multi[n_cannot:n_cannot + 2 * n_must]
     pairs += [(rest[i][0], rest[i + 1][0], True) for i in range(0, len(rest) - 1, 2)]
     info = qstore.records_by_seq(reg.store.cursor(), [s for a, b, _m in pairs for s in (a, b)])
-    return [stewardship.LabelRow(info[a]["agency"], info[a]["source_record_id"], info[b]["agency"],
+    return [labels.LabelRow(info[a]["agency"], info[a]["source_record_id"], info[b]["agency"],
                                  info[b]["source_record_id"], is_match=m) for a, b, m in pairs]
 
 
@@ -80,10 +80,10 @@ def main() -> None:
             print(f"GET /v1/review limit={limit}: {len(page['items'])} items in "
                   f"{time.perf_counter() - t:.3f} s")
         _online(reg, tokens, first=2 * args.online, count=args.online)
-        labels = _constraints(reg, 500, 250)
+        pairs = _constraints(reg, 500, 250)
         t = time.perf_counter()
-        res = stewardship.import_labels(reg, labels, principal="bench")
-        print(f"import {len(labels)} labels: {time.perf_counter() - t:.3f} s, unmet {res['unmet']}")
+        res = labels.import_labels(reg, pairs, principal="bench")
+        print(f"import {len(pairs)} labels: {time.perf_counter() - t:.3f} s, unmet {res['unmet']}")
         t = time.perf_counter()
         s = reg.link()
         print(f"mpi link enforcing {len(reg.constraints.items)} constraints: "

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from mpi import stewardship
+from mpi import labels, stewardship
 from mpi.config import Settings
 from mpi.constraints import CANNOT, MUST, Constraint, ConstraintSet, constrain_clusters
 from mpi.linkage.catalog import candidates_dir
@@ -167,7 +167,7 @@ def _check(reg: Registry, stage: str) -> None:
     assert len(stored) == len(person)
 
 
-def _decisions(reg: Registry, draws: list[tuple[int, int, bool]]) -> list[stewardship.LabelRow]:
+def _decisions(reg: Registry, draws: list[tuple[int, int, bool]]) -> list[labels.LabelRow]:
     """Turn random draws into a satisfiable list of labelled pairs: cannot-links mostly inside
     a current person (so a link must cut it), must-links mostly across persons."""
     person = _persons(reg)
@@ -192,7 +192,7 @@ def _decisions(reg: Registry, draws: list[tuple[int, int, bool]]) -> list[stewar
         trial.add([Constraint(len(pairs) + 1, min(a, b), max(a, b), kind)])
         pairs.append((a, b, is_match))
     refs = _refs(reg, [s for a, b, _m in pairs for s in (a, b)])
-    return [stewardship.LabelRow(*refs[a], *refs[b], is_match=m, reason="property test")
+    return [labels.LabelRow(*refs[a], *refs[b], is_match=m, reason="property test")
             for a, b, m in pairs]
 
 
@@ -213,7 +213,7 @@ def test_constraints_hold_after_link_promote_link(base_dir: Path, tmp_path_facto
         rows = _decisions(reg, draws)
         assume(rows)
         event(f"{min(len(rows), 20) // 5 * 5}+ labelled pairs, {len(merges)} merges")
-        res = stewardship.import_labels(reg, rows, principal="test")
+        res = labels.import_labels(reg, rows, principal="test")
         assert len(res["constraint_ids"]) == len(rows)
         for i, j in merges:  # manual merges of random persons (refused across cannot-links)
             live = sorted(set(_persons(reg).values()))
@@ -246,20 +246,20 @@ def test_revoked_constraint_stops_counting(registry: Registry) -> None:
     members = next(m for m in by.values() if len(m) > 1)
     a, b = members[0], members[1]
     refs = _refs(registry, [a, b])
-    out = stewardship.import_labels(registry, [stewardship.LabelRow(
+    out = labels.import_labels(registry, [labels.LabelRow(
         *refs[a], *refs[b], is_match=False)], principal="test")
     assert out["unmet"] == 1
     registry.link()
     assert _persons(registry)[a] != _persons(registry)[b]
-    stewardship.revoke_constraint(registry, out["constraint_ids"][0], reason="wrong",
+    labels.revoke_constraint(registry, out["constraint_ids"][0], reason="wrong",
                                   principal="test")
     assert not registry.constraints
     registry.link()
     assert _persons(registry)[a] == _persons(registry)[b]  # the model's own clustering again
-    page = stewardship.list_constraints(registry, principal="test", status="revoked")
+    page = labels.list_constraints(registry, principal="test", status="revoked")
     assert [c["constraint_id"] for c in page["constraints"]] == out["constraint_ids"]
     with pytest.raises(Exception, match="already revoked"):
-        stewardship.revoke_constraint(registry, out["constraint_ids"][0], reason="again",
+        labels.revoke_constraint(registry, out["constraint_ids"][0], reason="again",
                                       principal="test")
 
 
@@ -293,12 +293,12 @@ def test_online_update_honours_cannot_and_must_links(base_dir: Path, tmp_path: P
         key_before = reg.persons[person[r]]
         # Without constraints, an update of r re-joins its person.
         assert _resend(reg, *refs[r], tokens[refs[r][0]][refs[r][1]], "1") == key_before
-        stewardship.import_labels(reg, [stewardship.LabelRow(*refs[r], *refs[m], is_match=False)
+        labels.import_labels(reg, [labels.LabelRow(*refs[r], *refs[m], is_match=False)
                                         for m in mates], principal="test")
         key = _resend(reg, *refs[r], tokens[refs[r][0]][refs[r][1]], "2")
         assert key != key_before
         # A must-link pulls r to the other person's key on its next update.
-        stewardship.import_labels(reg, [stewardship.LabelRow(*refs[r], *refs[other], is_match=True)],
+        labels.import_labels(reg, [labels.LabelRow(*refs[r], *refs[other], is_match=True)],
                                   principal="test")
         key = _resend(reg, *refs[r], tokens[refs[r][0]][refs[r][1]], "3")
         assert key == reg.persons[_persons(reg)[other]]

@@ -23,7 +23,7 @@ from api.models_review import (
     SplitIn,
 )
 from api.state import get_access
-from mpi import review, stewardship
+from mpi import labels, review, stewardship
 from mpi.access import Access
 
 router = APIRouter(tags=["stewardship"])
@@ -98,9 +98,9 @@ def decide(item_id: ItemId, body: DecisionIn, caller: Caller, access: AccessDep)
     responses=errors(422))
 def import_labels(body: LabelsIn, caller: Caller, access: AccessDep) -> Any:
     """Import labelled pairs."""
-    rows = [stewardship.LabelRow(**lab.model_dump()) for lab in body.labels]
+    rows = [labels.LabelRow(**lab.model_dump()) for lab in body.labels]
     agency = caller.agency if caller.role == "agency" else None
-    return stewardship.import_labels(access.registry, rows, principal=caller.principal_id,
+    return labels.import_labels(access.registry, rows, principal=caller.principal_id,
                                      agency=agency, constrain=body.constrain)
 
 
@@ -117,7 +117,7 @@ def list_constraints(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """A page of constraints."""
-    return stewardship.list_constraints(access.registry, principal=caller.principal_id,
+    return labels.list_constraints(access.registry, principal=caller.principal_id,
                                         status=status, kind=kind, after=after, limit=limit)
 
 
@@ -130,7 +130,7 @@ def list_constraints(
 def revoke_constraint(constraint_id: Annotated[int, Path(ge=1, le=2**62)], body: RevokeIn,
                       caller: Caller, access: AccessDep) -> Any:
     """Revoke one constraint."""
-    return stewardship.revoke_constraint(access.registry, constraint_id, reason=body.reason,
+    return labels.revoke_constraint(access.registry, constraint_id, reason=body.reason,
                                          principal=caller.principal_id)
 
 
