@@ -293,19 +293,28 @@ def model_train(
                                                        "sample of this Parquet snapshot, taken "
                                                        "on Spark (a registry that lives there).")] = None,
     spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL.")] = "local[*]",
+    link: Annotated[float | None, typer.Option(help="Link threshold (match probability) of the "
+                                               "version; default: the active one's.")] = None,
+    review: Annotated[float | None, typer.Option(help="Review threshold; default: the active "
+                                                 "one's.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Train a candidate model version on a sample (Splink on this machine); never activates it."""
+    from mpi.linkage.modelfile import Thresholds
     from mpi.linkage.spark_engine import SparkOptions
     from mpi.registry import Registry
     from mpi.training import train_candidate
     settings = _settings(data_dir)
     reg = Registry(settings)
     try:
+        th = reg.model.thresholds
         version = train_candidate(reg, out_dir=out_dir or settings.data_dir / "models", name=name,
                                   seed=seed, fraction=sample, spark_snapshot=spark_snapshot,
                                   spark=SparkOptions(master=spark_master),
-                                  progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+                                  progress=lambda m: err.print(f"[dim]{m}[/dim]"),
+                                  thresholds=Thresholds(link=th.link if link is None else link,
+                                                        review=th.review if review is None
+                                                        else review))
     finally:
         reg.close()
     out.print(f"trained {version}; it is not active")

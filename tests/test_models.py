@@ -335,3 +335,17 @@ def test_promote_and_impact_honour_steward_constraints(reg: Registry) -> None:
     assert after[x] == after[y]
     assert res["records_changing_key"] == imp["promote"]["records_changing_key"]
     assert res["labels"] == 2
+
+
+def test_cli_train_takes_thresholds(base: Path, tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    shutil.copytree(base, d)
+    r = CliRunner().invoke(app, ["model", "train", "--seed", "2", "--link", "0.998",
+                                 "--review", "0.6", "--data-dir", str(d)])
+    assert r.exit_code == 0 and "candidate-v002" in r.output, r.output
+    r = CliRunner().invoke(app, ["model", "show", "candidate-v002", "--json", "--data-dir", str(d)])
+    th = json.loads(r.output)["thresholds"]
+    assert (th["link"], th["review"]) == (0.998, 0.6)
+    r = CliRunner().invoke(app, ["model", "train", "--link", "0.5", "--review", "0.9",
+                                 "--data-dir", str(d)])
+    assert r.exit_code != 0
