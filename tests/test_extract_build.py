@@ -494,7 +494,8 @@ def test_link_probability_is_null_exactly_for_singletons_and_matches_brute_force
     idx, scorer = reg.index, reg.scorer
     rows = np.flatnonzero(idx.active[: idx.n])[:400]
     link, _ = quality.link_probabilities(idx, scorer, rows)
-    missed, _ = quality.missed_probabilities(idx, scorer, rows)
+    missed, same, _ = quality.missed_probabilities(idx, scorer, rows)
+    assert np.array_equal(missed, same)  # no calibration: calibrated equals raw
     live = np.flatnonzero(idx.active[: idx.n])
     for i, r in enumerate(rows.tolist()):
         mates = [m for m in live.tolist() if idx.label[m] == idx.label[r] and m != r]
@@ -557,6 +558,12 @@ def test_label_rates_count_planted_labels(tmp_path: Path) -> None:
         assert out.linkage_quality["labels_available"]
         low, high = got["missed_match_rate_ci95"]
         assert 0.0 <= low <= got["missed_match_rate"] <= high <= 1.0
+        # every active label calibrates the model; a linked pair labelled different persons
+        # makes the calibrated false-match rate exceed the model's own
+        bins = out.linkage_quality["calibration"]["bins"]
+        assert sum(b["labelled_pairs"] for b in bins) == len(labels)
+        overall = out.linkage_quality["overall"]
+        assert overall["calibrated"]["false_match_rate"] > overall["model"]["false_match_rate"]
     finally:
         registry.close()
 
@@ -571,40 +578,50 @@ def test_wilson_interval_known_values() -> None:
 def test_small_groups_are_suppressed_in_the_breakdown() -> None:
     link = np.array([0.99] * 30 + [np.nan] * 5 + [0.9] * 3)
     missed = np.zeros(38)
-    groups = {"g": pa.array(["a"] * 30 + ["b"] * 5 + [None] * 3)}
     empty = quality.LabelPairs(*(np.empty(0, dtype=np.int64),) * 2,
-                               np.empty(0, dtype=bool), np.empty(0, dtype=bool))
+                               np.empty(0, dtype=bool), np.empty(0, dtype=bool), np.empty(0))
+    common: dict[str, Any] = dict(
+        record_seqs=np.arange(38, dtype=np.int64), link=link, missed=missed,
+        missed_calibrated=missed, cal=quality.calibration(np.empty(0), np.empty(0, dtype=bool)),
+        pairs=empty, threshold=11, model_version="m", thresholds={"link": 0.9, "review": 0.5},
+        scored={})
     persons = np.arange(38, dtype=np.int64)
-    rep = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), person_codes=persons,
-                               link=link, missed=missed, pairs=empty, groups=groups, threshold=11,
-                               model_version="m", thresholds={"link": 0.9, "review": 0.5},
-                               scored={})
+    groups = {"g": pa.array(["a"] * 30 + ["b"] * 5 + [None] * 3)}
+    rep = quality.build_report(**common, person_codes=persons, groups=groups)
     by = {g["group"]: g for g in rep["by_group"]["g"]}
     assert by["b"]["suppressed"] and by["(missing)"]["suppressed"]
     assert by["a"]["records"] == 30 and by["a"]["model"]["false_match_rate"] == pytest.approx(0.01)
-    lone = quality.build_report(record_seqs=np.arange(38, dtype=np.int64),
-                                person_codes=persons // 2, link=link, missed=missed, pairs=empty,
-                                groups={"g": pa.array(["a"] * 24 + ["c"] * 12 + ["b"] * 2)},
-                                threshold=11, model_version="m",
-                                thresholds={"link": 0.9, "review": 0.5}, scored={})
+    assert by["a"]["calibrated"]["false_match_rate"] is None  # no labels
     # persons, not records, decide: c has 12 records of 6 persons, b 2 records of 1 person
+    lone = quality.build_report(**common, person_codes=persons // 2,
+                                groups={"g": pa.array(["a"] * 24 + ["c"] * 12 + ["b"] * 2)})
     hidden = {g["group"]: g.get("suppression") for g in lone["by_group"]["g"] if g["suppressed"]}
     assert hidden == {"b": "small", "c": "small"}
-    alone = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), person_codes=persons,
-                                 link=link, missed=missed, pairs=empty,
-                                 groups={"g": pa.array(["a"] * 20 + ["c"] * 15 + ["b"] * 3)},
-                                 threshold=11, model_version="m",
-                                 thresholds={"link": 0.9, "review": 0.5}, scored={})
+    alone = quality.build_report(**common, person_codes=persons,
+                                 groups={"g": pa.array(["a"] * 20 + ["c"] * 15 + ["b"] * 3)})
     hidden = {g["group"]: g.get("suppression") for g in alone["by_group"]["g"] if g["suppressed"]}
     assert hidden == {"b": "small", "c": "complementary"}
-    rates = quality.build_report(record_seqs=np.arange(38, dtype=np.int64), person_codes=persons,
-                                 link=link, missed=missed, pairs=empty, groups=groups,
-                                 threshold=11, model_version="m",
-                                 thresholds={"link": 0.9, "review": 0.5}, scored={},
-                                 group_counts=False)
+    rates = quality.build_report(**common, person_codes=persons, groups=groups, group_counts=False)
     shown = next(g for g in rates["by_group"]["g"] if g["group"] == "a")
     assert "records" not in shown and "pairs" not in shown["labels"]
     assert shown["model"]["false_match_rate"] == pytest.approx(0.01)
+    assert "records" not in rates["overall"]
+
+
+def test_calibration_shrinks_each_bin_towards_the_model() -> None:
+    p = np.array([0.2, 0.3, 0.95, 0.995, 0.996, 0.997, 0.99999])
+    match = np.array([False, True, True, False, True, True, True])
+    cal = quality.calibration(p, match)
+    assert cal.available and cal.pairs.tolist() == [0, 0, 2, 0, 1, 3, 0, 1]
+    # bin [0.99, 0.999): 2 of 3 matches, mean model p 0.996 -> (2 + 10*0.996) / 13
+    assert cal.probability[5] == pytest.approx((2 + 10 * 0.996) / 13)
+    assert cal.probability[2] == pytest.approx((1 + 10 * 0.25) / 12)
+    out = cal.apply(np.array([0.05, 0.25, 0.9985, 1.0]))
+    assert out[0] == 0.05  # a bin without labels keeps the model's probability
+    assert out[1] == pytest.approx(cal.probability[2])
+    assert out[2] == pytest.approx(cal.probability[5])
+    assert out[3] == pytest.approx(cal.probability[7])
+    assert not quality.calibration(np.empty(0), np.empty(0, dtype=bool)).available
 
 
 @settings(max_examples=60, deadline=None)

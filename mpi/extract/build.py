@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 KINDS = ("rows", "aggregate")
 LINK_DECIMALS = 3
 _SEQ, _KEY, _MISSED, _LINK = "__record_seq", "__person_key", "__missed", "__link"
+_MISSED_CAL = "__missed_calibrated"
 _SIG = "__signature"
 # A quasi-identifier's further steps when k-anonymity asks for them (kanon.LADDER_STEPS), by its
 # released form: "<generalization>" or "none:<type>".
@@ -191,6 +192,7 @@ class _Snapshot:
     table: pa.Table  # record_seq, person_key, agency, attribute columns, link p, missed p
     counts: dict[str, int]
     pairs: quality.LabelPairs
+    cal: quality.Calibration
     scored: dict[str, int]
 
 
@@ -211,8 +213,9 @@ def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
         rows = quality.active_rows(reg.index, seqs)
         if (rows < 0).any():  # the store and the in-memory state disagree: never expected
             raise RuntimeError("registry state is inconsistent: an active record is not indexed")
-        evidence = quality.record_evidence(reg.index, reg.scorer, rows)
-        pairs = quality.label_pairs(reg.index, labels)
+        pairs = quality.label_pairs(reg.index, reg.scorer, labels)
+        cal = quality.calibration(pairs.probability, pairs.is_match)
+        evidence = quality.record_evidence(reg.index, reg.scorer, rows, cal)
     data: dict[str, Any] = {_SEQ: raw.column("record_seq"), _KEY: raw.column("person_key"),
                             AGENCY: raw.column("agency")}
     for i, col in enumerate(plan.columns):
@@ -223,8 +226,9 @@ def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
     data[LINK_PROBABILITY] = pa.array(link, pa.float64(), mask=np.isnan(link))
     data[_LINK] = pa.array(evidence.link_probability, pa.float64())  # unrounded, for the report
     data[_MISSED] = pa.array(evidence.missed_probability, pa.float64())
+    data[_MISSED_CAL] = pa.array(evidence.missed_calibrated, pa.float64())
     scored = {"within_person": evidence.within_pairs, "candidates": evidence.candidate_pairs}
-    return _Snapshot(pa.table(data), counts, pairs, scored)
+    return _Snapshot(pa.table(data), counts, pairs, cal, scored)
 
 
 # ---- disclosure control -------------------------------------------------------------------------
@@ -415,6 +419,9 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
         group_counts=spec.kind == "rows",
         link=np.asarray(link, dtype=np.float64),
         missed=np.asarray(quality_rows.column(_MISSED).to_numpy(), dtype=np.float64),
+        missed_calibrated=np.asarray(quality_rows.column(_MISSED_CAL).to_numpy(),
+                                     dtype=np.float64),
+        cal=snap.cal,
         pairs=snap.pairs,
         groups={d: quality_rows.column(f"__group:{d}") for d in plan.demographics},
         threshold=max(spec.threshold, reg.settings.disclosure_threshold),

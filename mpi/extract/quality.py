@@ -22,6 +22,11 @@ Estimators (repeated in the report's ``estimators`` and in README Decisions):
   an extract row: false-match rate = pairs linked (same person) but labelled different / pairs
   linked; missed-match rate = pairs labelled the same person but not linked / pairs labelled
   the same person. Null when there are no such pairs.
+- label-calibrated model rates: Fellegi-Sunter probabilities are often over-confident, so every
+  active label (anywhere in the registry) calibrates them: per probability bin, the labelled
+  pairs' share of true matches, shrunk towards the bin's mean model probability with the weight
+  of 10 pairs; the two model rates are then recomputed with each probability replaced by its
+  bin's calibrated one (bins without labels keep the model's). Null without labels.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ ESTIMATORS: dict[str, str] = {
                                "without such labels. Both label rates carry a 95% Wilson score "
                                "interval (*_ci95); labelled pairs are rarely a random sample, so "
                                "read them as the quality on the kind of pairs stewards label.",
+    "calibrated_rates": "The two model rates recomputed with each match probability replaced by "
+                        "its bin's label-calibrated probability: (matches + 10 x mean model "
+                        "probability) / (labelled pairs + 10) among the active labels whose "
+                        "model probability falls in the bin (bins without labels keep the "
+                        "model's probability); see calibration. Null without labels.",
     "groups": "A record's group is its person's value of the demographic attribute on any of "
               "their released rows: \"(multiple)\" when the person has several values, "
               "\"(missing)\" when none.",
@@ -78,12 +88,55 @@ ESTIMATORS: dict[str, str] = {
 }
 
 
+CALIBRATION_EDGES = (0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0)
+PRIOR_PAIRS = 10.0  # a bin's model probability counts as this many labelled pairs
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per probability bin: labelled pairs, true matches among them, their mean model
+    probability and the calibrated match probability (NaN for a bin without labels)."""
+
+    edges: F64
+    pairs: I64
+    matches: I64
+    mean_probability: F64
+    probability: F64
+
+    @property
+    def available(self) -> bool:
+        """Whether any bin has labels."""
+        return bool(self.pairs.sum())
+
+    def apply(self, p: F64) -> F64:
+        """Each probability replaced by its bin's calibrated one (kept where the bin has none)."""
+        b = np.clip(np.searchsorted(self.edges, p, side="right") - 1, 0, len(self.pairs) - 1)
+        cal = self.probability[b]
+        out: F64 = np.where(np.isnan(cal), p, cal)
+        return out
+
+
+def calibration(probability: F64, is_match: npt.NDArray[np.bool_]) -> Calibration:
+    """Bin labelled pairs by model probability; shrink each bin's match share to its mean."""
+    edges = np.array(CALIBRATION_EDGES)
+    nb = len(edges) - 1
+    b = np.clip(np.searchsorted(edges, probability, side="right") - 1, 0, nb - 1)
+    pairs = np.bincount(b, minlength=nb).astype(np.int64)
+    matches = np.bincount(b, weights=is_match.astype(np.float64), minlength=nb).astype(np.int64)
+    sums = np.bincount(b, weights=probability, minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(pairs > 0, sums / np.maximum(pairs, 1), np.nan)
+        cal = np.where(pairs > 0, (matches + PRIOR_PAIRS * mean) / (pairs + PRIOR_PAIRS), np.nan)
+    return Calibration(edges, pairs, matches, mean, cal)
+
+
 @dataclass(frozen=True)
 class RecordEvidence:
     """Per extract record: link probability (NaN for singletons) and missed-match probability."""
 
     link_probability: F64
     missed_probability: F64
+    missed_calibrated: F64  # the same with label-calibrated probabilities (= missed without labels)
     within_pairs: int
     candidate_pairs: int
 
@@ -180,15 +233,17 @@ def link_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple
     return out, scored
 
 
-def missed_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tuple[F64, int]:
+def missed_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64,
+                         cal: Calibration | None = None) -> tuple[F64, F64, int]:
     """Per row, min(1, sum over other persons of the best match probability to that person's
-    records) over blocked candidate pairs, and how many candidate pairs were scored."""
+    records) over blocked candidate pairs; the same with calibrated probabilities (``cal``);
+    and how many candidate pairs were scored."""
     q, cand = index.query(index.gather(rows))
     other = index.label[cand] != index.label[rows[q]]
     q, cand = q[other], cand[other]
     out = np.zeros(len(rows), dtype=np.float64)
     if len(q) == 0:
-        return out, 0
+        return out, out.copy(), 0
     p = _probability(_weights(index, scorer, rows[q], cand))
     span = np.int64(int(index.label[cand].max()) + 1)
     key = q * span + index.label[cand]
@@ -196,18 +251,22 @@ def missed_probabilities(index: BlockingIndex, scorer: Scorer, rows: I64) -> tup
     key, p = key[order], p[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     best = np.maximum.reduceat(p, starts)
-    out += np.bincount(key[starts] // span, weights=best, minlength=len(rows))
-    return np.minimum(out, 1.0), len(q)
+    owner = key[starts] // span
+    raw = np.bincount(owner, weights=best, minlength=len(rows))
+    calibrated = raw if cal is None or not cal.available else np.bincount(
+        owner, weights=cal.apply(best), minlength=len(rows))
+    return np.minimum(raw, 1.0), np.minimum(calibrated, 1.0), len(q)
 
 
-def record_evidence(index: BlockingIndex, scorer: Scorer, rows: I64) -> RecordEvidence:
+def record_evidence(index: BlockingIndex, scorer: Scorer, rows: I64,
+                    cal: Calibration | None = None) -> RecordEvidence:
     """Link and missed-match probabilities of extract records (active index ``rows``).
 
     Reads the index: the caller holds the registry's write lock.
     """
     link, within = link_probabilities(index, scorer, rows)
-    missed, candidates = missed_probabilities(index, scorer, rows)
-    return RecordEvidence(link, missed, within, candidates)
+    missed, missed_cal, candidates = missed_probabilities(index, scorer, rows, cal)
+    return RecordEvidence(link, missed, missed_cal, within, candidates)
 
 
 @dataclass(frozen=True)
@@ -218,17 +277,21 @@ class LabelPairs:
     seq_b: I64
     is_match: npt.NDArray[np.bool_]
     linked: npt.NDArray[np.bool_]
+    probability: F64  # the model's match probability of the pair
 
 
-def label_pairs(index: BlockingIndex, labels: pa.Table) -> LabelPairs:
-    """Resolve ``mpi.store.labels.active_labels`` rows against the current persons."""
+def label_pairs(index: BlockingIndex, scorer: Scorer, labels: pa.Table) -> LabelPairs:
+    """Resolve ``mpi.store.labels.active_labels`` rows against the current persons and score
+    each pair with the model."""
     a = np.asarray(labels.column("record_seq_a").to_numpy(), dtype=np.int64)
     b = np.asarray(labels.column("record_seq_b").to_numpy(), dtype=np.int64)
     match = np.asarray(labels.column("is_match").to_numpy(zero_copy_only=False), dtype=bool)
     ra, rb = active_rows(index, a), active_rows(index, b)
     keep = (ra >= 0) & (rb >= 0)
-    linked = index.label[ra[keep]] == index.label[rb[keep]]
-    return LabelPairs(a[keep], b[keep], match[keep], linked)
+    ra, rb = ra[keep], rb[keep]
+    linked = index.label[ra] == index.label[rb]
+    p = _probability(_weights(index, scorer, ra, rb)) if len(ra) else np.empty(0)
+    return LabelPairs(a[keep], b[keep], match[keep], linked, p)
 
 
 # ---- the report ---------------------------------------------------------------------------
@@ -251,10 +314,17 @@ def wilson_interval(num: int, den: int, *, z: float = 1.959964) -> list[float] |
             min(1.0, round(float(centre + half), _DIGITS))]
 
 
-def _figures(link: F64, missed: F64, pair_linked: npt.NDArray[np.bool_],
-             pair_match: npt.NDArray[np.bool_]) -> dict[str, Any]:
+def _figures(link: F64, missed: F64, missed_cal: F64, cal: Calibration,
+             pair_linked: npt.NDArray[np.bool_], pair_match: npt.NDArray[np.bool_]
+             ) -> dict[str, Any]:
     """The figures of one set of records and the label pairs that touch it."""
     linked = ~np.isnan(link)
+    calibrated: dict[str, Any] = {"false_match_rate": None, "missed_match_rate": None}
+    if cal.available:
+        calibrated = {
+            "false_match_rate": _round(float((1.0 - cal.apply(link[linked])).mean()))
+            if linked.any() else None,
+            "missed_match_rate": _round(float(missed_cal.mean())) if len(missed_cal) else None}
     n_linked = int(linked.sum())
     linked_pairs = int(pair_linked.sum())
     false_pairs = int((pair_linked & ~pair_match).sum())
@@ -269,6 +339,7 @@ def _figures(link: F64, missed: F64, pair_linked: npt.NDArray[np.bool_],
             "expected_false_links": _round(float((1.0 - link[linked]).sum())),
             "expected_records_with_missed_match": _round(float(missed.sum())),
         },
+        "calibrated": calibrated,
         "labels": {
             "pairs": len(pair_linked), "linked_pairs": linked_pairs,
             "false_matches": false_pairs, "false_match_rate": _rate(false_pairs, linked_pairs),
@@ -332,7 +403,20 @@ def _rates_only(figures: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _calibration_table(cal: Calibration, *, counts: bool) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(len(cal.pairs)):
+        row: dict[str, Any] = {"from": float(cal.edges[i]), "to": float(cal.edges[i + 1])}
+        if counts:
+            row.update(labelled_pairs=int(cal.pairs[i]), matches=int(cal.matches[i]))
+        row.update(mean_model_probability=_round(float(cal.mean_probability[i])),
+                   calibrated_probability=_round(float(cal.probability[i])))
+        rows.append(row)
+    return rows
+
+
 def build_report(*, record_seqs: I64, person_codes: I64, link: F64, missed: F64,
+                 missed_calibrated: F64, cal: Calibration,
                  pairs: LabelPairs, groups: Mapping[str, pa.Array | pa.ChunkedArray],
                  threshold: int, model_version: str, thresholds: Mapping[str, float],
                  scored: Mapping[str, int], group_counts: bool = True) -> dict[str, Any]:
@@ -343,7 +427,8 @@ def build_report(*, record_seqs: I64, person_codes: I64, link: F64, missed: F64,
     published cells."""
     pa_pos, pb_pos = _pair_positions(record_seqs, pairs)
     touch = (pa_pos >= 0) | (pb_pos >= 0)
-    overall = _figures(link, missed, pairs.linked[touch], pairs.is_match[touch])
+    overall = _figures(link, missed, missed_calibrated, cal, pairs.linked[touch],
+                       pairs.is_match[touch])
     if not group_counts:
         overall = _rates_only(overall)
     by_group: dict[str, list[dict[str, Any]]] = {}
@@ -362,8 +447,8 @@ def build_report(*, record_seqs: I64, person_codes: I64, link: F64, missed: F64,
                 continue
             sel = codes == g
             pair_sel = (ga == g) | (gb == g)
-            figures = _figures(link[sel], missed[sel], pairs.linked[pair_sel],
-                               pairs.is_match[pair_sel])
+            figures = _figures(link[sel], missed[sel], missed_calibrated[sel], cal,
+                               pairs.linked[pair_sel], pairs.is_match[pair_sel])
             if group_counts:
                 figures = {"persons": persons[g], **figures}
             rows.append({"group": label, "suppressed": False,
@@ -376,6 +461,8 @@ def build_report(*, record_seqs: I64, person_codes: I64, link: F64, missed: F64,
         "group_counts": group_counts,
         "pairs_scored": dict(scored),
         "labels_available": bool(len(pairs.is_match)),
+        "calibration": {"prior_pairs": PRIOR_PAIRS,
+                        "bins": _calibration_table(cal, counts=group_counts)},
         "overall": overall,
         "by_group": by_group,
     }
@@ -394,28 +481,38 @@ def _with_ci(labels: Mapping[str, Any], rate: str) -> str:
 
 
 def report_markdown(report: Mapping[str, Any], *, title: str) -> str:
-    """The report as Markdown for people: model, overall figures, groups, estimators."""
+    """The report as Markdown for people: model, overall figures, groups, calibration,
+    estimators."""
     model = report["model"]
     th = model["thresholds"]
     lines = [f"# Linkage quality: {title}", "",
              f"Model `{model['version']}`; link threshold {th['link']}, review threshold "
              f"{th['review']} (match probability).", "",
              "| group | records | linked | mean link p | model false-match | model missed-match "
-             "| labelled pairs | label false-match | label missed-match |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| calibrated false-match | calibrated missed-match | labelled pairs "
+             "| label false-match | label missed-match |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def row(name: str, f: Mapping[str, Any]) -> str:
         if f.get("suppressed"):
-            return f"| {name} | suppressed ({f['suppression']}) |  |  |  |  |  |  |  |"
-        m, lab = f["model"], f["labels"]
+            return f"| {name} | suppressed ({f['suppression']}) |" + "  |" * 9
+        m, c, lab = f["model"], f["calibrated"], f["labels"]
         return (f"| {name} | {_fmt(f.get('records'))} | {_fmt(f.get('linked_records'))} | "
                 f"{_fmt(f['mean_link_probability'])} | {_fmt(m['false_match_rate'])} | "
-                f"{_fmt(m['missed_match_rate'])} | {_fmt(lab.get('pairs'))} | "
+                f"{_fmt(m['missed_match_rate'])} | {_fmt(c['false_match_rate'])} | "
+                f"{_fmt(c['missed_match_rate'])} | {_fmt(lab.get('pairs'))} | "
                 f"{_with_ci(lab, 'false_match_rate')} | {_with_ci(lab, 'missed_match_rate')} |")
 
     lines.append(row("**all records**", report["overall"]))
     for attr, groups in report["by_group"].items():
         lines.extend(row(f"{attr} = {g['group']}", g) for g in groups)
+    cal = report["calibration"]
+    lines += ["", f"## Calibration by steward labels (prior weight {cal['prior_pairs']:g} pairs)",
+              "", "| model probability | labelled pairs | matches | mean model p | calibrated p |",
+              "| --- | --- | --- | --- | --- |"]
+    lines.extend(f"| {b['from']:g}–{b['to']:g} | {_fmt(b.get('labelled_pairs'))} | "
+                 f"{_fmt(b.get('matches'))} | {_fmt(b['mean_model_probability'])} | "
+                 f"{_fmt(b['calibrated_probability'])} |" for b in cal["bins"])
     lines += ["", "## How each figure is estimated", ""]
     lines.extend(f"- **{k}**: {v}" for k, v in report["estimators"].items())
     return "\n".join(lines) + "\n"
