@@ -13,7 +13,12 @@ the script writes to it):
     json_extract of the same attributes) and written to Parquet with no disclosure control
     and no linkage scoring; the ratio is build / baseline
 The registry's open time (loading the in-memory index) is reported but is not part of a build:
-the service builds extracts on its already-open registry.
+the service builds extracts on its already-open registry. When the directory holds the
+generator's ``bench/truth.csv`` (``bench_build_registry.py``), the model-based false- and
+missed-match rates over every active record are set against the same rates from the truth,
+raw and calibrated by labels that the script plants first (a seeded random sample of --labels-
+per-bin blocked candidate pairs per model-probability bin, judged by the truth; a registry
+that already has labels keeps its own).
 
     python scripts/bench_extract.py --data-dir /tmp/mpi-bench-1m-extract --runs 3
 """
@@ -131,12 +136,106 @@ def timed_build(reg: Any, spec: Any) -> tuple[float, dict[str, float], Any]:
     return end - t0, phases, out
 
 
+TRUTH_SQL = """
+WITH t AS (SELECT * FROM read_csv(?, header = true, all_varchar = true)),
+r AS (SELECT s.record_seq, s.person_key, t.person_id FROM source_record s
+      JOIN t ON t.agency = s.agency AND t.source_record_id = s.source_record_id
+      WHERE s.status = 'active'),
+k AS (SELECT person_key, count(*) AS n FROM r GROUP BY person_key),
+kt AS (SELECT person_key, person_id, count(*) AS m FROM r GROUP BY person_key, person_id),
+tk AS (SELECT person_id, count(DISTINCT person_key) AS keys FROM r GROUP BY person_id)
+SELECT r.record_seq, k.n > 1 AS linked, k.n > 1 AND kt.m = 1 AS false_link, tk.keys > 1 AS missed
+FROM r JOIN k USING (person_key) JOIN kt USING (person_key, person_id) JOIN tk USING (person_id)
+ORDER BY r.record_seq
+"""
+
+
+TRUTH_PERSON_SQL = """
+SELECT s.record_seq, t.person_id FROM source_record s
+JOIN (SELECT * FROM read_csv(?, header = true, all_varchar = true)) t
+  ON t.agency = s.agency AND t.source_record_id = s.source_record_id
+WHERE s.status = 'active' ORDER BY s.record_seq
+"""
+
+
+def plant_labels(reg: Any, truth: Path, *, per_bin: int = 250, seed: int = 7) -> dict[str, Any]:
+    """Label a seeded random sample of blocked candidate pairs per model-probability bin with
+    the synthetic truth (a steward's random audit), unless the registry has labels already."""
+    import numpy as np
+
+    from mpi.extract import quality
+    from mpi.store import labels as lstore
+    cur = reg.store.cursor()
+    existing = cur.execute("SELECT count(*) FROM label").fetchall()[0][0]
+    if existing:
+        return {"planted": 0, "existing": int(existing)}
+    t = cur.execute(TRUTH_PERSON_SQL, [str(truth)]).fetchnumpy()
+    seqs, persons = np.asarray(t["record_seq"], dtype=np.int64), np.asarray(t["person_id"])
+    with reg.store.write_lock:
+        idx = reg.index
+        left, right = idx.candidates(np.flatnonzero(idx.active[: idx.n]))
+        p = quality.pair_probabilities(idx, reg.scorer, left, right)
+        seq_l, seq_r = idx.ident[left], idx.ident[right]
+    edges = np.array(quality.CALIBRATION_EDGES)
+    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate([rng.choice(np.flatnonzero(bins == b),
+                                        min(per_bin, int((bins == b).sum())), replace=False)
+                             for b in range(len(edges) - 1)])
+    who = dict(zip(seqs.tolist(), persons.tolist(), strict=True))
+    rows = [{"record_seq_a": int(seq_l[i]), "record_seq_b": int(seq_r[i]),
+             "is_match": who.get(int(seq_l[i])) == who.get(int(seq_r[i]))}
+            for i in chosen.tolist() if int(seq_l[i]) in who and int(seq_r[i]) in who]
+    with reg.store.transaction() as tx:
+        lstore.insert_labels(tx, rows, principal_id="bench", source="import", now=NOW)
+    return {"planted": len(rows), "candidate_pairs": len(p), "per_bin": per_bin,
+            "matches": sum(r["is_match"] for r in rows)}
+
+
+def estimator_check(reg: Any, truth: Path) -> dict[str, Any]:
+    """The model's false- and missed-match estimates over every active record against the truth.
+
+    Truth per record: falsely linked = its person key holds other records but none of its own
+    true person; missed = its true person's records are under more than one key.
+    """
+    import numpy as np
+
+    from mpi.extract import quality
+    t = time.perf_counter()
+    rows_t = reg.store.cursor().execute(TRUTH_SQL, [str(truth)]).fetchnumpy()
+    seqs = np.asarray(rows_t["record_seq"], dtype=np.int64)
+    from mpi.store.labels import active_labels
+    with reg.store.write_lock:
+        rows = quality.active_rows(reg.index, seqs)
+        pairs = quality.label_pairs(reg.index, reg.scorer, active_labels(reg.store.cursor()))
+        cal = quality.calibration(pairs.probability, pairs.is_match)
+        ev = quality.record_evidence(reg.index, reg.scorer, rows, cal)
+    linked = np.asarray(rows_t["linked"], dtype=bool)
+    model_linked = ~np.isnan(ev.link_probability)
+    link = ev.link_probability[model_linked]
+    return {
+        "records": len(seqs), "labels": len(pairs.is_match), "seconds": time.perf_counter() - t,
+        "linked_records_truth_vs_model": [int(linked.sum()), int(model_linked.sum())],
+        "false_match_rate": {
+            "model": float((1 - link).mean()),
+            "calibrated": float((1 - cal.apply(link)).mean()) if cal.available else None,
+            "truth": float(np.asarray(rows_t["false_link"], dtype=bool)[linked].mean())},
+        "missed_match_rate": {
+            "model": float(ev.missed_probability.mean()),
+            "calibrated": float(ev.missed_calibrated.mean()) if cal.available else None,
+            "truth": float(np.asarray(rows_t["missed"], dtype=bool).mean())},
+    }
+
+
 def main() -> None:
     """Run the benchmark and print (and optionally save) the JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", type=Path, required=True, help="registry directory (written)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--kinds", default="rows,aggregate", help="which extracts to time")
+    ap.add_argument("--labels-per-bin", type=int, default=250,
+                    help="truth labels planted per probability bin when the registry has none "
+                         "(0: none)")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
     t = time.perf_counter()
@@ -149,6 +248,10 @@ def main() -> None:
     try:
         bc.log("setting 10 synthetic attributes on every record (one UPDATE)")
         result["set_attributes"] = set_attributes(reg)
+        truth = args.data_dir / "bench" / "truth.csv"
+        if truth.exists() and args.labels_per_bin:
+            bc.log("labelling a random sample of candidate pairs per probability bin (truth)")
+            result["labels"] = plant_labels(reg, truth, per_bin=args.labels_per_bin)
         for name, spec in specs().items():
             if name not in args.kinds.split(","):
                 continue
@@ -175,6 +278,9 @@ def main() -> None:
                 "target_s": TARGET_S, "met": bc.met(med, TARGET_S, higher_is_better=False),
             }
             if name == "rows":
+                lq = out.linkage_quality["overall"]
+                result[name]["linkage_quality_overall"] = {
+                    "mean_link_probability": lq["mean_link_probability"], **lq["model"]}
                 k = out.disclosure_report["k_anonymity"]
                 result[name]["k_anonymity"] = {x: k[x] for x in (
                     "records_in", "records_out", "records_suppressed", "persons_suppressed",
@@ -183,6 +289,9 @@ def main() -> None:
                 result[name]["aggregate"] = {x: v for x, v in
                                              out.disclosure_report["aggregate"].items()
                                              if isinstance(v, int | str | list)}
+        if truth.exists():
+            bc.log("checking the estimators against the synthetic truth (all active records)")
+            result["estimator_check"] = estimator_check(reg, truth)
     finally:
         reg.close()
     # peak resident memory of the whole process (registry load included), in MiB

@@ -165,6 +165,11 @@ def _weights(index: BlockingIndex, scorer: Scorer, left: I64, right: I64) -> F64
     return out
 
 
+def pair_probabilities(index: BlockingIndex, scorer: Scorer, left: I64, right: I64) -> F64:
+    """The model's match probability of each pair of index rows."""
+    return _probability(_weights(index, scorer, left, right))
+
+
 def _probability(weights: F64) -> F64:
     p: F64 = 1.0 / (1.0 + np.exp2(-weights))
     return p
