@@ -72,6 +72,10 @@ ESTIMATORS: dict[str, str] = {
                                "without such labels. Both label rates carry a 95% Wilson score "
                                "interval (*_ci95); labelled pairs are rarely a random sample, so "
                                "read them as the quality on the kind of pairs stewards label.",
+    "caution": "The raw model rates take the Fellegi-Sunter probabilities at face value; those "
+               "are usually over-confident (independence of the comparisons), so the raw rates "
+               "can be off by one or two orders of magnitude. Prefer the calibrated rates, and "
+               "the label rates with their intervals, when labels exist.",
     "calibrated_rates": "The two model rates recomputed with each match probability replaced by "
                         "its bin's label-calibrated probability: (matches + 10 x mean model "
                         "probability) / (labelled pairs + 10) among the active labels whose "
