@@ -2,8 +2,9 @@
 
 Owns: each extract record's link match probability and probability of a missed match, scored
 with the registry's in-memory blocking index and NumPy scorer (the online executor's exact
-weights); the label-based and model-based false- and missed-match rates, overall and per
-demographic group with small-group suppression; the report's JSON shape and Markdown text.
+weights); the label-based, model-based and label-calibrated false- and missed-match rates,
+overall and per demographic group with small-group suppression; the report's JSON shape and
+Markdown text.
 Must not: run SQL, write files, or put a record number, person key or token into the report
 (groups are released attribute values; everything else is a count or a rate).
 
