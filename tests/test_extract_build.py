@@ -148,7 +148,7 @@ def test_an_opt_out_on_a_withdrawn_record_still_excludes_the_person(tmp_path: Pa
             LIMIT 1""", [A, B])
         assert row, "the seeded set has such a person"
         sid, key = row[0]
-        spec = _spec(demographics=())
+        spec = _spec(demographics=(), k=1)  # nobody suppressed: presence is consent alone
         registry.withdraw_records(B, [sid])
         out = _build(registry, spec, project_secret=SECRET, now=NOW)
         assert key not in out.person_keys
@@ -160,6 +160,17 @@ def test_an_opt_out_on_a_withdrawn_record_still_excludes_the_person(tmp_path: Pa
         again = _build(registry, spec, project_secret=SECRET, now=NOW)
         assert again.disclosure_report["cohort"]["persons_opted_out_excluded"] == \
             out.disclosure_report["cohort"]["persons_opted_out_excluded"] - 1
+        assert key in again.person_keys
+        # an opt-out on a withdrawn record whose key was since retired into another person's
+        # key (a merge) follows the lineage: that person is excluded
+        other = next(k for k in again.person_keys if k != key)
+        registry.store.cursor().execute(
+            "UPDATE source_record SET research_consent = false, person_key = 'pk_retired' "
+            "WHERE source_record_id = ? AND agency = ?", [sid, B])
+        registry.store.cursor().execute(
+            "INSERT INTO key_lineage VALUES ('pk_retired', ?, 'merge', 0)", [other])
+        merged = _build(registry, spec, project_secret=SECRET, now=NOW)
+        assert other not in merged.person_keys and key in merged.person_keys
     finally:
         registry.close()
 
