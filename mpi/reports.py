@@ -33,7 +33,10 @@ NOTES = (
     "the stored review-item probability (record_person items) over records that are now "
     "linked to a person with other records, i.e. links that passed through the review band; "
     "null where a group has no such record (link_probability_records says how many).",
-    "precision and recall: no labels in the registry yet, so both are null.",
+    "precision and recall: from steward labels (active labelled pairs of active records; a "
+    "pair counts in the group of each of its records): precision = labelled matches among "
+    "labelled pairs now linked, recall = labelled matches now linked among labelled matches; "
+    "null where the group has no such pair (and everywhere when no labels exist).",
     "flagged: two-sided two-proportion z-test of each reported group against all other active "
     "records, on cross-agency link share and on singleton rate; Bonferroni-corrected, flagged "
     "when p < 0.01 / tests. Both outcomes are the person's, so each side's variance carries "
@@ -129,9 +132,17 @@ def _share(x: Any, n: int) -> float:
     return int(x) / n if n else 0.0
 
 
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
 def build_linkage_quality(rows: Sequence[Mapping[str, Any]], *, attribute: str,
-                          threshold: int, alpha: float = ALPHA) -> LinkageQualityReport:
-    """The report from per-group counts (``mpi.store.reports.linkage_quality_counts`` rows)."""
+                          threshold: int, alpha: float = ALPHA,
+                          labels: Mapping[str | None, Mapping[str, int]] | None = None
+                          ) -> LinkageQualityReport:
+    """The report from per-group counts (``mpi.store.reports.linkage_quality_counts`` rows)
+    and per-group label counts (``mpi.store.reports.label_counts``; empty: no labels)."""
+    labels = labels or {}
     total = sum(int(r["records"]) for r in rows)
     cross_total = sum(int(r["cross_agency"]) for r in rows)
     single_total = sum(int(r["singletons"]) for r in rows)
@@ -160,12 +171,14 @@ def build_linkage_quality(rows: Sequence[Mapping[str, Any]], *, attribute: str,
         flagged = p_threshold is not None and ct is not None and st is not None and \
             (ct.p < p_threshold or st.p < p_threshold)
         prob_n = int(r["link_probability_n"])
+        lab = labels.get(r["grp"], {})
+        tp, fp, fn = (int(lab.get(k, 0)) for k in ("true_links", "false_links", "missed_links"))
         groups.append(GroupQuality(
             grp, label, False, None, n, _share(cross, n), _share(r["in_review"], n),
             _share(single, n), float(r["link_probability_sum"]) / prob_n if prob_n else None,
-            prob_n, None, None, ct, st, flagged))
-    return LinkageQualityReport(attribute, total, threshold, alpha, tests, p_threshold, False,
-                                groups, [g.label for g in groups if g.flagged])
+            prob_n, _ratio(tp, tp + fp), _ratio(tp, tp + fn), ct, st, flagged))
+    return LinkageQualityReport(attribute, total, threshold, alpha, tests, p_threshold,
+                                bool(labels), groups, [g.label for g in groups if g.flagged])
 
 
 def linkage_quality(registry: Registry, *, attribute: str,
@@ -175,13 +188,14 @@ def linkage_quality(registry: Registry, *, attribute: str,
     target = f"attribute:{attribute}" if _ATTRIBUTE.match(attribute) else "attribute:(invalid)"
     try:
         name = check_attribute(attribute)
-        rows = store_reports.linkage_quality_counts(registry.store.cursor(),
-                                                    json_path=f"$.{name}")
+        cur = registry.store.cursor()
+        rows = store_reports.linkage_quality_counts(cur, json_path=f"$.{name}")
+        labels = store_reports.label_counts(cur, json_path=f"$.{name}")
     except MpiError:
         registry.record_audit([AuditEntry(principal, ACTION, target, "invalid")])
         raise
     report = build_linkage_quality(rows, attribute=name,
-                                   threshold=registry.settings.disclosure_threshold)
+                                   threshold=registry.settings.disclosure_threshold, labels=labels)
     registry.record_audit([AuditEntry(principal, ACTION, target, detail={
         "groups": len(report.groups), "flagged": len(report.flagged)})])
     return report

@@ -8,6 +8,7 @@ the API route (steward and admin only, schema-valid, audited) and ``mpi report l
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from mpi.errors import InvalidInput
 from mpi.pipeline import demo_secret, tokenize_rows
 from mpi.registry import Registry
 from mpi.reports import build_linkage_quality, check_attribute, linkage_quality, two_proportion_test
+from mpi.store import labels
 from mpi.store.reports import linkage_quality_counts
 from mpi.synth import generate
 
@@ -191,3 +193,49 @@ def test_cli_prints_the_table(tmp_path: Path) -> None:
         assert text in result.output
     bad = CliRunner().invoke(app, ["report", "linkage-quality", "--by", "a.b", "--data-dir", str(data)])
     assert bad.exit_code != 0
+
+
+def test_label_precision_and_recall_per_group_match_a_brute_force_count(world: World) -> None:
+    reg = world.registry
+    cur = reg.store.cursor()
+    recs = cur.execute("SELECT record_seq, person_key, json_extract_string(attributes, "
+                       "'$.race_ethnicity') FROM source_record WHERE status = 'active' "
+                       "ORDER BY record_seq").fetchall()
+    by_person: dict[str, list[int]] = {}
+    for seq, key, _g in recs:
+        by_person.setdefault(key, []).append(seq)
+    linked = [v[:2] for v in by_person.values() if len(v) >= 2][:300]
+    apart = [(recs[i][0], recs[i + 1][0]) for i in range(0, 600, 2) if recs[i][1] != recs[i + 1][1]]
+    # Labels disagree with the links on a share of pairs, so precision and recall are below 1.
+    pairs = [(a, b, i % 7 != 0) for i, (a, b) in enumerate(linked)] + \
+            [(a, b, i % 5 == 0) for i, (a, b) in enumerate(apart)]
+    with reg.store.transaction() as tx:
+        labels.insert_labels(tx, [{"record_seq_a": a, "record_seq_b": b, "is_match": m}
+                                  for a, b, m in pairs], principal_id="t", source="import",
+                             now=dt.datetime(2026, 1, 1))
+    try:
+        rep = linkage_quality(reg, attribute="race_ethnicity")
+        group = {seq: g for seq, _k, g in recs}
+        person = {seq: k for seq, k, _g in recs}
+        want: dict[str | None, list[int]] = {}
+        for a, b, m in pairs:
+            for g in {group[a], group[b]}:
+                c = want.setdefault(g, [0, 0, 0])
+                same = person[a] == person[b]
+                c[0] += m and same
+                c[1] += (not m) and same
+                c[2] += m and not same
+        assert rep.labels_available
+        checked = 0
+        for g in rep.groups:
+            if g.suppressed:
+                continue
+            tp, fp, fn = want.get(g.group, [0, 0, 0])
+            assert g.precision == (pytest.approx(tp / (tp + fp)) if tp + fp else None)
+            assert g.recall == (pytest.approx(tp / (tp + fn)) if tp + fn else None)
+            checked += g.precision is not None and g.recall is not None
+        assert checked >= 3
+        assert any(g.precision is not None and g.precision < 1 for g in rep.groups)
+    finally:
+        with reg.store.transaction() as tx:
+            tx.execute("DELETE FROM label")

@@ -26,6 +26,14 @@ LABEL_SCHEMA = pa.schema([
     ("revoked_at", pa.timestamp("us"))])
 
 
+ACTIVE_LABELS_SQL = (
+    "SELECT record_seq_a, record_seq_b, is_match FROM ("
+    "  SELECT *, row_number() OVER (PARTITION BY record_seq_a, record_seq_b"
+    "                               ORDER BY label_seq DESC) AS rn"
+    "  FROM label WHERE revoked_at IS NULL) WHERE rn = 1")
+"""The newest unrevoked label per pair, as a subquery other store modules can build on."""
+
+
 def next_label_seq(cur: duckdb.DuckDBPyConnection) -> int:
     """The next free label number."""
     row = first_row(cur.execute("SELECT coalesce(max(label_seq), 0) FROM label").fetchall())
@@ -52,12 +60,7 @@ def insert_labels(cur: duckdb.DuckDBPyConnection, labels: Sequence[Mapping[str, 
 
 def active_labels(cur: duckdb.DuckDBPyConnection) -> pa.Table:
     """The newest unrevoked label per record pair: record_seq_a, record_seq_b, is_match."""
-    return cur.sql(
-        "SELECT record_seq_a, record_seq_b, is_match FROM ("
-        "  SELECT *, row_number() OVER (PARTITION BY record_seq_a, record_seq_b"
-        "                               ORDER BY label_seq DESC) AS rn"
-        "  FROM label WHERE revoked_at IS NULL) WHERE rn = 1"
-        " ORDER BY record_seq_a, record_seq_b").to_arrow_table()
+    return cur.sql(ACTIVE_LABELS_SQL + " ORDER BY record_seq_a, record_seq_b").to_arrow_table()
 
 
 def count_labels(cur: duckdb.DuckDBPyConnection) -> int:

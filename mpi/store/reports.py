@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from mpi.store.labels import ACTIVE_LABELS_SQL
+
 _LINKAGE_QUALITY_SQL = """
 WITH raw AS (
     SELECT record_seq, agency, person_key, json_extract_string(attributes, ?) AS grp
@@ -70,3 +72,35 @@ def linkage_quality_counts(cur: duckdb.DuckDBPyConnection, *,
     rel = cur.execute(linkage_quality_counts_sql(), [json_path])
     names = [d[0] for d in rel.description]
     return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+
+
+_LABEL_COUNTS_SQL = """
+WITH lab AS (""" + ACTIVE_LABELS_SQL + """),
+r AS (
+    SELECT record_seq, person_key, json_extract_string(attributes, ?) AS grp
+    FROM source_record WHERE status = 'active'),
+pair AS (
+    SELECT lab.is_match, ra.person_key = rb.person_key AS linked, ra.grp AS ga, rb.grp AS gb
+    FROM lab JOIN r ra ON ra.record_seq = lab.record_seq_a
+             JOIN r rb ON rb.record_seq = lab.record_seq_b),
+per_group AS (
+    SELECT ga AS grp, is_match, linked FROM pair
+    UNION ALL
+    SELECT gb, is_match, linked FROM pair WHERE gb IS DISTINCT FROM ga)
+SELECT grp,
+       count(*) FILTER (WHERE is_match AND linked) AS true_links,
+       count(*) FILTER (WHERE NOT is_match AND linked) AS false_links,
+       count(*) FILTER (WHERE is_match AND NOT linked) AS missed_links
+FROM per_group GROUP BY grp
+"""
+
+
+def label_counts(cur: duckdb.DuckDBPyConnection, *, json_path: str) -> dict[str | None, dict[str, int]]:
+    """Per value of one record attribute: active labelled pairs of active records that are
+    linked and labelled a match (``true_links``), linked but labelled a non-match
+    (``false_links``) and labelled a match but not linked (``missed_links``). A pair counts in
+    the group of each of its two records (once when both share the group).
+    """
+    rows = cur.execute(_LABEL_COUNTS_SQL, [json_path]).fetchall()
+    return {grp: {"true_links": int(tp), "false_links": int(fp), "missed_links": int(fn)}
+            for grp, tp, fp, fn in rows}
