@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mpi.cli_common import DataDir, settings_for
 from mpi.cli_extract import extract_app
 from mpi.cli_model import register as register_model_commands
 from mpi.cli_steward import constraints_app, labels_app, persons_app, review_app
-from mpi.config import Settings
 from mpi.errors import MpiError
 from mpi.evaluation import Evaluation
 
@@ -43,13 +43,7 @@ app.add_typer(constraints_app, name="constraints")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
-                                              "(default: $MPI_DATA_DIR or ./mpi-data).")]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    s = Settings()
-    return s.model_copy(update={"data_dir": data_dir}) if data_dir else s
+_settings = settings_for
 
 
 def _progress() -> Progress:

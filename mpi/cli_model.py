@@ -9,8 +9,7 @@ person keys. It does not import mpi.cli (mpi.cli imports it).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,30 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mpi.config import Settings
+from mpi.cli_common import DataDir, open_registry
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    pass
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 PRINCIPAL = "cli"
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
-                                              "(default: $MPI_DATA_DIR or ./mpi-data).")]
 VersionArg = Annotated[str, typer.Argument(help="Model version, e.g. candidate-v001.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
-
-
-@contextmanager
-def _registry(data_dir: Path | None) -> Iterator[Registry]:
-    from mpi.registry import Registry
-    s = Settings()
-    reg = Registry(s.model_copy(update={"data_dir": data_dir}) if data_dir else s)
-    try:
-        yield reg
-    finally:
-        reg.close()
 
 
 def _f(value: Any, spec: str = ".4f") -> str:
@@ -53,7 +39,7 @@ def _f(value: Any, spec: str = ".4f") -> str:
 def model_list(data_dir: DataDir = None) -> None:
     """List model versions (shipped and trained here); the active one is marked."""
     from mpi.modelops import list_models
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         rows = list_models(reg)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     widest = max([len(r["version"]) for r in rows] + [7])
@@ -72,7 +58,7 @@ def model_list(data_dir: DataDir = None) -> None:
 def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """A version's m, u and match weight per comparison level, thresholds and metrics."""
     from mpi.modelops import get_model
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         m = get_model(reg, version)
     if as_json:
         out.print_json(json.dumps(m, default=str))
@@ -105,7 +91,7 @@ def model_chart(
     """Write a chart of a version as self-contained HTML (works offline) or PNG."""
     from mpi.modelops import chart as render
     kind = fmt or out_file.suffix.lstrip(".").lower()
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         body, _media = render(reg, version, chart, kind)
     out_file.write_bytes(body)
     out.print(f"wrote {escape(str(out_file))} ({len(body)} bytes)")
@@ -115,7 +101,7 @@ def model_evaluate(version: VersionArg, as_json: AsJson = False,
                    data_dir: DataDir = None) -> None:
     """Precision, recall and F1 at the version's thresholds against the labels; diagnostics."""
     from mpi.modelops import evaluate_model
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         ev = evaluate_model(reg, version, principal=PRINCIPAL)
     if as_json:
         out.print_json(json.dumps(ev, default=str))
@@ -140,7 +126,7 @@ def model_impact(version: VersionArg,
                  as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """Preview what promoting a version would change (nothing is changed)."""
     from mpi.modelops import model_impact as run
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         imp = run(reg, version, principal=PRINCIPAL, sample=sample)
     if as_json:
         out.print_json(json.dumps(imp, default=str))
@@ -162,7 +148,7 @@ def model_impact(version: VersionArg,
 def model_promote(version: VersionArg, data_dir: DataDir = None) -> None:
     """Activate a version: re-link with key carry-over; prints the churn."""
     from mpi.modelops import promote_model
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         res = promote_model(reg, version, principal=PRINCIPAL,
                             progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
     out.print(f"{res['to_version']} active (was {res['from_version']}; {res['mode']}): "

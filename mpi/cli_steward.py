@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,11 +18,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mpi.config import Settings
+from mpi.cli_common import DataDir, open_registry
 from mpi.errors import InvalidInput, Problem
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    pass
 
 review_app = typer.Typer(help="The review queue: list, show and decide items.", no_args_is_help=True)
 persons_app = typer.Typer(help="Fix persons by hand: merge and split.", no_args_is_help=True)
@@ -33,21 +31,8 @@ constraints_app = typer.Typer(help="Must-link / cannot-link constraints.", no_ar
 out = Console(soft_wrap=True)
 PRINCIPAL = "cli"
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
-                                              "(default: $MPI_DATA_DIR or ./mpi-data).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the full JSON result.")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept with the decision and audited).")]
-
-
-@contextmanager
-def _registry(data_dir: Path | None) -> Iterator[Registry]:
-    from mpi.registry import Registry
-    s = Settings()
-    reg = Registry(s.model_copy(update={"data_dir": data_dir}) if data_dir else s)
-    try:
-        yield reg
-    finally:
-        reg.close()
 
 
 def _json(obj: Any) -> None:
@@ -77,7 +62,7 @@ def review_list(
 ) -> None:
     """List review items with their agreement pattern (never a token)."""
     from mpi.review import list_review
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         page = list_review(reg, principal=PRINCIPAL, kind=kind, status=status, agency=agency,
                            min_probability=min_probability, max_probability=max_probability,
                            after=after, limit=limit)
@@ -94,7 +79,7 @@ def review_list(
 def review_show(item_id: int, as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """One review item with its match-weight waterfall."""
     from mpi.review import get_review_item
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         item = get_review_item(reg, item_id, principal=PRINCIPAL)
     if as_json:
         _json(item)
@@ -121,7 +106,7 @@ def review_decide(
 ) -> None:
     """Decide an item: match (merge + must-link), non_match (cannot-link) or defer."""
     from mpi.review import decide_review
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         res = decide_review(reg, item_id, decision=decision, reason=reason, principal=PRINCIPAL)
     if as_json:
         _json(res)
@@ -145,7 +130,7 @@ def persons_merge(
 ) -> None:
     """Merge persons (the oldest key survives; the others forward to it; must-links)."""
     from mpi.stewardship import merge_persons
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         res = merge_persons(reg, person_key, others=with_keys, reason=reason, principal=PRINCIPAL)
     _json(res) if as_json else out.print(escape(f"merged into {res['person_key']}; "
                                                 + _regroup_line(res)))
@@ -172,7 +157,7 @@ def persons_split(
     """Split a person into groups of records (cannot-links across groups)."""
     from mpi.stewardship import split_person
     groups = [_group(g, i) for i, g in enumerate(group)]
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         res = split_person(reg, person_key, groups=groups, reason=reason, principal=PRINCIPAL)
     _json(res) if as_json else out.print(escape(f"split {person_key}; " + _regroup_line(res)))
 
@@ -207,7 +192,7 @@ def labels_import(
         rows = [LabelRow(r["agency_a"], r["source_record_id_a"], r["agency_b"],
                          r["source_record_id_b"], _parse_bool(r["is_match"], i),
                          r.get("reason") or None) for i, r in enumerate(reader, start=1)]
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         res = import_labels(reg, rows, principal=PRINCIPAL, constrain=constrain)
     out.print(f"{res['labels']} labels, {len(res['constraint_ids'])} constraints "
               f"({res['unmet']} take effect at the next `mpi link`)")
@@ -221,7 +206,7 @@ def constraints_list(
 ) -> None:
     """List constraints."""
     from mpi.labels import list_constraints
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         page = list_constraints(reg, principal=PRINCIPAL, status=status, after=after, limit=limit)
     if as_json:
         _json(page)
@@ -239,6 +224,6 @@ def constraints_list(
 def constraints_revoke(constraint_id: int, reason: Reason, data_dir: DataDir = None) -> None:
     """Revoke a constraint (and its label); keys change at the next `mpi link`."""
     from mpi.labels import revoke_constraint
-    with _registry(data_dir) as reg:
+    with open_registry(data_dir) as reg:
         revoke_constraint(reg, constraint_id, reason=reason, principal=PRINCIPAL)
     out.print(f"constraint #{constraint_id} revoked")

@@ -71,9 +71,9 @@ class Capture:
         self.counter = itertools.count()
         real = relink.apply_constraints
 
-        def spy(reg: Registry, result: LinkResult) -> LinkResult:
+        def spy(reg: Registry, result: LinkResult, **kwargs: Any) -> LinkResult:
             self.results.append(result)
-            return real(reg, result)
+            return real(reg, result, **kwargs)
         monkeypatch.setattr(relink, "apply_constraints", spy)
         monkeypatch.setattr("mpi.keys.mint_key", lambda: f"pk_test{next(self.counter):015d}")
 
