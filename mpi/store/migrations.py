@@ -225,6 +225,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             extract_id VARCHAR NOT NULL,
             build_seq INTEGER NOT NULL,
             person_key VARCHAR NOT NULL)""",
+        # The accounting of disclosures looks persons up by key across every build.
+        "CREATE INDEX extract_person_key ON extract_person (person_key)",
     )),
     (6, "model lifecycle: job progress message and result; model evaluations", (
         "ALTER TABLE job ADD COLUMN message VARCHAR",
