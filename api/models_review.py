@@ -70,7 +70,7 @@ class ReviewItemOut(BaseModel):
 
     item_id: int
     kind: Literal["record_person", "possible_duplicate"]
-    status: Literal["open", "deferred", "decided"]
+    status: Literal["open", "deferred", "decided", "resolved"]
     match_probability: float = Field(description="As scored when the item was queued.")
     match_weight: float
     model_version: str | None

@@ -29,6 +29,7 @@ from mpi.linkage.splink_engine import LinkResult
 from mpi.schema import TOKEN_COLUMNS
 from mpi.store import persons as pstore
 from mpi.store import records as rstore
+from mpi.store import review as qstore
 
 if TYPE_CHECKING:
     import duckdb
@@ -281,6 +282,7 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
                                    [name(int(k)) for k in rec.record_key[changed]], now=batch.now)
         pstore.insert_events(cur, batch.events)
         pstore.insert_lineage(cur, batch.lineage)
+        qstore.resolve_settled_items(cur, now=batch.now)
         if also is not None:
             also(cur)
     # Committed: now the in-memory state follows.

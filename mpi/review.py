@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mpi.registry import Registry
 
 KINDS = ("record_person", "possible_duplicate")
-STATUSES = ("open", "deferred", "decided")
+STATUSES = ("open", "deferred", "decided", "resolved")
 DECISIONS = ("match", "non_match", "defer")
 
 

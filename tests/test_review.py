@@ -302,3 +302,33 @@ def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
     closed = _post(sw, f"/v1/review/{item['item_id']}/decision",
                    {"decision": "match", "reason": "merged already"})
     assert closed["status"] == "decided" and closed["labels"] == 0
+
+
+def test_a_relink_that_settles_an_item_resolves_it(sw: World) -> None:
+    from mpi.labels import LabelRow, import_labels
+    item = _open_item(sw)
+    cur = sw.registry.store.cursor()
+    (seq, person_key), = cur.execute("SELECT record_seq, person_key FROM review_item "
+                                     "WHERE item_seq = ?", [item["item_id"]]).fetchall()
+    (a_ag, a_sid), = cur.execute("SELECT agency, source_record_id FROM source_record "
+                                 "WHERE record_seq = ?", [seq]).fetchall()
+    b_ag, b_sid = cur.execute("SELECT agency, source_record_id FROM source_record WHERE "
+                              "person_key = ? AND status = 'active'", [person_key]).fetchall()[0]
+    untouched = [i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]
+                 if i["item_id"] != item["item_id"]]
+    res = import_labels(sw.registry, [LabelRow(a_ag, a_sid, b_ag, b_sid, True, "agency check")],
+                        principal="steward-test")
+    assert res["unmet"] == 1  # an imported label takes effect at the next re-link
+    assert _get(sw, f"/v1/review/{item['item_id']}")["status"] == "open"
+    sw.registry.link()
+    after = _get(sw, f"/v1/review/{item['item_id']}")
+    assert after["status"] == "resolved"
+    now = dict(cur.execute("SELECT source_record_id, person_key FROM source_record WHERE "
+                           "(agency, source_record_id) IN ((?, ?), (?, ?))",
+                           [a_ag, a_sid, b_ag, b_sid]).fetchall())
+    assert now[a_sid] == now[b_sid]
+    assert item["item_id"] in {i["item_id"] for i in _get(sw, "/v1/review?status=resolved")["items"]}
+    # Items the re-link did not settle stay open; a resolved item can still be decided.
+    still_open = {i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]}
+    assert still_open and still_open <= set(untouched)
+    _post(sw, f"/v1/review/{item['item_id']}/decision", {"decision": "match", "reason": "confirm"})

@@ -35,18 +35,19 @@ PersonKey = Annotated[str, Path(min_length=1, max_length=64)]
 @router.get(
     "/v1/review", response_model=ReviewPageOut, summary="List review items",
     description="Items in the review band, oldest first: `record_person` (a record that scored "
-    "in the review band against a person and got its own key) and `possible_duplicate` (two "
-    "persons a record scored above the link threshold for). Filters: `kind`, `status` (`open` "
-    "by default; `deferred`, `decided`, `all`), `agency` (items involving a record of that "
-    "agency), `min_probability`/`max_probability`. Each item shows its two sides as they are "
-    "now (a retired key is followed to its successors), the agencies involved, and the "
-    "best-scoring record pair across the sides explained per identifier field (agreement "
-    "level and match weight: a waterfall from the prior to the total). Never a token. "
-    "Audited as `review.list`.", responses=errors(422))
+    "in the review band against a person and got its own key) and "
+    "`possible_duplicate` (two persons a record scored above "
+    "the link threshold for). Filters: `kind`, `status` (`open` by default; `deferred`, `decided`, "
+    "`resolved` (settled by a re-link: the record joined the person, or a person it names was retired; "
+    "still decidable), `all`), `agency` (items involving a record of that agency), "
+    "`min_probability`/`max_probability`. Each item shows its two sides as they are now (a retired key "
+    "is followed to its successors), the agencies involved, and the best-scoring record pair across the"
+    " sides explained per identifier field (agreement level and match weight: a waterfall from the "
+    "prior to the total). Never a token. Audited as `review.list`.", responses=errors(422))
 def list_review(
     caller: Caller, access: AccessDep,
     kind: Annotated[Literal["record_person", "possible_duplicate"] | None, Query()] = None,
-    status: Annotated[Literal["open", "deferred", "decided", "all"], Query()] = "open",
+    status: Annotated[Literal["open", "deferred", "decided", "resolved", "all"], Query()] = "open",
     agency: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     min_probability: Annotated[float | None, Query(ge=0, le=1)] = None,
     max_probability: Annotated[float | None, Query(ge=0, le=1)] = None,

@@ -71,6 +71,26 @@ def decide_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int, *, status:
                 [status, decision, reason, principal_id, now, item_seq])
 
 
+_RESOLVE_SETTLED_SQL = """
+UPDATE review_item SET status = 'resolved', decision_reason = 'settled by a re-link',
+       decided_by = 'system', decided_at = ?
+WHERE status IN ('open', 'deferred') AND (
+    (kind = 'record_person' AND EXISTS (
+        SELECT 1 FROM source_record s WHERE s.record_seq = review_item.record_seq
+        AND (s.status <> 'active' OR s.person_key = review_item.person_key)))
+    OR EXISTS (
+        SELECT 1 FROM person p WHERE p.status = 'retired'
+        AND (p.person_key = review_item.person_key OR p.person_key = review_item.other_person_key)))
+"""
+
+
+def resolve_settled_items(cur: duckdb.DuckDBPyConnection, *, now: dt.datetime) -> int:
+    """Close open/deferred items a re-link settled: the record now belongs to the candidate
+    person (or is no longer active), or a person the item names was retired. Returns how many."""
+    row = cur.execute(_RESOLVE_SETTLED_SQL, [now]).fetchone()
+    return int(row[0]) if row else 0
+
+
 def records_by_seq(cur: duckdb.DuckDBPyConnection,
                    record_seqs: Sequence[int]) -> dict[int, dict[str, Any]]:
     """record_seq -> agency, source_record_id, status, person_key, for the given records."""
