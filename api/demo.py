@@ -113,7 +113,9 @@ def run_https_demo(settings: Settings, *, people: int, seed: int, say: Callable[
         reg.close()
     say(f"next: `mpi serve --data-dir {root}` then open https://127.0.0.1:8443/docs (trust "
         f"{tls.ca_cert}); `mpi keys export --out keys.csv --data-dir {root}`; agency keys are in "
-        f"{agency_dir}")
+        f"{agency_dir}; steward tools: `mpi review list --data-dir {root}`, "
+        f"`mpi model train --data-dir {root}`, `mpi report linkage-quality --by race_ethnicity "
+        f"--data-dir {root}`")
     return ev
 
 

@@ -68,6 +68,7 @@ def run_demo(settings: Settings, *, people: int, seed: int, say: Callable[[str],
     say(f"registry {settings.registry_path}: {stats['records']}, persons {stats['persons']}, "
         f"open review items {stats['review']}")
     say("next: `mpi keys export --out keys.csv --data-dir " + str(root) + "`, then "
-        "`mpi evaluate --truth " + str(s.truth) + " --keys keys.csv`")
+        "`mpi evaluate --truth " + str(s.truth) + " --keys keys.csv`; steward tools: "
+        "`mpi review list --data-dir " + str(root) + "`, `mpi model train --data-dir " + str(root) + "`")
     reg.close()
     return ev
