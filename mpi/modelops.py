@@ -181,6 +181,14 @@ def _reconciliation_figures(reg: Registry, result: LinkResult) -> dict[str, int]
             "new_keys": rec.n_new, "persons_after": int(len(np.unique(rec.record_key)))}
 
 
+def _no_change(reg: Registry) -> dict[str, int]:
+    """The figures of a promotion that re-links nothing (activation only)."""
+    n = reg.index.n
+    live = reg.index.label[:n][reg.index.active[:n]]
+    return {"records_changing_key": 0, "keys_affected": 0, "persons_merging": 0,
+            "persons_splitting": 0, "new_keys": 0, "persons_after": int(len(np.unique(live)))}
+
+
 def model_impact(reg: Registry, version: str, *, principal: str,
                  sample: int = 20) -> dict[str, Any]:
     """Compare a version with the active one over the whole registry, changing nothing."""
@@ -197,13 +205,18 @@ def model_impact(reg: Registry, version: str, *, principal: str,
     order = differ[np.argsort(-np.abs(a_cand.weight[differ] - a_act.weight[differ]),
                               kind="stable")][:sample]
     pairs = _sample_pairs(reg, order, a_act, a_cand, active, cand, cls_a, cls_c)
+    same = same_parameters(cand.params, active.params) and cand.thresholds == active.thresholds
+    drift = _reconciliation_figures(reg, a_act.result)
+    # What promote_model would do: a version equal to the active one is activated without a
+    # re-link (Decision 28), so nothing changes; any other version is re-linked.
+    promote = (_no_change(reg) if same or cand.version == active.version
+               else _reconciliation_figures(reg, a_cand.result))
     out = {
         "version": cand.version, "active_version": active.version,
-        "same_parameters": same_parameters(cand.params, active.params)
-        and cand.thresholds == active.thresholds,
+        "same_parameters": same,
         "records": len(a_cand.result.clusters),
-        "promote": _reconciliation_figures(reg, a_cand.result),
-        "active_relink": _reconciliation_figures(reg, a_act.result),
+        "promote": promote,
+        "active_relink": drift,
         "pairs": {"candidate_pairs": int(len(cls_a)), "changed_decision": int(len(differ)),
                   "link_gained": int(((cls_c == 2) & (cls_a != 2)).sum()),
                   "link_lost": int(((cls_a == 2) & (cls_c != 2)).sum())},

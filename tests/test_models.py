@@ -349,3 +349,31 @@ def test_cli_train_takes_thresholds(base: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["model", "train", "--link", "0.5", "--review", "0.9",
                                  "--data-dir", str(d)])
     assert r.exit_code != 0
+
+
+def test_impact_of_a_same_parameter_version_agrees_with_its_activation_only_promote(
+        reg: Registry) -> None:
+    """With drift pending (an imported cannot-link inside one person, effective at the next
+    re-link), a version with the active parameters is promoted by activation only, changing
+    no key; its preview must say so (the drift shows under ``active_relink``)."""
+    from mpi.labels import LabelRow, import_labels
+    keys = _keys(reg)
+    by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for rec, k in sorted(keys.items()):
+        by_key[k].append(rec)
+    pair = next(recs for recs in by_key.values() if len(recs) >= 2)
+    out = import_labels(reg, [LabelRow(*pair[0], *pair[1], False, "two people")],
+                        principal="t")
+    assert out["unmet"] == 1
+    copy = save_version(candidates_dir(reg.settings), name="copy", model=reg.model.model,
+                        meta=reg.model.meta)
+    for version in (reg.model.version, copy):  # already active, then activation only
+        imp = modelops.model_impact(reg, version, principal="t")
+        assert imp["active_relink"]["records_changing_key"] >= 1
+        res = modelops.promote_model(reg, version, principal="t")
+        assert res["mode"] in ("already_active", "activation_only")
+        for figure in ("records_changing_key", "keys_affected", "persons_merging",
+                       "persons_splitting", "new_keys"):
+            assert imp["promote"][figure] == res[figure] == 0, (version, figure)
+        assert imp["promote"]["persons_after"] == len(set(_keys(reg).values()))
+    assert _keys(reg) == keys
