@@ -151,6 +151,23 @@ def _plan_regroup(reg: Registry, rows: I64, group_of_row: I64, batch: WriteBatch
     return plan
 
 
+def _cannot_links_joined(reg: Registry, rows: I64, group_of_row: I64) -> int:
+    """Active cannot-link pairs a regroup would newly put in one person: both records among
+    ``rows`` (whole persons), in one group, in different persons now."""
+    if not reg.constraints:
+        return 0
+    where = {int(s): i for i, s in enumerate(reg.row_seq[rows].tolist())}
+    label = reg.index.label[rows]
+    joined = set()
+    for s, i in where.items():
+        for other, kind in reg.constraints.partners(s):
+            j = where.get(other)
+            if kind == CANNOT and j is not None and group_of_row[i] == group_of_row[j] \
+                    and label[i] != label[j]:
+                joined.add((min(s, other), max(s, other)))
+    return len(joined)
+
+
 def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: str,
                     source: str, source_ref: str | None, audit: Sequence[AuditEntry],
                     regroup: tuple[I64, I64] | None = None, cause: str = "steward",
@@ -168,6 +185,12 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
     if clash:
         raise Conflict(f"{len(clash)} cannot-link pair(s) would be joined by must-links; revoke "
                        "the contradicting constraints first (GET /v1/constraints)")
+    if regroup is not None:
+        joined = _cannot_links_joined(reg, regroup[0], regroup[1])
+        if joined:
+            raise Conflict(f"this would put {joined} cannot-linked record pair(s) in one person; "
+                           "split the persons involved first or revoke those constraints "
+                           "(GET /v1/constraints)")
     result = DecisionResult()
     batch = WriteBatch(now=reg.clock())
     plan = _plan_regroup(reg, regroup[0], regroup[1], batch, cause=cause) \

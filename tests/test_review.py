@@ -332,3 +332,41 @@ def test_a_relink_that_settles_an_item_resolves_it(sw: World) -> None:
     still_open = {i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]}
     assert still_open and still_open <= set(untouched)
     _post(sw, f"/v1/review/{item['item_id']}/decision", {"decision": "match", "reason": "confirm"})
+
+
+def test_match_decision_never_joins_a_cannot_linked_pair(sw: World) -> None:
+    """A match merges the record's whole current person into the candidate person. When that
+    person also holds a record cannot-linked to the candidate's records, the decision is
+    refused (409, nothing stored) rather than silently breaking the constraint."""
+    item = _open_item(sw)
+    rec, candidate = item["record"], item["person_key"]
+    tokens = next(t for t in TOKENS[rec["agency"]]
+                  if t["source_record_id"] == rec["source_record_id"])
+    twin = dict(tokens, source_record_id="twin-of-reviewed-record")
+    r = sw.post_records(rec["agency"], [twin])
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["person_key"] == rec["person_key"]  # joins the record's person
+    other = _get(sw, f"/v1/persons/{candidate}")["records"][0]
+    label = {"agency_a": rec["agency"], "source_record_id_a": twin["source_record_id"],
+             "agency_b": other["agency"], "source_record_id_b": other["source_record_id"],
+             "is_match": False, "reason": "known to be different people"}
+    assert _post(sw, "/v1/labels", {"labels": [label]})["unmet"] == 0
+    labels_before = lstore.count_labels(sw.registry.store.cursor())
+    refused = _post(sw, f"/v1/review/{item['item_id']}/decision",
+                    {"decision": "match", "reason": "same person"}, status=409)
+    assert refused["code"] == "conflict" and "cannot-link" in refused["detail"]
+    assert rec["person_key"] not in refused["detail"] and candidate not in refused["detail"]
+    assert lstore.count_labels(sw.registry.store.cursor()) == labels_before
+    assert _get(sw, f"/v1/review/{item['item_id']}")["status"] == "open"
+    _constraints_hold(sw)
+    # Splitting the twin off first lets the decision through, and every constraint holds.
+    held = _get(sw, f"/v1/persons/{rec['person_key']}")["records"]
+    _post(sw, f"/v1/persons/{rec['person_key']}/split", {"groups": [
+        [{"agency": x["agency"], "source_record_id": x["source_record_id"]} for x in held
+         if x["source_record_id"] != twin["source_record_id"]],
+        [{"agency": rec["agency"], "source_record_id": twin["source_record_id"]}]],
+        "reason": "the twin is someone else"})
+    done = _post(sw, f"/v1/review/{item['item_id']}/decision",
+                 {"decision": "match", "reason": "same person"})
+    assert done["status"] == "decided"
+    _constraints_hold(sw)
