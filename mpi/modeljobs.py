@@ -17,7 +17,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
-from mpi.errors import InvalidInput, MpiError
+from mpi.errors import InvalidInput, MpiError, Problem
 from mpi.linkage.catalog import candidates_dir, model_dirs
 from mpi.linkage.modelfile import Thresholds, list_versions
 from mpi.store import jobs as jstore
@@ -48,14 +48,19 @@ class TrainingJobs:
         thresholds = Thresholds(link=th.link if link is None else link,
                                 review=th.review if review is None else review)
         if not 0 < thresholds.review <= thresholds.link < 1:
-            raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)")
+            field = "link" if not 0 < thresholds.link < 1 else "review"
+            raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)",
+                               problems=[Problem(None, field, "need 0 < review <= link < 1")])
         if not 0 < sample <= 1:
-            raise InvalidInput("sample must be in (0, 1]")
+            raise InvalidInput("sample must be in (0, 1]",
+                               problems=[Problem(None, "sample", "must be in (0, 1]")])
         if not _NAME.match(name):
-            raise InvalidInput("name: 1-40 lower-case letters, digits or underscores")
+            raise InvalidInput("invalid model name", problems=[
+                Problem(None, "name", "1-40 lower-case letters, digits or underscores")])
         shipped = model_dirs(reg.settings)[0]
         if any(v.rsplit("-v", 1)[0] == name for v in list_versions(shipped)):
-            raise InvalidInput("name: a shipped model has this name; choose another")
+            raise InvalidInput("invalid model name", problems=[
+                Problem(None, "name", "a shipped model has this name; choose another")])
         if not self._busy.acquire(blocking=False):
             from mpi.errors import Conflict
             raise Conflict("a training job is already running; wait for it to finish")

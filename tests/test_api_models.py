@@ -95,6 +95,9 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     assert r.status_code == 422
     r = c.post("/v1/models/train", json={"name": "default"}, headers=h)
     assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+    assert [e["field"] for e in r.json()["errors"]] == ["name"]
+    r = c.post("/v1/models/train", json={"link": 0.5, "review": 0.9}, headers=h)
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["review"]
     noop = c.post("/v1/models/default-v001/promote", headers=h).json()
     assert noop["mode"] == "already_active" and noop["records_changing_key"] == 0
     w.registry.close()
