@@ -22,7 +22,7 @@ from mpi.cli_common import DataDir, open_registry
 from mpi.errors import InvalidInput, Problem
 
 if TYPE_CHECKING:
-    pass
+    from mpi.labels import LabelRow
 
 review_app = typer.Typer(help="The review queue: list, show and decide items.", no_args_is_help=True)
 persons_app = typer.Typer(help="Fix persons by hand: merge and split.", no_args_is_help=True)
@@ -165,33 +165,52 @@ def persons_split(
 _LABEL_COLUMNS = ("agency_a", "source_record_id_a", "agency_b", "source_record_id_b", "is_match")
 
 
-def _parse_bool(value: str, row: int) -> bool:
-    v = value.strip().lower()
+def _parse_bool(value: str | None) -> bool | None:
+    v = (value or "").strip().lower()
     if v in ("1", "true", "yes", "match"):
         return True
     if v in ("0", "false", "no", "non_match"):
         return False
-    raise InvalidInput("bad label file", problems=[Problem(row, "is_match", "expected true/false")])
+    return None
+
+
+def _label_rows(reader: csv.DictReader[str]) -> list[LabelRow]:
+    """LabelRows of a label CSV; InvalidInput naming every empty field and bad is_match."""
+    from mpi.labels import LabelRow
+    rows: list[LabelRow] = []
+    problems: list[Problem] = []
+    for i, r in enumerate(reader, start=1):
+        for c in _LABEL_COLUMNS[:4]:
+            if not (r.get(c) or "").strip():
+                problems.append(Problem(i, c, "empty"))
+        is_match = _parse_bool(r.get("is_match"))
+        if is_match is None:
+            problems.append(Problem(i, "is_match", "expected true/false"))
+        else:
+            rows.append(LabelRow(r["agency_a"], r["source_record_id_a"], r["agency_b"],
+                                 r["source_record_id_b"], is_match, r.get("reason") or None))
+    if problems:
+        raise InvalidInput("bad label file; nothing was stored", problems=problems)
+    return rows
 
 
 @labels_app.command("import")
 def labels_import(
     path: Annotated[Path, typer.Argument(help="CSV: agency_a, source_record_id_a, agency_b, "
-                                         "source_record_id_b, is_match (true/false), reason.")],
+                                         "source_record_id_b, is_match (true/false), reason.",
+                                         exists=True, dir_okay=False, readable=True)],
     constrain: Annotated[bool, typer.Option(help="Also make each pair a constraint.")] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Import labelled record pairs (all or none; bad rows named by row and field)."""
-    from mpi.labels import LabelRow, import_labels
+    from mpi.labels import import_labels
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in _LABEL_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise InvalidInput("bad label file", problems=[
                 Problem(None, c, "column missing") for c in missing])
-        rows = [LabelRow(r["agency_a"], r["source_record_id_a"], r["agency_b"],
-                         r["source_record_id_b"], _parse_bool(r["is_match"], i),
-                         r.get("reason") or None) for i, r in enumerate(reader, start=1)]
+        rows = _label_rows(reader)
     with open_registry(data_dir) as reg:
         res = import_labels(reg, rows, principal=PRINCIPAL, constrain=constrain)
     out.print(f"{res['labels']} labels, {len(res['constraint_ids'])} constraints "

@@ -106,3 +106,20 @@ def test_persons_and_labels_commands(data: Path, tmp_path: Path) -> None:
         assert len(reg.constraints.items) == 2
     finally:
         reg.close()
+
+
+def test_label_file_problems_are_named_by_row_and_field(data: Path, tmp_path: Path) -> None:
+    """A short row, an empty id or a bad is_match is an InvalidInput naming each row and field
+    (never a stack trace), and a missing file is a usage error."""
+    path = tmp_path / "labels.csv"
+    path.write_text("agency_a,source_record_id_a,agency_b,source_record_id_b,is_match\n"
+                    "agency_a,A1,agency_b\n"
+                    "agency_a,,agency_b,B1,maybe\n"
+                    "agency_a,A1,agency_b,B1,true\n")
+    res = runner.invoke(app, ["labels", "import", str(path), "--data-dir", str(data)])
+    assert isinstance(res.exception, InvalidInput), res.exception
+    assert [(p.row, p.field) for p in res.exception.problems] == [
+        (1, "source_record_id_b"), (1, "is_match"), (2, "source_record_id_a"), (2, "is_match")]
+    missing = runner.invoke(app, ["labels", "import", str(tmp_path / "none.csv"),
+                                  "--data-dir", str(data)])
+    assert missing.exit_code == 2 and not isinstance(missing.exception, OSError)
