@@ -82,7 +82,8 @@ def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
     assert isinstance(name, str) and isinstance(type_, str) and isinstance(klass, str)
     if default is None:
         suggested = default_generalization(name, type_, klass)
-        default = suggested if suggested in allowed else ("none" if "none" in allowed else None)
+        # never fall back to a less protective release (exact dates) than the default
+        default = suggested if suggested in allowed else None
         if default is None:
             problems.append(Problem(i, "default_generalization", f"required: the suggested "
                                     f"default {suggested} is not among the allowed ones"))

@@ -81,10 +81,11 @@ def check_generalization(name: str, type: str, generalization: str) -> None:
 def default_generalization(name: str, type: str, klass: str) -> str:
     """Issue #5 defaults: birth dates -> year, dates -> month, ages -> 90+, ZIP -> ZIP3, else none."""
     lowered = name.lower()
+    words = re.split(r"[^a-z]+", lowered)
     allowed = allowed_generalizations(type)
     if type == "date":
-        return "year" if "birth" in lowered else "month"
-    if "age" in re.split(r"[^a-z]+", lowered) and "top_code_90" in allowed:
+        return "year" if "birth" in lowered or "dob" in words else "month"
+    if "age" in words and "top_code_90" in allowed:
         return "top_code_90"
     if ("zip" in lowered or "postal" in lowered) and "zip3" in allowed:
         return "zip3"

@@ -75,7 +75,11 @@ def _expiry(value: Any, now: dt.datetime, problems: list[Problem]) -> dt.datetim
         problems.append(Problem(None, "expires_at", "an ISO date-time"))
         return fallback
     if at.tzinfo is not None:
-        at = at.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            at = at.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01+05:00 or 9999-12-31-05:00 has no UTC date
+            problems.append(Problem(None, "expires_at", "out of range"))
+            return fallback
     if at <= now:
         problems.append(Problem(None, "expires_at", "must be in the future"))
     elif at > now + dt.timedelta(days=MAX_EXPIRY_DAYS):

@@ -27,6 +27,7 @@ from mpi.extract import accounting, datasets, delivery
 from mpi.extract.request import extract_spec, validate_request
 from mpi.principals import Principal
 from mpi.store import extracts as xstore
+from mpi.store import extracts_read as xread
 from mpi.store import principals as prstore
 
 if TYPE_CHECKING:
@@ -274,25 +275,34 @@ class ExtractWorkflow:
         thread.start()
 
     def _run(self, extract_id: str, actor: str) -> None:
-        state, error = "built", None
         try:
             self.build(extract_id, actor=actor, background=True)
-        except MpiError as exc:
-            state, error = "failed", exc.message
-        except Exception as exc:  # the build must end in a state; its message may hold data
-            state, error = "failed", f"internal error ({type(exc).__name__})"
-        if state == "failed":
-            try:
-                with self._reg.store.transaction() as cur:
-                    xstore.update_request(cur, extract_id, build_state=state, build_error=error)
-            except Exception:  # registry closed under us: the next start marks it failed
-                return
+        except Exception as exc:
+            self._mark_failed(extract_id, exc)
+
+    def _mark_failed(self, extract_id: str, exc: BaseException) -> None:
+        """End a failed build in the ``failed`` state (the message of a non-domain error may
+        hold data, so only its type is kept)."""
+        error = exc.message if isinstance(exc, MpiError) else \
+            f"internal error ({type(exc).__name__})"
+        try:
+            with self._reg.store.transaction() as cur:
+                xstore.update_request(cur, extract_id, build_state="failed", build_error=error)
+        except Exception:  # registry closed under us: the next start marks it failed
+            return
+
+    def _destroy_secret_if_closed(self, extract_id: str) -> None:
+        """A build that raced a close may have (re)created the project secret: destroy it."""
+        try:
+            current = xstore.find_request(self._reg.store.cursor(), extract_id)
+        except Exception:  # registry closed under us; close already destroyed the secret
+            return
+        if current is None or current["status"] == "closed":
+            delivery.destroy_project_secret(self._dir, extract_id)
 
     def build(self, extract_id: str, *, actor: str, background: bool = False,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Build, package and sign an approved extract now; record who was included."""
-        from mpi.extract.build import build_extract
-        from mpi.extract.package import write_package
         row = self._find(extract_id)
         if not background:
             self._check_buildable(row)
@@ -300,6 +310,20 @@ class ExtractWorkflow:
             raise Conflict(f"this request is {row['status']}, not approved")
         with self._reg.store.transaction() as cur:
             xstore.update_request(cur, extract_id, build_state="running", build_error=None)
+        try:
+            return self._build_running(row, actor=actor, progress=progress)
+        except BaseException as exc:
+            self._destroy_secret_if_closed(extract_id)
+            if not background:
+                self._mark_failed(extract_id, exc)
+            raise
+
+    def _build_running(self, row: Mapping[str, Any], *, actor: str,
+                       progress: Callable[[str], None] | None) -> dict[str, Any]:
+        """The build proper, once it is marked running."""
+        from mpi.extract.build import build_extract
+        from mpi.extract.package import write_package
+        extract_id = str(row["extract_id"])
         stored = json.loads(row["spec"])
         self._check_still_in_dictionary(stored)
         secret = delivery.load_or_create_project_secret(self._dir, extract_id)
@@ -376,10 +400,16 @@ class ExtractWorkflow:
             raise Conflict("this extract has expired")
         if int(row["downloads"]) >= int(row["download_limit"]):
             raise Conflict(f"the download limit ({row['download_limit']}) is used up")
+        # a package built before an agency withdrew or narrowed an entry must not be released
+        self._check_still_in_dictionary(json.loads(row["spec"]))
         build = xstore.latest_build(self._reg.store.cursor(), row["extract_id"])
         if build is None or not delivery.package_path(
                 self._dir, row["extract_id"], build["build_seq"]).exists():
             raise Conflict("this extract has not been built yet")
+        if xread.build_has_opted_out(self._reg.store.cursor(), extract_id=row["extract_id"],
+                                     build_seq=int(build["build_seq"])):
+            raise Conflict("a person in this build has opted out of research since it was "
+                           "built; rebuild the extract")
         return build
 
     def close(self, principal: Principal, extract_id: str) -> dict[str, Any]:

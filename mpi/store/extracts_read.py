@@ -100,3 +100,17 @@ def cohort_counts(cur: duckdb.DuckDBPyConnection, *, cohort: CohortFilter) -> di
         "SELECT count(*), count(*) FILTER (WHERE person_key IN (SELECT person_key FROM opted_out))"
         " FROM cohort", params).fetchall())
     return {"cohort_persons": int(row[0]), "opted_out_persons": int(row[1])}
+
+
+def build_has_opted_out(cur: duckdb.DuckDBPyConnection, *, extract_id: str, build_seq: int) -> bool:
+    """Whether a person a build included has opted out since (the keys it stored, followed
+    forward through merges and splits to today's keys, meet the consent rule above)."""
+    row = first_row(cur.execute(
+        f"WITH RECURSIVE {_OPTED_OUT},\n"
+        "included(k) AS (\n"
+        "    SELECT person_key FROM extract_person WHERE extract_id = ? AND build_seq = ?\n"
+        "    UNION\n"
+        "    SELECT l.to_key FROM key_lineage l JOIN included i ON l.from_key = i.k)\n"
+        "SELECT count(*) FROM included WHERE k IN (SELECT person_key FROM opted_out)",
+        [extract_id, build_seq]).fetchall())
+    return bool(row and row[0])

@@ -1,0 +1,152 @@
+# ruff: noqa: F401, F811  (the `xw` fixture is imported from test_extract_workflow)
+"""Review fixes of the research-extract workflow (issue #5): a package is delivered only while
+every released attribute still has its dictionary entry and nobody in it has opted out since
+the build; a build that races a close leaves no project secret; a failed local build ends
+``failed``; out-of-range expiry dates are a 422; dictionary defaults never fall back to a less
+protective release than the issue's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from test_api_support import A, B, World
+from test_extract_workflow import (
+    DICTIONARY,
+    RECORDS,
+    _approve_all,
+    _data,
+    _decide,
+    _events,
+    _flow,
+    _pseudonyms,
+    _request,
+    xw,
+)
+
+from mpi.extract.datasets import validate_dictionary
+from mpi.extract.delivery import read_project_secret, secret_path
+from mpi.extract.generalize import default_generalization
+from mpi.extract.pseudonym import pseudonymize
+from mpi.extract.workflow import ExtractWorkflow
+from mpi.principals import Principal
+
+STEWARD = Principal("cli", "cli", "steward")
+
+
+def _download(w: World, xid: str) -> Any:
+    return w.client.get(f"/v1/extracts/{xid}/download", headers=w.h("researcher"))
+
+
+@pytest.mark.parametrize("expires_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
+def test_an_expiry_without_a_utc_date_is_a_422_naming_the_field(xw: World, expires_at: str) -> None:
+    r = xw.client.post("/v1/extracts", headers=xw.h("researcher"), json={
+        "title": "t", "purpose": "p", "agreement_ref": "a", "cohort": {"agency": A},
+        "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}],
+        "expires_at": expires_at})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["expires_at"]
+
+
+def test_a_package_is_not_delivered_after_its_dictionary_entry_is_withdrawn(xw: World) -> None:
+    xid = _request(xw)["extract_id"]
+    _approve_all(xw, xid)
+    # agency A withdraws birth_year (a released attribute) after the build
+    assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
+                         json={"attributes": DICTIONARY[2:]}).status_code == 200
+    r = _download(xw, xid)
+    assert r.status_code == 409 and "agency_a.birth_year" in r.json()["detail"]
+    refused = [e for e in _events(xw, "extracts.download") if e["outcome"] == "denied"]
+    assert refused and "dictionary entry" in refused[-1]["detail"]
+    # narrowing the allowed generalizations refuses it too; restoring the entry delivers again
+    narrowed = [DICTIONARY[0], {**DICTIONARY[1], "allowed_generalizations": ["suppress"],
+                                "default_generalization": "suppress"}, *DICTIONARY[2:]]
+    assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
+                         json={"attributes": narrowed}).status_code == 200
+    assert _download(xw, xid).status_code == 409
+    assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
+                         json={"attributes": DICTIONARY}).status_code == 200
+    assert _download(xw, xid).status_code == 200
+
+
+def test_a_package_is_not_delivered_after_an_included_person_opts_out(xw: World) -> None:
+    program_only = [{"agency": a, "dataset": "enrolment", "name": "program"} for a in (A, B)]
+    xid = _request(xw, attributes=program_only)["extract_id"]  # no quasi-identifier but agency
+    _approve_all(xw, xid)
+    first = _download(xw, xid)
+    assert first.status_code == 200
+    # a record of an included person now says research_consent = false
+    rec = next(r for r in RECORDS[A] if r.get("research_consent") is not False)
+    sid = rec["source_record_id"]
+    body = {k: v for k, v in {**rec, "research_consent": False}.items() if k != "source_record_id"}
+    assert xw.client.put(f"/v1/records/{sid}", json=body, headers=xw.h(A)).status_code == 200
+    r = _download(xw, xid)
+    assert r.status_code == 409 and "opted out" in r.json()["detail"]
+    assert _events(xw, "extracts.download")[-1]["outcome"] == "denied"
+    # a rebuild leaves the person out, and is delivered
+    assert xw.client.post(f"/v1/extracts/{xid}/build",
+                          headers=xw.h("researcher")).status_code == 202
+    _flow(xw).wait(60)
+    second = _download(xw, xid)
+    assert second.status_code == 200
+    key = xw.registry.get_record(A, sid)["person_key"]
+    secret = read_project_secret(xw.data_dir, xid)
+    gone = pseudonymize(pa.array([key]), secret).to_pylist()[0]
+    before, after = _pseudonyms(_data(first.content)), _pseudonyms(_data(second.content))
+    assert gone in before and after == before - {gone}
+
+
+def test_a_build_racing_a_close_leaves_no_project_secret(
+        xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    xid = _request(xw)["extract_id"]
+    flow: ExtractWorkflow = _flow(xw)
+    original = ExtractWorkflow._check_still_in_dictionary
+
+    def close_first(self: ExtractWorkflow, spec: Any) -> None:
+        self.close(STEWARD, xid)  # the close lands after the build started, before its secret
+        original(self, spec)
+
+    monkeypatch.setattr(ExtractWorkflow, "_check_still_in_dictionary", close_first)
+    for who in ("approver", "approver_b", "steward"):
+        assert _decide(xw, who, xid).status_code == 200
+    flow.wait(60)
+    out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
+    assert out["status"] == "closed" and out["build_state"] == "failed"
+    assert out["latest_build"] is None
+    assert not secret_path(xw.data_dir, xid).exists()
+    assert not (xw.data_dir / "extracts").exists() or not list((xw.data_dir / "extracts").iterdir())
+
+
+def test_a_failed_local_build_ends_failed_not_running(xw: World) -> None:
+    xid = _request(xw)["extract_id"]
+    _approve_all(xw, xid)
+    assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
+                         json={"attributes": DICTIONARY[2:]}).status_code == 200
+    with pytest.raises(Exception, match="dictionary entry"):
+        _flow(xw).build(xid, actor="cli")
+    out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
+    assert out["build_state"] == "failed" and "agency_a.birth_year" in out["build_error"]
+
+
+@pytest.mark.parametrize(("name", "expected"), [("dob", "year"), ("client_dob", "year"),
+                                                ("birth_date", "year"), ("doberman_seen", "month")])
+def test_birth_dates_named_dob_default_to_year(name: str, expected: str) -> None:
+    assert default_generalization(name, "date", "quasi_identifier") == expected
+
+
+def test_no_silent_fallback_to_exact_dates(xw: World) -> None:
+    entry = {"name": "enrolled_on", "type": "date", "class": "quasi_identifier",
+             "description": "Enrolment date.", "allowed_generalizations": ["none", "year"]}
+    with pytest.raises(Exception) as info:
+        validate_dictionary([entry])
+    assert [(p.row, p.field) for p in info.value.problems] == [  # type: ignore[attr-defined]
+        (1, "default_generalization")]
+    r = xw.client.put("/v1/datasets/d2", headers=xw.h(A), json={"attributes": [entry]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "default_generalization"
+    ok = validate_dictionary([{**entry, "default_generalization": "year"}])
+    assert ok[0]["default_generalization"] == "year"
+    # when the issue's default is allowed it is still chosen without being named
+    month = validate_dictionary([{**entry, "allowed_generalizations": ["none", "month"]}])
+    assert month[0]["default_generalization"] == "month"
