@@ -93,7 +93,9 @@ def build(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
     description="The zip (Parquet and CSV data, dictionary, disclosure and linkage-quality "
     "reports, manifest signed with the key of `GET /v1/keys/signing`). Only the requesting "
     "researcher (403 otherwise), only when approved, built and not expired, and within the "
-    "download limit (409 otherwise). Every download and every refusal is audited.",
+    "download limit (409 otherwise); 409 too when a released attribute has lost its dictionary "
+    "entry or a person in the build has opted out since it was built (rebuild). Every download "
+    "and every refusal is audited.",
     responses={200: {"content": {"application/zip": {}}}, **errors(403, 404, 409)})
 def download(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> FileResponse:
     """Download the package."""
