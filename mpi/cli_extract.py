@@ -179,3 +179,132 @@ def extract_close(extract_id: str, url: Url = None, api_key_file: KeyFile = None
     except (ServiceError, MpiError) as exc:
         raise _fail(exc) from None
     out.print(f"closed: {_summary(res)}")
+
+
+# ---- the rest of the workflow over a server: dictionaries, requests, decisions, accounting ----
+ServerUrl = Annotated[str, typer.Option("--url", help="Running server, e.g. https://127.0.0.1:8443.")]
+ServerKey = Annotated[Path, typer.Option("--api-key-file", help="API key file of the principal "
+                                         "acting (its role decides what it may do).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the JSON response.")]
+
+
+def _call(url: str, key_file: Path, ca_file: Path | None, method: str, path: str,
+          **kwargs: Any) -> Any:
+    """One API call; a refusal prints its status, detail and every located problem (exit 1)."""
+    from mpi.client import ServiceError
+    try:
+        with _client(url, key_file, ca_file) as c:
+            return c.request(method, path, **kwargs)
+    except ServiceError as exc:
+        for p in exc.problem.get("errors") or []:
+            row = f"row {p.get('row')} " if p.get("row") is not None else ""
+            err.print(escape(f"  {row}{p.get('field') or ''}: {p.get('reason')}"))
+        raise _fail(exc) from None
+
+
+def _json_file(path: Path) -> Any:
+    """A JSON document from a file, or a usage error naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise typer.BadParameter(f"{path}: not a readable JSON file ({type(exc).__name__})") from None
+
+
+def _segment(value: str, what: str) -> str:
+    """A path segment for a URL; refuses separators so a value cannot change the route."""
+    if not value or any(c in value for c in "/?#%\\") or value in (".", ".."):
+        raise typer.BadParameter(f"not a valid {what}")
+    return value
+
+
+@extract_app.command("datasets")
+def extract_datasets(url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+                     as_json: AsJson = False) -> None:
+    """The catalogue of data dictionaries (GET /v1/datasets)."""
+    res = _call(url, api_key_file, ca_file, "GET", "/v1/datasets")
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+        return
+    for d in res["datasets"]:
+        out.print(escape(f"{d['agency']}/{d['dataset']}: {d.get('description') or ''}"))
+        for a in d["attributes"]:
+            out.print(escape(f"  {a['name']} ({a['type']}, {a['class']}): "
+                             f"{', '.join(a['allowed_generalizations'])}; default "
+                             f"{a['default_generalization']}"))
+    if not res["datasets"]:
+        out.print("no datasets")
+
+
+@extract_app.command("dataset")
+def extract_dataset(
+    dataset: str,
+    file: Annotated[Path, typer.Option("--file", help="JSON: {\"description\", \"attributes\": "
+                                       "[...]} as PUT /v1/datasets/{dataset} takes it.",
+                                       exists=True, dir_okay=False, readable=True)],
+    url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+) -> None:
+    """Register or replace the agency's dictionary for a dataset (agency key)."""
+    res = _call(url, api_key_file, ca_file, "PUT", f"/v1/datasets/{_segment(dataset, 'dataset')}",
+                json=_json_file(file))
+    out.print(escape(f"stored {res['agency']}/{res['dataset']}: {len(res['attributes'])} attributes"))
+
+
+@extract_app.command("request")
+def extract_request(
+    file: Annotated[Path, typer.Argument(help="JSON request as POST /v1/extracts takes it.",
+                                         exists=True, dir_okay=False, readable=True)],
+    url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+) -> None:
+    """Request an extract (researcher key); prints its id and the approvals it needs."""
+    res = _call(url, api_key_file, ca_file, "POST", "/v1/extracts", json=_json_file(file))
+    out.print(f"requested: {_summary(res)}")
+
+
+@extract_app.command("show")
+def extract_show(extract_id: str, url: ServerUrl, api_key_file: ServerKey,
+                 ca_file: CaFile = None) -> None:
+    """One request as JSON: status, approvals, pending approvals, build state, latest build."""
+    res = _call(url, api_key_file, ca_file, "GET",
+                f"/v1/extracts/{_segment(extract_id, 'extract id')}")
+    out.print_json(json.dumps(res, default=str))
+
+
+@extract_app.command("decide")
+def extract_decide(
+    extract_id: str,
+    decision: Annotated[str, typer.Option("--decision", help="approve or deny.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the decision).")],
+    url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+) -> None:
+    """Approve or deny a request in the key's capacity (an agency's approver, or a steward)."""
+    if decision not in ("approve", "deny"):
+        raise typer.BadParameter("--decision must be approve or deny")
+    res = _call(url, api_key_file, ca_file, "POST",
+                f"/v1/extracts/{_segment(extract_id, 'extract id')}/approvals",
+                json={"decision": decision, "reason": reason})
+    out.print(f"{decision}: {_summary(res)}")
+
+
+@extract_app.command("disclosures")
+def extract_disclosures(person_key: str, url: ServerUrl, api_key_file: ServerKey,
+                        ca_file: CaFile = None, as_json: AsJson = False) -> None:
+    """The accounting of disclosures for a person (steward, or an agency linked to them)."""
+    res = _call(url, api_key_file, ca_file, "GET",
+                f"/v1/persons/{_segment(person_key, 'person key')}/disclosures")
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+        return
+    for d in res["disclosures"]:
+        attrs = ", ".join(f"{a['agency']}.{a['name']} ({a['generalization']})"
+                          for a in d["attributes"])
+        out.print(escape(f"{d['disclosed_at']}  {d['extract_id']}  {d['project']!r} to "
+                         f"{d['recipient'].get('name') or d['recipient']['principal_id']}: {attrs}"))
+    if not res["disclosures"]:
+        out.print("no disclosures")
+
+
+@extract_app.command("report")
+def extract_report(url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None) -> None:
+    """Request turnaround: median and 90th percentile hours (GET /v1/reports/requests)."""
+    res = _call(url, api_key_file, ca_file, "GET", "/v1/reports/requests")
+    out.print_json(json.dumps(res, default=str))

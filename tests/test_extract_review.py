@@ -8,6 +8,8 @@ protective release than the issue's.
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -150,3 +152,79 @@ def test_no_silent_fallback_to_exact_dates(xw: World) -> None:
     # when the issue's default is allowed it is still chosen without being named
     month = validate_dictionary([{**entry, "allowed_generalizations": ["none", "month"]}])
     assert month[0]["default_generalization"] == "month"
+
+
+def test_the_whole_workflow_works_from_the_command_line(
+        xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #5: everything works over the API and as `mpi extract ...` commands."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import mpi.cli_extract as cli_extract
+    from api.cli import app
+    from mpi.client import MpiClient
+
+    def client(_url: str, key_file: Path | None, _ca: Path | None) -> MpiClient:
+        assert key_file is not None
+        c = MpiClient("https://testserver", api_key=key_file.read_text().strip(), max_retries=0)
+        c._http.close()
+        c._http = xw.client
+        c._http.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
+        monkeypatch.setattr(c, "close", lambda: None)  # the TestClient outlives the command
+        return c
+
+    monkeypatch.setattr(cli_extract, "_client", client)
+    runner = CliRunner()
+
+    def run(who: str, *args: str) -> Any:
+        key = xw.data_dir / f"{who}.key"
+        key.write_text(xw.keys[who] + "\n")
+        return runner.invoke(app, ["extract", *args, "--url", "https://testserver",
+                                   "--api-key-file", str(key)])
+
+    bad = xw.data_dir / "bad.json"
+    bad.write_text(json.dumps({"attributes": [{**DICTIONARY[0], "allowed_generalizations": ["zip9"]}]}))
+    r = run(A, "dataset", "enrolment", "--file", str(bad))
+    assert r.exit_code == 1 and "422" in r.output and "row 1 allowed_generalizations" in r.output
+    good = xw.data_dir / "dict.json"
+    good.write_text(json.dumps({"description": "Program enrolment", "attributes": DICTIONARY}))
+    r = run(A, "dataset", "enrolment", "--file", str(good))
+    assert r.exit_code == 0 and "4 attributes" in r.output, r.output
+    r = run("researcher", "datasets")
+    assert r.exit_code == 0 and f"{A}/enrolment" in r.output and "enrolled_on (date, other)" in r.output
+    body = {"title": "Jobs and Medicaid", "purpose": "Program evaluation", "agreement_ref": "DUA-9",
+            "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}],
+            "cohort": {"agency": A}, "k": 2, "expires_at": "2999-01-01T00:00:00Z"}
+    req = xw.data_dir / "req.json"
+    req.write_text(json.dumps(body))
+    r = run("researcher", "request", str(req))
+    assert r.exit_code == 1 and "expires_at" in r.output  # more than 730 days ahead
+    body["expires_at"] = (xw.registry.clock().replace(microsecond=0)
+                          + dt.timedelta(days=30)).isoformat() + "Z"
+    req.write_text(json.dumps(body))
+    r = run("researcher", "request", str(req))
+    assert r.exit_code == 0, r.output
+    xid = r.output.split()[1]
+    assert xid.startswith("x_") and f"pending=agency:{A},steward" in r.output
+    r = run("researcher", "decide", xid, "--decision", "approve", "--reason", "mine")
+    assert r.exit_code == 1 and "403" in r.output
+    for who in ("approver", "steward"):
+        r = run(who, "decide", xid, "--decision", "approve", "--reason", "fine")
+        assert r.exit_code == 0, r.output
+    _flow(xw).wait(60)
+    r = run("researcher", "show", xid)
+    assert r.exit_code == 0 and json.loads(r.output)["build_state"] == "built"
+    assert run("researcher", "show", "a/b").exit_code == 2  # never a different route
+    assert _download(xw, xid).status_code == 200
+    person = xw.registry.get_record(A, RECORDS[A][0]["source_record_id"])["person_key"]
+    r = run("steward", "disclosures", person)
+    assert r.exit_code == 0 and "Jobs and Medicaid" in r.output and f"{A}.program" in r.output
+    assert person not in r.output
+    only_a = {row["person_key"] for row in xw.registry.export_keys().to_pylist()
+              if row["agency"] == A} - {row["person_key"] for row in
+                                        xw.registry.export_keys().to_pylist() if row["agency"] == B}
+    r = run(B, "disclosures", sorted(only_a)[0])
+    assert r.exit_code == 1 and "404" in r.output
+    r = run("steward", "report")
+    assert r.exit_code == 0 and json.loads(r.output)["by_status"] == {"approved": 1}
