@@ -2,8 +2,9 @@
 turnaround report.
 
 Owns: who may read a person's disclosures (a steward, or an agency with a record linked to the
-person), finding them through the person's key lineage (the key, the keys it forwards to, and
-every key forwarding into those), and the turnaround figures (median and 90th percentile from
+person), finding them through the person's key lineage (the keys the person holds now, and
+every key whose records moved into those, for its builds before the move), and the
+turnaround figures (median and 90th percentile from
 request to decision and from approval to first delivery). A disclosure is a build that was
 delivered (downloaded) at least once (README Decision 23). Must not: run SQL
 (mpi/store/extracts.py), know about HTTP, or name a person key in an audit event (digests only).
@@ -44,20 +45,72 @@ def percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def current_keys(registry: Registry, person_key: str) -> list[str]:
+    """The active key(s) the person is known by now: the key itself, or a retired key's active
+    successors (the key itself when it has none); NotFound for an unknown key."""
+    cur = registry.store.cursor()
+    row = pstore.find_person(cur, person_key)
+    if row is None:
+        raise NotFound("no such person key")
+    if row["status"] == "active":
+        return [person_key]
+    return pstore.active_successors(cur, person_key) or [person_key]
+
+
+def windows(current: list[str], edges: list[tuple[str, str, dt.datetime | None]]
+            ) -> dict[str, dt.datetime | None]:
+    """For each key whose builds concern the person: builds before this time count (None: any
+    time). A current key counts always; a key whose records moved into a counting key at time t
+    (merge, split or move) counts for its builds before t, and before its successor's own bound;
+    an edge at or after that bound moved records that were not the person's then."""
+    bound: dict[str, dt.datetime | None] = dict.fromkeys(current)
+    changed = True
+    while changed:
+        changed = False
+        for frm, to, at in edges:
+            if to not in bound:
+                continue
+            hi = bound[to]
+            if at is not None and hi is not None and at >= hi:
+                continue
+            new = hi if at is None else at if hi is None else min(hi, at)
+            if frm not in bound:
+                bound[frm], changed = new, True
+                continue
+            old = bound[frm]
+            if old is not None and (new is None or new > old):
+                bound[frm], changed = new, True
+    return bound
+
+
 def disclosures(registry: Registry, principal: Principal, person_key: str) -> dict[str, Any]:
-    """Every delivered extract that included the person (audited; the caller audits refusals)."""
+    """Every delivered extract that included the person (audited; the caller audits refusals).
+
+    The person is who the key stands for now (``current_keys``). Their disclosures are the
+    delivered builds of a current key, and of every key whose records moved into theirs,
+    from before the move (``windows``): after a split, each side keeps the history before it
+    and only its own builds after it (README Decision 46). An agency may read them only with an
+    active record linked to the person now."""
     cur = registry.store.cursor()
     if principal.role not in ("agency", STEWARD):
         raise Forbidden("only a steward or a linked agency reads disclosures")
-    if pstore.find_person(cur, person_key) is None:
-        raise NotFound("no such person key")
-    family = xstore.key_family(cur, person_key)
+    current = current_keys(registry, person_key)
     if principal.role == "agency" and not (principal.agency and xstore.has_key_records_at(
-            cur, family, agency=principal.agency)):
+            cur, current, agency=principal.agency)):
         raise NotFound("no such person key among this agency's records")
+    bound = windows(current, xstore.lineage_into(cur, current))
+    found: dict[str, dict[str, Any]] = {}
+    for b in xstore.delivered_builds(cur, sorted(bound)):
+        hi = bound[b["person_key"]]
+        if hi is not None and b["built_at"] >= hi:
+            continue
+        d = found.setdefault(b["extract_id"], {"first_delivered_at": b["first_delivered_at"],
+                                                "builds": set()})
+        d["first_delivered_at"] = min(d["first_delivered_at"], b["first_delivered_at"])
+        d["builds"].add(int(b["build_seq"]))
     out = []
-    for d in xstore.delivered_disclosures(cur, family):
-        row = xstore.find_request(cur, d["extract_id"])
+    for extract_id, d in sorted(found.items(), key=lambda kv: (kv[1]["first_delivered_at"], kv[0])):
+        row = xstore.find_request(cur, extract_id)
         if row is None:
             continue
         who = prstore.find_principal(cur, row["requester_id"]) or {}
@@ -65,7 +118,7 @@ def disclosures(registry: Registry, principal: Principal, person_key: str) -> di
         out.append({"extract_id": row["extract_id"], "project": row["title"],
                     "purpose": row["purpose"], "agreement_ref": row["agreement_ref"],
                     "recipient": {"principal_id": row["requester_id"], "name": who.get("name")},
-                    "disclosed_at": d["first_delivered_at"], "builds": d["builds"],
+                    "disclosed_at": d["first_delivered_at"], "builds": sorted(d["builds"]),
                     "kind": row["kind"],
                     "attributes": [{k: a[k] for k in ("agency", "dataset", "name", "generalization")}
                                    for a in spec["attributes"] if a["generalization"] != "suppress"]})

@@ -1,7 +1,7 @@
 """SQL for research extracts: data dictionaries, requests, approvals, builds and disclosures.
 
 Owns: the tables of migration 5 (``dataset``, ``dataset_attribute``, ``extract_request``,
-``extract_approval``, ``extract_build``, ``extract_person``) and the lineage walk the
+``extract_approval``, ``extract_build``, ``extract_person``) and the lineage the
 accounting of disclosures needs. JSON-valued columns are stored as text. Must not: decide who
 may do what (mpi/extract/workflow.py does) or read record attributes for a build
 (mpi/store/extracts_read.py does).
@@ -161,30 +161,33 @@ def mark_build_delivered(cur: duckdb.DuckDBPyConnection, *, extract_id: str, bui
                 "WHERE extract_id = ? AND build_seq = ?", [now, extract_id, build_seq])
 
 
-def key_family(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[str]:
-    """The key, every key it forwards to, and every key that forwards into any of those."""
-    rows = cur.execute(
-        "WITH RECURSIVE fwd(k) AS (SELECT ? UNION SELECT l.to_key FROM key_lineage l "
-        "JOIN fwd f ON l.from_key = f.k), "
-        "back(k) AS (SELECT k FROM fwd UNION SELECT l.from_key FROM key_lineage l "
-        "JOIN back b ON l.to_key = b.k) "
-        "SELECT DISTINCT k FROM back ORDER BY k", [person_key]).fetchall()
-    return [str(r[0]) for r in rows]
-
-
-def delivered_disclosures(cur: duckdb.DuckDBPyConnection,
-                          person_keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Delivered builds that included any of the keys: extract, first delivery, build number."""
+def lineage_into(cur: duckdb.DuckDBPyConnection,
+                 person_keys: Sequence[str]) -> list[tuple[str, str, dt.datetime | None]]:
+    """Every lineage edge leading, over any number of steps, into one of the keys:
+    (from_key, to_key, when its key event happened; None when no event row is found)."""
     if not person_keys:
         return []
     rows = cur.execute(
-        "SELECT b.extract_id, min(b.first_delivered_at), list(DISTINCT b.build_seq ORDER BY "
-        "b.build_seq) FROM extract_person p JOIN extract_build b ON b.extract_id = p.extract_id "
-        "AND b.build_seq = p.build_seq WHERE p.person_key IN (SELECT unnest(?)) "
-        "AND b.first_delivered_at IS NOT NULL GROUP BY b.extract_id ORDER BY 2, 1",
-        [list(person_keys)]).fetchall()
-    return [{"extract_id": str(e), "first_delivered_at": at, "builds": [int(x) for x in builds]}
-            for e, at, builds in rows]
+        "WITH RECURSIVE back(k) AS (SELECT unnest(?::VARCHAR[]) UNION SELECT l.from_key "
+        "FROM key_lineage l JOIN back b ON l.to_key = b.k) "
+        "SELECT DISTINCT l.from_key, l.to_key, c.occurred_at FROM key_lineage l "
+        "JOIN back b ON l.to_key = b.k LEFT JOIN key_change c ON c.event_seq = l.event_seq "
+        "ORDER BY 3, 1, 2", [list(person_keys)]).fetchall()
+    return [(str(f), str(t), at) for f, t, at in rows]
+
+
+def delivered_builds(cur: duckdb.DuckDBPyConnection,
+                     person_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Delivered builds that included any of the keys: extract, build, the key, built and first
+    delivered times."""
+    if not person_keys:
+        return []
+    rows = cur.execute(
+        "SELECT b.extract_id, b.build_seq, p.person_key, b.built_at, b.first_delivered_at "
+        "FROM extract_person p JOIN extract_build b ON b.extract_id = p.extract_id "
+        "AND b.build_seq = p.build_seq WHERE p.person_key IN (SELECT unnest(?::VARCHAR[])) "
+        "AND b.first_delivered_at IS NOT NULL ORDER BY 5, 1, 2, 3", [list(person_keys)]).fetchall()
+    return _dicts(("extract_id", "build_seq", "person_key", "built_at", "first_delivered_at"), rows)
 
 
 def has_key_records_at(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *,
