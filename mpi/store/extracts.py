@@ -167,13 +167,18 @@ def lineage_into(cur: duckdb.DuckDBPyConnection,
     (from_key, to_key, when its key event happened; None when no event row is found)."""
     if not person_keys:
         return []
-    rows = cur.execute(
+    edges = cur.execute(
         "WITH RECURSIVE back(k) AS (SELECT unnest(?::VARCHAR[]) UNION SELECT l.from_key "
         "FROM key_lineage l JOIN back b ON l.to_key = b.k) "
-        "SELECT DISTINCT l.from_key, l.to_key, c.occurred_at FROM key_lineage l "
-        "JOIN back b ON l.to_key = b.k LEFT JOIN key_change c ON c.event_seq = l.event_seq "
-        "ORDER BY 3, 1, 2", [list(person_keys)]).fetchall()
-    return [(str(f), str(t), at) for f, t, at in rows]
+        "SELECT DISTINCT l.from_key, l.to_key, l.event_seq FROM key_lineage l "
+        "JOIN back b ON l.to_key = b.k", [list(person_keys)]).fetchall()
+    if not edges:  # most persons: no lineage, and no scan of the key events
+        return []
+    at = dict(cur.execute("SELECT event_seq, min(occurred_at) FROM key_change WHERE event_seq IN "
+                          "(SELECT unnest(?::BIGINT[])) GROUP BY event_seq",
+                          [sorted({int(e) for _f, _t, e in edges})]).fetchall())
+    return sorted(((str(f), str(t), at.get(e)) for f, t, e in edges),
+                  key=lambda x: (x[2] is None, x[2] or dt.datetime.min, x[0], x[1]))
 
 
 def delivered_builds(cur: duckdb.DuckDBPyConnection,
