@@ -280,3 +280,25 @@ def test_disclosure_windows_follow_moves_back_in_time() -> None:
     assert windows(["q"], [("p", "q", None)]) == {"q": None, "p": None}
     # a key reached along two paths keeps the later bound
     assert windows(["a", "b"], [("c", "a", t[0]), ("c", "b", t[2])])["c"] == t[2]
+
+
+def test_a_counted_download_is_delivered_even_if_a_close_removes_the_file(xw: World) -> None:
+    from mpi.extract.package import verify_package
+    xid = _request(xw)["extract_id"]
+    _approve_all(xw, xid)
+    who = Principal(xw.ids["researcher"], "researcher", "researcher")
+    package, name = _flow(xw).download(who, xid)
+    # the steward closes the project while the bytes are still on their way
+    xw.client.post(f"/v1/extracts/{xid}/close", headers=xw.h("steward")).raise_for_status()
+    assert not list((xw.data_dir / "extracts").iterdir())
+    with package:
+        copy = xw.data_dir / name
+        copy.write_bytes(package.read())
+    assert verify_package(copy).ok
+    # over HTTP the package arrives whole, named and sized
+    xid = _request(xw)["extract_id"]
+    _approve_all(xw, xid)
+    r = _download(xw, xid)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert int(r.headers["content-length"]) == len(r.content) > 0
+    assert f'filename="{xid}-b1.zip"' in r.headers["content-disposition"]

@@ -549,7 +549,8 @@ def test_concurrent_downloads_never_exceed_the_limit(xw: World) -> None:
 
     def attempt(_i: int) -> str:
         try:
-            _flow(xw).download(who, xid)
+            package, _name = _flow(xw).download(who, xid)
+            package.close()
             return "ok"
         except Conflict:
             return "refused"

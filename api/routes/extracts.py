@@ -3,10 +3,12 @@ disclosures, the turnaround report and the public signing key."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from api.auth import Caller
 from api.errors import errors
@@ -88,7 +90,7 @@ def build(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
 
 
 @router.get(
-    "/v1/extracts/{extract_id}/download", response_class=FileResponse,
+    "/v1/extracts/{extract_id}/download", response_class=StreamingResponse,
     summary="Download the signed extract package",
     description="The zip (Parquet and CSV data, dictionary, disclosure and linkage-quality "
     "reports, manifest signed with the key of `GET /v1/keys/signing`). Only the requesting "
@@ -97,10 +99,15 @@ def build(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
     "entry or a person in the build has opted out since it was built (rebuild). Every download "
     "and every refusal is audited.",
     responses={200: {"content": {"application/zip": {}}}, **errors(403, 404, 409)})
-def download(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> FileResponse:
+def download(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> StreamingResponse:
     """Download the package."""
-    path, filename = extracts.download(caller, extract_id)
-    return FileResponse(path, media_type="application/zip", filename=filename)
+    package, filename = extracts.download(caller, extract_id)
+    size = os.fstat(package.fileno()).st_size
+    return StreamingResponse(
+        iter(lambda: package.read(1 << 20), b""), media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                 "Content-Length": str(size)},
+        background=BackgroundTask(package.close))
 
 
 @router.post(

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mpi.audit import AuditEntry, key_ref
 from mpi.errors import Conflict, Forbidden, InvalidInput, MpiError, NotFound
@@ -369,8 +369,10 @@ class ExtractWorkflow:
             t.join(timeout)
 
     # ---- download and close -------------------------------------------------------------
-    def download(self, principal: Principal, extract_id: str) -> tuple[Path, str]:
-        """The latest package for the requesting researcher, within expiry and limit (audited)."""
+    def download(self, principal: Principal, extract_id: str) -> tuple[BinaryIO, str]:
+        """The latest package for the requesting researcher, within expiry and limit (audited),
+        opened before the download is counted, so a close or rebuild that removes the file
+        afterwards cannot cut the delivery short; the caller closes it."""
         target = f"extract:{extract_id}"
         with self._refusals(principal, "extracts.download", target):
             row = self._find(extract_id)
@@ -384,13 +386,17 @@ class ExtractWorkflow:
                 entry = AuditEntry(principal.principal_id, "extracts.download", target, detail={
                     "build_seq": build["build_seq"], "manifest_sha256": build["manifest_sha256"],
                     "download": n, "download_limit": row["download_limit"]})
-                with self._reg.audited_transaction([entry]) as cur:
-                    xstore.update_request(cur, extract_id, downloads=n,
-                                          delivered_at=row["delivered_at"] or now)
-                    xstore.mark_build_delivered(cur, extract_id=extract_id,
-                                                build_seq=build["build_seq"], now=now)
-        return (delivery.package_path(self._dir, extract_id, build["build_seq"]),
-                f"{extract_id}-b{build['build_seq']}.zip")
+                package = delivery.package_path(self._dir, extract_id, build["build_seq"]).open("rb")
+                try:
+                    with self._reg.audited_transaction([entry]) as cur:
+                        xstore.update_request(cur, extract_id, downloads=n,
+                                              delivered_at=row["delivered_at"] or now)
+                        xstore.mark_build_delivered(cur, extract_id=extract_id,
+                                                    build_seq=build["build_seq"], now=now)
+                except BaseException:
+                    package.close()
+                    raise
+        return package, f"{extract_id}-b{build['build_seq']}.zip"
 
     def _check_downloadable(self, row: Mapping[str, Any]) -> dict[str, Any]:
         if row["status"] != "approved":
