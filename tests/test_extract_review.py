@@ -302,3 +302,20 @@ def test_a_counted_download_is_delivered_even_if_a_close_removes_the_file(xw: Wo
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     assert int(r.headers["content-length"]) == len(r.content) > 0
     assert f'filename="{xid}-b1.zip"' in r.headers["content-disposition"]
+
+
+def test_an_aggregate_accounts_for_the_attributes_it_released_only(xw: World) -> None:
+    attrs = [{"agency": A, "dataset": "enrolment", "name": n} for n in ("race_ethnicity", "program")]
+    attrs.append({"agency": B, "dataset": "enrolment", "name": "birth_year"})
+    xid = _request(xw, kind="aggregate", attributes=attrs, dimensions=[f"{A}.race_ethnicity"],
+                   demographics=[f"{B}.birth_year"])["extract_id"]
+    _approve_all(xw, xid)
+    assert _download(xw, xid).status_code == 200
+    sid = next(r["source_record_id"] for r in RECORDS[A] if r.get("research_consent") is not False)
+    key = xw.registry.get_record(A, sid)["person_key"]
+    r = xw.client.get(f"/v1/persons/{key}/disclosures", headers=xw.h("steward"))
+    [d] = r.json()["disclosures"]
+    assert d["kind"] == "aggregate"
+    # program was requested but never counted by or grouped by: not released
+    assert {(a["agency"], a["name"]) for a in d["attributes"]} == {
+        (A, "race_ethnicity"), (B, "birth_year")}

@@ -45,6 +45,15 @@ def percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def released_attributes(kind: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attributes an extract released: every one not suppressed in rows; in an aggregate
+    only the dimensions counted by and the demographics its linkage report groups by."""
+    shown = set(spec.get("dimensions") or []) | set(spec.get("demographics") or [])
+    return [{k: a[k] for k in ("agency", "dataset", "name", "generalization")}
+            for a in spec["attributes"] if a["generalization"] != "suppress"
+            and (kind != "aggregate" or f"{a['agency']}.{a['name']}" in shown)]
+
+
 def current_keys(registry: Registry, person_key: str) -> list[str]:
     """The active key(s) the person is known by now: the key itself, or a retired key's active
     successors (the key itself when it has none); NotFound for an unknown key."""
@@ -120,8 +129,7 @@ def disclosures(registry: Registry, principal: Principal, person_key: str) -> di
                     "recipient": {"principal_id": row["requester_id"], "name": who.get("name")},
                     "disclosed_at": d["first_delivered_at"], "builds": sorted(d["builds"]),
                     "kind": row["kind"],
-                    "attributes": [{k: a[k] for k in ("agency", "dataset", "name", "generalization")}
-                                   for a in spec["attributes"] if a["generalization"] != "suppress"]})
+                    "attributes": released_attributes(row["kind"], spec)})
     registry.record_audit([AuditEntry(principal.principal_id, "persons.disclosures",
                                       key_ref(person_key), detail={"extracts": len(out)})])
     return {"person_key": person_key, "disclosures": out}
