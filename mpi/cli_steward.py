@@ -52,7 +52,7 @@ def _item_line(item: dict[str, Any]) -> str:
 @review_app.command("list")
 def review_list(
     kind: Annotated[str | None, typer.Option(help="record_person or possible_duplicate.")] = None,
-    status: Annotated[str, typer.Option(help="open, deferred, decided or all.")] = "open",
+    status: Annotated[str, typer.Option(help="open, deferred, decided, resolved or all.")] = "open",
     agency: Annotated[str | None, typer.Option(help="Items involving this agency.")] = None,
     min_probability: Annotated[float | None, typer.Option()] = None,
     max_probability: Annotated[float | None, typer.Option()] = None,
