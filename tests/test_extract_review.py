@@ -319,3 +319,18 @@ def test_an_aggregate_accounts_for_the_attributes_it_released_only(xw: World) ->
     # program was requested but never counted by or grouped by: not released
     assert {(a["agency"], a["name"]) for a in d["attributes"]} == {
         (A, "race_ethnicity"), (B, "birth_year")}
+
+
+def test_the_manifest_names_the_extract_and_build_it_signs(xw: World) -> None:
+    import io
+    import json
+    import zipfile
+    xid = _request(xw)["extract_id"]
+    out = _approve_all(xw, xid)
+    r = _download(xw, xid)
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        manifest = json.loads(z.read("manifest.json"))
+    assert manifest["metadata"] == {"extract_id": xid, "build_seq": 1, "kind": "rows",
+                                    "rows": out["latest_build"]["rows"],
+                                    "built_at": manifest["metadata"]["built_at"]}
+    assert manifest["metadata"]["built_at"].startswith(out["latest_build"]["built_at"][:19])

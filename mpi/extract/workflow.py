@@ -333,7 +333,9 @@ class ExtractWorkflow:
         seq = xstore.next_build_seq(self._reg.store.cursor(), extract_id)
         path = delivery.package_path(self._dir, extract_id, seq)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        manifest = write_package(path, built.files, signing_key=self.signing_key())
+        manifest = write_package(path, built.files, signing_key=self.signing_key(), metadata={
+            "extract_id": extract_id, "build_seq": seq, "built_at": now.isoformat(),
+            "kind": row["kind"], "rows": built.rows})
         entry = AuditEntry(actor, "extracts.build", f"extract:{extract_id}",
                            detail={"build_seq": seq, "rows": built.rows,
                                    "persons": len(built.person_keys), "manifest_sha256": manifest})
