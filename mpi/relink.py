@@ -97,7 +97,14 @@ def dry_run(reg: Registry, result: LinkResult) -> tuple[np.ndarray, np.ndarray,
     reconciliation), the same computation ``link_registry`` commits."""
     seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
                               result.clusters.column("cluster_id").to_numpy().astype(np.int64))
-    old_key = reg.index.label[_rows_for(reg, seq)].copy()
+    with reg.store.write_lock:  # the result may predate writes made since it was computed
+        live = np.flatnonzero(reg.index.active[: reg.index.n])
+        live_seq = np.sort(reg.row_seq[live])
+        pos = np.minimum(np.searchsorted(live_seq, seq), max(len(live_seq) - 1, 0))
+        if len(seq) and (len(live_seq) == 0 or not bool((live_seq[pos] == seq).all())):
+            # records withdrawn since (records enrolled since are simply not in the preview)
+            raise Conflict("the registry changed while the preview was computed; run it again")
+        old_key = reg.index.label[_rows_for(reg, seq)].copy()
     rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
                              key_rank=np.arange(len(reg.persons), dtype=np.int64))
     return seq, old_key, rec

@@ -377,3 +377,40 @@ def test_impact_of_a_same_parameter_version_agrees_with_its_activation_only_prom
             assert imp["promote"][figure] == res[figure] == 0, (version, figure)
         assert imp["promote"]["persons_after"] == len(set(_keys(reg).values()))
     assert _keys(reg) == keys
+
+
+def test_impact_refuses_when_records_are_withdrawn_while_it_computes(
+        reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preview re-links outside the write lock; a record withdrawn meanwhile must give a
+    clear conflict (run it again), never an index error or figures for the wrong records."""
+    from mpi import modelanalysis as ma
+    real = ma.analyse
+    last = max(reg.by_sid, key=lambda k: reg.by_sid[k][0])  # the newest record
+
+    def analyse_then_withdraw(r: Registry, model: Any) -> Any:
+        out = real(r, model)
+        if model.version == "candidate-v001" and last in r.by_sid and r.by_sid[last][1] >= 0:
+            r.withdraw_records(last[0], [last[1]])
+        return out
+
+    monkeypatch.setattr(ma, "analyse", analyse_then_withdraw)
+    from mpi.errors import Conflict
+    with pytest.raises(Conflict, match="changed"):
+        modelops.model_impact(reg, "candidate-v001", principal="t")
+    monkeypatch.setattr(ma, "analyse", real)
+    again = modelops.model_impact(reg, "candidate-v001", principal="t")  # a fresh preview works
+    assert again["records"] == len(_keys(reg))
+    # Records enrolled meanwhile are simply outside the preview: no refusal.
+    rows, _ = generate(people=3, agencies=1, seed=99)
+    fresh, _ = tokenize_rows(next(iter(rows.values())), secret=demo_secret(1))
+
+    def analyse_then_enrol(r: Registry, model: Any) -> Any:
+        out = real(r, model)
+        if model.version == "candidate-v001" and ("agency_new", fresh[0]["source_record_id"]) \
+                not in r.by_sid:
+            assert not r.enrol_records("agency_new", list(enumerate(fresh, start=1))).problems
+        return out
+
+    monkeypatch.setattr(ma, "analyse", analyse_then_enrol)
+    late = modelops.model_impact(reg, "candidate-v001", principal="t")
+    assert late["records"] == again["records"] < len(_keys(reg))
