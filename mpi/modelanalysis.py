@@ -121,9 +121,11 @@ def analyse(reg: Registry, model: ModelVersion) -> Analysis:
         cached = _caches.setdefault(reg, {}).get(key)
     if cached is not None:
         return cached
-    ls, rs, lcols, rcols = candidate_pairs(reg)
+    with reg.store.write_lock:  # the pairs and the re-link input are one registry state
+        key = _state_key(reg, model)
+        ls, rs, lcols, rcols = candidate_pairs(reg)
+        table: pa.Table = reg.model_table()
     weight = Scorer(reg.model_definition, model.params).weights(lcols, rcols)
-    table: pa.Table = reg.model_table()
     if table.num_rows:
         result = relink.link_result(reg, table, model=model)
     else:

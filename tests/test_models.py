@@ -414,3 +414,27 @@ def test_impact_refuses_when_records_are_withdrawn_while_it_computes(
     monkeypatch.setattr(ma, "analyse", analyse_then_enrol)
     late = modelops.model_impact(reg, "candidate-v001", principal="t")
     assert late["records"] == again["records"] < len(_keys(reg))
+
+
+def test_analysis_pairs_and_partition_are_one_registry_state(
+        reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record withdrawn by another thread while the candidate pairs are scored must not
+    leave pairs naming a record the partition lacks (review pairs, diagnostics and charts
+    index one with the other)."""
+    import threading
+
+    from mpi import modelanalysis as ma
+    victim = max(reg.by_sid, key=lambda k: reg.by_sid[k][0])
+
+    class SlowScorer(Scorer):
+        def weights(self, *args: Any, **kw: Any) -> Any:
+            t = threading.Thread(target=reg.withdraw_records, args=(victim[0], [victim[1]]))
+            t.start()
+            t.join(5)  # another writer gets in while the pairs are scored (if it can)
+            return super().weights(*args, **kw)
+
+    monkeypatch.setattr(ma, "Scorer", SlowScorer)
+    an = ma.analyse(reg, modelops.load_model(reg, "candidate-v001"))
+    seq, _cl = an.cluster_of()
+    assert set(an.pair_l.tolist()) | set(an.pair_r.tolist()) <= set(seq.tolist())
+    ma.diagnostics(an, link=0.99, review=0.5)
