@@ -175,16 +175,22 @@ def _retract(reg: Registry, old: int, lab: int) -> None:
     reg.person_count[lab] += 1
 
 
-def _constrained(reg: Registry, seq: int) -> tuple[int | None, set[int]]:
+def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[int | None, set[int]]:
     """The person a constrained record must join and those it must not (mpi/constraints.py).
 
-    Runs only for records that carry a constraint, so it may scan the row ids."""
+    A partner re-matched later in the same batch counts with the person it is leaving
+    (``old_labels``: its old row -> person), so whichever of the two is matched first keeps
+    the constraint for the other. Runs only for records that carry a constraint, so it may
+    scan the row ids."""
     n = reg.index.n
     label_of: dict[int, int] = {}
     for other, _kind in reg.constraints.partners(seq):
-        rows = np.flatnonzero((reg.index.ident[:n] == other) & reg.index.active[:n])
-        if len(rows) and reg.index.label[rows[-1]] >= 0:
-            label_of[other] = int(reg.index.label[rows[-1]])
+        rows = np.flatnonzero(reg.index.ident[:n] == other)
+        live = [r for r in rows.tolist() if reg.index.active[r] and reg.index.label[r] >= 0]
+        if live:
+            label_of[other] = int(reg.index.label[live[-1]])
+        elif old := [r for r in rows.tolist() if r in old_labels]:
+            label_of[other] = old_labels[old[-1]]
     return online_rule(reg.constraints, seq, label_of)
 
 
@@ -222,7 +228,7 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
         must_lab: int | None = None
         if reg.constraints and seq in reg.constraints.by_seq:  # steward decisions on this record
-            must_lab, banned = _constrained(reg, seq)
+            must_lab, banned = _constrained(reg, seq, old_labels)
             ranked = [kv for kv in ranked if kv[0] not in banned]
         old_lab = old_labels.get(old, -1)
         outcome = "updated" if old >= 0 else "new"

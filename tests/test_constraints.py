@@ -305,3 +305,36 @@ def test_online_update_honours_cannot_and_must_links(base_dir: Path, tmp_path: P
         _check(reg, "online")
     finally:
         reg.close()
+
+
+def test_one_batch_updating_several_constrained_records_keeps_the_constraints(
+        tmp_path: Path) -> None:
+    """r must-link x, r cannot-link z, and x, z, w share their identifiers. After a re-link the
+    persons are {r, x} and {z, w}. One batch then updates x, z and r (a full-file resubmission):
+    a record re-matched before its partners must not lose them (their old rows are out of the
+    index while the batch is matched), or x follows w to z's person and r cannot join x."""
+    rows, _truth = generate(people=40, agencies=1, seed=5)
+    toks = tokenize_rows(next(iter(rows.values())), secret=SECRET)[0]
+    same, other = toks[0], toks[1]
+    reg = Registry(Settings(data_dir=tmp_path / "data"))
+    try:
+        reg.enrol_records("agency_a", list(enumerate(toks[2:], start=1)))
+        batch = [{**same, "source_record_id": sid} for sid in ("z", "w", "x")]
+        batch.append({**other, "source_record_id": "r"})
+        assert not reg.enrol_records("agency_a", list(enumerate(batch, start=1))).problems
+        labels.import_labels(reg, [labels.LabelRow("agency_a", "r", "agency_a", "x", True),
+                                   labels.LabelRow("agency_a", "r", "agency_a", "z", False)],
+                             principal="test")
+        reg.link()
+        keys = {sid: reg.by_sid[("agency_a", sid)] for sid in "rxzw"}
+        key = {sid: reg.persons[int(reg.index.label[row])] for sid, (_s, row, _h, _v)
+               in keys.items()}
+        assert key["r"] == key["x"] != key["z"] == key["w"], key
+        _check(reg, "after link")
+        update = [{**rec, "attributes": {"note": "refreshed"}}
+                  for rec in (batch[2], batch[0], batch[3])]  # x, z, r in one batch
+        res = reg.enrol_records("agency_a", list(enumerate(update, start=1)))
+        assert not res.problems
+        _check(reg, "after one batch updating x, z and r")
+    finally:
+        reg.close()

@@ -1,13 +1,14 @@
 """Key and constraint invariants under random sequences of steward and online operations.
 
 Owns: a hypothesis test that interleaves review decisions, manual merges and splits, label
-imports, constraint revocations, online record updates, ``reg.link()`` and promotions (to a
-version with other parameters and thresholds, and back; each previewed first) on a small
-synthetic registry and checks after every step: what is in memory is what is stored; every key ever
-issued still exists, an active key holds records, a retired key forwards (lineage) and never
-comes back; a constraint that held before a step still holds after it (imports may add unmet
-ones, which the next re-link meets); after a re-link or promote every active constraint holds,
-and the impact preview's churn equals the promotion's.
+imports, constraint revocations, online record updates (one record, or several in one batch),
+``reg.link()`` and promotions (to a version with other parameters and thresholds, and back;
+each previewed first) on a small synthetic registry and checks after every step: what is in
+memory is what is stored; every key ever issued still exists, an active key holds records,
+a retired key forwards (lineage) and never comes back; a constraint that held before a step
+still holds after it (imports may add unmet ones, which the next re-link meets); after a
+re-link or promote every active constraint holds, and the impact preview's churn equals the
+promotion's.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from mpi.synth import generate
 ROWS, _TRUTH = generate(people=150, agencies=3, seed=33)
 TOKENS = {a: {t["source_record_id"]: t for t in tokenize_rows(r, secret=demo_secret(1))[0]}
           for a, r in ROWS.items()}
-OPS = ("decide", "merge", "split", "import", "revoke", "update", "link", "promote")
+OPS = ("decide", "merge", "split", "import", "revoke", "update", "batch", "link", "promote")
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,13 @@ def _apply(reg: Registry, op: str, i: int, j: int, flag: bool) -> None:
         rec = {**TOKENS[agency][sid], "attributes": {"note": f"v{j}"}}
         res = reg.enrol_records(agency, [(1, rec)])
         assert not res.problems
+    elif op == "batch":  # several records of one agency re-sent in one batch
+        agency = refs[seqs[i % len(seqs)]][0]
+        mine = [sid for s in seqs for ag, sid in [refs[s]] if ag == agency]
+        picks = [mine[(j + k * 7) % len(mine)] for k in range(6)]
+        recs = [{**TOKENS[agency][sid], "attributes": {"note": f"b{i}"}}
+                for sid in dict.fromkeys(picks)]
+        assert not reg.enrol_records(agency, list(enumerate(recs, start=1))).problems
     elif op == "promote":  # to the other version; the preview predicts the churn exactly
         other = "perturbed-v001" if reg.model.version == "default-v001" else "default-v001"
         preview = modelops.model_impact(reg, other, principal="p", sample=0)["promote"]
