@@ -717,3 +717,30 @@ def test_large_persons_use_their_blocked_pairs(reg: Registry, monkeypatch: pytes
             assert blocked[i] <= full[i] + 1e-12
         else:
             assert np.isnan(blocked[i])
+
+
+def test_birth_years_that_could_mean_90_plus_are_pooled_on_the_reference_date(reg: Registry) -> None:
+    col = f"{A}.birth_year"
+    attrs = (_attr(A, "birth_year", "integer", "quasi_identifier", "none"),
+             _attr(A, "program", "string", "sensitive", "none"))
+    spec = _spec(attributes=attrs, k=1, demographics=(), reference_date=dt.date(2060, 6, 1))
+    out = _build(reg, spec, project_secret=SECRET, now=NOW)
+    released = [y for y in _data(out).column(col).to_pylist() if y is not None]
+    raw = [int(r[0]) for r in _sql(reg, "SELECT json_extract_string(attributes, '$.birth_year') "
+                                        "FROM source_record WHERE status = 'active' AND agency = ? "
+                                        "AND person_key IN (SELECT unnest(?))", [A, out.person_keys])
+           if r[0] is not None]
+    assert sorted(released) == sorted(max(y, 1970) for y in raw)
+    pooled = sum(y < 1970 for y in raw)
+    assert pooled and out.disclosure_report["birth_years_pooled"]["values_pooled"] == {col: pooled}
+    assert out.disclosure_report["birth_years_pooled"]["at_or_before"] == 1970
+    entry = next(e for e in json.loads(out.files["dictionary.json"])["columns"] if e["column"] == col)
+    assert entry["birth_years_pooled_at_or_before"] == 1970
+    # The reference date, not the build time, decides: a later rebuild releases the same years.
+    later = _build(reg, spec, project_secret=SECRET, now=NOW + dt.timedelta(days=3650))
+    assert later.files["data.parquet"] == out.files["data.parquet"]
+    # A date of birth released as a year is pooled the same way; other years are not.
+    dates = _spec(attributes=(_attr(A, "enrolled_on", "date", "other", "year"),), k=1,
+                  demographics=(), reference_date=dt.date(2060, 6, 1))
+    assert _build(reg, dates, project_secret=SECRET, now=NOW).disclosure_report[
+        "birth_years_pooled"]["values_pooled"] == {}

@@ -47,7 +47,14 @@ from mpi.extract.files import (
     parquet_bytes,
     sort_rows,
 )
-from mpi.extract.generalize import ATTRIBUTE_CLASSES, check_generalization, generalize
+from mpi.extract.generalize import (
+    ATTRIBUTE_CLASSES,
+    TOP_CODE_AGE,
+    check_generalization,
+    generalize,
+    is_birth_attribute,
+    pool_old_birth_years,
+)
 from mpi.extract.kanon import KReport, class_ids, enforce_k_anonymity
 from mpi.extract.pseudonym import DEFAULT_MAX_SHIFT_DAYS, date_shift_days, pseudonymize
 from mpi.store import extracts_read as xread
@@ -111,6 +118,9 @@ class ExtractSpec:
     dimensions: tuple[str, ...] = ()  # aggregate only
     threshold: int = 11
     demographics: tuple[str, ...] = ()  # attributes to break linkage quality down by
+    # Birth years that could mean an age of 90+ on this date are pooled (default: build date);
+    # the workflow passes the request's date so rebuilds release the same values.
+    reference_date: dt.date | None = None
 
 
 @dataclass
@@ -232,6 +242,21 @@ def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
 
 
 # ---- disclosure control -------------------------------------------------------------------------
+def _pool_birth_years(table: pa.Table, plan: _Plan, *,
+                      floor_year: int) -> tuple[pa.Table, dict[str, int]]:
+    """Pool released birth years at or before ``floor_year`` (birth attributes released as a
+    year: a date under ``year``, or an integer year under ``none``/``year``)."""
+    pooled: dict[str, int] = {}
+    for c, a in plan.columns.items():
+        year_form = a.generalization == "year" or (a.type == "integer" and a.generalization == "none")
+        if c not in table.column_names or not year_form or not is_birth_attribute(a.name):
+            continue
+        col, n = pool_old_birth_years(table.column(c), floor_year=floor_year)
+        table = table.set_column(table.column_names.index(c), c, col)
+        pooled[c] = n
+    return table, pooled
+
+
 def _shifted_columns(spec: ExtractSpec, plan: _Plan) -> list[str]:
     """Date columns shifted per person: all released dates when ``spec.date_shift``, else
     those whose generalization is ``date_shift``."""
@@ -396,6 +421,8 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
     shift = date_shift_days(keys, project_secret) if shifted else None
     say("generalizing")
     table = _generalized(table, plan, shifted=shifted, shift=shift)
+    floor_year = (spec.reference_date or now.date()).year - TOP_CODE_AGE
+    table, pooled = _pool_birth_years(table, plan, floor_year=floor_year)
     released = [c for c in plan.columns if c in table.column_names]
     extra: dict[str, bytes] = {}
     if spec.kind == "rows":
@@ -456,6 +483,12 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
                                  "generalization; intervals within a person are kept"},
         "generalization": _values_generalized(data if spec.kind == "rows" else table, plan,
                                               released, shifted, count=count),
+        "birth_years_pooled": {
+            "at_or_before": floor_year,
+            "rule": f"birth years that could mean an age of {TOP_CODE_AGE} or more on "
+                    f"{(spec.reference_date or now.date()).isoformat()} are released as "
+                    f"{floor_year} (one category, HIPAA Safe Harbor)",
+            "values_pooled": {c: count(n) for c, n in pooled.items()}},
         "suppressed_columns": [c for c in plan.columns if c not in released],
         ("k_anonymity" if spec.kind == "rows" else "aggregate"): control,
         "released": {"rows": data.num_rows, "persons": count(len(persons))},
@@ -465,6 +498,9 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
                                       "(null), as in the tables")
     say("writing files")
     entries = data_dictionary(data, plan.columns, further, shifted=shifted)
+    for e in entries:
+        if e["column"] in pooled:
+            e["birth_years_pooled_at_or_before"] = floor_year
     files = {
         "data.parquet": parquet_bytes(data), "data.csv": csv_bytes(data),
         "dictionary.json": json_bytes({"extract_id": spec.extract_id, "title": spec.title,

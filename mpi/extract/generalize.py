@@ -78,13 +78,32 @@ def check_generalization(name: str, type: str, generalization: str) -> None:
                            f"type {type!r} (allowed: {', '.join(sorted(APPLICABLE[type]))})")
 
 
+def is_birth_attribute(name: str) -> bool:
+    """Whether an attribute name says it holds a birth date or year (``birth``, ``dob``)."""
+    lowered = name.lower()
+    return "birth" in lowered or "dob" in re.split(r"[^a-z]+", lowered)
+
+
+def pool_old_birth_years(values: pa.Array | pa.ChunkedArray, *,
+                         floor_year: int) -> tuple[pa.Array, int]:
+    """Released birth years (int64, or "YYYY" strings) at or before ``floor_year`` set to
+    ``floor_year``: years that could mean an age of 90 or more form one category (HIPAA Safe
+    Harbor). Returns the column and how many values were pooled."""
+    arr = _as_array(values)
+    years = arr if pa.types.is_integer(arr.type) else pc.cast(arr, pa.int64())
+    old = pc.fill_null(pc.less(years, floor_year), False)
+    pooled = int(pc.sum(old).as_py() or 0)
+    floor = pa.scalar(floor_year if pa.types.is_integer(arr.type) else str(floor_year), arr.type)
+    return pc.if_else(old, floor, arr), pooled
+
+
 def default_generalization(name: str, type: str, klass: str) -> str:
     """Issue #5 defaults: birth dates -> year, dates -> month, ages -> 90+, ZIP -> ZIP3, else none."""
     lowered = name.lower()
     words = re.split(r"[^a-z]+", lowered)
     allowed = allowed_generalizations(type)
     if type == "date":
-        return "year" if "birth" in lowered or "dob" in words else "month"
+        return "year" if is_birth_attribute(name) else "month"
     if "age" in words and "top_code_90" in allowed:
         return "top_code_90"
     if ("zip" in lowered or "postal" in lowered) and "zip3" in allowed:

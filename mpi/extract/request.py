@@ -204,8 +204,10 @@ def validate_request(body: Mapping[str, Any], *, entries: Entries, agencies: set
             "spec": spec, "agencies": involved, "expires_at": expires, "download_limit": limit}
 
 
-def extract_spec(extract_id: str, *, title: str, kind: str, spec: Mapping[str, Any]) -> ExtractSpec:
-    """The build's specification from a stored request."""
+def extract_spec(extract_id: str, *, title: str, kind: str, spec: Mapping[str, Any],
+                 reference_date: dt.date | None = None) -> ExtractSpec:
+    """The build's specification from a stored request (``reference_date``: the date ages
+    are judged on, the request's date)."""
     from mpi.extract.build import AttributeSpec, CohortSpec, ExtractSpec
     c = spec["cohort"]
     cohort = CohortSpec(agency=c["agency"], attribute=c.get("attribute"),
@@ -217,4 +219,4 @@ def extract_spec(extract_id: str, *, title: str, kind: str, spec: Mapping[str, A
     return ExtractSpec(extract_id=extract_id, title=title, kind=kind, attributes=attrs,
                        cohort=cohort, k=int(spec["k"]), date_shift=bool(spec["date_shift"]),
                        dimensions=tuple(spec["dimensions"]), threshold=int(spec["threshold"]),
-                       demographics=tuple(spec["demographics"]))
+                       demographics=tuple(spec["demographics"]), reference_date=reference_date)

@@ -328,7 +328,8 @@ class ExtractWorkflow:
         self._check_still_in_dictionary(stored)
         secret = delivery.load_or_create_project_secret(self._dir, extract_id)
         now = self._reg.clock()
-        spec = extract_spec(extract_id, title=row["title"], kind=row["kind"], spec=stored)
+        spec = extract_spec(extract_id, title=row["title"], kind=row["kind"], spec=stored,
+                            reference_date=row["created_at"].date())
         built = build_extract(self._reg, spec, project_secret=secret, now=now, progress=progress)
         seq = xstore.next_build_seq(self._reg.store.cursor(), extract_id)
         path = delivery.package_path(self._dir, extract_id, seq)
