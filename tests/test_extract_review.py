@@ -25,6 +25,7 @@ from test_extract_workflow import (
     _flow,
     _pseudonyms,
     _request,
+    route_cli_to,
     xw,
 )
 
@@ -161,20 +162,8 @@ def test_the_whole_workflow_works_from_the_command_line(
 
     from typer.testing import CliRunner
 
-    import mpi.cli_extract as cli_extract
     from api.cli import app
-    from mpi.client import MpiClient
-
-    def client(_url: str, key_file: Path | None, _ca: Path | None) -> MpiClient:
-        assert key_file is not None
-        c = MpiClient("https://testserver", api_key=key_file.read_text().strip(), max_retries=0)
-        c._http.close()
-        c._http = xw.client
-        c._http.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
-        monkeypatch.setattr(c, "close", lambda: None)  # the TestClient outlives the command
-        return c
-
-    monkeypatch.setattr(cli_extract, "_client", client)
+    route_cli_to(xw, monkeypatch)
     runner = CliRunner()
 
     def run(who: str, *args: str) -> Any:

@@ -490,12 +490,9 @@ def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
     assert got is not None and abs(got - float(np.percentile(values, q))) <= 1e-6 * (1 + max(values))
 
 
-def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`mpi extract download` through MpiClient (its HTTP client is the app's TestClient)."""
-    from typer.testing import CliRunner
-
+def route_cli_to(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `mpi extract ... --url` commands talk to ``xw``'s app (MpiClient over its TestClient)."""
     import mpi.cli_extract as cli_extract
-    from api.cli import app
     from mpi.client import MpiClient
 
     def client(_url: str, key_file: Path | None, _ca: Path | None) -> MpiClient:
@@ -508,6 +505,14 @@ def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) ->
         return c
 
     monkeypatch.setattr(cli_extract, "_client", client)
+
+
+def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mpi extract download` through MpiClient (its HTTP client is the app's TestClient)."""
+    from typer.testing import CliRunner
+
+    from api.cli import app
+    route_cli_to(xw, monkeypatch)
     xid = _request(xw)["extract_id"]
     _approve_all(xw, xid)
     keys = {}
