@@ -86,7 +86,7 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
         table = sample_snapshot(spark_snapshot, fraction=fraction, seed=seed,
                                 work_dir=opts.work_dir or reg.settings.data_dir / "spark-work",
                                 options=opts)
-        source = f"spark snapshot {spark_snapshot}"
+        source = f"spark snapshot {Path(spark_snapshot).name}"
     else:
         table = sample_rows(reg.model_table(), fraction=fraction, seed=seed)
         source = f"registry {reg.settings.registry_path.name}"

@@ -47,7 +47,7 @@ def find_version_dir(dirs: list[Path], version: str) -> Path:
     for d in dirs:
         if (d / f"{version}.json").exists():
             return d
-    raise NotFound(f"no model version {version!r}")
+    raise NotFound("no such model version")
 
 
 def list_all(dirs: list[Path]) -> list[tuple[str, Path]]:
