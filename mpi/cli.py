@@ -472,6 +472,9 @@ def report_linkage_quality(
     table.add_column("group", no_wrap=True)
     for col in ("n", "x-agency", "review", "single", "link p", "z x/single", "flag"):
         table.add_column(col, justify="right", no_wrap=True)
+    labelled = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("group", "label precision", "label recall"):
+        labelled.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
     for g in rep.groups:
         if g.suppressed:
             table.add_row(escape(g.label), "supp.", *[""] * 6)
@@ -481,7 +484,10 @@ def report_linkage_quality(
         table.add_row(escape(g.label), str(g.records), _fmt(g.cross_agency_link_share),
                       _fmt(g.review_share), _fmt(g.singleton_rate), _fmt(g.mean_link_probability),
                       z, "[red]yes[/red]" if g.flagged else "")
+        labelled.add_row(escape(g.label), _fmt(g.precision), _fmt(g.recall))
     out.print(table)
+    if rep.labels_available:
+        out.print(labelled)
     threshold = f"p < {rep.p_threshold:.2g}" if rep.p_threshold is not None else "no tests"
     out.print(f"flagged ({threshold}, {rep.tests} tests): "
               f"{escape(', '.join(rep.flagged)) if rep.flagged else 'none'}")

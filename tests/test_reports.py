@@ -191,6 +191,19 @@ def test_cli_prints_the_table(tmp_path: Path) -> None:
     assert "linkage quality by race_ethnicity" in result.output
     for text in ("group_x", "(missing)", "x-agency", "single", "flagged (", "supp"):
         assert text in result.output
+    assert "label precision" not in result.output  # no labels yet
+    reg = Registry(Settings(data_dir=data))
+    (a, b), = reg.store.cursor().execute(
+        "SELECT min(record_seq), max(record_seq) FROM source_record WHERE status = 'active' "
+        "GROUP BY person_key HAVING count(*) > 1 LIMIT 1").fetchall()
+    with reg.store.transaction() as tx:
+        labels.insert_labels(tx, [{"record_seq_a": a, "record_seq_b": b, "is_match": True}],
+                             principal_id="t", source="import", now=dt.datetime(2026, 1, 1))
+    reg.close()
+    labelled = CliRunner().invoke(app, ["report", "linkage-quality", "--by", "race_ethnicity",
+                                        "--data-dir", str(data)])
+    assert labelled.exit_code == 0 and "label precision" in labelled.output
+    assert "1.000" in labelled.output.split("label precision", 1)[1]
     bad = CliRunner().invoke(app, ["report", "linkage-quality", "--by", "a.b", "--data-dir", str(data)])
     assert bad.exit_code != 0
 
