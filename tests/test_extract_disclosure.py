@@ -267,6 +267,8 @@ def test_coarsen_steps() -> None:
     assert coarsen("d", pa.array([dt.date(2020, 5, 2)]), "month").to_pylist() == ["2020-05"]
     assert coarsen("a", pa.array(["7", "90+", "44"]), "age_band_10").to_pylist() == ["0-9", "90+", "40-49"]
     assert coarsen("a", pa.array(["45-49", "90+"]), "age_band_10").to_pylist() == ["40-49", "90+"]
+    assert coarsen("a", pa.array([7, 93, None]), "age_band_10").to_pylist() == ["0-9", "90+", None]
+    assert coarsen("a", pa.array([44.9, 5.0]), "age_band_5").to_pylist() == ["40-44", "5-9"]
     assert coarsen("y", pa.array([1980]), "year").to_pylist() == [1980]
     assert coarsen("z", pa.array(["02139"]), "zip3").to_pylist() == ["021"]
     assert coarsen("s", pa.array(["x", "y"]), "suppress").null_count == 2

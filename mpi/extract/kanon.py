@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mpi.errors import InvalidInput
-from mpi.extract.generalize import TOP_CODE_AGE, zip3
+from mpi.extract.generalize import age_band_5, zip3
 
 LADDER_STEPS = ("month", "year", "age_band_5", "age_band_10", "zip3", "suppress")
 
@@ -64,16 +64,10 @@ def class_sizes(columns: Sequence[pa.Array | pa.ChunkedArray], rows: int) -> npt
     return np.bincount(ids)[ids] if rows else np.zeros(0, dtype=np.int64)
 
 
-def _band(ages: pa.Array, width: int) -> pa.Array:
-    low = pc.multiply(pc.divide(ages, width), width)
-    label = pc.binary_join_element_wise(low.cast(pa.string()), pc.add(low, width - 1).cast(pa.string()), "-")
-    return pc.if_else(pc.greater_equal(ages, TOP_CODE_AGE), "90+", label)
-
-
 def _age_band(name: str, values: pa.Array, width: int) -> pa.Array:
     t = values.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return _band(pc.floor(values).cast(pa.int64()) if pa.types.is_floating(t) else values, width)
+        return age_band_5(name, values, width=width)
     if not pa.types.is_string(t):
         raise InvalidInput(f"attribute {name!r}: age bands need ages")
     text = values
@@ -84,7 +78,7 @@ def _age_band(name: str, values: pa.Array, width: int) -> pa.Array:
     bad = pc.and_(pc.is_valid(text), pc.invert(pc.or_(top, pc.is_valid(ages)).fill_null(False)))
     if pc.any(bad).as_py():
         raise InvalidInput(f"attribute {name!r}: age bands need ages, 'NN' or '90+' values")
-    return pc.if_else(top, "90+", _band(ages, width))
+    return pc.if_else(top, "90+", age_band_5(name, ages, width=width))
 
 
 def _prefix(name: str, values: pa.Array, length: int, step: str) -> pa.Array:
