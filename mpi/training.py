@@ -37,6 +37,17 @@ def sample_rows(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
+def _table_fingerprint(table: pa.Table) -> str:
+    """``sha256:`` over every Arrow buffer of ``table`` (training data, labels)."""
+    digest = hashlib.sha256()
+    for column in table.columns:
+        for chunk in column.chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    digest.update(buf)
+    return "sha256:" + digest.hexdigest()
+
+
 def _untrained(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and value <= 0)
 
@@ -99,25 +110,13 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     if inherited:
         say(f"{len(inherited)} levels not observed in training keep the parent's m/u")
     params_from_splink(model, reg.model_definition)  # refuse a model with untrained levels
-    digest = hashlib.sha256()
-    for column in table.columns:
-        for chunk in column.chunks:
-            for buf in chunk.buffers():
-                if buf is not None:
-                    digest.update(buf)
-    label_digest = hashlib.sha256()
-    for column in labels.columns:
-        for chunk in column.chunks:
-            for buf in chunk.buffers():
-                if buf is not None:
-                    label_digest.update(buf)
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "splink_version": splink_engine.SPLINK_VERSION,
-        "training_data": {"fingerprint": "sha256:" + digest.hexdigest(),
+        "training_data": {"fingerprint": _table_fingerprint(table),
                           "records": table.num_rows, "source": source,
                           "sample_fraction": fraction, "labels": labels.num_rows,
-                          "labels_fingerprint": "sha256:" + label_digest.hexdigest(),
+                          "labels_fingerprint": _table_fingerprint(labels),
                           "labels_used_for": "evaluation only (not fitted)"},
         "training": {"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                      "u_max_pairs": config.u_max_pairs, "em_max_pairs": config.em_max_pairs,
