@@ -36,16 +36,21 @@ def _level_rows(comparisons: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _per_comparison(comparisons: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the facet per comparison, in definition order, each with its own levels."""
+    return {"facet": {"row": {"field": "comparison", "type": "nominal",
+                              "header": {"labelAngle": 0, "labelAlign": "left"},
+                              "sort": [c["comparison"] for c in comparisons]}},
+            "resolve": {"scale": {"y": "independent"}}}
+
+
 def match_weights_spec(version: str, comparisons: Sequence[dict[str, Any]],
                        prior_weight: float) -> dict[str, Any]:
     """Bar per comparison level: its match weight log2(m/u), negative in red."""
     spec = _base(f"{version}: match weight per comparison level (prior {prior_weight:.2f})",
                  _level_rows(comparisons))
     spec.update({
-        "facet": {"row": {"field": "comparison", "type": "nominal", "header": {"labelAngle": 0,
-                                                                              "labelAlign": "left"},
-                          "sort": [c["comparison"] for c in comparisons]}},
-        "resolve": {"scale": {"y": "independent"}},
+        **_per_comparison(comparisons),
         "spec": {"width": 420, "mark": "bar", "encoding": {
             "y": {"field": "label", "type": "nominal", "sort": {"field": "level"}, "title": None},
             "x": {"field": "match_weight", "type": "quantitative", "title": "match weight"},
@@ -65,10 +70,7 @@ def m_u_spec(version: str, comparisons: Sequence[dict[str, Any]]) -> dict[str, A
                          "parameter": f"{p} probability", "value": r[p]})
     spec = _base(f"{version}: m and u probability per comparison level", rows)
     spec.update({
-        "facet": {"row": {"field": "comparison", "type": "nominal", "header": {"labelAngle": 0,
-                                                                              "labelAlign": "left"},
-                          "sort": [c["comparison"] for c in comparisons]}},
-        "resolve": {"scale": {"y": "independent"}},
+        **_per_comparison(comparisons),
         "spec": {"width": 420, "mark": "bar", "encoding": {
             "y": {"field": "label", "type": "nominal", "sort": {"field": "level"}, "title": None},
             "yOffset": {"field": "parameter"},
