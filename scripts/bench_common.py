@@ -103,6 +103,12 @@ def emit(result: dict[str, Any], out: Path | None) -> None:
         out.write_text(text + "\n")
 
 
+def emit_after_run(result: dict[str, Any], out: Path | None) -> None:
+    """``emit`` with ``result["machine"]``'s load average taken now, after the run."""
+    result["machine"]["loadavg_at_report"] = [round(x, 2) for x in os.getloadavg()]
+    emit(result, out)
+
+
 def log(msg: str) -> None:
     """Progress to stderr (stdout carries the JSON)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

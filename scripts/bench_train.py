@@ -76,8 +76,7 @@ def main() -> None:
         reg.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out["machine"]["loadavg_at_report"] = bc.machine_info()["loadavg_at_report"]
-    bc.emit(out, args.json_out)
+    bc.emit_after_run(out, args.json_out)
 
 
 if __name__ == "__main__":
