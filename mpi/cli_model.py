@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -20,9 +20,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from mpi.cli_common import DataDir, open_registry
-
-if TYPE_CHECKING:
-    pass
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -32,6 +32,11 @@ I64 = npt.NDArray[np.int64]
 _CACHE_SIZE = 4
 
 
+def _probability(weight: F64) -> F64:
+    p: F64 = 1.0 / (1.0 + np.exp2(-weight))
+    return p
+
+
 @dataclass
 class Analysis:
     """One version over one registry state: every candidate pair's weight and the partition."""
@@ -45,8 +50,7 @@ class Analysis:
     @property
     def probability(self) -> F64:
         """Match probability of every candidate pair."""
-        p: F64 = 1.0 / (1.0 + np.exp2(-self.weight))
-        return p
+        return _probability(self.weight)
 
     def cluster_of(self) -> tuple[I64, I64]:
         """(record_seq sorted, cluster label) of every record."""
@@ -68,8 +72,7 @@ class LabelScores:
     @property
     def probability(self) -> F64:
         """Match probability of every labelled pair."""
-        p: F64 = 1.0 / (1.0 + np.exp2(-self.weight))
-        return p
+        return _probability(self.weight)
 
 
 _caches: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Analysis]] = \
@@ -79,10 +82,8 @@ _cache_lock = threading.Lock()
 
 def _state_key(reg: Registry, model: ModelVersion) -> tuple[Any, ...]:
     n = reg.index.n
-    constraints = getattr(reg, "constraints", None)
-    items = getattr(constraints, "items", None) or {}
     return (model.version, n, int(reg.index.active[:n].sum()), reg.event_seq,
-            lstore.count_labels(reg.store.cursor()), frozenset(items))
+            lstore.count_labels(reg.store.cursor()), frozenset(reg.constraints.items))
 
 
 def _rows_of(reg: Registry, seqs: I64) -> tuple[I64, npt.NDArray[np.bool_]]:

@@ -17,7 +17,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
-from mpi.errors import InvalidInput, MpiError, Problem
+from mpi.errors import Conflict, InvalidInput, MpiError, Problem
 from mpi.linkage.catalog import candidates_dir, model_dirs
 from mpi.linkage.modelfile import Thresholds, list_versions
 from mpi.store import jobs as jstore
@@ -62,7 +62,6 @@ class TrainingJobs:
             raise InvalidInput("invalid model name", problems=[
                 Problem(None, "name", "a shipped model has this name; choose another")])
         if not self._busy.acquire(blocking=False):
-            from mpi.errors import Conflict
             raise Conflict("a training job is already running; wait for it to finish")
         try:
             job_id = "job_" + secrets.token_hex(8)
