@@ -181,16 +181,24 @@ def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[i
     A partner re-matched later in the same batch counts with the person it is leaving
     (``old_labels``: its old row -> person), so whichever of the two is matched first keeps
     the constraint for the other. Runs only for records that carry a constraint, so it may
-    scan the row ids."""
-    n = reg.index.n
+    scan the row ids, once for all its partners."""
+    ident = reg.index.ident[:reg.index.n]
+    others = [other for other, _kind in reg.constraints.partners(seq)]
+    if len(others) <= 8:  # a few comparisons beat np.isin's set-up
+        hit = ident == others[0]
+        for other in others[1:]:
+            hit |= ident == other
+    else:
+        hit = np.isin(ident, np.asarray(others, dtype=np.int64))
     label_of: dict[int, int] = {}
-    for other, _kind in reg.constraints.partners(seq):
-        rows = np.flatnonzero(reg.index.ident[:n] == other)
-        live = [r for r in rows.tolist() if reg.index.active[r] and reg.index.label[r] >= 0]
-        if live:
-            label_of[other] = int(reg.index.label[live[-1]])
-        elif old := [r for r in rows.tolist() if r in old_labels]:
-            label_of[other] = old_labels[old[-1]]
+    leaving: dict[int, int] = {}
+    for r in np.flatnonzero(hit).tolist():  # ascending: a record's newest row wins
+        if reg.index.active[r] and reg.index.label[r] >= 0:
+            label_of[int(ident[r])] = int(reg.index.label[r])
+        elif r in old_labels:
+            leaving[int(ident[r])] = old_labels[r]
+    for other, lab in leaving.items():
+        label_of.setdefault(other, lab)
     return online_rule(reg.constraints, seq, label_of)
 
 

@@ -338,3 +338,30 @@ def test_one_batch_updating_several_constrained_records_keeps_the_constraints(
         _check(reg, "after one batch updating x, z and r")
     finally:
         reg.close()
+
+
+@pytest.mark.parametrize("cannot", [1, 12])  # a few partners, and more than the isin cut-off
+def test_online_rule_sees_every_partner_of_a_record(cannot: int) -> None:
+    """``enrolment._constrained`` finds each partner's newest live row (an older version's row
+    is inactive), and falls back to the person a partner is leaving in the same batch."""
+    from types import SimpleNamespace
+
+    from mpi import enrolment
+    seq, must_partner, leaving = 1, 2, 3
+    banned = list(range(10, 10 + cannot))
+    # rows: the must partner's old (inactive, person 90) and new (person 91) versions, the
+    # leaving partner's row (out of the index: person 92 via old_labels), one row per banned
+    # partner (person 100 + i), and an unrelated record.
+    ident = [must_partner, must_partner, leaving, *banned, 999]
+    label = [90, 91, 92, *[100 + i for i in range(cannot)], 7]
+    active = [False, True, False, *[True] * cannot, True]
+    idx = SimpleNamespace(n=len(ident), ident=np.array(ident, dtype=np.int64),
+                          label=np.array(label, dtype=np.int64),
+                          active=np.array(active, dtype=bool))
+    cs = ConstraintSet()
+    cs.add([Constraint(1, seq, must_partner, MUST), Constraint(2, seq, leaving, CANNOT)])
+    cs.add(Constraint(3 + i, seq, b, CANNOT) for i, b in enumerate(banned))
+    reg = SimpleNamespace(index=idx, constraints=cs)
+    must, out = enrolment._constrained(reg, seq, {2: 92})  # type: ignore[arg-type]
+    assert must == 91
+    assert out == {92, *[100 + i for i in range(cannot)]}
