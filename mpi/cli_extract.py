@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mpi.cli_common import open_registry
+
 extract_app = typer.Typer(help="Research extracts: build, sign and verify packages.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -74,19 +76,11 @@ def _client(url: str, key_file: Path | None, ca_file: Path | None) -> Any:
 
 def _local(data_dir: Path | None, action: Callable[[Any, Any], Any]) -> Any:
     """Run ``action(workflow, principal)`` on a stopped data directory as the steward "cli"."""
-    from mpi.config import Settings
     from mpi.extract.workflow import ExtractWorkflow
     from mpi.principals import Principal
-    from mpi.registry import Registry
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    reg = Registry(settings)
-    try:
-        flow = ExtractWorkflow(reg, data_dir=settings.data_dir)
+    with open_registry(data_dir) as reg:
+        flow = ExtractWorkflow(reg, data_dir=reg.settings.data_dir)
         return action(flow, Principal("cli", "cli", "steward"))
-    finally:
-        reg.close()
 
 
 def _summary(x: dict[str, Any]) -> str:
@@ -110,11 +104,15 @@ def extract_list(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile 
                  data_dir: DataDir = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List extract requests (all on a local registry; those the key may see on a server)."""
-    if url:
-        with _client(url, api_key_file, ca_file) as c:
-            res = c.request("GET", "/v1/extracts")
-    else:
-        res = _local(data_dir, lambda flow, who: flow.list_requests(who))
+    from mpi.client import ServiceError
+    try:
+        if url:
+            with _client(url, api_key_file, ca_file) as c:
+                res = c.request("GET", "/v1/extracts")
+        else:
+            res = _local(data_dir, lambda flow, who: flow.list_requests(who))
+    except ServiceError as exc:
+        raise _fail(exc) from None
     if as_json:
         out.print_json(json.dumps(res, default=str))
         return
@@ -133,7 +131,7 @@ def extract_build(extract_id: str, url: Url = None, api_key_file: KeyFile = None
     try:
         if url:
             with _client(url, api_key_file, ca_file) as c:
-                res = c.request("POST", f"/v1/extracts/{extract_id}/build")
+                res = c.request("POST", f"/v1/extracts/{_segment(extract_id, 'extract id')}/build")
             out.print(f"build started: {_summary(res)}")
             return
         res = _local(data_dir, lambda flow, _who: flow.build(
@@ -157,7 +155,8 @@ def extract_download(
     from mpi.client import ServiceError
     try:
         with _client(url, api_key_file, ca_file) as c:
-            size = c.download(f"/v1/extracts/{extract_id}/download", out_file)
+            size = c.download(f"/v1/extracts/{_segment(extract_id, 'extract id')}/download",
+                              out_file)
     except ServiceError as exc:
         raise _fail(exc) from None
     out.print(f"wrote {escape(str(out_file))} ({size} bytes); check it with "
@@ -173,7 +172,7 @@ def extract_close(extract_id: str, url: Url = None, api_key_file: KeyFile = None
     try:
         if url:
             with _client(url, api_key_file, ca_file) as c:
-                res = c.request("POST", f"/v1/extracts/{extract_id}/close")
+                res = c.request("POST", f"/v1/extracts/{_segment(extract_id, 'extract id')}/close")
         else:
             res = _local(data_dir, lambda flow, who: flow.close(who, extract_id))
     except (ServiceError, MpiError) as exc:

@@ -540,6 +540,16 @@ def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) ->
     _flow(xw).wait(60)
     r = runner.invoke(app, ["extract", "close", xid, *server])
     assert r.exit_code == 0 and "closed" in r.output
+    # an id that would change the route is refused before any request; a refusal is one line
+    for cmd in (["build", "../datasets", *server], ["close", "a/b", *server],
+                ["download", "x?y", *common, "--api-key-file", str(keys["researcher"])]):
+        r = runner.invoke(app, ["extract", *cmd])
+        assert r.exit_code == 2 and "not a valid extract id" in r.output, r.output
+    bad = xw.data_dir / "bad.key"
+    bad.write_text("mpi_not_a_key\n")
+    r = runner.invoke(app, ["extract", "list", "--url", "https://testserver", "--api-key-file",
+                            str(bad)])
+    assert r.exit_code == 1 and "refused (401)" in r.output, r.output
     xw.client.headers.pop("Authorization", None)
 
 
