@@ -61,18 +61,10 @@ def list_datasets(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return _dicts(("agency", "dataset", "description", "updated_by", "updated_at"), rows)
 
 
-def list_dataset_attributes(cur: duckdb.DuckDBPyConnection, *, agency: str | None = None,
-                            dataset: str | None = None) -> list[dict[str, Any]]:
-    """Dictionary entries, optionally of one agency and dataset, ordered by name."""
-    sql = f"SELECT {', '.join(ATTRIBUTE_COLUMNS)} FROM dataset_attribute WHERE 1 = 1"
-    params: list[Any] = []
-    if agency is not None:
-        sql += " AND agency = ?"
-        params.append(agency)
-    if dataset is not None:
-        sql += " AND dataset = ?"
-        params.append(dataset)
-    rows = cur.execute(sql + " ORDER BY agency, dataset, name", params).fetchall()
+def list_dataset_attributes(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every dictionary entry, ordered by agency, dataset and name."""
+    rows = cur.execute(f"SELECT {', '.join(ATTRIBUTE_COLUMNS)} FROM dataset_attribute "
+                       "ORDER BY agency, dataset, name").fetchall()
     return _dicts(ATTRIBUTE_COLUMNS, rows)
 
 
