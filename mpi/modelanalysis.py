@@ -86,21 +86,6 @@ def _state_key(reg: Registry, model: ModelVersion) -> tuple[Any, ...]:
             lstore.count_labels(reg.store.cursor()), frozenset(reg.constraints.items))
 
 
-def _rows_of(reg: Registry, seqs: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
-    """Index rows of record_seqs, and which of them are active."""
-    n = reg.index.n
-    live = np.flatnonzero(reg.index.active[:n])
-    live_seq = reg.row_seq[live]
-    order = np.argsort(live_seq, kind="stable")
-    sorted_seq = live_seq[order]
-    if len(sorted_seq) == 0:
-        return np.zeros(len(seqs), dtype=np.int64), np.zeros(len(seqs), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_seq, seqs), len(sorted_seq) - 1)
-    found = sorted_seq[pos] == seqs
-    rows: I64 = live[order][pos]
-    return rows, found
-
-
 def candidate_pairs(reg: Registry) -> tuple[I64, I64, dict[str, I64], dict[str, I64]]:
     """Every candidate pair of active records under the blocking rules, as record_seqs (l < r)
     with the token columns of both sides."""
@@ -149,8 +134,8 @@ def score_labels(reg: Registry, model: ModelVersion) -> LabelScores:
     b = labels.column("record_seq_b").to_numpy().astype(np.int64)
     is_match = labels.column("is_match").to_numpy(zero_copy_only=False).astype(bool)
     with reg.store.write_lock:
-        ra, fa = _rows_of(reg, a)
-        rb, fb = _rows_of(reg, b)
+        ra, fa = relink.rows_of(reg, a)
+        rb, fb = relink.rows_of(reg, b)
         ok = fa & fb
         lcols, rcols = reg.index.gather(ra[ok]), reg.index.gather(rb[ok])
     weight = Scorer(reg.model_definition, model.params).weights(lcols, rcols) if ok.any() \

@@ -237,8 +237,8 @@ def _sample_pairs(reg: Registry, picks: np.ndarray, a_act: ma.Analysis, a_cand: 
     ls, rs = a_cand.pair_l[picks], a_cand.pair_r[picks]
     refs = mstore.record_refs(reg.store.cursor(), ls.tolist() + rs.tolist())
     with reg.store.write_lock:
-        rl, _ = ma._rows_of(reg, ls)
-        rr, _ = ma._rows_of(reg, rs)
+        rl, _ = relink.rows_of(reg, ls)
+        rr, _ = relink.rows_of(reg, rs)
         lcols, rcols = reg.index.gather(rl), reg.index.gather(rr)
     s_act = Scorer(reg.model_definition, active.params)
     s_cand = Scorer(reg.model_definition, cand.params)

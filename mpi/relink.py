@@ -71,8 +71,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
                 reg.use_model(use)
             return LinkSummary(0, 0, 0, 0, 0, 0, 0, use.version)
         result = link_result(reg, table, model=use, engine=engine, spark=spark, say=say)
-        return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit, model=use,
-                                    also=also)
+        return write_link(reg, result, cause=cause, say=say, audit=audit, model=use, also=also)
 
 
 def link_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: Engine = "duckdb",
@@ -98,25 +97,14 @@ def dry_run(reg: Registry, result: LinkResult) -> tuple[np.ndarray, np.ndarray,
     seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
                               result.clusters.column("cluster_id").to_numpy().astype(np.int64))
     with reg.store.write_lock:  # the result may predate writes made since it was computed
-        live = np.flatnonzero(reg.index.active[: reg.index.n])
-        live_seq = np.sort(reg.row_seq[live])
-        pos = np.minimum(np.searchsorted(live_seq, seq), max(len(live_seq) - 1, 0))
-        if len(seq) and (len(live_seq) == 0 or not bool((live_seq[pos] == seq).all())):
+        rows, active = rows_of(reg, seq)
+        if not bool(active.all()):
             # records withdrawn since (records enrolled since are simply not in the preview)
             raise Conflict("the registry changed while the preview was computed; run it again")
-        old_key = reg.index.label[_rows_for(reg, seq)].copy()
+        old_key = reg.index.label[rows].copy()
     rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
                              key_rank=np.arange(len(reg.persons), dtype=np.int64))
     return seq, old_key, rec
-
-
-def write_link(reg: Registry, result: LinkResult, *, cause: str, audit: Sequence[AuditEntry] = (),
-               say: Callable[[str], None] = lambda _m: None, model: ModelVersion | None = None,
-               also: Writer | None = None) -> LinkSummary:
-    """Reconcile a complete result (from ``link_result``) to stable keys and commit it with
-    ``also`` and ``audit``; the caller holds the write lock since computing the result."""
-    return _reconcile_and_write(reg, result, cause=cause, say=say, audit=audit, model=model,
-                                also=also)
 
 
 def spark_work_dir(reg: Registry, fp: str) -> Path:
@@ -227,12 +215,13 @@ def apply_constraints(reg: Registry, result: LinkResult, *,
         "unique_id": pa.array(seq, pa.int64()), "cluster_id": pa.array(out, pa.int64())}))
 
 
-def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
-                         say: Callable[[str], None],
-                         audit: Sequence[AuditEntry] = (), model: ModelVersion | None = None,
-                         also: Writer | None = None) -> LinkSummary:
-    """Reconcile a complete LinkResult to stable keys and write it in one transaction (with
-    ``also``); then the registry uses ``model`` (default: the active one)."""
+def write_link(reg: Registry, result: LinkResult, *, cause: str,
+               say: Callable[[str], None] = lambda _m: None,
+               audit: Sequence[AuditEntry] = (), model: ModelVersion | None = None,
+               also: Writer | None = None) -> LinkSummary:
+    """Reconcile a complete result (from ``link_result``) to stable keys and write it in one
+    transaction with ``also`` and ``audit``; then the registry uses ``model`` (default: the
+    active one). The caller holds the write lock since computing the result."""
 
     use = model or reg.model
     say("reconciling clusters to stable keys")
@@ -304,10 +293,19 @@ def _reconcile_and_write(reg: Registry, result: LinkResult, *, cause: str,
                        edges=result.edges.num_rows, model_version=use.version)
 
 
-def _rows_for(reg: Registry, seq: np.ndarray) -> np.ndarray:
-    """In-memory index rows of the given (active) record_seqs."""
+def rows_of(reg: Registry, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """In-memory index rows of record_seqs, and which of them are active (the row of an
+    inactive one is meaningless). Call it under the write lock."""
     live = np.flatnonzero(reg.index.active[: reg.index.n])
     live_seq = reg.row_seq[live]
-    order = np.argsort(live_seq)
-    pos = np.searchsorted(live_seq[order], seq)
-    return live[order][pos]
+    order = np.argsort(live_seq, kind="stable")
+    sorted_seq = live_seq[order]
+    if len(sorted_seq) == 0:
+        return np.zeros(len(seq), dtype=np.int64), np.zeros(len(seq), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_seq, seq), len(sorted_seq) - 1)
+    return live[order][pos], sorted_seq[pos] == seq
+
+
+def _rows_for(reg: Registry, seq: np.ndarray) -> np.ndarray:
+    """In-memory index rows of the given (active) record_seqs."""
+    return rows_of(reg, seq)[0]
