@@ -138,11 +138,6 @@ class ConstraintSet:
         return [(min(a, b), max(a, b)) for a, b, kind in every
                 if kind == CANNOT and uf.find(a) == uf.find(b)]
 
-    def constraint_for(self, a: int, b: int) -> list[Constraint]:
-        """Active constraints on exactly this pair."""
-        lo, hi = min(a, b), max(a, b)
-        return [c for c in self.by_seq.get(lo, ()) if (c.a, c.b) == (lo, hi)]
-
 
 def constrain_clusters(seq: I64, cluster: I64, edges: pa.Table, constraints: ConstraintSet, *,
                        threshold: float) -> I64:

@@ -25,6 +25,7 @@ from mpi.stewardship import (
     rows_of_records,
 )
 from mpi.store import constraints as cstore
+from mpi.store import labels as lstore
 from mpi.store import review as qstore
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def revoke_constraint(reg: Registry, constraint_id: int, *, reason: str,
             cstore.revoke_constraint(cur, constraint_id, principal_id=principal, reason=text,
                                      now=now)
             if row["label_seq"] is not None:
-                cstore.revoke_label(cur, int(row["label_seq"]), now=now)
+                lstore.revoke_label(cur, int(row["label_seq"]), now=now)
         reg.constraints.remove(constraint_id)
         row = cstore.find_constraint(reg.store.cursor(), constraint_id)
         assert row is not None

@@ -23,6 +23,7 @@ from mpi.stewardship import (
     PairDecision,
     commit_decision,
     refusals_audited,
+    required_reason,
     rows_of_persons,
     rows_of_records,
 )
@@ -198,9 +199,7 @@ def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,
         if decision not in DECISIONS:
             raise InvalidInput("invalid decision", problems=[
                 Problem(None, "decision", f"one of {', '.join(DECISIONS)}")])
-        text = reason.strip()
-        if not text:
-            raise InvalidInput("a reason is required", problems=[Problem(None, "reason", "empty")])
+        text = required_reason(reason)
         item = _item(reg, item_id)
         if item["status"] == "decided":
             raise Conflict("this review item is already decided")

@@ -31,6 +31,7 @@ from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.modelfile import default_models_dir, save_version
 from mpi.pipeline import demo_secret, tokenize_rows
 from mpi.registry import Registry
+from mpi.store import labels as lstore
 from mpi.store import review as qstore
 from mpi.synth import generate
 
@@ -251,9 +252,11 @@ def test_revoked_constraint_stops_counting(registry: Registry) -> None:
     assert out["unmet"] == 1
     registry.link()
     assert _persons(registry)[a] != _persons(registry)[b]
+    labelled = lstore.count_labels(registry.store.cursor())
     labels.revoke_constraint(registry, out["constraint_ids"][0], reason="wrong",
                                   principal="test")
     assert not registry.constraints
+    assert lstore.count_labels(registry.store.cursor()) == labelled - 1  # its label too
     registry.link()
     assert _persons(registry)[a] == _persons(registry)[b]  # the model's own clustering again
     page = labels.list_constraints(registry, principal="test", status="revoked")

@@ -23,7 +23,7 @@ def test_labels_round_trip_newest_wins_and_revoked_hidden(tmp_path: Path) -> Non
             assert seqs == [1, 2]
             labels.insert_labels(cur, [{"record_seq_a": 3, "record_seq_b": 9, "is_match": False}],
                                  principal_id="p1", source="review", now=NOW)
-            cur.execute("UPDATE label SET revoked_at = ? WHERE label_seq = 2", [NOW])
+            labels.revoke_label(cur, 2, now=NOW)
         cur = reg.store.cursor()
         assert labels.active_labels(cur).to_pylist() == [
             {"record_seq_a": 3, "record_seq_b": 9, "is_match": False}]

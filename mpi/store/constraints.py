@@ -106,8 +106,3 @@ def revoke_constraint(cur: duckdb.DuckDBPyConnection, constraint_seq: int, *, pr
     cur.execute("UPDATE link_constraint SET revoked_at = ?, revoked_by = ?, revoke_reason = ? "
                 "WHERE constraint_seq = ?", [now, principal_id, reason, constraint_seq])
 
-
-def revoke_label(cur: duckdb.DuckDBPyConnection, label_seq: int, *, now: dt.datetime) -> None:
-    """Mark a label revoked (it no longer counts for evaluation or training)."""
-    cur.execute("UPDATE label SET revoked_at = ? WHERE label_seq = ? AND revoked_at IS NULL",
-                [now, label_seq])

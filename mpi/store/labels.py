@@ -69,3 +69,9 @@ def count_labels(cur: duckdb.DuckDBPyConnection) -> int:
         "SELECT count(*) FROM (SELECT DISTINCT record_seq_a, record_seq_b FROM label "
         "WHERE revoked_at IS NULL)").fetchall())
     return int(row[0])
+
+
+def revoke_label(cur: duckdb.DuckDBPyConnection, label_seq: int, *, now: dt.datetime) -> None:
+    """Mark a label revoked (it no longer counts for evaluation or training)."""
+    cur.execute("UPDATE label SET revoked_at = ? WHERE label_seq = ? AND revoked_at IS NULL",
+                [now, label_seq])
