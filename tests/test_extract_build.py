@@ -253,6 +253,7 @@ def test_rebuild_after_reopening_the_registry_is_byte_identical(tmp_path: Path) 
         second = _build(registry, spec, project_secret=SECRET, now=NOW)
     finally:
         registry.close()
+    assert first.rows > 0 and first.linkage_quality["overall"]["linked_records"] > 0
     assert first.files == second.files
 
 
