@@ -136,6 +136,8 @@ def list_constraints(reg: Registry, *, principal: str, status: str = "active",
         if kind is not None and kind not in (MUST, CANNOT):
             raise InvalidInput("bad kind", problems=[
                 Problem(None, "kind", "must_link or cannot_link")])
+        if limit < 1:
+            raise InvalidInput("bad limit", problems=[Problem(None, "limit", "at least 1")])
     rows = cstore.list_constraints(reg.store.cursor(), status=status, kind=kind, after=after,
                                    limit=limit)
     reg.record_audit([AuditEntry(principal, "constraints.list", "constraints",

@@ -158,6 +158,8 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
     if min_probability is not None and max_probability is not None \
             and min_probability > max_probability:
         problems.append(Problem(None, "min_probability", "greater than max_probability"))
+    if limit < 1:
+        problems.append(Problem(None, "limit", "at least 1"))
     if problems:
         with refusals_audited(reg, principal, "review.list", "review"):
             raise InvalidInput("invalid review filter", problems=problems)

@@ -64,6 +64,10 @@ def test_review_commands(data: Path) -> None:
     bad = runner.invoke(app, ["review", "decide", str(item["item_id"]), "--decision", "match",
                               "--reason", "again", "--data-dir", str(data)])
     assert isinstance(bad.exception, Conflict)
+    for group in ("review", "constraints"):  # a page of none is a named refusal, not a crash
+        zero = runner.invoke(app, [group, "list", "--limit", "0", "--data-dir", str(data)])
+        assert isinstance(zero.exception, InvalidInput), zero.exception
+        assert [p.field for p in zero.exception.problems] == ["limit"]
 
 
 def test_persons_and_labels_commands(data: Path, tmp_path: Path) -> None:
