@@ -438,3 +438,71 @@ def test_analysis_pairs_and_partition_are_one_registry_state(
     seq, _cl = an.cluster_of()
     assert set(an.pair_l.tolist()) | set(an.pair_r.tolist()) <= set(seq.tolist())
     ma.diagnostics(an, link=0.99, review=0.5)
+
+
+def test_a_failed_training_job_ends_failed_without_data_and_frees_the_runner(
+        reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One job at a time (409 while it runs); a crash ends the job ``failed`` with only the
+    exception's type (its text may hold data or a server path), and the next job may start."""
+    import threading
+
+    from mpi import modeljobs
+    from mpi.errors import Conflict
+    started, release = threading.Event(), threading.Event()
+
+    def crash(*_a: Any, **_k: Any) -> str:
+        started.set()
+        release.wait(30)
+        raise RuntimeError(f"boom in {reg.settings.data_dir} pk_secret")
+
+    monkeypatch.setattr(modeljobs, "train_candidate", crash)
+    trainer = trainer_for(reg)
+    job_id = trainer.submit("p_steward")
+    assert started.wait(30)
+    with pytest.raises(Conflict):
+        trainer.submit("p_steward")
+    release.set()
+    trainer.wait(30)
+    job = JobRunner(reg, uploads_dir=reg.settings.data_dir / "u", chunk=10).get_job(
+        Principal("p_steward", "steward", None), job_id)
+    assert job["state"] == "failed" and job["result"] is None
+    assert job["errors"] == [{"row": None, "field": None,
+                              "reason": "training failed (RuntimeError)"}]
+    assert "pk_secret" not in json.dumps(job, default=str)
+    second = trainer.submit("p_steward")  # the runner is free again
+    trainer.wait(30)
+    assert second != job_id
+
+
+def test_evaluate_skips_labels_naming_a_withdrawn_record(reg: Registry) -> None:
+    (agency, sid), (seq_a, *_rest) = next(iter(reg.by_sid.items()))
+    seq_b = next(v[0] for k, v in reg.by_sid.items() if v[0] != seq_a and v[1] >= 0)
+    seq_c = next(v[0] for v in reg.by_sid.values() if v[0] not in (seq_a, seq_b) and v[1] >= 0)
+    with reg.store.transaction() as cur:
+        lstore.insert_labels(cur, [{"record_seq_a": seq_a, "record_seq_b": seq_b,
+                                    "is_match": False},
+                                   {"record_seq_a": seq_b, "record_seq_b": seq_c,
+                                    "is_match": False}],
+                             principal_id="p", source="import", now=reg.clock())
+    reg.withdraw_records(agency, [sid])
+    ev = modelops.evaluate_model(reg, "candidate-v001", principal="t")
+    assert ev["labels"] == {"pairs": 1, "matches": 0, "non_matches": 1, "skipped_inactive": 1}
+
+
+def test_promoting_another_version_on_an_empty_registry_activates_it(tmp_path: Path) -> None:
+    reg = Registry(Settings(data_dir=tmp_path / "d"))
+    try:
+        meta = {**reg.model.meta, "thresholds": {"link": 0.999, "review": 0.5}}
+        other = save_version(candidates_dir(reg.settings), name="stricter",
+                             model=reg.model.model, meta=meta)
+        res = modelops.promote_model(reg, other, principal="t")
+        assert (res["mode"], res["records"], res["key_events"]) == ("relink", 0, 0)
+        assert reg.model.version == other and reg.model.thresholds.link == 0.999
+        assert [m["version"] for m in modelops.list_models(reg) if m["active"]] == [other]
+    finally:
+        reg.close()
+    reopened = Registry(Settings(data_dir=tmp_path / "d"))  # the activation was committed
+    try:
+        assert reopened.model.version == other
+    finally:
+        reopened.close()
