@@ -58,8 +58,8 @@ def _labels_of_key(reg: Registry, person_key: str | None) -> list[int]:
 
 
 class _Lookup:
-    """Index rows of the records a page of items involves, found in one pass over the index
-    (not one pass per item)."""
+    """Index rows of the records a page of items involves, found in one pass over the index,
+    and their agency and source ids, read in one query (not one pass or query per item)."""
 
     def __init__(self, reg: Registry, items: Sequence[dict[str, Any]]) -> None:
         self.labels_of = {k: _labels_of_key(reg, k) for it in items
@@ -72,6 +72,8 @@ class _Lookup:
         seqs = [int(it["record_seq"]) for it in items
                 if it["kind"] == "record_person" and it["record_seq"] is not None]
         self.record_row = rows_of_records(reg, seqs) if seqs else {}
+        shown = [*self.record_row, *(s for rows in self.by_label.values() for s in rows)]
+        self.info = qstore.records_by_seq(reg.store.cursor(), shown)
 
     def person(self, key: str | None) -> dict[int, int]:
         """record_seq -> row of the records now held under a key (or its successors)."""
@@ -85,8 +87,7 @@ class _Lookup:
         return {seq: self.record_row[seq]} if seq is not None and seq in self.record_row else {}
 
 
-def _sides(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) -> _Sides:
-    look = lookup or _Lookup(reg, [item])
+def _sides(reg: Registry, item: dict[str, Any], look: _Lookup) -> _Sides:
     if item["kind"] == "record_person":
         a = look.record(int(item["record_seq"]) if item["record_seq"] is not None else None)
         b = look.person(item["person_key"])
@@ -116,9 +117,10 @@ def _token_row(reg: Registry, row: int) -> dict[str, int]:
 
 def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) -> dict[str, Any]:
     """An item as stewards see it: sides, agencies, the explained best pair; no token."""
-    sides = _sides(reg, item, lookup)
+    look = lookup or _Lookup(reg, [item])
+    sides = _sides(reg, item, look)
     best = _best_pair(reg, sides)
-    info = qstore.records_by_seq(reg.store.cursor(), [*sides.a, *sides.b])
+    info = look.info
 
     def ref(seq: int, rows: dict[int, int]) -> dict[str, Any]:
         r = info.get(seq, {})
@@ -216,7 +218,7 @@ def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,
         pairs: list[PairDecision] = []
         regroup = None
         if decision != "defer":
-            sides = _sides(reg, item)
+            sides = _sides(reg, item, _Lookup(reg, [item]))
             if _merged_since(reg, item, sides):
                 if decision == "non_match":
                     raise Conflict("the two sides are one person now; split that person first "
