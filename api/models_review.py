@@ -1,8 +1,7 @@
 """Wire shapes of the steward routes: review queue, labels, constraints, merge and split.
 
-Owns: the request (``XIn``) and response (``XOut``) models of api/routes/review.py and
-api/routes/stewardship.py, and their OpenAPI documentation. Must not: hold logic. No shape
-here carries a token.
+Owns: the request (``XIn``) and response (``XOut``) models of api/routes/review.py, and their
+OpenAPI documentation. Must not: hold logic. No shape here carries a token.
 """
 
 from __future__ import annotations
