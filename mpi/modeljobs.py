@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
-from mpi.errors import Conflict, InvalidInput, MpiError, Problem
-from mpi.linkage.catalog import candidates_dir, model_dirs
-from mpi.linkage.modelfile import Thresholds, list_versions
+from mpi.errors import Conflict, MpiError
+from mpi.linkage.catalog import candidates_dir
+from mpi.linkage.modelfile import Thresholds
 from mpi.store import jobs as jstore
-from mpi.training import train_candidate
+from mpi.training import check_training_options, train_candidate
 
 if TYPE_CHECKING:
     from mpi.registry import Registry
 
 # export, prior, u sampling, one EM pass per training blocking rule, save
 _FIXED_STEPS = 4
-_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
 
 
 class TrainingJobs:
@@ -47,20 +45,7 @@ class TrainingJobs:
         th = reg.model.thresholds
         thresholds = Thresholds(link=th.link if link is None else link,
                                 review=th.review if review is None else review)
-        if not 0 < thresholds.review <= thresholds.link < 1:
-            field = "link" if not 0 < thresholds.link < 1 else "review"
-            raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)",
-                               problems=[Problem(None, field, "need 0 < review <= link < 1")])
-        if not 0 < sample <= 1:
-            raise InvalidInput("sample must be in (0, 1]",
-                               problems=[Problem(None, "sample", "must be in (0, 1]")])
-        if not _NAME.match(name):
-            raise InvalidInput("invalid model name", problems=[
-                Problem(None, "name", "1-40 lower-case letters, digits or underscores")])
-        shipped = model_dirs(reg.settings)[0]
-        if any(v.rsplit("-v", 1)[0] == name for v in list_versions(shipped)):
-            raise InvalidInput("invalid model name", problems=[
-                Problem(None, "name", "a shipped model has this name; choose another")])
+        check_training_options(reg, name=name, fraction=sample, thresholds=thresholds)
         if not self._busy.acquire(blocking=False):
             raise Conflict("a training job is already running; wait for it to finish")
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from mpi.errors import InvalidInput
+from mpi.errors import InvalidInput, Problem
 from mpi.linkage import splink_engine
-from mpi.linkage.modelfile import Thresholds, save_version
+from mpi.linkage.catalog import model_dirs
+from mpi.linkage.modelfile import Thresholds, list_versions, save_version
 from mpi.linkage.params import params_from_splink
 from mpi.schema import SCHEMA_VERSION
 from mpi.store import labels as lstore
@@ -27,6 +29,28 @@ from mpi.store import labels as lstore
 if TYPE_CHECKING:
     from mpi.linkage.spark_engine import SparkOptions
     from mpi.registry import Registry
+
+
+_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+def check_training_options(reg: Registry, *, name: str, fraction: float,
+                           thresholds: Thresholds) -> None:
+    """Refuse bad training options before any work: InvalidInput naming the field."""
+    th = thresholds
+    if not 0 < th.review <= th.link < 1:
+        field = "link" if not 0 < th.link < 1 else "review"
+        raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)",
+                           problems=[Problem(None, field, "need 0 < review <= link < 1")])
+    if not 0 < fraction <= 1:
+        raise InvalidInput("the training sample fraction must be in (0, 1]",
+                           problems=[Problem(None, "sample", "must be in (0, 1]")])
+    if not _NAME.match(name):
+        raise InvalidInput("invalid model name", problems=[
+            Problem(None, "name", "1-40 lower-case letters, digits or underscores")])
+    if list_versions(model_dirs(reg.settings)[0], name=name):  # README Decision 31
+        raise InvalidInput("invalid model name", problems=[
+            Problem(None, "name", "a shipped model has this name; choose another")])
 
 
 def sample_rows(table: pa.Table, *, fraction: float, seed: int) -> pa.Table:
@@ -84,11 +108,8 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     fingerprinted in the sidecar (they judge the candidate; they do not fit it: Decision 30).
     """
     say = progress or (lambda _m: None)
-    if not 0 < fraction <= 1:
-        raise InvalidInput("the training sample fraction must be in (0, 1]")
     th = thresholds or reg.model.thresholds
-    if not 0 < th.review <= th.link < 1:
-        raise InvalidInput("thresholds need 0 < review <= link < 1 (match probabilities)")
+    check_training_options(reg, name=name, fraction=fraction, thresholds=th)
     labels = lstore.active_labels(reg.store.cursor())
     if spark_snapshot:
         from mpi.linkage.spark_engine import SparkOptions, sample_snapshot

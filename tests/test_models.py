@@ -349,6 +349,14 @@ def test_cli_train_takes_thresholds(base: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["model", "train", "--link", "0.5", "--review", "0.9",
                                  "--data-dir", str(d)])
     assert r.exit_code != 0
+    # the CLI keeps the names the API keeps: no shipped model's name (Decision 31), no path
+    for bad in ("default", "../escape", "Upper"):
+        r = CliRunner().invoke(app, ["model", "train", "--name", bad, "--data-dir", str(d)])
+        assert isinstance(r.exception, InvalidInput), (bad, r.output)
+        assert [p.field for p in r.exception.problems] == ["name"]
+    assert sorted(p.name for p in (d / "models").glob("*-v*.json")
+                  if not p.name.endswith(".meta.json")) == ["candidate-v001.json",
+                                                             "candidate-v002.json"]
 
 
 def test_impact_of_a_same_parameter_version_agrees_with_its_activation_only_promote(
