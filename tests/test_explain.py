@@ -86,7 +86,7 @@ def test_identical_and_empty_records(model: ModelVersion, columns: dict[str, np.
     for c, d in zip(same.comparisons, DEFAULT_DEFINITION.comparisons, strict=True):
         has = any(row.get(col) for col in d.null_columns)
         assert c.agrees == has and (c.level == -1) == (not has)
-        assert c.match_weight >= 0.0 or not has
+        assert (c.level == 0 and c.match_weight > 0.0) if has else c.match_weight == 0.0
     empty = explain_pair({}, row, definition=DEFAULT_DEFINITION, params=model.params)
     assert all(c.level == -1 and c.match_weight == 0.0 for c in empty.comparisons)
     assert empty.match_weight == model.params.prior_weight

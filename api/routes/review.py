@@ -102,7 +102,7 @@ def import_labels(body: LabelsIn, caller: Caller, access: AccessDep) -> Any:
     rows = [labels.LabelRow(**lab.model_dump()) for lab in body.labels]
     agency = caller.agency if caller.role == "agency" else None
     return labels.import_labels(access.registry, rows, principal=caller.principal_id,
-                                     agency=agency, constrain=body.constrain)
+                                agency=agency, constrain=body.constrain)
 
 
 @router.get(
@@ -119,7 +119,7 @@ def list_constraints(
 ) -> Any:
     """A page of constraints."""
     return labels.list_constraints(access.registry, principal=caller.principal_id,
-                                        status=status, kind=kind, after=after, limit=limit)
+                                   status=status, kind=kind, after=after, limit=limit)
 
 
 @router.post(
@@ -132,7 +132,7 @@ def revoke_constraint(constraint_id: Annotated[int, Path(ge=1, le=2**62)], body:
                       caller: Caller, access: AccessDep) -> Any:
     """Revoke one constraint."""
     return labels.revoke_constraint(access.registry, constraint_id, reason=body.reason,
-                                         principal=caller.principal_id)
+                                    principal=caller.principal_id)
 
 
 @router.post(
