@@ -181,12 +181,15 @@ def _reconciliation_figures(reg: Registry, result: LinkResult) -> dict[str, int]
             "new_keys": rec.n_new, "persons_after": int(len(np.unique(rec.record_key)))}
 
 
+_NO_CHURN = {"records_changing_key": 0, "keys_affected": 0, "persons_merging": 0,
+             "persons_splitting": 0, "new_keys": 0}
+
+
 def _no_change(reg: Registry) -> dict[str, int]:
     """The figures of a promotion that re-links nothing (activation only)."""
     n = reg.index.n
     live = reg.index.label[:n][reg.index.active[:n]]
-    return {"records_changing_key": 0, "keys_affected": 0, "persons_merging": 0,
-            "persons_splitting": 0, "new_keys": 0, "persons_after": int(len(np.unique(live)))}
+    return {**_NO_CHURN, "persons_after": int(len(np.unique(live)))}
 
 
 def model_impact(reg: Registry, version: str, *, principal: str,
@@ -275,15 +278,13 @@ def promote_model(reg: Registry, version: str, *, principal: str,
                 "labels": lstore.count_labels(reg.store.cursor())}
         if mv.version == active.version or same:
             mode = "already_active" if mv.version == active.version else "activation_only"
-            figures = {"records_changing_key": 0, "keys_affected": 0, "persons_merging": 0,
-                       "persons_splitting": 0, "new_keys": 0}
             entry = AuditEntry(principal, "models.promote", f"model:{mv.version}",
-                               detail={**base, "mode": mode, **figures})
+                               detail={**base, "mode": mode, **_NO_CHURN})
             with reg.audited_transaction([entry]) as cur:
                 if mode == "activation_only":
                     activate(cur)
             reg.use_model(mv)
-            return {**base, "mode": mode, **figures, "key_events": 0,
+            return {**base, "mode": mode, **_NO_CHURN, "key_events": 0,
                     "records": int(reg.index.active[: reg.index.n].sum())}
         say("exporting records")
         table = reg.model_table()
@@ -292,9 +293,7 @@ def promote_model(reg: Registry, version: str, *, principal: str,
                                  audit=[AuditEntry(principal, "models.promote",
                                                    f"model:{mv.version}",
                                                    detail={**base, "mode": "relink"})])
-            return {**base, "mode": "relink", "records": 0, "records_changing_key": 0,
-                    "keys_affected": 0, "persons_merging": 0, "persons_splitting": 0,
-                    "new_keys": 0, "key_events": 0}
+            return {**base, "mode": "relink", "records": 0, **_NO_CHURN, "key_events": 0}
         result = relink.link_result(reg, table, model=mv, say=say)
         figures = _reconciliation_figures(reg, result)
         entry = AuditEntry(principal, "models.promote", f"model:{mv.version}",
