@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row
+from mpi.store.db import dict_rows, first_row
 from mpi.store.records import write_rows
 
 CONSTRAINT_SCHEMA = pa.schema([
@@ -96,8 +96,7 @@ def _select(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], *,
         "FROM link_constraint c JOIN source_record ra ON ra.record_seq = c.record_seq_a "
         f"JOIN source_record rb ON rb.record_seq = c.record_seq_b {where} "
         "ORDER BY c.constraint_seq LIMIT ?", [*params, int(limit)])
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+    return dict_rows(rel)
 
 
 def revoke_constraint(cur: duckdb.DuckDBPyConnection, constraint_seq: int, *, principal_id: str,

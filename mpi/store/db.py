@@ -33,6 +33,12 @@ def first_row(rows: list[Any]) -> Any:
     return rows[0] if rows else None
 
 
+def dict_rows(rel: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every row of an executed query as a dict keyed by column name."""
+    names = [d[0] for d in rel.description]
+    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+
+
 class Store:
     """Owns one DuckDB registry file."""
 

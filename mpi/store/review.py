@@ -14,6 +14,8 @@ from typing import Any
 
 import duckdb
 
+from mpi.store.db import dict_rows
+
 _ITEM_COLUMNS = ("item_seq", "kind", "record_seq", "person_key", "other_person_key",
                  "match_weight", "match_probability", "status", "model_version", "created_at",
                  "decision", "decision_reason", "decided_by", "decided_at")
@@ -21,11 +23,6 @@ _AGENCY_INVOLVED = (
     "EXISTS (SELECT 1 FROM source_record s WHERE s.agency = ? AND (s.record_seq = r.record_seq "
     "OR (s.status = 'active' AND (s.person_key = r.person_key "
     "OR s.person_key = r.other_person_key))))")
-
-
-def _rows(rel: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
 
 
 def list_review_items(cur: duckdb.DuckDBPyConnection, *, kind: str | None = None,
@@ -51,7 +48,7 @@ def list_review_items(cur: duckdb.DuckDBPyConnection, *, kind: str | None = None
         where.append(_AGENCY_INVOLVED)
         params.append(agency)
     cols = ", ".join(f"r.{c}" for c in _ITEM_COLUMNS)
-    return _rows(cur.execute(
+    return dict_rows(cur.execute(
         f"SELECT {cols} FROM review_item r WHERE {' AND '.join(where)} "
         "ORDER BY r.item_seq LIMIT ?", [*params, int(limit)]))
 
@@ -59,7 +56,7 @@ def list_review_items(cur: duckdb.DuckDBPyConnection, *, kind: str | None = None
 def find_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int) -> dict[str, Any] | None:
     """One review item, or None."""
     cols = ", ".join(_ITEM_COLUMNS)
-    rows = _rows(cur.execute(f"SELECT {cols} FROM review_item WHERE item_seq = ?", [item_seq]))
+    rows = dict_rows(cur.execute(f"SELECT {cols} FROM review_item WHERE item_seq = ?", [item_seq]))
     return rows[0] if rows else None
 
 
@@ -97,7 +94,7 @@ def records_by_seq(cur: duckdb.DuckDBPyConnection,
     if not record_seqs:
         return {}
     seqs = sorted({int(s) for s in record_seqs})
-    rows = _rows(cur.execute(
+    rows = dict_rows(cur.execute(
         "SELECT record_seq, agency, source_record_id, status, person_key FROM source_record "
         "WHERE record_seq IN (SELECT unnest(?::BIGINT[]))", [seqs]))
     return {int(r["record_seq"]): r for r in rows}
@@ -110,7 +107,7 @@ def records_by_source_id(cur: duckdb.DuckDBPyConnection, refs: Sequence[tuple[st
         return {}
     agencies = [a for a, _s in refs]
     sids = [s for _a, s in refs]
-    rows = _rows(cur.execute(
+    rows = dict_rows(cur.execute(
         "SELECT s.record_seq, s.agency, s.source_record_id, s.status, s.person_key "
         "FROM source_record s JOIN (SELECT unnest(?::VARCHAR[]) AS agency, "
         "unnest(?::VARCHAR[]) AS source_record_id) q "
