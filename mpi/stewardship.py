@@ -2,9 +2,9 @@
 
 Owns: manual merges and splits (key rules and lineage of mpi/keys.py: the oldest key survives a
 merge, the largest part keeps the key on a split, retired keys forward) and ``commit_decision``,
-the one write
-path that stores a decision's labels and constraints (and any regrouping of records into
-persons) together with its audit events in one transaction, then updates the in-memory state.
+the one write path that stores a decision's labels and constraints (and any regrouping of
+records into persons) together with its audit events in one transaction, then updates the
+in-memory state.
 Split out of registry.py by use case. Must not: run SQL itself (mpi/store) or import splink.
 """
 
