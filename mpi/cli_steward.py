@@ -2,9 +2,9 @@
 
 Owns: the typer sub-apps mpi/cli.py registers, their parsing and printing, on a local registry
 (``--data-dir``, the registry must not be open in a running server). Each command calls one
-use case of mpi/review.py or mpi/stewardship.py as principal ``cli``. Must not: hold domain
-logic or print tokens (person keys are printed: stewards act on them). It does not import
-mpi.cli (mpi.cli imports it).
+use case of mpi/review.py, mpi/stewardship.py or mpi/labels.py as principal ``cli``. Must not:
+hold domain logic or print tokens (person keys are printed: stewards act on them). It does not
+import mpi.cli (mpi.cli imports it).
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ def constraints_list(
     if as_json:
         _json(page)
         return
+
     def fmt(r: dict[str, Any]) -> str:
         return f"{r['agency']}:{r['source_record_id']}"
 
