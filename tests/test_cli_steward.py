@@ -54,6 +54,17 @@ def test_review_commands(data: Path) -> None:
     assert f"#{item['item_id']} {item['kind']}" in listed and "given_name=" in listed
     shown = run(data, "review", "show", str(item["item_id"])).output
     assert "prior" in shown and "total" in shown and "household" in shown
+    as_json = run(data, "review", "show", str(item["item_id"]), "--json").output
+    tokens = {tok.split(":", 1)[1] for rows in generate(people=300, agencies=3, seed=11)[0].values()
+              for rec in tokenize_rows(rows, secret=demo_secret(1))[0]
+              for tok in rec["tokens"].values() if tok}
+    reg = Registry(Settings(data_dir=data))
+    try:  # nor the int64 form the registry holds
+        n = reg.index.n
+        tokens |= {str(v) for c in reg.index.columns for v in reg.index.data[c][:n].tolist() if v}
+    finally:
+        reg.close()
+    assert tokens and not any(t in text for t in tokens for text in (listed, shown, as_json))
     decided = run(data, "review", "decide", str(item["item_id"]), "--decision", "non_match",
                   "--reason", "twins").output
     assert "decided (non_match)" in decided
