@@ -19,7 +19,7 @@ import numpy as np
 from mpi import modelanalysis as ma
 from mpi import relink
 from mpi.audit import AuditEntry
-from mpi.errors import InvalidInput
+from mpi.errors import Conflict, InvalidInput
 from mpi.linkage import charts
 from mpi.linkage.catalog import find_version_dir, list_all, model_dirs
 from mpi.linkage.describe import describe_params, same_parameters
@@ -192,6 +192,12 @@ def _no_change(reg: Registry) -> dict[str, int]:
     return {**_NO_CHURN, "persons_after": int(len(np.unique(live)))}
 
 
+def _same_records(a: ma.Analysis, b: ma.Analysis) -> bool:
+    """True when two analyses cover the same records and candidate pairs (one registry state)."""
+    return (np.array_equal(a.pair_l, b.pair_l) and np.array_equal(a.pair_r, b.pair_r)
+            and a.result.clusters.column("unique_id").equals(b.result.clusters.column("unique_id")))
+
+
 def model_impact(reg: Registry, version: str, *, principal: str,
                  sample: int = 20) -> dict[str, Any]:
     """Compare a version with the active one over the whole registry, changing nothing."""
@@ -199,6 +205,8 @@ def model_impact(reg: Registry, version: str, *, principal: str,
         raise InvalidInput(f"sample must be between 0 and {MAX_SAMPLE}")
     cand, active = load_model(reg, version), reg.model
     a_act, a_cand = ma.analyse(reg, active), ma.analyse(reg, cand)
+    if not _same_records(a_act, a_cand):  # compared pair by pair below
+        raise Conflict("the registry changed while the preview was computed; run it again")
     ta, tc = active.thresholds, cand.thresholds
     rev_act = ma.review_pairs(a_act, link=ta.link, review=ta.review)
     rev_cand = ma.review_pairs(a_cand, link=tc.link, review=tc.review)

@@ -514,3 +514,29 @@ def test_promoting_another_version_on_an_empty_registry_activates_it(tmp_path: P
         assert reopened.model.version == other
     finally:
         reopened.close()
+
+
+def test_impact_refuses_when_records_are_enrolled_between_the_two_analyses(
+        reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The active and the candidate version are analysed one after the other; a record
+    enrolled in between changes the candidate pairs, so the two cannot be compared pair by
+    pair: a clear conflict (run it again), never a 500 or a comparison of different pairs."""
+    from mpi import modelanalysis as ma
+    from mpi.errors import Conflict
+    real = ma.analyse
+    by_agency, _ = generate(people=1000, agencies=3, seed=21)  # the base registry's people
+    again, _ = tokenize_rows(next(iter(by_agency.values()))[:5], secret=demo_secret(1))
+
+    def analyse_active_then_enrol(r: Registry, model: Any) -> Any:
+        out = real(r, model)
+        if model.version == "default-v001" and ("agency_new", again[0]["source_record_id"]) \
+                not in r.by_sid:
+            assert not r.enrol_records("agency_new", list(enumerate(again, start=1))).problems
+        return out
+
+    monkeypatch.setattr(ma, "analyse", analyse_active_then_enrol)
+    with pytest.raises(Conflict, match="changed"):
+        modelops.model_impact(reg, "candidate-v001", principal="t")
+    monkeypatch.setattr(ma, "analyse", real)
+    assert modelops.model_impact(reg, "candidate-v001", principal="t")["records"] == \
+        len(_keys(reg))

@@ -116,8 +116,8 @@ def evaluate(version: Version, caller: Caller, access: AccessDep) -> Any:
     "candidate pairs whose decision changes; review items (record pairs in the review band "
     "in different persons) that would appear or clear; and a `sample` of changed pairs with "
     "each version's match-weight breakdown. Constraints apply as in a promotion. No token or "
-    "person key in the output. Audited as `models.impact`. 409 when records were withdrawn "
-    "while it computed (run it again).")
+    "person key in the output. Audited as `models.impact`. 409 when records were enrolled or "
+    "withdrawn while it computed (run it again).")
 def impact(version: Version, caller: Caller, access: AccessDep,
            sample: Annotated[int, Query(ge=0, le=modelops.MAX_SAMPLE)] = 20) -> Any:
     """Preview one version's impact."""
