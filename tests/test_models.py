@@ -326,6 +326,7 @@ def test_promote_and_impact_honour_steward_constraints(reg: Registry) -> None:
     together = next(recs for recs in by_key.values() if len(recs) >= 2)
     x, y = next(recs[0] for recs in by_key.values() if len(recs) == 1 and recs != together), \
         next(recs[0] for recs in reversed(list(by_key.values())) if len(recs) == 1)
+    assert x != y and keys[x] != keys[y]  # two persons, so the must-link has work to do
     import_labels(reg, [LabelRow(*together[0], *together[1], False, "not the same person"),
                         LabelRow(*x, *y, True, "the same person")], principal="t")
     imp = modelops.model_impact(reg, "candidate-v001", principal="t")
