@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,37 +47,34 @@ def load_model(reg: Registry, version: str) -> ModelVersion:
                         definition=reg.model_definition)
 
 
-def _summary(reg: Registry, version: str, where: str, meta: dict[str, Any],
-             activated: list[Any]) -> dict[str, Any]:
+def _summary(reg: Registry, version: str, where: Path, meta: dict[str, Any],
+             history: list[tuple[str, Any]]) -> dict[str, Any]:
     td = meta.get("training_data", {})
+    shipped = model_dirs(reg.settings)[0]
     return {"version": version, "active": version == reg.model.version,
-            "location": where, "parent_version": meta.get("parent_version"),
-            "trained_at": meta.get("trained_at"),
+            "location": "shipped" if where == shipped else "registry",
+            "parent_version": meta.get("parent_version"), "trained_at": meta.get("trained_at"),
             "thresholds": meta.get("thresholds"), "training_records": td.get("records"),
-            "label_count": td.get("labels", 0), "activated_at": activated}
+            "label_count": td.get("labels", 0),
+            "activated_at": [t for v, t in history if v == version]}
 
 
 def list_models(reg: Registry) -> list[dict[str, Any]]:
     """Every version (shipped and trained here), oldest name first, the active one marked."""
     history = mstore.activations(reg.store.cursor())
-    shipped = model_dirs(reg.settings)[0]
     out = []
     for version, d in list_all(model_dirs(reg.settings)):
         meta_path = d / f"{version}.meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        where = "shipped" if d == shipped else "registry"
-        out.append(_summary(reg, version, where, meta, [t for v, t in history if v == version]))
+        out.append(_summary(reg, version, d, meta, history))
     return out
 
 
 def get_model(reg: Registry, version: str) -> dict[str, Any]:
     """A version's m/u and match weight per comparison level, thresholds and metrics."""
     mv = load_model(reg, version)
-    history = mstore.activations(reg.store.cursor())
-    shipped = model_dirs(reg.settings)[0]
     d = find_version_dir(model_dirs(reg.settings), mv.version)
-    out = _summary(reg, mv.version, "shipped" if d == shipped else "registry", mv.meta,
-                   [t for v, t in history if v == mv.version])
+    out = _summary(reg, mv.version, d, mv.meta, mstore.activations(reg.store.cursor()))
     out.update({
         "thresholds": {"link": mv.thresholds.link, "review": mv.thresholds.review,
                        "link_weight": mv.thresholds.link_weight,
