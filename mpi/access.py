@@ -10,21 +10,17 @@ run SQL, know about HTTP, or put a token or raw person key in an audit event.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from mpi.audit import AuditEntry, key_ref
-from mpi.errors import InvalidInput, MpiError, NotFound, Problem
+from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
 from mpi.idempotency import IdempotencyKeys, request_hash
 from mpi.principals import Principal, Principals
 from mpi.registry import EnrolResult, RecordResult, Registry
 
 _MATCH_SID = "match"
-
-
-def _outcome(exc: MpiError) -> str:
-    return "not_found" if isinstance(exc, NotFound) else "invalid"
 
 
 def _result(r: RecordResult) -> dict[str, Any]:
@@ -106,7 +102,7 @@ class Access:
         try:
             row = self.registry.get_record(agency, source_record_id)
         except MpiError as exc:
-            self.audit(principal.principal_id, "records.read", target, outcome=_outcome(exc))
+            self.audit(principal.principal_id, "records.read", target, outcome=audit_outcome(exc))
             raise
         self.audit(principal.principal_id, "records.read", target)
         keep = ("agency", "source_record_id", "status", "version", "person_key",
@@ -146,7 +142,7 @@ class Access:
             if row["status"] != "active":
                 raise NotFound("this record is already withdrawn")
         except MpiError as exc:
-            self.audit(principal.principal_id, "records.withdraw", target, outcome=_outcome(exc))
+            self.audit(principal.principal_id, "records.withdraw", target, outcome=audit_outcome(exc))
             raise
         entry = AuditEntry(principal.principal_id, "records.withdraw", target)
         res = self.registry.withdraw_records(agency, [source_record_id], audit=[entry])
@@ -168,7 +164,7 @@ class Access:
         try:
             found = self.registry.match(obj, limit=limit)
         except MpiError as exc:
-            self.audit(principal.principal_id, "persons.match", target, outcome=_outcome(exc))
+            self.audit(principal.principal_id, "persons.match", target, outcome=audit_outcome(exc))
             raise
         self.audit(principal.principal_id, "persons.match", target,
                    detail={"candidates": len(found)})
@@ -182,7 +178,7 @@ class Access:
         try:
             person = self.registry.get_person(person_key, agency=agency)
         except MpiError as exc:
-            self.audit(principal.principal_id, "persons.read", target, outcome=_outcome(exc))
+            self.audit(principal.principal_id, "persons.read", target, outcome=audit_outcome(exc))
             raise
         self.audit(principal.principal_id, "persons.read", target)
         return {"person_key": person["person_key"], "status": person["status"],
@@ -202,13 +198,9 @@ class Access:
         self.audit(principal.principal_id, "agencies.list", "agencies")
         return rows
 
-    @contextmanager
-    def _refusals_audited(self, principal: Principal, action: str, target: str) -> Iterator[None]:
-        try:
-            yield
-        except MpiError as exc:
-            self.audit(principal.principal_id, action, target, outcome=_outcome(exc))
-            raise
+    def _refusals_audited(self, principal: Principal, action: str,
+                          target: str) -> AbstractContextManager[None]:
+        return self.registry.refusals_audited(principal.principal_id, action, target)
 
     def create_agency(self, principal: Principal, agency: str) -> dict[str, Any]:
         """Register an agency (audited, refusals too)."""

@@ -106,3 +106,8 @@ class ConfigurationError(MpiError):
     """The service or a command is not set up correctly."""
 
     code = "configuration_error"
+
+
+def audit_outcome(exc: MpiError) -> str:
+    """The audit outcome of a refused request: ``not_found`` or ``invalid``."""
+    return "not_found" if isinstance(exc, NotFound) else "invalid"

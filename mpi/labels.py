@@ -20,7 +20,6 @@ from mpi.stewardship import (
     MAX_PAIRS,
     PairDecision,
     commit_decision,
-    refusals_audited,
     required_reason,
     rows_of_records,
 )
@@ -51,7 +50,7 @@ def import_labels(reg: Registry, rows: Sequence[LabelRow], *, principal: str,
     Bad rows raise InvalidInput naming each row (1-based) and field. Constraints from an
     import take effect at the next re-link; ``unmet`` counts those the current keys break."""
     target = f"agency:{agency}/labels" if agency else "labels"
-    with refusals_audited(reg, principal, "labels.import", target), reg.store.write_lock:
+    with reg.refusals_audited(principal, "labels.import", target), reg.store.write_lock:
         if not rows:
             raise InvalidInput("no labels", problems=[Problem(None, "labels", "empty")])
         if len(rows) > MAX_PAIRS:
@@ -129,7 +128,7 @@ def _constraint_out(row: dict[str, Any]) -> dict[str, Any]:
 def list_constraints(reg: Registry, *, principal: str, status: str = "active",
                      kind: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
     """A page of constraints (audited read)."""
-    with refusals_audited(reg, principal, "constraints.list", "constraints"):
+    with reg.refusals_audited(principal, "constraints.list", "constraints"):
         if status not in ("active", "revoked", "all"):
             raise InvalidInput("bad status", problems=[
                 Problem(None, "status", "active, revoked or all")])
@@ -151,7 +150,7 @@ def revoke_constraint(reg: Registry, constraint_id: int, *, reason: str,
                       principal: str) -> dict[str, Any]:
     """Revoke a constraint and its label; keys change only at the next re-link."""
     target = f"constraint:{constraint_id}"
-    with refusals_audited(reg, principal, "constraints.revoke", target), reg.store.write_lock:
+    with reg.refusals_audited(principal, "constraints.revoke", target), reg.store.write_lock:
         text = required_reason(reason)
         row = cstore.find_constraint(reg.store.cursor(), constraint_id)
         if row is None:

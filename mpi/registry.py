@@ -37,7 +37,7 @@ from mpi.batch import (
 from mpi.config import Settings
 from mpi.constraints import ConstraintSet
 from mpi.enrolment import GroupCommit, Job, parse_batch
-from mpi.errors import InvalidInput, NotFound, Problem
+from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
 from mpi.intake import parse_record
 from mpi.linkage.catalog import find_version_dir, model_dirs
 from mpi.linkage.index import BlockingIndex
@@ -214,6 +214,15 @@ class Registry:
     def record_audit(self, entries: Sequence[AuditEntry]) -> None:
         """Append audit events in their own transaction (for reads and refusals)."""
         self._committer.run(Job(agency=None, cause="audit", audit=list(entries)))
+
+    @contextmanager
+    def refusals_audited(self, principal: str, action: str, target: str) -> Iterator[None]:
+        """Audit a refused use case as its own event (``audit_outcome``) and re-raise."""
+        try:
+            yield
+        except MpiError as exc:
+            self.record_audit([AuditEntry(principal, action, target, audit_outcome(exc))])
+            raise
 
     @contextmanager
     def audited_transaction(self, entries: Sequence[AuditEntry]

@@ -22,7 +22,6 @@ from mpi.linkage.explain import explain_with
 from mpi.stewardship import (
     PairDecision,
     commit_decision,
-    refusals_audited,
     required_reason,
     rows_of_persons,
     rows_of_records,
@@ -163,7 +162,7 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
     if limit < 1:
         problems.append(Problem(None, "limit", "at least 1"))
     if problems:
-        with refusals_audited(reg, principal, "review.list", "review"):
+        with reg.refusals_audited(principal, "review.list", "review"):
             raise InvalidInput("invalid review filter", problems=problems)
     statuses = STATUSES if status == "all" else (status,)
     with reg.store.write_lock:
@@ -188,7 +187,7 @@ def _item(reg: Registry, item_id: int) -> dict[str, Any]:
 def get_review_item(reg: Registry, item_id: int, *, principal: str) -> dict[str, Any]:
     """One review item, explained (audited read)."""
     target = f"review:{item_id}"
-    with refusals_audited(reg, principal, "review.read", target), reg.store.write_lock:
+    with reg.refusals_audited(principal, "review.read", target), reg.store.write_lock:
         out = _show(reg, _item(reg, item_id))
     reg.record_audit([AuditEntry(principal, "review.read", target)])
     return out
@@ -199,7 +198,7 @@ def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,
     """Record a decision on an item: labels, constraints and (for a match) the merge, in one
     transaction with the audit event."""
     target = f"review:{item_id}"
-    with refusals_audited(reg, principal, "review.decide", target), reg.store.write_lock:
+    with reg.refusals_audited(principal, "review.decide", target), reg.store.write_lock:
         if decision not in DECISIONS:
             raise InvalidInput("invalid decision", problems=[
                 Problem(None, "decision", f"one of {', '.join(DECISIONS)}")])

@@ -10,8 +10,7 @@ Split out of registry.py by use case. Must not: run SQL itself (mpi/store) or im
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from mpi import keys as keyrules
 from mpi.audit import AuditEntry, key_ref
 from mpi.batch import WriteBatch
 from mpi.constraints import CANNOT, MUST, Constraint
-from mpi.errors import Conflict, InvalidInput, MpiError, NotFound, Problem
+from mpi.errors import Conflict, InvalidInput, NotFound, Problem
 from mpi.store import constraints as cstore
 from mpi.store import labels as lstore
 from mpi.store import persons as pstore
@@ -58,21 +57,6 @@ class DecisionResult:
     retired: list[str] = field(default_factory=list)
     new_keys: list[str] = field(default_factory=list)
     records_moved: int = 0
-
-
-def outcome_of(exc: MpiError) -> str:
-    """The audit outcome of a refused request."""
-    return "not_found" if isinstance(exc, NotFound) else "invalid"
-
-
-@contextmanager
-def refusals_audited(reg: Registry, principal: str, action: str, target: str) -> Iterator[None]:
-    """Audit a refused request (its own event) and re-raise."""
-    try:
-        yield
-    except MpiError as exc:
-        reg.record_audit([AuditEntry(principal, action, target, outcome_of(exc))])
-        raise
 
 
 # ---- persons in memory ---------------------------------------------------------------
@@ -275,7 +259,7 @@ def merge_persons(reg: Registry, person_key: str, *, others: Sequence[str], reas
     constraints with source ``merge``), so later re-links keep them together.
     """
     target = key_ref(person_key)
-    with refusals_audited(reg, principal, "persons.merge", target), reg.store.write_lock:
+    with reg.refusals_audited(principal, "persons.merge", target), reg.store.write_lock:
         text = required_reason(reason)
         labs = [person_label(reg, person_key)]
         problems = []
@@ -311,7 +295,7 @@ def split_person(reg: Registry, person_key: str, *, groups: Sequence[Sequence[tu
     get new keys with split lineage. Every pair across groups becomes cannot-linked.
     """
     target = key_ref(person_key)
-    with refusals_audited(reg, principal, "persons.split", target), reg.store.write_lock:
+    with reg.refusals_audited(principal, "persons.split", target), reg.store.write_lock:
         text = required_reason(reason)
         lab = person_label(reg, person_key)
         rows = rows_of_persons(reg, [lab])
@@ -349,14 +333,3 @@ def split_person(reg: Registry, person_key: str, *, groups: Sequence[Sequence[tu
         res = commit_decision(reg, pairs, principal=principal, source="split", source_ref=None,
                               audit=audit, regroup=(row_arr, grp), cause="split")
     return {"person_key": person_key, **_summary(res)}
-
-
-_MOVED = ("LabelRow", "import_labels", "list_constraints", "revoke_constraint")
-
-
-def __getattr__(name: str) -> Any:
-    """Label and constraint use cases moved to mpi/labels.py; old imports keep working."""
-    if name in _MOVED:
-        from mpi import labels
-        return getattr(labels, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

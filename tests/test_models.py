@@ -318,7 +318,7 @@ def test_keys_follow_unchanged_clusters(old: list[int], data: st.DataObject) -> 
 def test_promote_and_impact_honour_steward_constraints(reg: Registry) -> None:
     """A cannot-link between two records of one person and a must-link between two persons
     hold after promoting a retrained model, and the preview already shows it."""
-    from mpi.stewardship import LabelRow, import_labels
+    from mpi.labels import LabelRow, import_labels
     keys = _keys(reg)
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rec, k in sorted(keys.items()):
