@@ -7,8 +7,9 @@ Must not: open or close anything (api/main.py's lifespan does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from api.errors import NotReady
 from api.metrics import Metrics
@@ -61,3 +62,11 @@ def get_extracts(request: Request) -> ExtractWorkflow:
     if extracts is None:
         raise NotReady
     return extracts
+
+
+AccessDep = Annotated[Access, Depends(get_access)]
+"""Route parameter: the registry's use cases."""
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+"""Route parameter: the bulk job runner."""
+ExtractsDep = Annotated[ExtractWorkflow, Depends(get_extracts)]
+"""Route parameter: the research-extract workflow."""

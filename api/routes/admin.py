@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
 from api.auth import Caller
 from api.errors import errors
@@ -17,11 +17,9 @@ from api.models import (
     PrincipalOut,
     PrincipalsOut,
 )
-from api.state import get_access
-from mpi.access import Access
+from api.state import AccessDep
 
 router = APIRouter(tags=["admin"])
-AccessDep = Annotated[Access, Depends(get_access)]
 PrincipalId = Annotated[str, Path(min_length=1, max_length=64)]
 
 

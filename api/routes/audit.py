@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from api.auth import Caller
 from api.models import AuditPageOut, AuditVerifyOut
-from api.state import get_access
-from mpi.access import Access
+from api.state import AccessDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-AccessDep = Annotated[Access, Depends(get_access)]
 
 
 @router.get("", response_model=AuditPageOut, summary="Page through the audit log",

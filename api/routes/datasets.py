@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
 from api.auth import Caller
 from api.errors import errors
 from api.models_extract import DatasetIn, DatasetOut, DatasetsOut
-from api.state import get_extracts
-from mpi.extract.workflow import ExtractWorkflow
+from api.state import ExtractsDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["extracts"])
-Extracts = Annotated[ExtractWorkflow, Depends(get_extracts)]
 
 
 @router.put(
@@ -26,7 +24,7 @@ Extracts = Annotated[ExtractWorkflow, Depends(get_extracts)]
     "entry (`row`, 1-based), field and reason; nothing is stored. Audited (`datasets.put`).",
     responses=errors(422))
 def put_dataset(dataset: Annotated[str, Path(min_length=1, max_length=64)], body: DatasetIn,
-                caller: Caller, extracts: Extracts) -> Any:
+                caller: Caller, extracts: ExtractsDep) -> Any:
     """Replace one dataset dictionary."""
     attributes = [a.model_dump(by_alias=True) for a in body.attributes]
     return extracts.put_dataset(caller, dataset, description=body.description,
@@ -38,6 +36,6 @@ def put_dataset(dataset: Annotated[str, Path(min_length=1, max_length=64)], body
     summary="The catalogue of dataset dictionaries",
     description="Every agency's datasets and their attribute entries: what researchers may "
     "request, and under which generalizations. Describes attributes; holds no values.")
-def list_datasets(caller: Caller, extracts: Extracts) -> Any:
+def list_datasets(caller: Caller, extracts: ExtractsDep) -> Any:
     """List every dataset dictionary."""
     return extracts.list_datasets(caller)

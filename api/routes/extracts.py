@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -21,11 +21,9 @@ from api.models_extract import (
     RequestReportOut,
     SigningKeyOut,
 )
-from api.state import get_extracts
-from mpi.extract.workflow import ExtractWorkflow
+from api.state import ExtractsDep
 
 router = APIRouter(tags=["extracts"])
-Extracts = Annotated[ExtractWorkflow, Depends(get_extracts)]
 ExtractId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
@@ -39,7 +37,7 @@ ExtractId = Annotated[str, Path(min_length=1, max_length=64)]
     "The request then needs an approver of every contributing agency (the attributes' "
     "agencies and the cohort's) and a steward. A 422 names each field and reason.",
     responses=errors(422))
-def create_extract(body: ExtractIn, caller: Caller, extracts: Extracts) -> Any:
+def create_extract(body: ExtractIn, caller: Caller, extracts: ExtractsDep) -> Any:
     """Request an extract."""
     return extracts.create_request(caller, body.model_dump())
 
@@ -48,7 +46,7 @@ def create_extract(body: ExtractIn, caller: Caller, extracts: Extracts) -> Any:
     "/v1/extracts", response_model=ExtractsOut, summary="Extract requests the caller may see",
     description="Researchers see their own requests, approvers those involving their agency, "
     "stewards all.")
-def list_extracts(caller: Caller, extracts: Extracts) -> Any:
+def list_extracts(caller: Caller, extracts: ExtractsDep) -> Any:
     """List visible requests."""
     return extracts.list_requests(caller)
 
@@ -58,7 +56,7 @@ def list_extracts(caller: Caller, extracts: Extracts) -> Any:
     description="Its status, approvals, the approvals still pending, build state and latest "
     "build (row count, manifest SHA-256). 404 when the caller may not see it.",
     responses=errors(404))
-def read_extract(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
+def read_extract(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> Any:
     """Read one request."""
     return extracts.get_request(caller, extract_id)
 
@@ -72,7 +70,7 @@ def read_extract(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> A
     "once (409 again); decisions on a request that is no longer pending or has expired are "
     "409. The last approval starts the build in the background. Audited, refusals too.",
     responses=errors(403, 404, 409))
-def decide(extract_id: ExtractId, body: ApprovalIn, caller: Caller, extracts: Extracts) -> Any:
+def decide(extract_id: ExtractId, body: ApprovalIn, caller: Caller, extracts: ExtractsDep) -> Any:
     """Record a decision."""
     return extracts.decide(caller, extract_id, decision=body.decision, reason=body.reason)
 
@@ -84,7 +82,7 @@ def decide(extract_id: ExtractId, body: ApprovalIn, caller: Caller, extracts: Ex
     "with the project's own secret, so the pseudonyms equal the previous build's. Only the "
     "requester or a steward; 409 when not approved, closed, expired or already building.",
     responses=errors(403, 404, 409))
-def build(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
+def build(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> Any:
     """Start a build."""
     return extracts.request_build(caller, extract_id)
 
@@ -99,7 +97,7 @@ def build(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
     "entry or a person in the build has opted out since it was built (rebuild). Every download "
     "and every refusal is audited.",
     responses={200: {"content": {"application/zip": {}}}, **errors(403, 404, 409)})
-def download(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> StreamingResponse:
+def download(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> StreamingResponse:
     """Download the package."""
     package, filename = extracts.download(caller, extract_id)
     size = os.fstat(package.fileno()).st_size
@@ -116,7 +114,7 @@ def download(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Strea
     description="The project secret is overwritten and deleted and the stored packages removed; "
     "the pseudonyms can never be reproduced, and later builds and downloads are refused (409). "
     "The requester or a steward.", responses=errors(403, 404, 409))
-def close(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
+def close(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> Any:
     """Close an extract."""
     return extracts.close(caller, extract_id)
 
@@ -129,7 +127,7 @@ def close(extract_id: ExtractId, caller: Caller, extracts: Extracts) -> Any:
     "keys too (merges and splits forward). A steward, or an agency with a record linked to "
     "the person (404 otherwise). Audited.", responses=errors(404))
 def disclosures(person_key: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller,
-                extracts: Extracts) -> Any:
+                extracts: ExtractsDep) -> Any:
     """List disclosures of one person."""
     return extracts.disclosures(caller, person_key)
 
@@ -139,7 +137,7 @@ def disclosures(person_key: Annotated[str, Path(min_length=1, max_length=64)], c
     summary="Extract request turnaround",
     description="Median and 90th-percentile hours from request to decision (final approval or "
     "first denial) and from approval to delivery (first download), with counts by status.")
-def request_report(caller: Caller, extracts: Extracts) -> Any:
+def request_report(caller: Caller, extracts: ExtractsDep) -> Any:
     """The turnaround report."""
     return extracts.request_report(caller)
 
@@ -148,6 +146,6 @@ def request_report(caller: Caller, extracts: Extracts) -> Any:
     "/v1/keys/signing", response_model=SigningKeyOut, summary="The extract signing public key",
     description="PEM and SHA-256 fingerprint of the Ed25519 key that signs every extract "
     "manifest; check a package offline with `mpi extract verify PACKAGE --public-key FILE`.")
-def signing_key(extracts: Extracts) -> Any:
+def signing_key(extracts: ExtractsDep) -> Any:
     """The public signing key."""
     return extracts.public_signing_key()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Path, UploadFile
+from fastapi import APIRouter, File, Path, UploadFile
 
 from api.auth import Caller
 from api.errors import errors
 from api.models import JobOut
-from api.state import get_jobs
-from mpi.jobs import JobRunner
+from api.state import JobsDep
 
 router = APIRouter(tags=["bulk"])
-JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 
 
 @router.post(

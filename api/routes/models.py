@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from api.auth import Caller
 from api.errors import errors
@@ -17,16 +17,12 @@ from api.models_lifecycle import (
     PromoteOut,
     TrainIn,
 )
-from api.state import get_access, get_jobs
+from api.state import AccessDep, JobsDep
 from mpi import modelops
-from mpi.access import Access
-from mpi.jobs import JobRunner
 from mpi.linkage.catalog import VERSION_PATTERN
 from mpi.modeljobs import trainer_for
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-AccessDep = Annotated[Access, Depends(get_access)]
-JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 Version = Annotated[str, Path(pattern=VERSION_PATTERN, description="e.g. `candidate-v001`.")]
 ChartName = Literal["match-weights", "m-u", "probability-histogram", "precision-recall",
                     "cluster-sizes"]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from api.auth import Caller
 from api.errors import errors
 from api.models import MatchIn, MatchOut, PersonOut
-from api.state import get_access
-from mpi.access import Access
+from api.state import AccessDep
 
 router = APIRouter(tags=["persons"])
-AccessDep = Annotated[Access, Depends(get_access)]
 
 
 @router.post(

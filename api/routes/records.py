@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 
 from api.auth import Caller
 from api.errors import errors
 from api.models import RecordOut, RecordReplaceIn, RecordResultOut, RecordsIn, RecordsOut
-from api.state import get_access
-from mpi.access import Access
+from api.state import AccessDep
 
 router = APIRouter(prefix="/v1/records", tags=["records"])
-AccessDep = Annotated[Access, Depends(get_access)]
 Sid = Annotated[str, Path(min_length=1, max_length=128, description="The agency's record id.")]
 
 

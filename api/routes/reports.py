@@ -5,16 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from api.auth import Caller
 from api.models import LinkageQualityOut
-from api.state import get_access
+from api.state import AccessDep
 from mpi import reports
-from mpi.access import Access
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
-AccessDep = Annotated[Access, Depends(get_access)]
 
 
 @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from api.auth import Caller
 from api.errors import errors
@@ -22,12 +22,10 @@ from api.models_review import (
     RevokeIn,
     SplitIn,
 )
-from api.state import get_access
+from api.state import AccessDep
 from mpi import labels, review, stewardship
-from mpi.access import Access
 
 router = APIRouter(tags=["stewardship"])
-AccessDep = Annotated[Access, Depends(get_access)]
 ItemId = Annotated[int, Path(ge=1, le=2**62)]
 PersonKey = Annotated[str, Path(min_length=1, max_length=64)]
 
