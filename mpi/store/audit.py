@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row
+from mpi.store.db import dict_rows, first_row
 from mpi.store.records import write_rows
 
 AUDIT_SCHEMA = pa.schema([
@@ -41,6 +41,4 @@ def list_audit(cur: duckdb.DuckDBPyConnection, *, after: int = 0,
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    rel = cur.execute(sql, params)
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+    return dict_rows(cur.execute(sql, params))

@@ -12,16 +12,11 @@ from typing import Any
 
 import duckdb
 
-from mpi.store.db import first_row
+from mpi.store.db import dict_rows, first_row
 
 _PRINCIPAL_COLS = ("p.principal_id, p.name, p.role, p.agency, p.created_at, p.revoked_at, "
                    "(SELECT k.key_prefix FROM api_key k WHERE k.principal_id = p.principal_id "
                    "AND k.revoked_at IS NULL ORDER BY k.created_at DESC LIMIT 1) AS key_prefix")
-
-
-def _dicts(rel: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
 
 
 def insert_agency(cur: duckdb.DuckDBPyConnection, agency: str, *, now: dt.datetime) -> bool:
@@ -33,7 +28,7 @@ def insert_agency(cur: duckdb.DuckDBPyConnection, agency: str, *, now: dt.dateti
 
 def list_agencies(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every agency, by name."""
-    return _dicts(cur.execute("SELECT agency, created_at FROM agency ORDER BY agency"))
+    return dict_rows(cur.execute("SELECT agency, created_at FROM agency ORDER BY agency"))
 
 
 def agency_exists(cur: duckdb.DuckDBPyConnection, agency: str) -> bool:
@@ -72,20 +67,20 @@ def revoke_principal(cur: duckdb.DuckDBPyConnection, principal_id: str, *,
 
 def find_principal(cur: duckdb.DuckDBPyConnection, principal_id: str) -> dict[str, Any] | None:
     """One principal with its live key prefix, or None."""
-    rows = _dicts(cur.execute(f"SELECT {_PRINCIPAL_COLS} FROM principal p WHERE p.principal_id = ?",
+    rows = dict_rows(cur.execute(f"SELECT {_PRINCIPAL_COLS} FROM principal p WHERE p.principal_id = ?",
                               [principal_id]))
     return rows[0] if rows else None
 
 
 def list_principals(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every principal (revoked ones too), oldest first."""
-    return _dicts(cur.execute(f"SELECT {_PRINCIPAL_COLS} FROM principal p "
+    return dict_rows(cur.execute(f"SELECT {_PRINCIPAL_COLS} FROM principal p "
                               "ORDER BY p.created_at, p.principal_id"))
 
 
 def find_by_key_hash(cur: duckdb.DuckDBPyConnection, key_hash: str) -> dict[str, Any] | None:
     """The principal a key hash belongs to, with ``key_revoked`` (key or principal revoked)."""
-    rows = _dicts(cur.execute(
+    rows = dict_rows(cur.execute(
         "SELECT p.principal_id, p.name, p.role, p.agency, "
         "(k.revoked_at IS NOT NULL OR p.revoked_at IS NOT NULL) AS key_revoked "
         "FROM api_key k JOIN principal p ON p.principal_id = k.principal_id "

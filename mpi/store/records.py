@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from mpi.store.db import dict_rows
 from mpi.store.db import first_row as _first
 
 RECORD_COLUMNS = ("record_seq", "agency", "source_record_id", "version", "status", "person_key",
@@ -144,14 +145,12 @@ def withdraw_records(cur: duckdb.DuckDBPyConnection, record_seqs: Sequence[int],
 
 def record_history(cur: duckdb.DuckDBPyConnection, record_seq: int) -> list[dict[str, Any]]:
     """Every version of one record, oldest first (superseded ones plus the current one)."""
-    rel = cur.execute(
+    return dict_rows(cur.execute(
         "SELECT record_seq, version, status, content_hash, key_id, research_consent, attributes, "
         "recorded_at FROM record_version WHERE record_seq = ? UNION ALL "
         "SELECT record_seq, version, status, content_hash, key_id, research_consent, attributes, "
         "updated_at FROM source_record WHERE record_seq = ? ORDER BY version",
-        [record_seq, record_seq])
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
+        [record_seq, record_seq]))
 
 
 def set_person_keys(cur: duckdb.DuckDBPyConnection, record_seqs: Sequence[int],

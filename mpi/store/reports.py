@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 
+from mpi.store.db import dict_rows
 from mpi.store.labels import ACTIVE_LABELS_SQL
 
 _LINKAGE_QUALITY_SQL = """
@@ -69,9 +70,7 @@ def linkage_quality_counts(cur: duckdb.DuckDBPyConnection, *,
     ``record_person`` review probabilities of records whose person has other records
     (``link_probability_sum``/``_n``).
     """
-    rel = cur.execute(linkage_quality_counts_sql(), [json_path])
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+    return dict_rows(cur.execute(linkage_quality_counts_sql(), [json_path]))
 
 
 _LABEL_COUNTS_SQL = """
