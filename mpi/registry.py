@@ -44,8 +44,8 @@ from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
 from mpi.linkage.scorer import Scorer
-from mpi.schema import SCHEMA_VERSION, TOKEN_COLUMNS
-from mpi.store import Store
+from mpi.schema import TOKEN_COLUMNS
+from mpi.store import Store, writeset
 from mpi.store import audit as astore
 from mpi.store import persons as pstore
 from mpi.store import records as rstore
@@ -56,6 +56,7 @@ Clock = Callable[[], dt.datetime]
 if TYPE_CHECKING:
     from mpi.linkage.spark_engine import SparkOptions
 _POSSIBLE = 0.05
+JOURNAL_MAX_RECORDS = 64  # write sets up to this many records go through the online journal
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 
@@ -289,21 +290,14 @@ class Registry:
     def _write(self, batch: WriteBatch) -> None:
         """Write a batch's records, keys, events, reviews and audit events in one transaction."""
         rows, head = self.audit_chain.seal(batch.audit, now=batch.now)
-        with self.store.transaction() as cur:
-            for agency in sorted(batch.agencies - self.known_agencies):
-                rstore.ensure_agency(cur, agency, now=batch.now)
-            for kid in batch.new_key_ids:
-                pstore.add_linkage_key_id(cur, kid, schema_version=SCHEMA_VERSION, now=batch.now)
-            pstore.insert_persons(cur, batch.persons, now=batch.now)
-            rstore.insert_records(cur, batch.new_rows)
-            if batch.changed_rows:
-                rstore.replace_records(cur, batch.changed_rows)
-            if batch.retired:
-                pstore.retire_persons(cur, batch.retired, now=batch.now)
-            pstore.insert_events(cur, batch.events)
-            pstore.insert_lineage(cur, batch.lineage)
-            pstore.insert_review_items(cur, batch.reviews)
-            astore.append_audit(cur, rows)
+        ws = writeset.make(
+            now=batch.now, agencies=sorted(batch.agencies - self.known_agencies),
+            key_ids=batch.new_key_ids, persons=batch.persons, new_rows=batch.new_rows,
+            changed_rows=batch.changed_rows, retired=batch.retired, events=batch.events,
+            lineage=batch.lineage, reviews=batch.reviews, audit=rows)
+        # Small write sets (single-record API calls, audited reads) are made durable in the
+        # journal and folded into DuckDB in groups; bulk ones go straight in (Decision 48).
+        self.store.write_set(ws, journal=writeset.record_count(ws) <= JOURNAL_MAX_RECORDS)
         self.audit_chain.advance(head)
         self.known_agencies |= batch.agencies
 

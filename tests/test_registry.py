@@ -15,13 +15,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpi import registry as registry_module
 from mpi.config import Settings
 from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.registry import JOURNAL_MAX_RECORDS as JOURNAL_MAX
 from mpi.registry import EnrolResult, Registry
+from mpi.store import journal as journal_module
 from mpi.store import records as rstore
 from mpi.synth import generate
 
@@ -622,20 +626,40 @@ def _block_next_record_seq(reg: Registry) -> int:
     return seq
 
 
-def _unblock(reg: Registry, seq: int) -> None:
-    reg.store.cursor().execute("DELETE FROM source_record WHERE record_seq = ?", [seq])
+@contextlib.contextmanager
+def _write_fails(reg: Registry, monkeypatch: pytest.MonkeyPatch, where: str) -> Iterator[None]:
+    """Make the durable write of the next enrol fail: DuckDB refuses it (a direct write), or
+    the journal's fdatasync fails (a journaled write)."""
+    if where == "duckdb":
+        monkeypatch.setattr(registry_module, "JOURNAL_MAX_RECORDS", 0)
+        seq = _block_next_record_seq(reg)
+        yield
+        reg.store.cursor().execute("DELETE FROM source_record WHERE record_seq = ?", [seq])
+        monkeypatch.setattr(registry_module, "JOURNAL_MAX_RECORDS", JOURNAL_MAX)
+        return
+    reg.store.flush_journal()  # nothing pending: no fold rotates the segment under the test
+    segment = reg.store.journal.active
+    assert segment is not None
+    size = segment.stat().st_size
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", no_space)
+    yield
+    monkeypatch.undo()
+    assert segment.stat().st_size == size  # no torn entry left behind
 
 
-def test_failed_enrol_changes_neither_file_nor_matching(open_registry: Callable[..., Registry]
-                                                         ) -> None:
+@pytest.mark.parametrize("where", ["duckdb", "journal"])
+def test_failed_enrol_changes_neither_file_nor_matching(
+        open_registry: Callable[..., Registry], monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     reg = open_registry()
     x, y, z = triple(7)
     kx = enrol(reg, "a", tok([x])).results[0].person_key
     counts, keys = table_counts(reg), keys_of(reg)
-    seq = _block_next_record_seq(reg)
-    with pytest.raises(Exception):  # noqa: B017 - whatever DuckDB raises for the violation
+    with _write_fails(reg, monkeypatch, where), pytest.raises((OSError, duckdb.Error)):
         enrol(reg, "b", tok([y, z]))
-    _unblock(reg, seq)
     assert table_counts(reg) == counts and keys_of(reg) == keys
     # The failed records are unknown: sent again they are matched as new records.
     res = enrol(reg, "b", tok([y, z]))
@@ -645,15 +669,14 @@ def test_failed_enrol_changes_neither_file_nor_matching(open_registry: Callable[
     assert_consistent(reg)
 
 
-def test_failed_enrol_leaves_person_counts_as_in_the_file(open_registry: Callable[..., Registry]
-                                                           ) -> None:
+@pytest.mark.parametrize("where", ["duckdb", "journal"])
+def test_failed_enrol_leaves_person_counts_as_in_the_file(
+        open_registry: Callable[..., Registry], monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     reg = open_registry()
     x, y, _z = triple(8)
     kx = enrol(reg, "a", tok([x])).results[0].person_key
-    seq = _block_next_record_seq(reg)
-    with pytest.raises(Exception):  # noqa: B017
+    with _write_fails(reg, monkeypatch, where), pytest.raises((OSError, duckdb.Error)):
         enrol(reg, "b", tok([y]))      # y would link to x's person
-    _unblock(reg, seq)
     reg.withdraw_records("a", ["x8"])  # x was the key's only record
     assert reg.get_person(kx)["status"] == "retired"
     assert_consistent(reg)

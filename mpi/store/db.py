@@ -7,16 +7,23 @@ Owns: opening the file, applying migrations, one cursor per thread and a single 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from mpi.errors import ConfigurationError
+from mpi.store.journal import Journal, JournalBusy
 from mpi.store.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    from mpi.store.writeset import WriteSet
+
+log = logging.getLogger("mpi.store")
 
 # One DuckDB worker thread: the registry runs many tiny statements, where the scheduler's
 # hand-offs cost more than parallelism gains (measured ~25% per statement); bulk linkage runs
@@ -26,6 +33,12 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # Checkpoints rewrite the tables' indexes; at the default 16 MB of WAL a 1M-record
     # registry checkpointed every few ingest chunks (a 1 s stall each time).
     "checkpoint_threshold": "256MB"}
+
+
+# Journaled write sets are folded into DuckDB at least this often, or at once when this many
+# are waiting (a fold of a few dozen costs about one direct commit).
+_FOLD_EVERY_S = 0.05
+_FOLD_AT = 256
 
 
 def first_row(rows: list[Any]) -> Any:
@@ -61,6 +74,22 @@ class Store:
         self._cursors_lock = threading.Lock()
         self.write_lock = threading.RLock()
         self._migrate(now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        # The online journal (mpi/store/journal.py): write sets acknowledged but not yet folded
+        # into DuckDB. Lock order: write_lock, then _fold_lock.
+        self._pending: list[tuple[int, WriteSet]] = []
+        self._retry: list[tuple[int, WriteSet]] = []  # a fold that failed, folded first next time
+        self._fold_lock = threading.Lock()
+        try:
+            self.journal = Journal(path)
+        except JournalBusy as exc:
+            self._con.close()
+            raise ConfigurationError(f"cannot open registry: {exc}; close it first") from None
+        self._acked = self._folded = self._replay()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="mpi-journal",
+                                         daemon=True)
+        self._flusher.start()
 
     def _migrate(self, now: dt.datetime) -> None:
         con = self._con
@@ -88,8 +117,96 @@ class Store:
         row = first_row(self.cursor().execute("SELECT max(version) FROM schema_version").fetchall())
         return int(row[0]) if row and row[0] is not None else 0
 
+    # ---- the online write journal (mpi/store/journal.py) ------------------------------
+    def _replay(self) -> int:
+        """Fold entries an earlier process acknowledged but did not fold; the last folded seq."""
+        cur = self._cursor()
+        row = first_row(cur.execute("SELECT applied_seq FROM journal_state").fetchall())
+        applied = int(row[0]) if row else 0
+        entries = [(seq, ws) for seq, ws in self.journal.recover() if seq > applied]
+        self.journal.next_seq = max(self.journal.next_seq, applied + 1)
+        if entries:
+            log.info("journal: folding %d acknowledged write sets into the registry",
+                     len(entries))
+            self._fold(entries)
+            applied = entries[-1][0]
+        self.journal.start()
+        return applied
+
+    def _fold(self, entries: list[tuple[int, WriteSet]]) -> None:
+        from mpi.store import writeset  # writeset imports the table stores, which import db
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            writeset.apply(cur, [ws for _seq, ws in entries])
+            cur.execute("UPDATE journal_state SET applied_seq = ?", [entries[-1][0]])
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def write_set(self, ws: WriteSet, *, journal: bool) -> None:
+        """Make a write set durable: appended to the journal (small ones) or written directly.
+
+        Call with ``write_lock`` held. Either way it is durable when this returns."""
+        if not journal:
+            from mpi.store import writeset
+            with self.transaction() as cur:
+                writeset.apply(cur, [ws])
+            return
+        seq = self.journal.append(ws)
+        self._pending.append((seq, ws))
+        self._acked = seq
+        if len(self._pending) >= _FOLD_AT:
+            self._wake.set()
+
+    def flush_journal(self) -> None:
+        """Fold every acknowledged journaled write set into DuckDB (returns once they are in).
+
+        Takes what is pending and rotates the journal under the write lock, then folds with
+        only the fold lock held, so enrols go on appending meanwhile."""
+        with self.write_lock:
+            batch: list[tuple[int, WriteSet]] = []
+            if self._pending:
+                self.journal.rotate()
+                batch, self._pending = self._pending, []
+            self._fold_lock.acquire()  # in snapshot order: taken before the write lock goes
+        try:
+            entries, self._retry = self._retry + batch, []
+            if not entries:
+                return
+            try:
+                self._fold(entries)
+            except BaseException:
+                self._retry = entries
+                raise
+            self._folded = entries[-1][0]
+            self.journal.drop_through(self._folded)
+        finally:
+            self._fold_lock.release()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(_FOLD_EVERY_S)
+            self._wake.clear()
+            if self._folded >= self._acked:
+                continue
+            try:
+                self.flush_journal()
+            except Exception as exc:  # retried on the next tick, and by the next reader
+                log.error("journal: folding into the registry failed (%s); will retry",
+                          type(exc).__name__)
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor (for reads, or writes inside ``transaction``)."""
+        """This thread's cursor (for reads, or writes inside ``transaction``).
+
+        Journaled writes are folded into DuckDB first, so every read sees every acknowledged
+        write."""
+        if self._folded < self._acked:  # also waits for a fold in progress elsewhere
+            self.flush_journal()
+        return self._cursor()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
         if cur is None:
             cur = self._con.cursor()
@@ -102,7 +219,7 @@ class Store:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Serialize writers; commit on success, roll back on any error."""
         with self.write_lock:
-            cur = self.cursor()
+            cur = self.cursor()  # folds the journal first: writes stay in order
             cur.execute("BEGIN TRANSACTION")
             try:
                 yield cur
@@ -114,10 +231,21 @@ class Store:
     def checkpoint(self) -> None:
         """Fold the WAL into the database file."""
         with self.write_lock:
-            self.cursor().execute("CHECKPOINT")
+            self.flush_journal()
+            self._cursor().execute("CHECKPOINT")
 
     def close(self) -> None:
-        """Close every thread's cursor and the file."""
+        """Fold the journal, then close every thread's cursor and the file."""
+        self._stop.set()
+        self._wake.set()
+        self._flusher.join()
+        try:
+            self.flush_journal()  # if this fails, the next open replays the journal
+        finally:
+            self.journal.close(all_folded=self._folded >= self._acked)
+            self._close_duckdb()
+
+    def _close_duckdb(self) -> None:
         with self._cursors_lock:
             for cur in self._cursors:
                 cur.close()

@@ -239,4 +239,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             result VARCHAR NOT NULL,
             evaluated_at TIMESTAMP NOT NULL)""",
     )),
+    (7, "online write journal: the last journal entry folded into this file", (
+        """CREATE TABLE journal_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            applied_seq BIGINT NOT NULL)""",
+        "INSERT INTO journal_state VALUES (1, 0)",
+    )),
 )

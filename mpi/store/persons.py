@@ -35,9 +35,11 @@ _PERSON_SCHEMA = pa.schema([
 
 def insert_persons(cur: duckdb.DuckDBPyConnection, persons: Sequence[Mapping[str, Any]], *,
                    now: dt.datetime) -> None:
-    """Insert newly minted keys (active); a row's minted_* fields are its mint event."""
+    """Insert newly minted keys (active); a row's minted_* fields are its mint event.
+
+    A row may carry its own ``created_at`` (journaled write sets folded together)."""
     write_rows(cur, "person", _PERSON_SCHEMA,
-               [{**p, "status": "active", "created_at": now} for p in persons])
+               [{"created_at": now, **p, "status": "active"} for p in persons])
 
 
 def retire_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *,
