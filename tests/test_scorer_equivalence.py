@@ -19,7 +19,7 @@ from splink import DuckDBAPI, Linker
 from mpi import pipeline
 from mpi.linkage import splink_engine
 from mpi.linkage.definition import DEFAULT_DEFINITION
-from mpi.linkage.index import BlockingIndex
+from mpi.linkage.index import BlockingIndex, rule_key, rule_keys
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, load_version
 from mpi.linkage.scorer import Scorer
 from mpi.schema import TOKEN_COLUMNS
@@ -133,7 +133,7 @@ def test_blocking_index_all_at_once_equals_splink_blocking(data: Data,
         f"only in Splink: {sorted(splink_blocked_pairs - ours)[:5]}")
 
 
-@pytest.mark.parametrize("chunk", [1, 700, 2500])
+@pytest.mark.parametrize("chunk", [1, 3, 700, 2500])
 def test_blocking_index_incremental_equals_splink_blocking(data: Data, splink_blocked_pairs: Pairs,
                                                            chunk: int) -> None:
     """Appending in chunks (delta + merged sorted arrays) and asking for each chunk's candidates
@@ -152,6 +152,34 @@ def test_blocking_index_incremental_equals_splink_blocking(data: Data, splink_bl
     assert online == expected
     at_end = _index_pairs(*index.candidates(np.arange(n, dtype=np.int64)))
     assert at_end == expected
+
+
+def test_few_row_paths_equal_the_array_paths(data: Data) -> None:
+    """Single online records take a plain-Python path (rule_key, lookup_one): same keys, same
+    candidates and same query hits as the array path."""
+    rng = np.random.default_rng(3)
+    cols = {c: rng.integers(-2**63, 2**63 - 1, 500, dtype=np.int64) for c in data.columns}
+    for c in cols:
+        cols[c][rng.random(500) < 0.2] = 0
+    for i, rule in enumerate(DEFAULT_DEFINITION.blocking_rules):
+        vec = rule_keys(cols, rule, i).tolist()
+        assert vec == [rule_key({c: int(v[j]) for c, v in cols.items()}, rule, i)
+                       for j in range(500)]
+    n = data.table.num_rows
+    index = BlockingIndex(DEFAULT_DEFINITION)
+    rows = index.append(data.columns, np.full(n, -1, dtype=np.int64))
+    index.active[::5] = False
+    sample = rows[7::41]
+    left, right = index.candidates(sample)
+    one = [index.candidates(sample[k:k + 1]) for k in range(len(sample))]
+    assert len(left) > 100
+    assert left.tolist() == [x for lf, _ in one for x in lf.tolist()]
+    assert right.tolist() == [x for _, rt in one for x in rt.tolist()]
+    outside = {c: v[sample] for c, v in data.columns.items()}
+    q, hit = index.query(outside)
+    singles = [index.query({c: v[k:k + 1] for c, v in outside.items()}) for k in range(len(sample))]
+    assert sorted(zip(q.tolist(), hit.tolist(), strict=True)) == sorted(
+        (k, h) for k, (_q, hs) in enumerate(singles) for h in hs.tolist())
 
 
 def test_blocking_index_skips_inactive_rows(data: Data, splink_blocked_pairs: Pairs) -> None:

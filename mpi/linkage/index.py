@@ -37,6 +37,23 @@ def rule_keys(columns: Mapping[str, I64], rule: Sequence[str], salt: int) -> npt
     return h
 
 
+_MASK = (1 << 64) - 1
+_MULT_INT = int(_MULT)
+_SCALAR_ROWS = 4  # appends and lookups of this few rows take the plain-Python path
+
+
+def rule_key(values: Mapping[str, int], rule: Sequence[str], salt: int) -> int:
+    """``rule_keys`` of one row in plain Python (a single online record: no array set-up)."""
+    h = salt + 1
+    for col in rule:
+        v = values[col]
+        if v == 0:
+            return 0
+        h = ((h * _MULT_INT) & _MASK) ^ (v & _MASK)
+        h ^= h >> 29
+    return h or 1
+
+
 class _RuleIndex:
     """Sorted (key, row) arrays plus a dict of recent additions, merged in when it grows."""
 
@@ -58,6 +75,25 @@ class _RuleIndex:
         if self.delta_size > _DELTA_LIMIT:
             self._merge(*self._delta_arrays())
             self.delta, self.delta_size = {}, 0
+
+    def add_one(self, key: int, row: int) -> None:
+        """``add`` for one row."""
+        if key:
+            self.delta.setdefault(key, []).append(row)
+            self.delta_size += 1
+            if self.delta_size > _DELTA_LIMIT:
+                self._merge(*self._delta_arrays())
+                self.delta, self.delta_size = {}, 0
+
+    def lookup_one(self, key: int) -> list[int]:
+        """Rows stored under one key (``lookup`` for one query)."""
+        if not key:
+            return []
+        k = np.uint64(key)
+        lo, hi = int(self.keys.searchsorted(k, "left")), int(self.keys.searchsorted(k, "right"))
+        found: list[int] = self.rows[lo:hi].tolist() if hi > lo else []
+        extra = self.delta.get(key)
+        return found + extra if extra else found
 
     def _delta_arrays(self) -> tuple[npt.NDArray[np.uint64], I64]:
         ks = [k for k, rs in self.delta.items() for _ in rs]
@@ -159,7 +195,14 @@ class BlockingIndex:
         if idents is not None:
             self.ident[self.n: self.n + m] = idents
         self.n += m
-        for i, rule in enumerate(self.definition.blocking_rules):
+        rules = self.definition.blocking_rules
+        if m <= _SCALAR_ROWS:
+            for j, row in enumerate(rows.tolist()):
+                values = {c: int(columns[c][j]) for c in self.columns}
+                for i, rule in enumerate(rules):
+                    self._rules[i].add_one(rule_key(values, rule, i), row)
+            return rows
+        for i, rule in enumerate(rules):
             self._rules[i].add(rule_keys(columns, rule, i), rows)
         return rows
 
@@ -173,6 +216,8 @@ class BlockingIndex:
 
     def candidates(self, rows: I64) -> tuple[I64, I64]:
         """Candidate pairs (row, earlier active row sharing a blocking key), de-duplicated."""
+        if len(rows) <= _SCALAR_ROWS:
+            return self._candidates_few(rows)
         cols = {c: self.data[c][rows] for c in self.columns}
         qs, cs = [], []
         for i, rule in enumerate(self.definition.blocking_rules):
@@ -188,8 +233,36 @@ class BlockingIndex:
         pair = sorted_unique(left * np.int64(self._cap + 1) + right)
         return pair // np.int64(self._cap + 1), pair % np.int64(self._cap + 1)
 
+    def _candidates_few(self, rows: I64) -> tuple[I64, I64]:
+        left: list[int] = []
+        right: list[int] = []
+        for row in sorted(rows.tolist()):
+            hits = self._active_hits({c: int(self.data[c][row]) for c in self.columns}, below=row)
+            left.extend([row] * len(hits))
+            right.extend(hits)
+        return np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)
+
+    def _active_hits(self, values: Mapping[str, int], *, below: int | None = None) -> list[int]:
+        """Sorted active rows sharing a blocking key with one record (rows < ``below`` only)."""
+        found: set[int] = set()
+        for i, rule in enumerate(self.definition.blocking_rules):
+            found.update(self._rules[i].lookup_one(rule_key(values, rule, i)))
+        hits = sorted(r for r in found if below is None or r < below)
+        if not hits:
+            return hits
+        return [r for r, a in zip(hits, self.active[hits].tolist(), strict=True) if a]
+
     def query(self, columns: Mapping[str, I64]) -> tuple[I64, I64]:
         """(query position, active row) for outside records sharing any blocking key."""
+        n = len(columns[self.columns[0]])
+        if n <= _SCALAR_ROWS:
+            ql: list[int] = []
+            rl: list[int] = []
+            for j in range(n):
+                hits = self._active_hits({c: int(columns[c][j]) for c in self.columns})
+                ql.extend([j] * len(hits))
+                rl.extend(hits)
+            return np.array(ql, dtype=np.int64), np.array(rl, dtype=np.int64)
         qs, cs = [], []
         for i, rule in enumerate(self.definition.blocking_rules):
             q, c = self._rules[i].lookup(rule_keys(columns, rule, i))
