@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mpi import modelanalysis as ma
 from mpi import relink
@@ -148,7 +149,7 @@ def evaluate_model(reg: Registry, version: str, *, principal: str) -> dict[str, 
     return result
 
 
-def _pair_class(p: np.ndarray, link: float, review: float) -> np.ndarray:
+def _pair_class(p: npt.NDArray[Any], link: float, review: float) -> npt.NDArray[Any]:
     return np.where(p >= link, 2, np.where(p >= review, 1, 0))
 
 
@@ -238,9 +239,9 @@ def model_impact(reg: Registry, version: str, *, principal: str,
     return out
 
 
-def _sample_pairs(reg: Registry, picks: np.ndarray, a_act: ma.Analysis, a_cand: ma.Analysis,
-                  active: ModelVersion, cand: ModelVersion, cls_a: np.ndarray,
-                  cls_c: np.ndarray) -> list[dict[str, Any]]:
+def _sample_pairs(reg: Registry, picks: npt.NDArray[Any], a_act: ma.Analysis, a_cand: ma.Analysis,
+                  active: ModelVersion, cand: ModelVersion, cls_a: npt.NDArray[Any],
+                  cls_c: npt.NDArray[Any]) -> list[dict[str, Any]]:
     if len(picks) == 0:
         return []
     ls, rs = a_cand.pair_l[picks], a_cand.pair_r[picks]

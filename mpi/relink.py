@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -90,7 +91,7 @@ def link_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: 
     return apply_constraints(reg, canonical_clusters(result, records=table), model=model)
 
 
-def dry_run(reg: Registry, result: LinkResult) -> tuple[np.ndarray, np.ndarray,
+def dry_run(reg: Registry, result: LinkResult) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
                                                         keyrules.Reconciliation]:
     """What reconciling ``result`` would do, writing nothing: (record_seq, current key index,
     reconciliation), the same computation ``link_registry`` commits."""
@@ -154,7 +155,7 @@ def canonical_clusters(result: LinkResult, *, records: pa.Table) -> LinkResult:
     return LinkResult(edges=result.edges, clusters=clusters)
 
 
-def _partition_unchanged(seq: np.ndarray, cluster: np.ndarray, old_key: np.ndarray) -> bool:
+def _partition_unchanged(seq: npt.NDArray[Any], cluster: npt.NDArray[Any], old_key: npt.NDArray[Any]) -> bool:
     """True when the clusters are exactly the current keys' groups (the steady state).
 
     ``seq`` is sorted and every cluster is labelled by its smallest member, so each record can
@@ -169,13 +170,13 @@ def _partition_unchanged(seq: np.ndarray, cluster: np.ndarray, old_key: np.ndarr
     return len(sorted_unique(label_keys)) == len(label_keys)
 
 
-def _check_cover(seq: np.ndarray, expected: np.ndarray) -> None:
+def _check_cover(seq: npt.NDArray[Any], expected: npt.NDArray[Any]) -> None:
     if len(seq) != len(expected) or not np.array_equal(seq, _sorted_by(expected)[0]):
         raise Conflict("the link result does not cover exactly the registry's active records; "
                        "nothing was changed")
 
 
-def _labels_are_smallest_members(seq: np.ndarray, ids: np.ndarray) -> bool:
+def _labels_are_smallest_members(seq: npt.NDArray[Any], ids: npt.NDArray[Any]) -> bool:
     """True when every label is a member labelled by itself and no larger than its members,
     i.e. each cluster is already labelled by its smallest record (``seq`` sorted)."""
     if not bool((ids <= seq).all()):
@@ -184,7 +185,7 @@ def _labels_are_smallest_members(seq: np.ndarray, ids: np.ndarray) -> bool:
     return bool((seq[pos] == ids).all() and (ids[pos] == ids).all())
 
 
-def _sorted_by(key: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+def _sorted_by(key: npt.NDArray[Any], *others: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], ...]:
     """``key`` (and ``others`` aligned with it) in ascending key order; no sort if already."""
     if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):
         return (key, *others)
@@ -293,7 +294,7 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
                        edges=result.edges.num_rows, model_version=use.version)
 
 
-def rows_of(reg: Registry, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rows_of(reg: Registry, seq: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """In-memory index rows of record_seqs, and which of them are active (the row of an
     inactive one is meaningless). Call it under the write lock."""
     live = np.flatnonzero(reg.index.active[: reg.index.n])
@@ -306,6 +307,6 @@ def rows_of(reg: Registry, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return live[order][pos], sorted_seq[pos] == seq
 
 
-def _rows_for(reg: Registry, seq: np.ndarray) -> np.ndarray:
+def _rows_for(reg: Registry, seq: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """In-memory index rows of the given (active) record_seqs."""
     return rows_of(reg, seq)[0]

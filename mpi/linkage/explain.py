@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mpi.linkage.definition import ModelDefinition
 from mpi.linkage.params import ModelParams, probability
@@ -54,7 +56,7 @@ class PairExplanation:
         }
 
 
-def _column(row: Mapping[str, int], name: str) -> np.ndarray:
+def _column(row: Mapping[str, int], name: str) -> npt.NDArray[Any]:
     return np.array([int(row.get(name, 0) or 0)], dtype=np.int64)
 
 
