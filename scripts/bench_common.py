@@ -19,6 +19,30 @@ from pathlib import Path
 from typing import Any
 
 
+def cpu_calibration() -> dict[str, float]:
+    """How fast this VM's core is right now, to compare runs across machines: a 10M-step Python
+    loop and a bare DuckDB one-row INSERT + COMMIT in a scratch file (medians of 3 and 200)."""
+    import duckdb
+    loops = []
+    for _ in range(3):
+        t = time.perf_counter()
+        s = 0
+        for i in range(10_000_000):
+            s += i
+        loops.append(time.perf_counter() - t)
+    commits = []
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        con = duckdb.connect(f"{d}/c.duckdb")
+        con.execute("CREATE TABLE t (a BIGINT PRIMARY KEY, b VARCHAR)")
+        for i in range(200):
+            t = time.perf_counter()
+            con.execute("INSERT INTO t VALUES (?, ?)", [i, "x"])
+            commits.append(time.perf_counter() - t)
+        con.close()
+    return {"python_loop_10m_s": round(statistics.median(loops), 3),
+            "duckdb_insert_commit_ms": round(statistics.median(commits) * 1000, 3)}
+
+
 def machine_info() -> dict[str, Any]:
     """Platform, CPU model, cores, memory, Python and library versions."""
     cpu = "unknown"
@@ -42,6 +66,7 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         pass
     info["mpi_source"] = source_state()
+    info["cpu_calibration"] = cpu_calibration()
     for mod in ("duckdb", "splink", "pyarrow", "numpy"):
         try:
             info[mod] = __import__(mod).__version__

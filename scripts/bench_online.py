@@ -39,16 +39,12 @@ TARGETS = {"p50_ms": 2.0, "p99_ms": 10.0, "rss_mb": 2.5 * 1024, "ingest_records_
 def match_only(reg: Any, rec: dict[str, Any]) -> tuple[int, float]:
     """parse + index lookup + score of one record against the registry; no state change."""
     from mpi.intake import ParsedRecord, parse_record
-    from mpi.linkage.index import rule_keys
     p = parse_record(rec, row=1, server_secret=reg.server_secret,
                      accepted_key_ids=reg.accepted_key_ids())
     assert isinstance(p, ParsedRecord), p
     idx = reg.index
     cols = {c: p.tokens[pos: pos + 1].copy() for pos, c in reg._cols}
-    found = [idx._rules[i].lookup(rule_keys(cols, rule, i))[1]
-             for i, rule in enumerate(idx.definition.blocking_rules)]
-    right = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
-    right = right[idx.active[right]]
+    _q, right = idx.query(cols)
     if len(right) == 0:
         return -1, float("-inf")
     left = {c: np.repeat(v, len(right)) for c, v in cols.items()}
