@@ -98,6 +98,17 @@ def _rate_limited(base: str, path: str, *, body: str, rate: int, duration: int, 
             "timeouts": r["timeouts"]}
 
 
+def _start_py_spy(out_dir: Path | None, name: str, pid: int,
+                  duration: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server for ``duration`` seconds (None when not asked for)."""
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(duration), "-r", "250",
+                             "-f", "raw", "-o", str(out_dir / f"{name}.txt"), "--threads"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     """Run the load benchmark and print a JSON summary."""
     ap = argparse.ArgumentParser()
@@ -106,6 +117,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--submit-people", type=int, default=25000)
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                    help="also sample the server with py-spy during the closed-loop runs "
+                         "(collapsed stacks in DIR/<run>.txt; pip install py-spy)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required: apt-get install wrk")
@@ -158,12 +172,14 @@ def main() -> None:
         res["baseline_healthz"] = _wrk(base + "/healthz", script=health_lua,
                                        duration=max(5, args.duration // 2),
                                        connections=args.connections)
-        log("POST /v1/match")
-        res["match"] = _wrk(base + "/v1/match", script=match_lua, duration=args.duration,
-                            connections=args.connections)
-        log("POST /v1/records (single record)")
-        res["records"] = _wrk(base + "/v1/records", script=rec_lua, duration=args.duration,
-                              connections=args.connections)
+        for name, path, lua in (("match", "/v1/match", match_lua),
+                                ("records", "/v1/records", rec_lua)):
+            log(f"POST {path} (closed loop)")
+            spy = _start_py_spy(args.py_spy, name, server.pid, args.duration)
+            res[name] = _wrk(base + path, script=lua, duration=args.duration,
+                             connections=args.connections)
+            if spy is not None:
+                spy.wait(timeout=60)
         if shutil.which("autocannon") is None:
             sys.exit("autocannon is required for the fixed-rate runs: npm install -g autocannon")
         log("fixed rate: POST /v1/match at 600/s and POST /v1/records at 300/s, 16 clients")

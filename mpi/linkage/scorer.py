@@ -49,6 +49,25 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
     return mask
 
 
+def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
+                 right: Mapping[str, int]) -> bool:
+    """``_level_mask`` for one pair, in plain Python (same predicates, same order)."""
+    if kind == "equal":
+        v = left[c[0]]
+        return v != 0 and v == right[c[0]]
+    if kind == "any_equal":
+        return any(left[x] != 0 and left[x] == right[x] for x in c)
+    if kind == "all_equal":
+        return all(left[x] != 0 and left[x] == right[x] for x in c)
+    if kind == "cross":
+        ca, cb = c
+        return (left[ca] != 0 and left[ca] == right[cb]) or (left[cb] != 0 and left[cb] == right[ca])
+    return any(left[x] != 0 and left[x] == right[y] for x in c for y in c)
+
+
+_FEW_PAIRS = 24  # up to this many pairs, plain Python beats NumPy's per-call set-up
+
+
 class Scorer:
     """Scores aligned left/right records with a definition and its trained parameters."""
 
@@ -87,9 +106,47 @@ class Scorer:
 
     def weights(self, left: Columns, right: Columns) -> npt.NDArray[np.float64]:
         """Match weight of each pair: prior + the sum of level weights, in Splink's order."""
+        first = next(iter(left.values()), None)
+        if first is not None and len(first) <= _FEW_PAIRS:
+            return self._weights_few(left, right, len(first))
         contribs = self.contributions(left, right)
         n = len(contribs[0]) if contribs else 0
         total = np.full(n, self.prior_weight, dtype=np.float64)
         for c in contribs:
             total += c
         return total
+
+    def _weights_few(self, left: Columns, right: Columns, n: int) -> npt.NDArray[np.float64]:
+        """``weights`` for a few pairs: the same levels and the same float additions, in order
+        (so the sums are bit-identical to the array path's)."""
+        cols = self.definition.columns()
+        lrows = [dict(zip(cols, vals, strict=True))
+                 for vals in zip(*(left[c].tolist() for c in cols), strict=True)]
+        rrows = [dict(zip(cols, vals, strict=True))
+                 for vals in zip(*(right[c].tolist() for c in cols), strict=True)]
+        out = np.empty(n, dtype=np.float64)
+        plan = self._plan()
+        for k, (lv, rv) in enumerate(zip(lrows, rrows, strict=True)):
+            total = self.prior_weight
+            for null_cols, levels, weights in plan:
+                if all(lv[c] == 0 for c in null_cols) or all(rv[c] == 0 for c in null_cols):
+                    total += 0.0
+                    continue
+                level = len(levels)
+                for i, (kind, c) in enumerate(levels):
+                    if _level_holds(kind, c, lv, rv):
+                        level = i
+                        break
+                total += weights[level]
+            out[k] = total
+        return out
+
+    def _plan(self) -> list[tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]], list[float]]]:
+        plan = getattr(self, "_plan_cache", None)
+        if plan is None:
+            plan = [(comp.null_columns, [(lvl.kind, lvl.columns) for lvl in comp.levels],
+                     [float(w) for w in weights])
+                    for comp, weights in zip(self.definition.comparisons, self._weights,
+                                             strict=True)]
+            self._plan_cache = plan
+        return plan
