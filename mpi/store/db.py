@@ -195,6 +195,7 @@ class Store:
                 continue
             try:
                 self.flush_journal()
+                self.journal.prepare_spare()  # here, so no enrol waits for a file creation
             except Exception as exc:  # retried on the next tick, and by the next reader
                 log.error("journal: folding into the registry failed (%s); will retry",
                           type(exc).__name__)

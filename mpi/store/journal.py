@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,6 +96,10 @@ class Journal:
         self._active_last = 0  # last seq written to the active segment
         self._size = 0
         self._closed: list[tuple[Path, int]] = []  # rotated-out segments and their last seq
+        self._spare: tuple[int, Path] | None = None  # created ahead, for the next rotation
+        self._spare_lock = threading.Lock()
+        self._preparing = False
+        self._numbers = 1  # next segment number to hand out
         self.next_seq = 1
         # One journal per registry file, even within one process (DuckDB lets a process open
         # a file twice; two journals would replay and delete each other's segments).
@@ -134,10 +139,12 @@ class Journal:
 
     def start(self) -> None:
         """Delete every old segment (call once their entries are in DuckDB) and open a new one."""
-        for seg in self._segments():
+        segments = self._segments()
+        self._numbers = max((int(p.name[len(self._prefix):]) for p in segments), default=0) + 1
+        for seg in segments:
             seg.unlink()
         self._closed = []
-        self._open_new(1)
+        self._open_new(self._reserve())
 
     def _open_new(self, number: int) -> None:
         path = self._dir / f"{self._prefix}{number:08d}"
@@ -174,9 +181,45 @@ class Journal:
         return seq
 
     def rotate(self) -> None:
-        """Send later appends to a new segment (the current one is about to be folded)."""
-        assert self._active is not None
-        self._open_new(int(self._active.name[len(self._prefix):]) + 1)
+        """Send later appends to a new segment (the current one is about to be folded).
+
+        Uses the spare segment when one is ready, so the caller (holding the write lock) does
+        not wait for a file creation and a directory fsync."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            self._open_new(self._reserve())
+            return
+        if self._fd is not None and self._active is not None:
+            os.close(self._fd)
+            self._closed.append((self._active, self._active_last))
+        self._fd, self._active = spare
+        self._active_last, self._size = 0, 0
+
+    def prepare_spare(self) -> None:
+        """Create (durably) the segment the next rotation switches to. Safe to call from another
+        thread than the appender's; does nothing if a spare is ready or being made."""
+        with self._spare_lock:
+            if self._spare is not None or self._preparing or self._fd is None:
+                return
+            self._preparing = True
+            number = self._numbers
+            self._numbers += 1
+        try:
+            path = self._dir / f"{self._prefix}{number:08d}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            _fsync_dir(self._dir)
+            with self._spare_lock:
+                self._spare = (fd, path)
+        finally:
+            with self._spare_lock:
+                self._preparing = False
+
+    def _reserve(self) -> int:
+        with self._spare_lock:
+            number = self._numbers
+            self._numbers += 1
+            return number
 
     def drop_through(self, seq: int) -> None:
         """Delete rotated-out segments whose entries are all folded (sequence <= ``seq``)."""
@@ -193,6 +236,9 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._spare is not None:
+            os.close(self._spare[0])
+            self._spare = None
         if all_folded:
             for seg in self._segments():
                 seg.unlink()
