@@ -179,7 +179,8 @@ def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 def working_copy(data_dir: Path, *, parent: Path | None = None) -> Path:
     """Copy a registry directory's DuckDB file(s) and server secret to a fresh temp dir."""
     dst = Path(tempfile.mkdtemp(prefix="mpi-bench-work-", dir=parent or data_dir.parent))
-    for name in ("mpi.duckdb", "mpi.duckdb.wal", "server.secret"):
+    journal = [p.name for p in data_dir.glob("mpi.duckdb.journal.*")]  # Decision 48
+    for name in ("mpi.duckdb", "mpi.duckdb.wal", "server.secret", *journal):
         src = data_dir / name
         if src.exists():
             shutil.copy2(src, dst / name)
