@@ -156,6 +156,19 @@ def test_raw_byte_flip_in_the_zip_never_passes_with_changed_content(package: Pat
                 i.filename: zp.read(i) for i in zp.infolist()}
 
 
+def test_a_member_flagged_encrypted_is_reported_not_raised(package: Path, tmp_path: Path) -> None:
+    """Tampering that sets a central-directory entry's 'encrypted' flag made zipfile raise
+    RuntimeError out of verify_package (found by the byte-flip property test)."""
+    raw = bytearray(package.read_bytes())
+    central = raw.find(b"PK\x01\x02")
+    assert central > 0
+    raw[central + 8] |= 0x01  # general purpose bit flag, bit 0: encrypted
+    bad = tmp_path / "encrypted.zip"
+    bad.write_bytes(bytes(raw))
+    check = verify_package(bad)
+    assert not check.ok and check.altered
+
+
 def test_signature_from_another_key_is_refused(package: Path, tmp_path: Path) -> None:
     other = load_or_create_signing_key(tmp_path / "other.pem")
     # a forger re-signs the manifest with their own key and swaps the key in the package

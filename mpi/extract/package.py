@@ -125,6 +125,12 @@ def write_package(path: Path, files: Mapping[str, bytes], *, signing_key: Ed2551
 
 # ---- verification ---------------------------------------------------------------------------
 
+# What zipfile raises for a member it cannot read: corrupt data or CRC, truncation, and
+# header flags turned on by tampering (encrypted: RuntimeError; unsupported: NotImplementedError).
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+               RuntimeError, ValueError)
+
+
 def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
     """SHA-256 of a member's content, or None when it cannot be read (corrupt data or CRC)."""
     h = hashlib.sha256()
@@ -132,7 +138,7 @@ def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
         with zf.open(info) as fh:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+    except _UNREADABLE:
         return None
     return h.hexdigest()
 
@@ -142,7 +148,7 @@ def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
         return None
     try:
         return zf.read(info)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+    except _UNREADABLE:
         return None
 
 
