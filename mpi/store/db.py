@@ -172,7 +172,9 @@ class Store:
             if self._pending:
                 self.journal.rotate()
                 batch, self._pending = self._pending, []
-            self._fold_lock.acquire()  # in snapshot order: taken before the write lock goes
+                self._fold_lock.acquire()  # in snapshot order: taken before the write lock goes
+        if not batch:  # only wait for a fold in progress (or retry a failed one): enrols go on
+            self._fold_lock.acquire()
         try:
             entries, self._retry = self._retry + batch, []
             if not entries:
