@@ -87,10 +87,14 @@ def create_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("batch_size", "people"), [(200, 6000), (1, 300)],
+                         ids=["batches-direct", "single-records-journaled"])
+def test_sigkill_mid_ingest_loses_nothing_acknowledged(tmp_path: Path, batch_size: int,
+                                                       people: int) -> None:
+    """200-record batches are written to DuckDB directly; single records go through the online
+    journal (Decision 48) and must equally survive a SIGKILL once acknowledged."""
     tokens = tmp_path / "agency_a.tokens.jsonl"
-    records = write_tokens(tokens, people=6000, seed=5)
-    batch_size = 200
+    records = write_tokens(tokens, people=people, seed=5)
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     kill_after = math.ceil(0.4 * len(batches))
     data = tmp_path / "data"
