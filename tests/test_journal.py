@@ -225,3 +225,22 @@ def test_concurrent_enrols_reads_and_direct_batches_stay_in_order(tmp_path: Path
         assert _stored_keys(reg) == acked
     finally:
         reg.close()
+
+
+def test_folded_segments_are_deleted_and_a_clean_close_leaves_none(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    reg = Registry(Settings(data_dir=data_dir))
+    by_agency, _ = generate(people=30, agencies=1, seed=4)
+    (agency, rows), = by_agency.items()
+    records, _ = tokenize_rows(rows, secret=demo_secret(1))
+    try:
+        for i, rec in enumerate(records, start=1):
+            reg.enrol_records(agency, [(i, rec)])
+            if i % 5 == 0:
+                reg.store.flush_journal()
+                reg.store.journal.prepare_spare()
+        segments = list(data_dir.glob("mpi.duckdb.journal.*"))
+        assert 1 <= len(segments) <= 3, segments  # active, a spare, one being folded
+    finally:
+        reg.close()
+    assert not list(data_dir.glob("mpi.duckdb.journal.*"))

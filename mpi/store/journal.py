@@ -97,7 +97,7 @@ class Journal:
         self._size = 0
         self._closed: list[tuple[Path, int]] = []  # rotated-out segments and their last seq
         self._spare: tuple[int, Path] | None = None  # created ahead, for the next rotation
-        self._spare_lock = threading.Lock()
+        self._spare_lock = threading.Lock()  # guards _spare, _preparing, _numbers, _closed
         self._preparing = False
         self._numbers = 1  # next segment number to hand out
         self.next_seq = 1
@@ -157,7 +157,8 @@ class Journal:
             raise
         if self._fd is not None and self._active is not None:
             os.close(self._fd)
-            self._closed.append((self._active, self._active_last))
+            with self._spare_lock:  # drop_through runs on the folding thread
+                self._closed.append((self._active, self._active_last))
         self._fd, self._active, self._active_last, self._size = fd, path, 0, 0
 
     def append(self, payload: Mapping[str, Any]) -> int:
@@ -192,7 +193,8 @@ class Journal:
             return
         if self._fd is not None and self._active is not None:
             os.close(self._fd)
-            self._closed.append((self._active, self._active_last))
+            with self._spare_lock:  # drop_through runs on the folding thread
+                self._closed.append((self._active, self._active_last))
         self._fd, self._active = spare
         self._active_last, self._size = 0, 0
 
@@ -223,13 +225,11 @@ class Journal:
 
     def drop_through(self, seq: int) -> None:
         """Delete rotated-out segments whose entries are all folded (sequence <= ``seq``)."""
-        keep = []
-        for path, last in self._closed:
-            if last <= seq:
-                path.unlink(missing_ok=True)
-            else:
-                keep.append((path, last))
-        self._closed = keep
+        with self._spare_lock:  # rotations append to the list concurrently
+            done = [path for path, last in self._closed if last <= seq]
+            self._closed = [(path, last) for path, last in self._closed if last > seq]
+        for path in done:
+            path.unlink(missing_ok=True)
 
     def close(self, *, all_folded: bool) -> None:
         """Close the active segment; delete it and its predecessors when all are folded."""
