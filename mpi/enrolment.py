@@ -225,12 +225,18 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
     left, right, weights = left[order], right[order], weights[order]
     lo_b, hi_b = np.searchsorted(left, rows, side="left"), np.searchsorted(left, rows, side="right")
     link_w, review_w = reg.model.thresholds.link_weight, reg.model.thresholds.review_weight
+    # Labels of earlier rows, read once; rows of this batch get theirs in the loop below, so
+    # those are read live.
+    first_new = int(rows[0])
+    label = reg.index.label
+    right_l, weights_l, labels_l = right.tolist(), weights.tolist(), label[right].tolist()
+    los, his = lo_b.tolist(), hi_b.tolist()
     for i, (p, seq, version, old) in enumerate(to_match):
         row = int(rows[i])
-        lo, hi = int(lo_b[i]), int(hi_b[i])
         best: dict[int, float] = {}
-        for r, w in zip(right[lo:hi].tolist(), weights[lo:hi].tolist(), strict=True):
-            lab = int(reg.index.label[r])
+        for k in range(los[i], his[i]):
+            r, w = right_l[k], weights_l[k]
+            lab = labels_l[k] if r < first_new else int(label[r])
             if w > best.get(lab, -np.inf):
                 best[lab] = w
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))

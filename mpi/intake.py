@@ -141,7 +141,8 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
     if len(kids) > 1:
         problems.append(Problem(row, "tokens", "tokens made under more than one linkage key", sid))
     kid = next(iter(kids)) if kids else ""
-    accepted = set(accepted_key_ids) if accepted_key_ids is not None else None
+    accepted = accepted_key_ids if accepted_key_ids is None or isinstance(
+        accepted_key_ids, set | frozenset) else set(accepted_key_ids)
     if len(kids) == 1 and accepted is not None and kid not in accepted:
         problems.append(Problem(row, "tokens", f"unknown linkage key id {kid!r}; accepted: "
                                 f"{sorted(accepted)}", sid))

@@ -7,7 +7,6 @@ secrets come in as bytes. Must not: log or put a token or secret into an error m
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -24,6 +23,7 @@ _DIGEST_B64_LEN = 43  # 32 bytes, base64url without padding
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _hmac_digest = hmac.digest
 _KEY_ID = re.compile(r"[0-9a-f]{8}")
+_URLSAFE_TO_STD = str.maketrans("-_", "+/")
 _B64URL = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
@@ -91,7 +91,9 @@ def split_token(token: str) -> tuple[str, bytes]:
     if (not sep or len(b64) != _DIGEST_B64_LEN or not _KEY_ID.fullmatch(kid)
             or not _B64URL.fullmatch(b64)):
         raise InvalidInput("malformed token: expected '<8 hex key id>:<43 base64url characters>'")
-    return kid, base64.urlsafe_b64decode(b64 + "=")
+    # The pattern above admits only base64url characters: decode them directly (the base64
+    # module's wrapper costs several times the decode itself on the ingest path).
+    return kid, binascii.a2b_base64(b64.translate(_URLSAFE_TO_STD) + "=")
 
 
 def rekey(server_secret: bytes, digest: bytes) -> int:
