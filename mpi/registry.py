@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from mpi.linkage.spark_engine import SparkOptions
 _POSSIBLE = 0.05
 JOURNAL_MAX_RECORDS = 64  # write sets up to this many records go through the online journal
+_FREEZE_AFTER_RECORDS = 1000
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 
@@ -210,6 +211,11 @@ class Registry:
         if not job.parsed and not job.audit:
             return job.result
         self._committer.run(job)
+        if len(job.parsed) >= _FREEZE_AFTER_RECORDS:
+            # The records just enrolled are long-lived matching state, like the state loaded
+            # at open: keep them out of later full collections too (measured on the 1M
+            # registry: 1-3 full collections of 0.3 s each per 10k-record chunk before).
+            gc.freeze()
         return job.result
 
     def record_audit(self, entries: Sequence[AuditEntry]) -> None:
