@@ -23,7 +23,7 @@ _DIGEST_B64_LEN = 43  # 32 bytes, base64url without padding
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _hmac_digest = hmac.digest
 _KEY_ID = re.compile(r"[0-9a-f]{8}")
-_URLSAFE_TO_STD = str.maketrans("-_", "+/")
+_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
 _B64URL = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
@@ -93,7 +93,7 @@ def split_token(token: str) -> tuple[str, bytes]:
         raise InvalidInput("malformed token: expected '<8 hex key id>:<43 base64url characters>'")
     # The pattern above admits only base64url characters: decode them directly (the base64
     # module's wrapper costs several times the decode itself on the ingest path).
-    return kid, binascii.a2b_base64(b64.translate(_URLSAFE_TO_STD) + "=")
+    return kid, binascii.a2b_base64(b64.encode("ascii").translate(_URLSAFE_TO_STD) + b"=")
 
 
 def rekey(server_secret: bytes, digest: bytes) -> int:
