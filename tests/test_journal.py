@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,8 @@ import mpi.store.db as db
 from mpi.config import Settings
 from mpi.pipeline import demo_secret, tokenize_rows
 from mpi.registry import Registry
-from mpi.store.journal import decode, encode
+from mpi.store import journal as journal_module
+from mpi.store.journal import Journal, decode, encode
 from mpi.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,34 @@ def test_frames_round_trip_and_a_torn_tail_yields_only_whole_entries(
     entries, end = decode(blob[:cut])
     assert [p for _, p in entries] == payloads[:whole]
     assert end == sum(map(len, frames[:whole]))
+
+
+def test_an_append_that_cannot_be_cut_back_stops_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed append is cut back; if that fails too, no later entry may follow it (it could
+    be whole on disk, with the sequence number the next append would reuse)."""
+    journal = Journal(tmp_path / "r.duckdb")
+    journal.start()
+    assert journal.append({"n": 1}) == 1
+
+    def fail(*_a: object) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", fail)
+    with pytest.raises(OSError):
+        journal.append({"n": 2})  # cut back: gone
+    monkeypatch.setattr(journal_module.os, "ftruncate", fail)
+    with pytest.raises(OSError):
+        journal.append({"n": 3})  # could not be cut back
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="restart"):
+        journal.append({"n": 4})
+    journal.close(all_folded=False)
+    again = Journal(tmp_path / "r.duckdb")
+    seqs = [s for s, _p in again.recover()]
+    assert len(seqs) == len(set(seqs))  # no sequence number twice
+    assert [p for _s, p in again.recover()] == [{"n": 1}, {"n": 3}]  # 3: a lost reply
+    again.close(all_folded=True)
 
 
 def test_a_flipped_byte_ends_the_readable_journal() -> None:
@@ -145,10 +175,10 @@ def test_entries_already_folded_are_not_applied_twice(tmp_path: Path) -> None:
 
 def test_reads_see_every_acknowledged_write_at_once(tmp_path: Path) -> None:
     """Journaled writes are folded before any read, so a read right after an enrol sees it."""
+    old = db._FOLD_EVERY_S
+    db._FOLD_EVERY_S = 3600.0  # before the open: the flusher never folds during the test
     reg = Registry(Settings(data_dir=tmp_path / "d"))
     try:
-        old = db._FOLD_EVERY_S
-        db._FOLD_EVERY_S = 3600.0
         by_agency, _ = generate(people=10, agencies=1, seed=2)
         (agency, rows), = by_agency.items()
         records, _ = tokenize_rows(rows, secret=demo_secret(1))

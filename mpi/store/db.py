@@ -86,7 +86,12 @@ class Store:
         except JournalBusy as exc:
             self._con.close()
             raise ConfigurationError(f"cannot open registry: {exc}; close it first") from None
-        self._acked = self._folded = self._replay()
+        try:
+            self._acked = self._folded = self._replay()
+        except BaseException:
+            self.journal.close(all_folded=False)  # keep the entries for the next open
+            self._con.close()
+            raise
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="mpi-journal",

@@ -1,9 +1,9 @@
 """The online write journal: small enrol write sets made durable by one append + fdatasync.
 
 Owns: the journal file's format (framed, checksummed JSON entries with a sequence number),
-appending an entry durably, reading the entries back after a crash, and emptying the file once
-its entries are in DuckDB. Must not: know what an entry means (mpi/store/writeset.py applies
-them) or decide when to fold them into DuckDB (the Store does).
+appending an entry durably, reading the entries back after a crash, rotating segments and
+deleting a segment once its entries are in DuckDB. Must not: know what an entry means
+(mpi/store/writeset.py applies them) or decide when to fold them into DuckDB (the Store does).
 
 Why it exists: a DuckDB commit of one tiny write set costs several statements plus a commit
 (about 2 ms on the benchmark VM) while one append + fdatasync costs about 0.25 ms. Small write
@@ -95,6 +95,7 @@ class Journal:
         self._active: Path | None = None
         self._active_last = 0  # last seq written to the active segment
         self._size = 0
+        self._broken = False  # a failed append could not be cut back: no more appends
         self._closed: list[tuple[Path, int]] = []  # rotated-out segments and their last seq
         self._spare: tuple[int, Path] | None = None  # created ahead, for the next rotation
         self._spare_lock = threading.Lock()  # guards _spare, _preparing, _numbers, _closed
@@ -155,6 +156,10 @@ class Journal:
             os.close(fd)
             path.unlink()
             raise
+        self._switch_to(fd, path)
+
+    def _switch_to(self, fd: int, path: Path) -> None:
+        """Make ``path`` the active segment; the old one waits for its fold to be deleted."""
         if self._fd is not None and self._active is not None:
             os.close(self._fd)
             with self._spare_lock:  # drop_through runs on the folding thread
@@ -165,6 +170,9 @@ class Journal:
         """Write one entry and return its sequence number once it is on disk (fdatasync)."""
         if self._fd is None:
             raise OSError("the journal is closed")
+        if self._broken:
+            raise OSError("the journal could not be cut back after a failed write; restart "
+                          "the service (the next open recovers every acknowledged write)")
         seq = self.next_seq
         frame = encode(seq, payload)
         try:
@@ -173,8 +181,14 @@ class Journal:
                 raise OSError(f"short write to the journal ({written} of {len(frame)} bytes)")
             os.fdatasync(self._fd)
         except BaseException:
-            # Never leave a torn entry in front of later ones: cut the file back.
-            os.ftruncate(self._fd, self._size)
+            # Never leave a failed entry in front of later ones: cut the file back. If even
+            # that fails, stop appending: the entry may be whole on disk (then the next open
+            # applies it, as a commit whose reply was lost), and later writes would reuse its
+            # sequence numbers.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._broken = True
             raise
         self._size += len(frame)
         self.next_seq = seq + 1
@@ -190,13 +204,8 @@ class Journal:
             spare, self._spare = self._spare, None
         if spare is None:
             self._open_new(self._reserve())
-            return
-        if self._fd is not None and self._active is not None:
-            os.close(self._fd)
-            with self._spare_lock:  # drop_through runs on the folding thread
-                self._closed.append((self._active, self._active_last))
-        self._fd, self._active = spare
-        self._active_last, self._size = 0, 0
+        else:
+            self._switch_to(*spare)
 
     def prepare_spare(self) -> None:
         """Create (durably) the segment the next rotation switches to. Safe to call from another
