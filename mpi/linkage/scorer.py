@@ -76,6 +76,10 @@ class Scorer:
         self.params = params
         self.prior_weight = params.prior_weight
         self._weights = [np.array(c.weights, dtype=np.float64) for c in params.comparisons]
+        # The same levels and weights as plain Python values, for scoring a few pairs.
+        self._plan = [(comp.null_columns, [(lvl.kind, lvl.columns) for lvl in comp.levels],
+                       [float(w) for w in weights])
+                      for comp, weights in zip(definition.comparisons, self._weights, strict=True)]
 
     def levels(self, left: Columns, right: Columns) -> list[npt.NDArray[np.int8]]:
         """Per comparison, the level index of each pair (-1 null, len(levels) = else)."""
@@ -125,12 +129,11 @@ class Scorer:
         rrows = [dict(zip(cols, vals, strict=True))
                  for vals in zip(*(right[c].tolist() for c in cols), strict=True)]
         out = np.empty(n, dtype=np.float64)
-        plan = self._plan()
         for k, (lv, rv) in enumerate(zip(lrows, rrows, strict=True)):
             total = self.prior_weight
-            for null_cols, levels, weights in plan:
+            for null_cols, levels, weights in self._plan:
                 if all(lv[c] == 0 for c in null_cols) or all(rv[c] == 0 for c in null_cols):
-                    total += 0.0
+                    total += 0.0  # the array path adds a 0.0 contribution: keep the same sum
                     continue
                 level = len(levels)
                 for i, (kind, c) in enumerate(levels):
@@ -140,13 +143,3 @@ class Scorer:
                 total += weights[level]
             out[k] = total
         return out
-
-    def _plan(self) -> list[tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]], list[float]]]:
-        plan = getattr(self, "_plan_cache", None)
-        if plan is None:
-            plan = [(comp.null_columns, [(lvl.kind, lvl.columns) for lvl in comp.levels],
-                     [float(w) for w in weights])
-                    for comp, weights in zip(self.definition.comparisons, self._weights,
-                                             strict=True)]
-            self._plan_cache = plan
-        return plan
