@@ -169,6 +169,19 @@ def test_a_member_flagged_encrypted_is_reported_not_raised(package: Path, tmp_pa
     assert not check.ok and check.altered
 
 
+def test_a_zip_claiming_an_unknown_version_is_reported_not_raised(package: Path,
+                                                                 tmp_path: Path) -> None:
+    """A central-directory 'version needed to extract' above what zipfile reads made opening
+    the archive raise NotImplementedError (found by the byte-flip property test)."""
+    raw = bytearray(package.read_bytes())
+    central = raw.find(b"PK\x01\x02")
+    raw[central + 6:central + 8] = (84).to_bytes(2, "little")
+    bad = tmp_path / "version.zip"
+    bad.write_bytes(bytes(raw))
+    check = verify_package(bad)
+    assert not check.ok and check.problems == ["not a readable zip archive"]
+
+
 def test_signature_from_another_key_is_refused(package: Path, tmp_path: Path) -> None:
     other = load_or_create_signing_key(tmp_path / "other.pem")
     # a forger re-signs the manifest with their own key and swaps the key in the package

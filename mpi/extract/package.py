@@ -219,7 +219,7 @@ def verify_package(path: Path, *, public_key_pem: str | None = None) -> PackageC
     check = PackageCheck(ok=False, signature_ok=False)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError):
+    except _UNREADABLE:  # e.g. a tampered "version needed" field: NotImplementedError
         check.problems.append("not a readable zip archive")
         return check
     with zf:
