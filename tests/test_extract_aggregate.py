@@ -100,6 +100,9 @@ def attack_bounds(value: dict[Item, int | None], equations: list[list[tuple[Item
             c[col[k]] = sign
             res = linprog(c, A_eq=a, b_eq=b, bounds=(lower, None), method="highs",
                           integrality=np.ones(len(unknowns)) if integer else None)
+            if res.status == 4 and integer:  # HiGHS presolve could not tell: solve it in full
+                res = linprog(c, A_eq=a, b_eq=b, bounds=(lower, None), method="highs",
+                              integrality=np.ones(len(unknowns)), options={"presolve": False})
             if res.status == 4:       # "infeasible or unbounded": the truth is feasible, so check
                 res = linprog(c, A_eq=a, b_eq=b, bounds=(lower, None), method="highs")
                 assert res.status == 3, res.message
