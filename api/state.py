@@ -1,7 +1,8 @@
 """What a running app holds: settings, the open registry and the services built on it.
 
 Owns: the ``AppState`` object on ``app.state.mpi`` and the dependencies that fetch its parts.
-Must not: open or close anything (api/main.py's lifespan does).
+Must not: open or close anything (api/main.py's lifespan does), or block: the dependencies are
+``async`` so that FastAPI runs them on the event loop instead of handing each to a worker thread.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def get_access(request: Request) -> Access:
+async def get_access(request: Request) -> Access:
     """The use cases over the open registry; 503 when it is not open."""
     access = app_state(request).access
     if access is None:
@@ -48,7 +49,7 @@ def get_access(request: Request) -> Access:
     return access
 
 
-def get_jobs(request: Request) -> JobRunner:
+async def get_jobs(request: Request) -> JobRunner:
     """The bulk job runner; 503 when the registry is not open."""
     jobs = app_state(request).jobs
     if jobs is None:
@@ -56,7 +57,7 @@ def get_jobs(request: Request) -> JobRunner:
     return jobs
 
 
-def get_extracts(request: Request) -> ExtractWorkflow:
+async def get_extracts(request: Request) -> ExtractWorkflow:
     """The research-extract workflow; 503 when the registry is not open."""
     extracts = app_state(request).extracts
     if extracts is None:

@@ -72,6 +72,13 @@ class Principals:
         self._lock = threading.Lock()
 
     # ---- authentication ---------------------------------------------------------------
+    def cached(self, key: str) -> Principal | None:
+        """The principal holding this live key when it is already known in memory, else None
+        (never touches the database, so it may run on the event loop)."""
+        if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LEN:
+            return None
+        return self._cache.get(hash_key(key))
+
     def authenticate(self, key: str) -> Principal | None:
         """The principal holding this live key, or None (unknown, malformed or revoked)."""
         if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LEN:

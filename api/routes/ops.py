@@ -17,14 +17,14 @@ router = APIRouter()
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness", tags=["ops"],
             description="The process is up.")
-def healthz() -> Any:
+async def healthz() -> Any:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=ReadyOut, summary="Readiness", tags=["ops"],
             description="The registry is open and serving.", responses=errors(503))
-def readyz(request: Request) -> Any:
+async def readyz(request: Request) -> Any:
     """The registry is open."""
     reg = app_state(request).registry
     if reg is None:
@@ -46,6 +46,6 @@ def metrics(request: Request) -> Response:
             summary="The linkage schema (token contract)",
             description="Agencies check their tokenizer's schema version against this. Tokens "
             "made under an unknown schema version or linkage key id are refused with 422.")
-def get_schema() -> Any:
+async def get_schema() -> Any:
     """The linkage schema."""
     return schema_document()

@@ -1,10 +1,14 @@
-"""Routes for matching a record against persons and reading a person key."""
+"""Routes for matching a record against persons and reading a person key.
+
+``async`` handlers that run the registry call on a worker thread (one thread hop a request;
+see api/routes/records.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 
 from api.auth import Caller
 from api.errors import errors
@@ -18,11 +22,12 @@ router = APIRouter(tags=["persons"])
     "/v1/match", response_model=MatchOut, summary="Score a tokenized record without storing it",
     description="Candidates are graded in the manner of FHIR `$match`: `certain` at or above the "
     "model's link threshold, `probable` in the review band, `possible` above probability 0.05.")
-def match(body: MatchIn, caller: Caller, access: AccessDep,
-          limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
+async def match(body: MatchIn, caller: Caller, access: AccessDep,
+                limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
     """Score one record."""
-    return access.match(caller, body.model_dump(exclude_unset=True, exclude={"source_record_id"}),
-                        limit=limit)
+    return await run_in_threadpool(
+        access.match, caller, body.model_dump(exclude_unset=True, exclude={"source_record_id"}),
+        limit=limit)
 
 
 @router.get(
@@ -30,7 +35,7 @@ def match(body: MatchIn, caller: Caller, access: AccessDep,
     description="Status `active` or `retired`, `superseded_by` for a retired key, and the linked "
     "records the caller may see: an agency sees only its own records, never other agencies' "
     "source ids; a steward sees all.", responses=errors(404))
-def read_person(person_key: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller,
-                access: AccessDep) -> Any:
+async def read_person(person_key: Annotated[str, Path(min_length=1, max_length=64)],
+                      caller: Caller, access: AccessDep) -> Any:
     """Read one person key."""
-    return access.read_person(caller, person_key)
+    return await run_in_threadpool(access.read_person, caller, person_key)
