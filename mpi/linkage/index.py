@@ -7,7 +7,9 @@ unsorted delta for recent rows. Must not: do I/O, decide matches or know about p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +19,7 @@ from mpi.linkage.definition import ModelDefinition
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 _DELTA_LIMIT = 65536
+_GROW_MIN = 65536  # rows added at least when the columns grow
 _SORTED_QUERY = 4096  # queries with more keys than this look them up in sorted order
 I64 = npt.NDArray[np.int64]
 
@@ -152,6 +155,19 @@ class _RuleIndex:
                 np.concatenate([rows, np.array(dr, dtype=np.int64)]))
 
 
+@dataclass
+class _Spare:
+    """Bigger arrays being filled in the background: rows below ``n0`` are copied."""
+
+    generation: int
+    n0: int
+    cap: int
+    data: dict[str, I64]
+    active: npt.NDArray[np.bool_]
+    label: I64
+    ident: I64
+
+
 class BlockingIndex:
     """Rows of token columns with an active flag and a person label, and a blocking index."""
 
@@ -165,11 +181,22 @@ class BlockingIndex:
         self.label = np.empty(0, dtype=np.int64)
         self.ident = np.empty(0, dtype=np.int64)  # caller's id of each row (record_seq)
         self._rules = [_RuleIndex() for _ in definition.blocking_rules]
+        # Growing the columns copies every row (about 150 ms at 1.1M rows, mostly page faults),
+        # so it is done ahead, on a background thread, into ``_spare``; the next append adopts
+        # it, copying only what changed meanwhile (Decision 49).
+        self._spare: _Spare | None = None
+        self._spare_thread: threading.Thread | None = None
+        self._generation = 0  # bumped whenever the arrays are replaced: a stale spare is dropped
+        self._low = 0  # lowest row count since the spare's copy began (truncate lowers it)
+
+    @staticmethod
+    def _next_cap(cap: int, need: int) -> int:
+        return max(need + max(need // 8, _GROW_MIN), cap + max(cap // 4, _GROW_MIN))
 
     def _grow(self, need: int) -> None:
         if need <= self._cap:
             return
-        cap = max(need, self._cap + max(self._cap // 4, 65536))
+        cap = self._next_cap(self._cap, need)
         for c in self.columns:
             arr = np.zeros(cap, dtype=np.int64)
             arr[: self.n] = self.data[c][: self.n]
@@ -181,12 +208,61 @@ class BlockingIndex:
         ident = np.zeros(cap, dtype=np.int64)
         ident[: self.n] = self.ident[: self.n]
         self.active, self.label, self.ident, self._cap = act, lab, ident, cap
+        self._generation += 1
+        self._spare = None
+
+    def _prepare_spare(self) -> None:
+        """Start copying the rows into bigger arrays on a background thread (once)."""
+        if self._spare is not None or (self._spare_thread is not None
+                                       and self._spare_thread.is_alive()):
+            return
+        n0, gen, cap = self.n, self._generation, self._next_cap(self._cap, self._cap + 1)
+        self._low = n0
+        data, ident = dict(self.data), self.ident  # rows below n0 are only ever appended
+
+        def copy() -> None:
+            spare = _Spare(gen, n0, cap, {}, np.empty(cap, dtype=bool),
+                           np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64))
+            for c, old in data.items():
+                arr = np.empty(cap, dtype=np.int64)
+                arr[:n0] = old[:n0]
+                arr[n0:] = 0
+                spare.data[c] = arr
+            spare.ident[:n0] = ident[:n0]
+            spare.ident[n0:] = 0
+            spare.active.fill(False)  # touched now so that adopting them faults no pages
+            spare.label.fill(-1)
+            self._spare = spare
+
+        self._spare_thread = threading.Thread(target=copy, name="mpi-index-grow", daemon=True)
+        self._spare_thread.start()
+
+    def _adopt_spare(self, need: int) -> bool:
+        """Switch to the background copy (caller holds the writers' lock); False if none fits."""
+        spare, self._spare = self._spare, None
+        if spare is None or spare.generation != self._generation or need > spare.cap:
+            return False
+        lo = min(spare.n0, self._low, self.n)
+        n = self.n
+        for c in self.columns:
+            spare.data[c][lo:n] = self.data[c][lo:n]
+        spare.ident[lo:n] = self.ident[lo:n]
+        spare.active[:n] = self.active[:n]  # flags and labels change anywhere: copy them all
+        spare.label[:n] = self.label[:n]
+        self.data, self.ident = spare.data, spare.ident
+        self.active, self.label, self._cap = spare.active, spare.label, spare.cap
+        self._generation += 1
+        return True
 
     def append(self, columns: Mapping[str, I64], labels: I64,
                idents: I64 | Sequence[int] | None = None) -> I64:
         """Append rows (active) with their labels and ids, index them; returns row numbers."""
         m = len(labels)
-        self._grow(self.n + m)
+        need = self.n + m
+        if (self._spare is not None or need > self._cap) and not self._adopt_spare(need):
+            self._grow(need)
+        if self._cap and need > self._cap - max(self._cap // 16, _GROW_MIN // 4):
+            self._prepare_spare()
         rows = np.arange(self.n, self.n + m, dtype=np.int64)
         for c in self.columns:
             self.data[c][self.n: self.n + m] = columns[c]
@@ -208,6 +284,7 @@ class BlockingIndex:
 
     def truncate(self, n: int) -> None:
         """Forget rows from ``n`` on (undo of an uncommitted append)."""
+        self._low = min(self._low, n)
         for r in self._rules:
             r.drop_rows_from(n)
         self.active[n: self.n] = False
