@@ -1,6 +1,7 @@
 """Authentication and role authorization for every non-public route.
 
-Owns: reading ``Authorization: Bearer <key>`` (or ``X-API-Key``), authenticating it, the
+Owns: reading ``Authorization: Bearer <key>`` (or ``X-API-Key``) and declaring both in
+OpenAPI, authenticating the key, the
 per-principal rate limit, and checking the caller's role against ``api.policy.POLICY`` for the
 matched route. 401 when the key is missing or wrong, 403 when the role is not allowed (audited
 with the principal), 429 when over the rate limit. Must not: log or echo a key.
@@ -8,11 +9,10 @@ with the principal), 429 when over the rate limit. Must not: log or echo a key.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.policy import allowed
 from api.state import app_state, get_access
@@ -20,8 +20,34 @@ from mpi.access import Access
 from mpi.errors import Forbidden, RateLimited, Unauthorized
 from mpi.principals import Principal
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "HTTPBearer": {"type": "http", "description": "`Authorization: Bearer <API key>`",
+                   "scheme": "bearer"},
+    "APIKeyHeader": {"type": "apiKey", "description": "The API key.", "in": "header",
+                     "name": "X-API-Key"},
+}
+"""How keys are presented, for OpenAPI (read by ``presented_key``; FastAPI's security
+dependencies would cost a dependency resolution each on every request)."""
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key in ``Authorization: Bearer`` (preferred) or ``X-API-Key``, if any."""
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, credentials = auth.partition(" ")
+        if scheme.lower() == "bearer" and credentials:
+            return credentials
+    return request.headers.get("x-api-key")
+
+
+def document_security(schema: dict[str, Any], *, authenticated: set[tuple[str, str]]) -> None:
+    """Declare the key schemes in an OpenAPI document and require one on each authenticated
+    operation."""
+    schema.setdefault("components", {})["securitySchemes"] = dict(SECURITY_SCHEMES)
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            if (method.upper(), path) in authenticated:
+                op["security"] = [{name: []} for name in SECURITY_SCHEMES]
 
 
 def _check(request: Request, access: Access, key: str | None,
@@ -49,17 +75,13 @@ def _check(request: Request, access: Access, key: str | None,
     return principal
 
 
-async def current_principal(
-    request: Request,
-    access: Annotated[Access, Depends(get_access)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    header: Annotated[str | None, Depends(_header)],
-) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """The authenticated principal, allowed by the policy for this route.
 
     The common case (a key already cached, allowed, within its rate) is decided on the event
     loop without a database call or a thread hop; anything else runs ``_check`` on a worker."""
-    key = bearer.credentials if bearer is not None else header
+    access = await get_access(request)
+    key = presented_key(request)
     principal = access.principals.cached(key) if key else None
     route_path = getattr(request.scope.get("route"), "path", None)
     if (principal is not None and isinstance(route_path, str)

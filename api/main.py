@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
 from api import errors as api_errors
+from api.auth import document_security
 from api.metrics import Metrics
 from api.middleware import ServiceMiddleware
 from api.policy import POLICY, PUBLIC, route_key
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             api_errors.document_problems(schema, authenticated={(m, p) for m, p in authenticated})
+            document_security(schema, authenticated={(m, p) for m, p in authenticated})
             app.openapi_schema = schema
         return app.openapi_schema
 

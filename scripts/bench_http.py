@@ -202,7 +202,7 @@ def main() -> None:
     ap.add_argument("--submit-people", type=int, default=25000)
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
-                    help="also sample the server with py-spy during the closed-loop runs "
+                    help="also sample the server with py-spy during the wrk runs "
                          "(collapsed stacks in DIR/<run>.txt; pip install py-spy)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="repeat each wrk run this many times; the medians are reported, "
@@ -270,7 +270,7 @@ def main() -> None:
             if name not in runs:
                 continue
             log(f"POST {path} (closed loop)")
-            spy = _start_py_spy(args.py_spy, name, server.pid, args.duration)
+            spy = _start_py_spy(args.py_spy, name, server.pid, args.duration * args.repeat)
 
             def closed(p: str = path, s: Path = lua) -> dict[str, Any]:
                 return _wrk(base + p, script=s, duration=args.duration,
@@ -295,7 +295,10 @@ def main() -> None:
                         before, _server_buckets(base, ca, "POST", p))
                     return out
 
+                spy = _start_py_spy(args.py_spy, name, server.pid, args.duration * args.repeat)
                 res[name] = _repeated(args.repeat, paced)
+                if spy is not None:
+                    spy.wait(timeout=60)
         if "submit" in runs:
             tokens = work / "submit.jsonl"
             tokens.write_text("".join(json.dumps(dict(r, source_record_id="sub-" + r["source_record_id"]))
