@@ -35,6 +35,7 @@ def presented_key(request: Request) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, credentials = auth.partition(" ")
+        credentials = credentials.strip()
         if scheme.lower() == "bearer" and credentials:
             return credentials
     return request.headers.get("x-api-key")

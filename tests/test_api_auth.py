@@ -213,3 +213,24 @@ def test_no_principal_sees_another_agencys_source_ids(iso_world: World, who: str
     elif who != "steward":
         assert r.status_code == 403
         assert "pk_" not in text and not any(s in text for s in _sids(A) + _sids(B))
+
+
+def test_key_headers_and_cached_keys_follow_the_same_rules(world: World) -> None:
+    """Bearer (any case, spaces around the key) wins over X-API-Key; a cached key whose role the
+    route refuses is still refused and audited; a revoked cached key stops working at once."""
+    url = f"/v1/records/{REC['source_record_id']}"
+    key = world.keys[A]
+    for headers in ({"Authorization": f"bearer  {key} "}, {"Authorization": f"Bearer {key}"},
+                    {"Authorization": f"Bearer {key}", "X-API-Key": "mpi_wrong"}):
+        assert world.client.get(url, headers=headers).status_code == 404, headers
+    r = world.client.get(url, headers={"Authorization": "Bearer mpi_wrong", "X-API-Key": key})
+    assert r.status_code == 401
+    # The researcher's key is cached by its first use; the refusal still goes through the
+    # audited path.
+    assert world.client.get("/v1/datasets", headers=world.h("researcher")).status_code == 200
+    before = len([e for e in world.audit() if e["outcome"] == "denied"])
+    assert world.client.get(url, headers=world.h("researcher")).status_code == 403
+    assert len([e for e in world.audit() if e["outcome"] == "denied"]) == before + 1
+    r = world.client.post(f"/v1/principals/{world.ids[A]}/revoke", headers=world.h("admin"))
+    assert r.status_code == 200
+    assert world.client.get(url, headers={"X-API-Key": key}).status_code == 401
