@@ -51,6 +51,13 @@ def document_security(schema: dict[str, Any], *, authenticated: set[tuple[str, s
                 op["security"] = [{name: []} for name in SECURITY_SCHEMES]
 
 
+def _take_rate(request: Request, principal: Principal) -> None:
+    """Take one request from the principal's rate budget; 429 when it is spent."""
+    wait = app_state(request).limiter.take(principal.principal_id)
+    if wait > 0:
+        raise RateLimited("rate limit exceeded for this principal", retry_after=wait)
+
+
 def _check(request: Request, access: Access, key: str | None,
            principal: Principal | None) -> Principal:
     """Authenticate (when ``principal`` is not already known) and authorize; may touch the
@@ -66,9 +73,7 @@ def _check(request: Request, access: Access, key: str | None,
             access.audit(holder, "auth", f"route:{request.method} {route_path}", outcome="denied",
                          detail={"reason": "revoked key"})
         raise Unauthorized("unknown or revoked API key")
-    wait = app_state(request).limiter.take(principal.principal_id)
-    if wait > 0:
-        raise RateLimited("rate limit exceeded for this principal", retry_after=wait)
+    _take_rate(request, principal)
     if principal.role not in allowed(request.method, route_path):
         access.audit(principal.principal_id, "auth", f"route:{request.method} {route_path}",
                      outcome="denied", detail={"role": principal.role})
@@ -87,9 +92,7 @@ async def current_principal(request: Request) -> Principal:
     route_path = getattr(request.scope.get("route"), "path", None)
     if (principal is not None and isinstance(route_path, str)
             and principal.role in allowed(request.method, route_path)):
-        wait = app_state(request).limiter.take(principal.principal_id)
-        if wait > 0:
-            raise RateLimited("rate limit exceeded for this principal", retry_after=wait)
+        _take_rate(request, principal)
         return principal
     return await run_in_threadpool(_check, request, access, key, principal)
 

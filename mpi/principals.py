@@ -81,12 +81,10 @@ class Principals:
 
     def authenticate(self, key: str) -> Principal | None:
         """The principal holding this live key, or None (unknown, malformed or revoked)."""
-        if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LEN:
-            return None
-        digest = hash_key(key)
-        found = self._cache.get(digest)
-        if found is not None:
+        found = self.cached(key)
+        if found is not None or not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LEN:
             return found
+        digest = hash_key(key)
         row = pstore.find_by_key_hash(self._reg.store.cursor(), digest)
         if row is None or row["key_revoked"]:
             return None

@@ -10,9 +10,8 @@ keep-alive; `apt-get install wrk`) at 16 connections:
 then measures latency at the target rates with wrk holding a fixed offered rate over 16
 keep-alive clients (POST /v1/match at 600/s, POST /v1/records at 300/s; each wrk thread sends
 on a fixed schedule, see ``PACED``), and times `MpiClient.submit_file` in 1,000-record batches.
-wrk's closed loop gives the
-throughput (16 clients always waiting, so its latency is 16 / throughput by Little's law); the
-fixed-rate run gives the p99 at the target rate.
+wrk's closed loop gives the throughput (16 clients always waiting, so its latency is
+16 / throughput by Little's law); the fixed-rate run gives the p99 at the target rate.
 
 Usage: python scripts/bench_http.py --data-dir /tmp/mpi-bench-1m [--duration 20] [--json-out F]
        [--runs healthz,match,records,match_at_600,records_at_300,submit]
@@ -67,6 +66,12 @@ def _free_port() -> int:
 _WRK_THREADS = 2
 
 
+def _ms(m: re.Match[str]) -> float:
+    """A wrk duration (value, unit) in milliseconds."""
+    val, unit = float(m.group(1)), m.group(2)
+    return val / 1000 if unit == "us" else val * 1000 if unit == "s" else val
+
+
 def _wrk(url: str, *, script: Path | None, duration: int, connections: int) -> dict[str, Any]:
     cmd = ["wrk", "-t", str(_WRK_THREADS), "-c", str(connections), "-d", f"{duration}s", "--latency",
            "--timeout", "10s"]
@@ -78,12 +83,10 @@ def _wrk(url: str, *, script: Path | None, duration: int, connections: int) -> d
     for pct in ("50", "90", "99"):
         m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out)
         if m:
-            val, unit = float(m.group(1)), m.group(2)
-            lat[f"p{pct}_ms"] = val / 1000 if unit == "us" else val * 1000 if unit == "s" else val
+            lat[f"p{pct}_ms"] = _ms(m)
     m = re.search(r"Latency\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", out)
     if m:
-        val, unit = float(m.group(1)), m.group(2)
-        lat["max_ms"] = val / 1000 if unit == "us" else val * 1000 if unit == "s" else val
+        lat["max_ms"] = _ms(m)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     res = {"requests_per_s": rps, **lat, "non_2xx": int(non2xx.group(1)) if non2xx else 0,

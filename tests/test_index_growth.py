@@ -105,9 +105,12 @@ def test_growth_is_prepared_ahead_and_adopted(small_growth: None) -> None:
     index.append(_rows(100, 1), np.zeros(100, dtype=np.int64))
     cap = index._cap
     assert cap >= 116  # headroom after a big append: the next single record does not grow
-    while index._spare_thread is None:
+    for _ in range(cap):
+        if index._spare_thread is not None:
+            break
         index.append(_rows(1, index.n), np.zeros(1, dtype=np.int64))
-    assert index._cap == cap  # the copy started before the capacity ran out
+    assert index._spare_thread is not None, "no copy was started before the capacity ran out"
+    assert index._cap == cap
     _wait(index)
     assert index._spare is not None
     before = {c: index.data[c][: index.n].copy() for c in COLUMNS}
@@ -115,3 +118,54 @@ def test_growth_is_prepared_ahead_and_adopted(small_growth: None) -> None:
     assert index._cap > cap and index._spare is None
     for c in COLUMNS:
         assert index.data[c][: index.n - 1].tolist() == before[c].tolist()
+
+
+class _HeldCopy:
+    """Stands in for the copy thread: runs the copy at once but holds back its result (as if
+    the thread were still running) until ``release``, so an undo and new appends can land
+    while the copy is in flight."""
+
+    made: list[_HeldCopy] = []
+
+    def __init__(self, target: Any, name: str, daemon: bool) -> None:
+        self.target, self.held, self.index = target, None, None
+        _HeldCopy.made.append(self)
+
+    def start(self) -> None:
+        self.target()
+
+    def hold(self, index: BlockingIndex) -> None:
+        self.held, index._spare, self.index = index._spare, None, index
+
+    def is_alive(self) -> bool:
+        return self.held is not None
+
+    def release(self) -> None:
+        assert self.index is not None
+        self.index._spare, self.held = self.held, None
+
+
+def test_rows_rewritten_while_the_copy_runs_are_copied_again(
+        small_growth: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_mod.threading, "Thread", _HeldCopy)
+    _HeldCopy.made.clear()
+    index = BlockingIndex(DEFAULT_DEFINITION)
+    first = _rows(100, 1)
+    index.append(first, np.zeros(100, dtype=np.int64))
+    cap = index._cap
+    while not _HeldCopy.made:  # single appends until the copy starts (it copies rows so far)
+        index.append(_rows(1, index.n), np.zeros(1, dtype=np.int64))
+    copy = _HeldCopy.made[0]
+    copy.hold(index)
+    n0 = index.n
+    assert 100 <= n0 <= 110
+    index.truncate(n0 - 30)  # an undone enrol ...
+    again = _rows(30, 99)  # ... and new rows written over the copied ones
+    index.append(again, np.ones(30, dtype=np.int64))
+    assert index._cap == cap  # still the old arrays: the held copy is what the next append takes
+    copy.release()
+    index.append(_rows(1, 5), np.zeros(1, dtype=np.int64))  # adopts the copy
+    assert index._spare is None and index._cap > cap and len(_HeldCopy.made) == 1
+    for c in COLUMNS:
+        assert index.data[c][n0 - 30: n0].tolist() == again[c].tolist()
+        assert index.data[c][:70].tolist() == first[c][:70].tolist()
