@@ -6,6 +6,8 @@ keep-alive; `apt-get install wrk`) at 16 connections:
   - single-record POST /v1/records (each request a new source_record_id: match-or-create,
     durable before the response),
   - POST /v1/match,
+  (both post, in turn, the records of a pool of --pool-people synthetic people: mostly new
+  people, some second records of one; see LUA)
   - baseline: GET /healthz (the HTTP/TLS/framework floor measured in the same run),
 then measures latency at the target rates with wrk holding a fixed offered rate over 16
 keep-alive clients (POST /v1/match at 600/s, POST /v1/records at 300/s; each wrk thread sends
@@ -45,12 +47,32 @@ from mpi.pipeline import demo_secret, tokenize_rows  # noqa: E402
 from mpi.synth import generate  # noqa: E402
 
 LUA = """
+-- Each request posts the next record of a pool of distinct synthetic people (one JSON body per
+-- line of the pool file, each wrk thread starting at its own offset) under a fresh source
+-- record id. Posting one record over and over would make every enrol block with all the
+-- earlier copies of it: a workload no agency sends, and one that grows slower with each run.
+-- Ids are unique per run (clock seconds; runs are seconds apart), thread and request: every
+-- request creates a record, none replaces one (math.random is unseeded, so both threads and
+-- every repeat would draw the same "random" ids).
 counter = 0
-local template = [==[%s]==]
+run = os.time()
+local pool = {}
+local pos = 0
+threads_seen = 0
+function setup(thread)
+  threads_seen = threads_seen + 1
+  thread:set("tid", threads_seen)
+  if on_setup then on_setup(thread) end
+end
+function init(args)
+  for line in io.lines([==[%s]==]) do pool[#pool + 1] = line end
+  pos = math.floor(((tid or 1) - 1) * #pool / %d)
+end
 request = function()
   counter = counter + 1
-  local sid = "bench-" .. tostring(math.random(1, 1000000000)) .. "-" .. counter
-  local body = string.gsub(template, "SIDPLACEHOLDER", sid)
+  pos = pos + 1
+  local sid = "bench-" .. run .. "-" .. (tid or 1) .. "-" .. counter
+  local body = string.gsub(pool[(pos %% #pool) + 1], "SIDPLACEHOLDER", sid)
   return wrk.format("POST", "%s", {["Content-Type"]="application/json", ["Authorization"]="Bearer %s"}, body)
 end
 """
@@ -128,7 +150,7 @@ function delay()
   return d
 end
 local all = {}
-function setup(thread) table.insert(all, thread) end
+function on_setup(thread) table.insert(all, thread) end
 function done(summary, latency, requests)
   local n, w = 0, 0
   for _, t in ipairs(all) do
@@ -203,6 +225,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--submit-people", type=int, default=25000)
+    ap.add_argument("--pool-people", type=int, default=40000,
+                    help="synthetic people whose records the wrk runs post, in turn")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                     help="also sample the server with py-spy during the wrk runs "
@@ -249,15 +273,20 @@ def main() -> None:
         key = made["api_key"]
         by_agency, _ = generate(people=args.submit_people, agencies=1, seed=4242)
         records, _ = tokenize_rows(next(iter(by_agency.values())), secret=demo_secret(1))
-        one = dict(records[0], source_record_id="SIDPLACEHOLDER")
+        # The wrk runs post records of other people (another seed) than `mpi submit` does.
+        pool_by_agency, _ = generate(people=args.pool_people, agencies=1, seed=4343)
+        pool, _ = tokenize_rows(next(iter(pool_by_agency.values())), secret=demo_secret(1))
+        rec_pool, match_pool = work / "records-pool.jsonl", work / "match-pool.jsonl"
+        rec_pool.write_text("".join(
+            json.dumps({"records": [dict(r, source_record_id="SIDPLACEHOLDER")]}) + "\n"
+            for r in pool))
+        match_pool.write_text("".join(
+            json.dumps(dict(r, source_record_id="match-probe")) + "\n" for r in pool))
         # wrk speaks TLS itself; it does not verify the certificate (loopback benchmark).
         rec_lua = work / "records.lua"
-        rec_lua.write_text(LUA % (json.dumps({"records": [one]}), "/v1/records", key))
-        match_body = dict(records[1])
-        match_body.pop("source_record_id", None)
-        match_body["source_record_id"] = "match-probe"
+        rec_lua.write_text(LUA % (rec_pool, _WRK_THREADS, "/v1/records", key))
         match_lua = work / "match.lua"
-        match_lua.write_text(LUA % (json.dumps(match_body), "/v1/match", key))
+        match_lua.write_text(LUA % (match_pool, _WRK_THREADS, "/v1/match", key))
         health_lua = work / "health.lua"
         health_lua.write_text('request = function() return wrk.format("GET", "/healthz") end\n')
         res: dict[str, Any] = {"benchmark": "http", "machine": machine_info(),
