@@ -17,7 +17,7 @@ import numpy as np
 
 from mpi.audit import AuditEntry
 from mpi.batch import EnrolResult, RecordResult, WriteBatch
-from mpi.constraints import online_rule
+from mpi.constraints import CANNOT, online_rule
 from mpi.errors import Problem
 from mpi.intake import ParsedRecord, parse_record
 
@@ -202,6 +202,19 @@ def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[i
     return online_rule(reg.constraints, seq, label_of)
 
 
+def _kept_apart(reg: Registry, lab: int, others: list[int]) -> set[int]:
+    """The persons among ``others`` that a cannot-link separates from person ``lab``: a steward
+    has said they are different people, so they are not queued as possible duplicates again."""
+    n = reg.index.n
+    ident, active, label = reg.index.ident[:n], reg.index.active[:n], reg.index.label[:n]
+    mine = ident[np.flatnonzero((label == lab) & active)].tolist()
+    partners = [o for s in mine for o, kind in reg.constraints.partners(s) if kind == CANNOT]
+    if not partners:
+        return set()
+    hit = np.isin(ident, np.asarray(partners, dtype=np.int64)) & active
+    return set(label[hit].tolist()) & set(others)
+
+
 def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
                       batch: WriteBatch, outcomes: dict[int, Any], undo: Undo, *, cause: str) -> None:
     if not to_match:
@@ -253,8 +266,11 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
             lab = ranked[0][0]
             if old < 0:
                 outcome = "linked"
-            for other, w in ranked[1:]:
-                if w >= link_w:
+            dups = [(other, w) for other, w in ranked[1:] if w >= link_w]
+            apart = _kept_apart(reg, lab, [o for o, _w in dups]) if dups and reg.constraints \
+                else set()
+            for other, w in dups:
+                if other not in apart:
                     reg._review(batch, "possible_duplicate", None, lab, other, w)
         elif old_lab >= 0 and reg.person_count[old_lab] == 0:
             lab = old_lab

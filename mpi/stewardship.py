@@ -152,6 +152,10 @@ def _cannot_links_joined(reg: Registry, rows: I64, group_of_row: I64) -> int:
     return len(joined)
 
 
+_SETTLED_BY = {"merge": "settled by a merge", "split": "settled by a split",
+               "review": "settled by a review decision"}
+
+
 def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: str,
                     source: str, source_ref: str | None, audit: Sequence[AuditEntry],
                     regroup: tuple[I64, I64] | None = None, cause: str = "steward",
@@ -197,6 +201,9 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
             _write_regroup(reg, cur, plan, batch)
         if also is not None:
             also(cur)
+        if plan is not None:  # persons merged or split: close the items that settles
+            qstore.resolve_settled_items(cur, now=batch.now,
+                                         reason=_SETTLED_BY.get(cause, f"settled by a {cause}"))
     # Committed: the in-memory state follows.
     reg.constraints.add(added)
     if plan is not None:

@@ -301,6 +301,8 @@ def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
     _post(sw, f"/v1/persons/{keys[0]}/merge", {"person_keys": [keys[1]], "reason": "dup"})
     after = _get(sw, f"/v1/review/{item['item_id']}")
     assert after["explanation"] is None and after["records"]["b"] == 0
+    assert after["status"] == "resolved"  # the merge settled it (still decidable)
+    assert item["item_id"] not in {i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]}
     refused = _post(sw, f"/v1/review/{item['item_id']}/decision",
                     {"decision": "non_match", "reason": "no"}, status=409)
     assert "split" in refused["detail"]
@@ -375,3 +377,37 @@ def test_match_decision_never_joins_a_cannot_linked_pair(sw: World) -> None:
                  {"decision": "match", "reason": "same person"})
     assert done["status"] == "decided"
     _constraints_hold(sw)
+
+
+def test_a_non_match_keeps_the_two_persons_out_of_the_queue(sw: World) -> None:
+    """After a steward's non_match on a possible duplicate, a new record bridging the same two
+    persons does not queue them again (every record pair across them is cannot-linked)."""
+    item = _open_item(sw, "possible_duplicate")
+    pair = {item["person_key"], item["other_person_key"]}
+    cur = sw.registry.store.cursor()
+    bridges = cur.execute("SELECT agency, source_record_id FROM source_record WHERE "
+                          "person_key = ? AND status = 'active'", [item["person_key"]]).fetchall()
+    by_sid = {(a, r["source_record_id"]): r for a in (A, B) for r in TOKENS[a]}
+
+    def queued_for_pair() -> int:
+        rows = sw.registry.store.cursor().execute(
+            "SELECT person_key, other_person_key FROM review_item WHERE kind = "
+            "'possible_duplicate' AND status = 'open'").fetchall()
+        return sum(1 for k, o in rows if {k, o} == pair)
+
+    def repost(tag: str) -> None:
+        for agency, sid in bridges:  # copies of the person's records: one of them bridges
+            r = sw.post_records(agency, [dict(by_sid[(agency, sid)],
+                                              source_record_id=f"{sid}-{tag}")])
+            assert r.status_code == 200, r.text
+
+    before = queued_for_pair()
+    repost("again")  # without a decision, the pair is queued again
+    assert queued_for_pair() > before
+    for open_item in _get(sw, "/v1/review?kind=possible_duplicate&limit=200")["items"]:
+        if {open_item["person_key"], open_item["other_person_key"]} == pair:
+            _post(sw, f"/v1/review/{open_item['item_id']}/decision",
+                  {"decision": "non_match", "reason": "different people"})
+    assert queued_for_pair() == 0
+    repost("after-decision")
+    assert queued_for_pair() == 0

@@ -69,7 +69,7 @@ def decide_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int, *, status:
 
 
 _RESOLVE_SETTLED_SQL = """
-UPDATE review_item SET status = 'resolved', decision_reason = 'settled by a re-link',
+UPDATE review_item SET status = 'resolved', decision_reason = ?,
        decided_by = 'system', decided_at = ?
 WHERE status IN ('open', 'deferred') AND (
     (kind = 'record_person' AND EXISTS (
@@ -81,10 +81,12 @@ WHERE status IN ('open', 'deferred') AND (
 """
 
 
-def resolve_settled_items(cur: duckdb.DuckDBPyConnection, *, now: dt.datetime) -> int:
-    """Close open/deferred items a re-link settled: the record now belongs to the candidate
-    person (or is no longer active), or a person the item names was retired. Returns how many."""
-    row = cur.execute(_RESOLVE_SETTLED_SQL, [now]).fetchone()
+def resolve_settled_items(cur: duckdb.DuckDBPyConnection, *, now: dt.datetime,
+                          reason: str = "settled by a re-link") -> int:
+    """Close open/deferred items a re-link (or a steward's merge or split) settled: the record
+    now belongs to the candidate person (or is no longer active), or a person the item names
+    was retired. Returns how many."""
+    row = cur.execute(_RESOLVE_SETTLED_SQL, [reason, now]).fetchone()
     return int(row[0]) if row else 0
 
 
