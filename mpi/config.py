@@ -42,6 +42,9 @@ class Settings(BaseSettings):
                                          "per principal (token bucket); 0 turns it off.")
     rate_limit_burst: int = Field(4_000, description="Requests a principal may send at once "
                                   "before the rate limit applies.")
+    idempotency_retention_hours: float = Field(
+        168.0, gt=0, description="How long the response to an Idempotency-Key is kept and "
+        "replayed (7 days); after that the key is forgotten and may be used again.")
     disclosure_threshold: int = Field(11, ge=1, description="Reports suppress groups with "
                                       "fewer records than this (equity report).")
 

@@ -7,6 +7,7 @@ or know about HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import threading
@@ -36,12 +37,18 @@ def check_key(key: str) -> None:
             None, "Idempotency-Key", f"1-{MAX_KEY_LEN} printable ASCII characters")])
 
 
+_PURGE_EVERY = dt.timedelta(hours=1)
+
+
 class IdempotencyKeys:
-    """Stored first responses per (principal, idempotency key) of one registry."""
+    """Stored first responses per (principal, idempotency key) of one registry, each kept for
+    ``settings.idempotency_retention_hours`` (then forgotten: the key may be used again)."""
 
     def __init__(self, registry: Registry) -> None:
         self._reg = registry
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._keep = dt.timedelta(hours=registry.settings.idempotency_retention_hours)
+        self._purged: dt.datetime | None = None  # when expired responses were last deleted
 
     def run(self, principal_id: str, key: str, *, digest: str,
             compute: Callable[[], dict[str, Any]],
@@ -51,8 +58,10 @@ class IdempotencyKeys:
         check_key(key)
         lock = self._locks[hash((principal_id, key)) % _STRIPES]
         with lock:
+            cutoff = self._reg.clock() - self._keep
             found = pstore.find_idempotent_response(self._reg.store.cursor(),
-                                                    principal_id=principal_id, idempotency_key=key)
+                                                    principal_id=principal_id, idempotency_key=key,
+                                                    since=cutoff)
             if found is not None:
                 if found[0] != digest:
                     if on_conflict is not None:
@@ -63,8 +72,15 @@ class IdempotencyKeys:
                 stored: dict[str, Any] = json.loads(found[1])
                 return stored
             response = compute()
+            now = self._reg.clock()
+            purge = self._purged is None or now - self._purged >= _PURGE_EVERY
             with self._reg.store.transaction() as cur:
                 pstore.insert_idempotent_response(
                     cur, principal_id=principal_id, idempotency_key=key, request_hash=digest,
-                    response=json.dumps(response, separators=(",", ":")), now=self._reg.clock())
+                    response=json.dumps(response, separators=(",", ":")), now=now,
+                    expired_before=cutoff)
+                if purge:  # at most hourly, riding on a write that commits anyway
+                    pstore.purge_idempotent_responses(cur, before=now - self._keep)
+            if purge:
+                self._purged = now
             return response

@@ -8,6 +8,7 @@ limits, the 500 path, audit events for reads and writes, bulk jobs and the metri
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -94,6 +95,42 @@ def test_idempotency_key_replays_and_conflicts(world: World) -> None:
     r = w.client.post("/v1/records", json={"records": RECORDS[B][:1]},
                       headers={**w.h(B), "Idempotency-Key": "batch-0001"})
     assert r.status_code == 200
+
+
+def test_idempotency_keys_expire_after_the_retention(world: World) -> None:
+    """A key's response is replayed for ``idempotency_retention_hours``; after that the key is
+    forgotten (it may carry another request), and expired responses are deleted."""
+    w = world
+    start = w.registry.clock()
+    hdr = {**w.h(A), "Idempotency-Key": "batch-expiring"}
+    first = w.client.post("/v1/records", json={"records": RECORDS[A][:2]}, headers=hdr)
+    assert first.status_code == 200
+    keep = dt.timedelta(hours=w.registry.settings.idempotency_retention_hours)
+
+    def stored() -> list[tuple[Any, ...]]:
+        return w.registry.store.cursor().execute(
+            "SELECT idempotency_key, request_hash FROM idempotency_key ORDER BY 1").fetchall()
+
+    w.registry.clock = lambda: start + keep - dt.timedelta(minutes=1)
+    assert_problem(w.client.post("/v1/records", json={"records": RECORDS[A][2:3]}, headers=hdr),
+                   409, "conflict")  # still within the retention
+    w.registry.clock = lambda: start + keep + dt.timedelta(minutes=1)
+    hash_before = dict(stored())["batch-expiring"]
+    reused = w.client.post("/v1/records", json={"records": RECORDS[A][2:3]}, headers=hdr)
+    assert reused.status_code == 200, reused.text
+    assert [x["source_record_id"] for x in reused.json()["results"]] == \
+        [RECORDS[A][2]["source_record_id"]]
+    assert dict(stored())["batch-expiring"] != hash_before  # the new request's response is kept
+    again = w.client.post("/v1/records", json={"records": RECORDS[A][2:3]}, headers=hdr)
+    assert again.content == reused.content
+    # An hour later, another keyed write purges what expired meanwhile.
+    other = {**w.h(A), "Idempotency-Key": "batch-other"}
+    assert w.client.post("/v1/records", json={"records": RECORDS[A][3:4]},
+                         headers=other).status_code == 200
+    w.registry.clock = lambda: start + 2 * keep + dt.timedelta(hours=2)
+    assert w.client.post("/v1/records", json={"records": RECORDS[A][4:5]},
+                         headers={**w.h(A), "Idempotency-Key": "batch-late"}).status_code == 200
+    assert [k for k, _h in stored()] == ["batch-late"]
 
 
 def test_batch_is_all_or_none_and_names_index_and_field(world: World) -> None:

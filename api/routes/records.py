@@ -26,7 +26,8 @@ Sid = Annotated[str, Path(min_length=1, max_length=128, description="The agency'
     "naming each record (1-based `row`), field and reason, and **nothing is stored** (all or "
     "none). Otherwise each record is matched and stored with its person key. Re-sending a "
     "record unchanged is a no-op (`unchanged`). With an `Idempotency-Key` header, the same key "
-    "and body return the stored response; the same key with another body is a 409.",
+    "and body return the stored response; the same key with another body is a 409. A key is "
+    "kept for `MPI_IDEMPOTENCY_RETENTION_HOURS` (7 days by default), then forgotten.",
     responses=errors(409))
 async def create_records(
     body: RecordsIn, caller: Caller, access: AccessDep,

@@ -98,17 +98,30 @@ def count_principals(cur: duckdb.DuckDBPyConnection, *, role: str, active_only: 
 
 
 def find_idempotent_response(cur: duckdb.DuckDBPyConnection, *, principal_id: str,
-                             idempotency_key: str) -> tuple[str, str] | None:
-    """(request_hash, stored response JSON) for a principal's idempotency key, or None."""
+                             idempotency_key: str, since: dt.datetime) -> tuple[str, str] | None:
+    """(request_hash, stored response JSON) for a principal's idempotency key stored at or
+    after ``since`` (older ones have expired), or None."""
     row = first_row(cur.execute(
         "SELECT request_hash, response FROM idempotency_key WHERE principal_id = ? "
-        "AND idempotency_key = ?", [principal_id, idempotency_key]).fetchall())
+        "AND idempotency_key = ? AND created_at >= ?",
+        [principal_id, idempotency_key, since]).fetchall())
     return (str(row[0]), str(row[1])) if row else None
 
 
 def insert_idempotent_response(cur: duckdb.DuckDBPyConnection, *, principal_id: str,
                                idempotency_key: str, request_hash: str, response: str,
-                               now: dt.datetime) -> None:
-    """Remember the response given for a principal's idempotency key."""
-    cur.execute("INSERT INTO idempotency_key VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [principal_id, idempotency_key, request_hash, response, now])
+                               now: dt.datetime, expired_before: dt.datetime) -> None:
+    """Remember the response given for a principal's idempotency key (replacing an expired
+    one stored before ``expired_before``; a live one is kept)."""
+    cur.execute("INSERT INTO idempotency_key VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (principal_id, idempotency_key) DO UPDATE SET "
+                "request_hash = excluded.request_hash, response = excluded.response, "
+                "created_at = excluded.created_at WHERE idempotency_key.created_at < ?",
+                [principal_id, idempotency_key, request_hash, response, now, expired_before])
+
+
+def purge_idempotent_responses(cur: duckdb.DuckDBPyConnection, *, before: dt.datetime) -> int:
+    """Forget responses stored before ``before``; returns how many."""
+    row = first_row(cur.execute("DELETE FROM idempotency_key WHERE created_at < ?",
+                                [before]).fetchall())
+    return int(row[0]) if row else 0
