@@ -46,16 +46,28 @@ def small_growth(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_mod, "_GROW_MIN", 16)
 
 
+def _pairs(found: tuple[Any, Any]) -> list[tuple[int, int]]:
+    return sorted(zip(*(x.tolist() for x in found), strict=True))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=ops)
-def test_background_growth_keeps_every_row(small_growth: None, ops: list[Op]) -> None:
+@given(ops=ops, snap_at=st.integers(0, 59))
+def test_background_growth_keeps_every_row(small_growth: None, ops: list[Op], snap_at: int) -> None:
     index = BlockingIndex(DEFAULT_DEFINITION)
     model: dict[str, list[int]] = {c: [] for c in COLUMNS}
     active: list[bool] = []
     label: list[int] = []
     ident: list[int] = []
     grew_ahead = False
-    for kind, a, b in ops:
+    probe = _rows(6, 12345)
+    snap: BlockingIndex | None = None
+    frozen: dict[str, Any] = {}
+    for i, (kind, a, b) in enumerate(ops):
+        if i == snap_at % len(ops):  # a snapshot must not see anything done after it
+            snap = index.snapshot()
+            frozen = {"model": {c: list(v) for c, v in model.items()}, "active": list(active),
+                      "label": list(label), "ident": list(ident),
+                      "query": _pairs(index.query(probe))}
         if kind in ("append", "undo"):
             cols = _rows(a, b)
             labs = np.arange(len(label), len(label) + a, dtype=np.int64) + 1000
@@ -98,6 +110,24 @@ def test_background_growth_keeps_every_row(small_growth: None, ops: list[Op]) ->
         ours = sorted(zip(*(x.tolist() for x in index.candidates(rows)), strict=True))
         theirs = sorted(zip(*(x.tolist() for x in fresh.candidates(rows)), strict=True))
         assert ours == theirs
+    assert snap is not None
+    n = snap.n
+    assert n == len(frozen["label"])
+    assert snap.active.tolist() == frozen["active"] and snap.label.tolist() == frozen["label"]
+    assert snap.ident.tolist() == frozen["ident"]
+    for c in COLUMNS:
+        assert snap.data[c].tolist() == frozen["model"][c]
+    assert _pairs(snap.query(probe)) == frozen["query"]
+    if n:
+        rows = np.arange(n, dtype=np.int64)
+        assert snap.gather(rows)[COLUMNS[0]].tolist() == frozen["model"][COLUMNS[0]]
+        fresh = BlockingIndex(DEFAULT_DEFINITION)
+        fresh.append({c: np.array(frozen["model"][c], dtype=np.int64) for c in COLUMNS},
+                     np.array(frozen["label"], dtype=np.int64))
+        fresh.active[:n] = frozen["active"]
+        assert _pairs(snap.candidates(rows)) == _pairs(fresh.candidates(rows))
+    with pytest.raises(RuntimeError):
+        snap.append(_rows(1, 1), np.zeros(1, dtype=np.int64))
 
 
 def test_growth_is_prepared_ahead_and_adopted(small_growth: None) -> None:

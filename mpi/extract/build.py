@@ -207,25 +207,39 @@ class _Snapshot:
 
 
 def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
-    """Rows, counts, labels and link evidence from one state (the registry's write lock)."""
+    """Rows, counts, labels and link evidence from one state (snapshots taken under the
+    registry's write lock)."""
     cohort = xread.CohortFilter(
         agency=spec.cohort.agency,
         json_path=None if spec.cohort.attribute is None else f"$.{spec.cohort.attribute}",
         start=spec.cohort.start, end=spec.cohort.end)
     agencies = sorted({a.agency for a in plan.columns.values()})
     paths = [(a.agency, f"$.{a.name}") for a in plan.columns.values()]
+    # One state, without stopping writers for the whole read: under the write lock (held for
+    # milliseconds) the journal is folded, a DuckDB read transaction pins its snapshot and the
+    # index is snapshotted; the reads and the scoring (seconds at 1M records) run after.
     with reg.store.write_lock:
-        cur = reg.store.cursor()
+        cur = reg.store.cursor()  # folds the journal: DuckDB holds every acknowledged write
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute("SELECT applied_seq FROM journal_state").fetchall()  # pins the snapshot
+            index, scorer = reg.index.snapshot(), reg.scorer
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    try:
         counts = xread.cohort_counts(cur, cohort=cohort)
         raw = xread.extract_rows(cur, cohort=cohort, agencies=agencies, columns=paths)
         labels = active_labels(cur)
-        seqs = np.asarray(raw.column("record_seq").to_numpy(), dtype=np.int64)
-        rows = quality.active_rows(reg.index, seqs)
-        if (rows < 0).any():  # the store and the in-memory state disagree: never expected
-            raise RuntimeError("registry state is inconsistent: an active record is not indexed")
-        pairs = quality.label_pairs(reg.index, reg.scorer, labels)
-        cal = quality.calibration(pairs.probability, pairs.is_match)
-        evidence = quality.record_evidence(reg.index, reg.scorer, rows, cal)
+    finally:
+        cur.execute("ROLLBACK")  # it only read
+    seqs = np.asarray(raw.column("record_seq").to_numpy(), dtype=np.int64)
+    rows = quality.active_rows(index, seqs)
+    if (rows < 0).any():  # the store and the in-memory state disagree: never expected
+        raise RuntimeError("registry state is inconsistent: an active record is not indexed")
+    pairs = quality.label_pairs(index, scorer, labels)
+    cal = quality.calibration(pairs.probability, pairs.is_match)
+    evidence = quality.record_evidence(index, scorer, rows, cal)
     data: dict[str, Any] = {_SEQ: raw.column("record_seq"), _KEY: raw.column("person_key"),
                             AGENCY: raw.column("agency")}
     for i, col in enumerate(plan.columns):

@@ -272,7 +272,7 @@ def record_evidence(index: BlockingIndex, scorer: Scorer, rows: I64,
                     cal: Calibration | None = None) -> RecordEvidence:
     """Link and missed-match probabilities of extract records (active index ``rows``).
 
-    Reads the index: the caller holds the registry's write lock.
+    Reads the index: pass a snapshot (``BlockingIndex.snapshot``) or hold the write lock.
     """
     link, within = link_probabilities(index, scorer, rows)
     missed, missed_cal, candidates = missed_probabilities(index, scorer, rows, cal)

@@ -110,6 +110,15 @@ class _RuleIndex:
         self.keys = np.insert(self.keys, pos, keys)
         self.rows = np.insert(self.rows, pos, rows)
 
+    def frozen(self) -> _RuleIndex:
+        """A copy that later additions do not change (the sorted arrays are only ever
+        replaced, never written in place, so they are shared; the delta is copied)."""
+        out = _RuleIndex()
+        out.keys, out.rows = self.keys, self.rows
+        out.delta = {k: list(rs) for k, rs in self.delta.items()}
+        out.delta_size = self.delta_size
+        return out
+
     def drop_rows_from(self, first_row: int) -> None:
         keep = self.rows < first_row
         self.keys, self.rows = self.keys[keep], self.rows[keep]
@@ -188,6 +197,27 @@ class BlockingIndex:
         self._spare_thread: threading.Thread | None = None
         self._generation = 0  # bumped whenever the arrays are replaced: a stale spare is dropped
         self._low = 0  # lowest row count since the spare's copy began (truncate lowers it)
+        self._frozen = False  # a snapshot: never appended to
+
+    def snapshot(self) -> BlockingIndex:
+        """A read-only copy of the index as it is now, for long reads (an extract's linkage
+        evidence) that must not hold the writers' lock. Call with that lock held.
+
+        Cheap: rows below ``n`` are committed and their token columns and ids are never
+        rewritten (appends go above ``n``, an undo only removes rows appended after it, and
+        growing copies into new arrays), so those are shared; the active flags and person
+        labels, which change in place, and each rule's small delta are copied."""
+        snap = BlockingIndex.__new__(BlockingIndex)
+        n = self.n
+        snap.definition, snap.columns, snap.n, snap._cap = self.definition, self.columns, n, n
+        snap.data = {c: self.data[c][:n] for c in self.columns}
+        snap.ident = self.ident[:n]
+        snap.active = self.active[:n].copy()
+        snap.label = self.label[:n].copy()
+        snap._rules = [r.frozen() for r in self._rules]
+        snap._spare, snap._spare_thread, snap._generation, snap._low = None, None, 0, n
+        snap._frozen = True
+        return snap
 
     @staticmethod
     def _next_cap(cap: int, need: int) -> int:
@@ -257,6 +287,8 @@ class BlockingIndex:
     def append(self, columns: Mapping[str, I64], labels: I64,
                idents: I64 | Sequence[int] | None = None) -> I64:
         """Append rows (active) with their labels and ids, index them; returns row numbers."""
+        if self._frozen:
+            raise RuntimeError("an index snapshot is read-only")
         m = len(labels)
         need = self.n + m
         if (self._spare is not None or need > self._cap) and not self._adopt_spare(need):
@@ -284,6 +316,8 @@ class BlockingIndex:
 
     def truncate(self, n: int) -> None:
         """Forget rows from ``n`` on (undo of an uncommitted append)."""
+        if self._frozen:
+            raise RuntimeError("an index snapshot is read-only")
         self._low = min(self._low, n)
         for r in self._rules:
             r.drop_rows_from(n)
