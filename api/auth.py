@@ -51,6 +51,9 @@ def document_security(schema: dict[str, Any], *, authenticated: set[tuple[str, s
                 op["security"] = [{name: []} for name in SECURITY_SCHEMES]
 
 
+_REVOKED = "revoked-key:"  # rate-limit bucket prefix for auditing a revoked key's use
+
+
 def _take_rate(request: Request, principal: Principal) -> None:
     """Take one request from the principal's rate budget; 429 when it is spent."""
     wait = app_state(request).limiter.take(principal.principal_id)
@@ -69,7 +72,10 @@ def _check(request: Request, access: Access, key: str | None,
     route_path = getattr(request.scope.get("route"), "path", request.url.path)
     if principal is None:
         holder = access.principals.find_revoked_holder(key)
-        if holder is not None:
+        # A revoked key's use is audited within a rate budget of its own (not the holder's:
+        # a leaked old key must not throttle the principal's current one), so hammering the
+        # service with it cannot turn into an unbounded stream of durable audit writes.
+        if holder is not None and app_state(request).limiter.take(_REVOKED + holder) == 0:
             access.audit(holder, "auth", f"route:{request.method} {route_path}", outcome="denied",
                          detail={"reason": "revoked key"})
         raise Unauthorized("unknown or revoked API key")

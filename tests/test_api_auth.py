@@ -171,6 +171,33 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
         w.registry.close()
 
 
+def test_revoked_key_use_is_audited_within_its_own_rate_budget(tmp_path: Path) -> None:
+    """Hammering with a revoked key gets 401 every time and at most a burst of audit events
+    (then the rate), and does not spend the budget of the holder's current key."""
+    limited = create_app(Settings(data_dir=tmp_path / "x", rate_limit_per_second=0.5,
+                                  rate_limit_burst=2)).state.mpi.limiter
+    w = build_world(tmp_path)
+    try:
+        old = w.keys[A]
+        r = w.client.post(f"/v1/principals/{w.ids[A]}/rotate", headers=w.h("admin"))
+        assert r.status_code == 200
+        new = r.json()["api_key"]
+        w.client.app.state.mpi.limiter = limited  # type: ignore[attr-defined]
+        url = f"/v1/records/{REC['source_record_id']}"
+
+        def revoked_uses() -> int:
+            return sum(1 for e in w.audit() if e["action"] == "auth" and e["principal"] == w.ids[A]
+                       and "revoked key" in (e["detail"] or ""))
+
+        codes = [w.client.get(url, headers={"X-API-Key": old}).status_code for _ in range(12)]
+        assert codes == [401] * 12
+        assert 1 <= revoked_uses() <= 3  # the burst of 2 (plus a refill during the loop)
+        assert w.client.get(url, headers={"X-API-Key": new}).status_code == 404  # not throttled
+        assert w.registry.verify_audit().ok
+    finally:
+        w.registry.close()
+
+
 # ---- agency isolation: a property over random principals, routes and targets ---------------
 @pytest.fixture(scope="module")
 def iso_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
