@@ -215,24 +215,14 @@ def _read(reg: Registry, spec: ExtractSpec, plan: _Plan) -> _Snapshot:
         start=spec.cohort.start, end=spec.cohort.end)
     agencies = sorted({a.agency for a in plan.columns.values()})
     paths = [(a.agency, f"$.{a.name}") for a in plan.columns.values()]
-    # One state, without stopping writers for the whole read: under the write lock (held for
-    # milliseconds) the journal is folded, a DuckDB read transaction pins its snapshot and the
-    # index is snapshotted; the reads and the scoring (seconds at 1M records) run after.
-    with reg.store.write_lock:
-        cur = reg.store.cursor()  # folds the journal: DuckDB holds every acknowledged write
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            cur.execute("SELECT applied_seq FROM journal_state").fetchall()  # pins the snapshot
-            index, scorer = reg.index.snapshot(), reg.scorer
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-    try:
+    # One state, without stopping writers for the whole read: they wait only while the
+    # journal is folded, DuckDB's snapshot is pinned and the index is snapshotted
+    # (milliseconds); the reads and the scoring (seconds at 1M records) run after.
+    with reg.store.read_snapshot(lambda: (reg.index.snapshot(), reg.scorer)) as (cur, taken):
+        index, scorer = taken
         counts = xread.cohort_counts(cur, cohort=cohort)
         raw = xread.extract_rows(cur, cohort=cohort, agencies=agencies, columns=paths)
         labels = active_labels(cur)
-    finally:
-        cur.execute("ROLLBACK")  # it only read
     seqs = np.asarray(raw.column("record_seq").to_numpy(), dtype=np.int64)
     rows = quality.active_rows(index, seqs)
     if (rows < 0).any():  # the store and the in-memory state disagree: never expected

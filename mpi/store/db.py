@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mpi.store.writeset import WriteSet
 
 log = logging.getLogger("mpi.store")
+T = TypeVar("T")
 
 # One DuckDB worker thread: the registry runs many tiny statements, where the scheduler's
 # hand-offs cost more than parallelism gains (measured ~25% per statement); bulk linkage runs
@@ -237,6 +238,26 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+
+    @contextmanager
+    def read_snapshot(self, under_lock: Callable[[], T]) -> Iterator[tuple[duckdb.DuckDBPyConnection, T]]:
+        """A read-only transaction whose snapshot holds every acknowledged write, and what
+        ``under_lock`` returns (called while writers wait, so in-memory state taken there is
+        the same state). Writers wait only for this set-up, not for the caller's reads."""
+        with self.write_lock:
+            cur = self.cursor()  # folds the journal: DuckDB holds every acknowledged write
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                # DuckDB fixes a transaction's snapshot at its first read: do it now.
+                cur.execute("SELECT applied_seq FROM journal_state").fetchall()
+                extra = under_lock()
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        try:
+            yield cur, extra
+        finally:
+            cur.execute("ROLLBACK")  # it only read
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file."""
