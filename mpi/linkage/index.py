@@ -58,13 +58,29 @@ def rule_key(values: Mapping[str, int], rule: Sequence[str], salt: int) -> int:
 
 
 class _RuleIndex:
-    """Sorted (key, row) arrays plus a dict of recent additions, merged in when it grows."""
+    """Sorted (key, row) arrays plus the rows added since, merged in when they grow.
+
+    The recent rows form one chain per key: ``last`` maps a key to its newest recent row and
+    ``prev`` a recent row to the one before it under the same key. Dicts of ints are not
+    tracked by the garbage collector, where a list (or array) per key was: with ~80k of those
+    after 40k online enrols, every full collection in the server took 10-20 ms (measured)."""
 
     def __init__(self) -> None:
         self.keys = np.empty(0, dtype=np.uint64)
         self.rows = np.empty(0, dtype=np.int64)
-        self.delta: dict[int, list[int]] = {}
+        self.last: dict[int, int] = {}
+        self.prev: dict[int, int] = {}
         self.delta_size = 0
+
+    def _put(self, key: int, row: int) -> None:
+        before = self.last.get(key)
+        if before is not None:
+            self.prev[row] = before
+        self.last[key] = row
+
+    def _merge_delta(self) -> None:
+        self._merge(*self._delta_arrays())
+        self.last, self.prev, self.delta_size = {}, {}, 0
 
     def add(self, keys: npt.NDArray[np.uint64], rows: I64) -> None:
         keep = keys != 0
@@ -73,20 +89,32 @@ class _RuleIndex:
             self._merge(keys, rows)
             return
         for k, r in zip(keys.tolist(), rows.tolist(), strict=True):
-            self.delta.setdefault(k, []).append(r)
+            self._put(k, r)
         self.delta_size += len(keys)
         if self.delta_size > _DELTA_LIMIT:
-            self._merge(*self._delta_arrays())
-            self.delta, self.delta_size = {}, 0
+            self._merge_delta()
 
     def add_one(self, key: int, row: int) -> None:
         """``add`` for one row."""
         if key:
-            self.delta.setdefault(key, []).append(row)
+            self._put(key, row)
             self.delta_size += 1
             if self.delta_size > _DELTA_LIMIT:
-                self._merge(*self._delta_arrays())
-                self.delta, self.delta_size = {}, 0
+                self._merge_delta()
+
+    def recent(self, key: int) -> list[int]:
+        """Rows added under ``key`` since the last merge, oldest first."""
+        row = self.last.get(key)
+        if row is None:
+            return []
+        out = [row]
+        prev = self.prev.get
+        row = prev(row)
+        while row is not None:
+            out.append(row)
+            row = prev(row)
+        out.reverse()
+        return out
 
     def lookup_one(self, key: int) -> list[int]:
         """Rows stored under one key (``lookup`` for one query)."""
@@ -95,12 +123,17 @@ class _RuleIndex:
         k = np.uint64(key)
         lo, hi = int(self.keys.searchsorted(k, "left")), int(self.keys.searchsorted(k, "right"))
         found: list[int] = self.rows[lo:hi].tolist() if hi > lo else []
-        extra = self.delta.get(key)
-        return found + extra if extra else found
+        if key in self.last:
+            found.extend(self.recent(key))
+        return found
 
     def _delta_arrays(self) -> tuple[npt.NDArray[np.uint64], I64]:
-        ks = [k for k, rs in self.delta.items() for _ in rs]
-        rs = [r for rows in self.delta.values() for r in rows]
+        ks: list[int] = []
+        rs: list[int] = []
+        for k in self.last:
+            chain = self.recent(k)
+            ks.extend([k] * len(chain))
+            rs.extend(chain)
         return np.array(ks, dtype=np.uint64), np.array(rs, dtype=np.int64)
 
     def _merge(self, keys: npt.NDArray[np.uint64], rows: I64) -> None:
@@ -115,20 +148,25 @@ class _RuleIndex:
         replaced, never written in place, so they are shared; the delta is copied)."""
         out = _RuleIndex()
         out.keys, out.rows = self.keys, self.rows
-        out.delta = {k: list(rs) for k, rs in self.delta.items()}
-        out.delta_size = self.delta_size
+        out.last, out.prev, out.delta_size = dict(self.last), dict(self.prev), self.delta_size
         return out
 
     def drop_rows_from(self, first_row: int) -> None:
         keep = self.rows < first_row
         self.keys, self.rows = self.keys[keep], self.rows[keep]
-        delta: dict[int, list[int]] = {}
-        for k, rs in self.delta.items():
-            kept = [r for r in rs if r < first_row]
-            if kept:
-                delta[k] = kept
-        self.delta = delta
-        self.delta_size = sum(len(v) for v in delta.values())
+        # A key's recent rows ascend along its chain (rows are appended in order, and an undo
+        # removes the newest), so each chain is cut back to its newest row below first_row.
+        prev = self.prev.get
+        last: dict[int, int] = {}
+        for k, r in self.last.items():
+            kept: int | None = r
+            while kept is not None and kept >= first_row:
+                kept = prev(kept)
+            if kept is not None:
+                last[k] = kept
+        self.prev = {r: p for r, p in self.prev.items() if r < first_row}
+        self.last = last
+        self.delta_size = len(last) + len(self.prev)
 
     def lookup(self, keys: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
         """(query position, row) for every stored row sharing a query's key."""
@@ -152,12 +190,12 @@ class _RuleIndex:
             return q, rows
         dq: list[int] = []
         dr: list[int] = []
-        get = self.delta.get
+        last, recent = self.last, self.recent
         for i, k in enumerate(keys.tolist()):
-            hit = get(k) if k else None
-            if hit:
-                dq.extend([i] * len(hit))
-                dr.extend(hit)
+            if k and k in last:
+                chain = recent(k)
+                dq.extend([i] * len(chain))
+                dr.extend(chain)
         if not dq:
             return q, rows
         return (np.concatenate([q, np.array(dq, dtype=np.int64)]),
