@@ -20,6 +20,7 @@ from mpi.batch import EnrolResult, RecordResult, WriteBatch
 from mpi.constraints import CANNOT, online_rule
 from mpi.errors import Problem
 from mpi.intake import ParsedRecord, parse_record
+from mpi.stewardship import rows_of_persons, rows_of_records
 
 if TYPE_CHECKING:
     from mpi.registry import Registry
@@ -205,14 +206,12 @@ def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[i
 def _kept_apart(reg: Registry, lab: int, others: list[int]) -> set[int]:
     """The persons among ``others`` that a cannot-link separates from person ``lab``: a steward
     has said they are different people, so they are not queued as possible duplicates again."""
-    n = reg.index.n
-    ident, active, label = reg.index.ident[:n], reg.index.active[:n], reg.index.label[:n]
-    mine = ident[np.flatnonzero((label == lab) & active)].tolist()
+    mine = reg.index.ident[rows_of_persons(reg, [lab])].tolist()
     partners = [o for s in mine for o, kind in reg.constraints.partners(s) if kind == CANNOT]
     if not partners:
         return set()
-    hit = np.isin(ident, np.asarray(partners, dtype=np.int64)) & active
-    return set(label[hit].tolist()) & set(others)
+    rows = list(rows_of_records(reg, partners).values())
+    return set(reg.index.label[rows].tolist()) & set(others)
 
 
 def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],

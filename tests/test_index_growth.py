@@ -199,3 +199,19 @@ def test_rows_rewritten_while_the_copy_runs_are_copied_again(
     for c in COLUMNS:
         assert index.data[c][n0 - 30: n0].tolist() == again[c].tolist()
         assert index.data[c][:70].tolist() == first[c][:70].tolist()
+
+
+def test_recent_rows_are_kept_out_of_the_garbage_collector() -> None:
+    """Recent rows live in dicts of ints, which the collector does not track: a container per
+    key made every full collection in the server walk ~80k of them (15-20 ms)."""
+    import gc
+    index = BlockingIndex(DEFAULT_DEFINITION)
+    index.append(_rows(200, 3), np.zeros(200, dtype=np.int64))
+    for i in range(50):  # single appends go to the recent rows; few values, so keys repeat
+        index.append(_rows(1, i % 5), np.zeros(1, dtype=np.int64))
+    rules = index._rules
+    assert any(r.prev for r in rules), "no key got a second recent row"
+    for r in rules:
+        assert not gc.is_tracked(r.last) and not gc.is_tracked(r.prev)
+    snap = index.snapshot()
+    assert all(not gc.is_tracked(r.last) and not gc.is_tracked(r.prev) for r in snap._rules)

@@ -123,8 +123,7 @@ class _RuleIndex:
         k = np.uint64(key)
         lo, hi = int(self.keys.searchsorted(k, "left")), int(self.keys.searchsorted(k, "right"))
         found: list[int] = self.rows[lo:hi].tolist() if hi > lo else []
-        if key in self.last:
-            found.extend(self.recent(key))
+        found.extend(self.recent(key))
         return found
 
     def _delta_arrays(self) -> tuple[npt.NDArray[np.uint64], I64]:
