@@ -75,8 +75,13 @@ def tokenize(
                                                         "to pass through (repeatable).")] = None,
     date_format: Annotated[list[str] | None, typer.Option("--date-format", help="Extra accepted "
                                                           "date format, e.g. %m/%d/%Y.")] = None,
-    rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects CSV (default "
+    rejects: Annotated[Path | None, typer.Option("--rejects", help="Warnings CSV: refused rows, "
+                                                 "dropped and repaired fields (default "
                                                  "OUTPUT.rejects.csv).")] = None,
+    zero_pad: Annotated[bool, typer.Option("--zero-pad/--no-zero-pad", help="Zero-pad 3-4 "
+                                           "digit ZIPs and 7-8 digit SSNs that lost their "
+                                           "leading zeros (reported as repaired); off: drop "
+                                           "them.")] = True,
 ) -> None:
     """Tokenize plaintext identifiers agency-side; the output holds no plaintext identifier."""
     from mpi.secretfile import read_secret
@@ -86,12 +91,18 @@ def tokenize(
         task = bar.add_task("tokenizing", total=None)
         summary = tokenize_file(input_file, secret=secret, out=out_file, rejects=rejects,
                                 attributes=attribute or [], date_formats=date_format or [],
-                                progress=lambda n: bar.advance(task, n))
+                                zero_pad=zero_pad, progress=lambda n: bar.advance(task, n))
     if summary.ignored_columns:
         err.print(f"ignored columns (not in the schema, not --attribute): "
                   f"{', '.join(summary.ignored_columns)}")
-    out.print(f"{summary.rows} rows: {summary.written} tokenized -> {out_file}, "
-              f"{summary.rejected} rejected -> {summary.rejects} (key id {summary.key_id})")
+    notes = []
+    if summary.kept_with_warnings:
+        notes.append(f"{summary.kept_with_warnings} with dropped fields")
+    if summary.repaired:
+        notes.append(f"{summary.repaired} fields repaired")
+    kept = f" ({', '.join(notes)})" if notes else ""
+    out.print(f"{summary.rows} rows: {summary.written} tokenized{kept} -> {out_file}, "
+              f"{summary.rejected} refused -> {summary.rejects} (key id {summary.key_id})")
 
 
 @app.command()
@@ -235,6 +246,9 @@ def _print_evaluation(ev: Evaluation) -> None:
     out.print(table)
     out.print(f"records {ev.records}, true persons {ev.true_clusters}, "
               f"predicted persons {ev.predicted_clusters}")
+    if ev.missing:
+        out.print(f"{ev.missing} records of the truth have no key (refused or never enrolled): "
+                  "each counted as a person of its own")
 
 
 @app.command()
@@ -294,6 +308,8 @@ def model_train(
     data_dir: DataDir = None,
 ) -> None:
     """Train a candidate model version on a sample (Splink on this machine); never activates it."""
+    from rich.markup import escape
+
     from mpi.linkage.modelfile import Thresholds
     from mpi.linkage.spark_engine import SparkOptions
     from mpi.registry import Registry
@@ -305,10 +321,18 @@ def model_train(
         version = train_candidate(reg, out_dir=out_dir or settings.data_dir / "models", name=name,
                                   seed=seed, fraction=sample, spark_snapshot=spark_snapshot,
                                   spark=SparkOptions(master=spark_master),
-                                  progress=lambda m: err.print(f"[dim]{m}[/dim]"),
-                                  thresholds=Thresholds(link=th.link if link is None else link,
-                                                        review=th.review if review is None
-                                                        else review))
+                                  progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"),
+                                  thresholds=None if link is None and review is None else
+                                  Thresholds(link=th.link if link is None else link,
+                                             review=th.review if review is None else review))
+    except MpiError:
+        raise  # main() prints it as one line, exit 2
+    except Exception as exc:  # a Splink/DuckDB failure: one line, no traceback
+        why = [(str(e).strip().splitlines() or [type(e).__name__])[0]
+               for e in (exc, exc.__cause__) if e is not None]
+        err.print(f"[red]error:[/red] training failed ({type(exc).__name__}): "
+                  f"{escape('; cause: '.join(why)[:400])}")
+        raise typer.Exit(1) from None
     finally:
         reg.close()
     out.print(f"trained {version}; it is not active")

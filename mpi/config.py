@@ -32,7 +32,9 @@ class Settings(BaseSettings):
                                      "registry connection (the in-memory matching index is "
                                      "separate).")
     ingest_chunk: int = Field(10_000, description="Records per ingest transaction (CLI).")
-    max_body_bytes: int = Field(16 * 2**20, description="Largest request body the API accepts "
+    # A contract-revision-2 record with every field is ~3.5 KB of JSON: the largest batch
+    # (max_batch_records) must fit with margin.
+    max_body_bytes: int = Field(64 * 2**20, description="Largest request body the API accepts "
                                 "(bytes); larger ones get 413.")
     max_bulk_body_bytes: int = Field(64 * 2**20, description="Largest upload to POST /v1/bulk "
                                      "(bytes); larger ones get 413.")

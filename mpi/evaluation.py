@@ -35,13 +35,18 @@ class Scores:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Pairwise and exact-cluster scores over the records both inputs share."""
+    """Pairwise and exact-cluster scores over every record of the truth.
+
+    A truth record missing from the predicted keys (refused at intake, never enrolled) counts
+    as a person of its own: a missed link, not a record to leave out. ``missing`` says how many.
+    """
 
     pairwise: Scores
     cluster: Scores
     records: int
     true_clusters: int
     predicted_clusters: int
+    missing: int = 0
 
 
 def _pairs(n: int) -> int:
@@ -61,30 +66,39 @@ def _sum_pairs(counts: Iterable[int]) -> int:
     return sum(_pairs(c) for c in counts)
 
 
+_MISSING = object()
+
+
 def _contingency(
     truth: Mapping[RecordKey, Hashable], predicted: Mapping[RecordKey, Hashable]
 ) -> tuple[int, Counter[tuple[Hashable, Hashable]], Counter[Hashable], Counter[Hashable]]:
-    """Return (shared record count, cell sizes, true cluster sizes, predicted cluster sizes)."""
-    # iterate in truth's order: far more cache-friendly than a set intersection
-    common = [k for k in truth if k in predicted]
-    t_labels = list(map(truth.__getitem__, common))
-    p_labels = list(map(predicted.__getitem__, common))
+    """Return (missing count, cell sizes, true cluster sizes, predicted cluster sizes) over
+    every truth record; a record without a predicted key is a singleton of its own."""
+    get = predicted.get
+    p_labels: list[Hashable] = [get(k, _MISSING) for k in truth]
+    missing = 0
+    for i, label in enumerate(p_labels):
+        if label is _MISSING:
+            p_labels[i] = ("missing", i)
+            missing += 1
+    t_labels = list(truth.values())
     cells: Counter[tuple[Hashable, Hashable]] = Counter(zip(t_labels, p_labels, strict=True))
-    return len(common), cells, Counter(t_labels), Counter(p_labels)
+    return missing, cells, Counter(t_labels), Counter(p_labels)
 
 
 def pair_counts(
     truth: Mapping[RecordKey, Hashable], predicted: Mapping[RecordKey, Hashable]
 ) -> tuple[int, int, int]:
-    """Return (true-positive pairs, predicted pairs, true pairs) over the shared records."""
+    """Return (true-positive pairs, predicted pairs, true pairs) over the truth's records."""
     _, cells, true_sizes, pred_sizes = _contingency(truth, predicted)
     return _sum_pairs(cells.values()), _sum_pairs(pred_sizes.values()), _sum_pairs(true_sizes.values())
 
 
 def evaluate(truth: Mapping[RecordKey, str], predicted: Mapping[RecordKey, str]) -> Evaluation:
-    """Score predicted clusters against truth on the records present in both mappings."""
-    records, cells, true_sizes, pred_sizes = _contingency(truth, predicted)
-    if records == 0:
+    """Score predicted clusters against every truth record; records without a key are
+    singletons (counted in ``missing``), predicted records absent from the truth are ignored."""
+    missing, cells, true_sizes, pred_sizes = _contingency(truth, predicted)
+    if missing == len(truth):
         raise ValueError(
             f"no records in common between truth ({len(truth)} records) "
             f"and predicted ({len(predicted)} records)"
@@ -101,9 +115,10 @@ def evaluate(truth: Mapping[RecordKey, str], predicted: Mapping[RecordKey, str])
     return Evaluation(
         pairwise=pairwise,
         cluster=cluster,
-        records=records,
+        records=len(truth),
         true_clusters=len(true_sizes),
         predicted_clusters=len(pred_sizes),
+        missing=missing,
     )
 
 

@@ -17,15 +17,16 @@ import numpy as np
 import numpy.typing as npt
 
 from mpi.errors import InvalidInput, Problem
-from mpi.schema import EVIDENCE_GROUPS, MIN_EVIDENCE, SCHEMA_VERSION, TOKEN_NAMES
+from mpi.schema import EVIDENCE_GROUPS, MIN_EVIDENCE, SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES
 from mpi.tokenizer import MAX_SOURCE_ID_LEN
-from mpi.tokens import rekey, split_token
+from mpi.tokens import BloomPermutation, rekey, split_token
 
 _TOKEN_POS = {name: i for i, name in enumerate(TOKEN_NAMES)}
 _MAX_ATTRIBUTES = 64
 # Re-keying is deterministic, and token values repeat (names, dates, ZIPs): a bounded memo of
 # valid tokens -> (key id, storage token) skips parsing and hashing for repeats.
 _CACHES: dict[bytes, dict[str, tuple[str, int]]] = {}
+_PERMUTATIONS: dict[bytes, BloomPermutation] = {}
 _CACHE_MAX = 1 << 18
 _FIELD_SET = frozenset(name for name in TOKEN_NAMES if "." not in name)
 # More evidence-group fields than the largest group has means at least two groups.
@@ -123,10 +124,16 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
                 continue
             try:
                 kid, digest = split_token(tok)
+                if name in SIMILARITY_TOKENS:  # its bits are compared: permute, don't hash
+                    perm = _PERMUTATIONS.get(server_secret)
+                    if perm is None:
+                        perm = _PERMUTATIONS[server_secret] = BloomPermutation(server_secret)
+                    hit = (kid, perm(digest))
+                else:
+                    hit = (kid, rekey(server_secret, digest))
             except InvalidInput as exc:
                 problems.append(Problem(row, f"tokens.{name}", exc.message, sid))
                 continue
-            hit = (kid, rekey(server_secret, digest))
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[tok] = hit

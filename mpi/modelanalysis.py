@@ -110,8 +110,8 @@ def analyse(reg: Registry, model: ModelVersion) -> Analysis:
     with reg.store.write_lock:  # the pairs and the re-link input are one registry state
         key = _state_key(reg, model)
         ls, rs, lcols, rcols = candidate_pairs(reg)
-        table: pa.Table = reg.model_table()
-    weight = Scorer(reg.model_definition, model.params).weights(lcols, rcols)
+        table: pa.Table = reg.model_table(model.definition)
+    weight = Scorer(model.definition, model.params).weights(lcols, rcols)
     if table.num_rows:
         result = relink.link_result(reg, table, model=model)
     else:
@@ -138,7 +138,7 @@ def score_labels(reg: Registry, model: ModelVersion) -> LabelScores:
         rb, fb = relink.rows_of(reg, b)
         ok = fa & fb
         lcols, rcols = reg.index.gather(ra[ok]), reg.index.gather(rb[ok])
-    weight = Scorer(reg.model_definition, model.params).weights(lcols, rcols) if ok.any() \
+    weight = Scorer(model.definition, model.params).weights(lcols, rcols) if ok.any() \
         else np.empty(0, dtype=np.float64)
     return LabelScores(a[ok], b[ok], is_match[ok], weight, int((~ok).sum()))
 

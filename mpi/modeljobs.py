@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, MpiError
 from mpi.linkage.catalog import candidates_dir
+from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.modelfile import Thresholds
 from mpi.store import jobs as jstore
 from mpi.training import check_training_options, train_candidate
@@ -46,11 +47,12 @@ class TrainingJobs:
         thresholds = Thresholds(link=th.link if link is None else link,
                                 review=th.review if review is None else review)
         check_training_options(reg, name=name, fraction=sample, thresholds=thresholds)
+        chosen = None if link is None and review is None else thresholds  # None: from the model
         if not self._busy.acquire(blocking=False):
             raise Conflict("a training job is already running; wait for it to finish")
         try:
             job_id = "job_" + secrets.token_hex(8)
-            total = _FIXED_STEPS + len(reg.model_definition.training_blocking_rules)
+            total = _FIXED_STEPS + len(DEFAULT_DEFINITION.training_blocking_rules)
             entry = AuditEntry(principal_id, "models.train", f"model:{name}",
                                detail={"job_id": job_id, "seed": seed, "sample": sample,
                                        "link": thresholds.link, "review": thresholds.review})
@@ -58,7 +60,7 @@ class TrainingJobs:
                 jstore.insert_job(cur, job_id=job_id, principal_id=principal_id, agency=None,
                                   kind="model_train", total=total, now=reg.clock())
             thread = threading.Thread(target=self._run, name=f"mpi-{job_id}", daemon=True,
-                                      args=(job_id, seed, sample, name, thresholds))
+                                      args=(job_id, seed, sample, name, chosen))
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
         except BaseException:
@@ -83,8 +85,8 @@ class TrainingJobs:
                                       now=reg.clock())
 
     def _run(self, job_id: str, seed: int, sample: float, name: str,
-             thresholds: Thresholds) -> None:
-        total = _FIXED_STEPS + len(self._reg.model_definition.training_blocking_rules)
+             thresholds: Thresholds | None) -> None:
+        total = _FIXED_STEPS + len(DEFAULT_DEFINITION.training_blocking_rules)
         done = 0
         state, message = "running", "exporting records"
         result: dict[str, Any] | None = None

@@ -44,8 +44,7 @@ def load_model(reg: Registry, version: str) -> ModelVersion:
     if version == reg.model.version:
         return reg.model
     dirs = model_dirs(reg.settings)
-    return load_version(find_version_dir(dirs, version), version,
-                        definition=reg.model_definition)
+    return load_version(find_version_dir(dirs, version), version)
 
 
 def _summary(reg: Registry, version: str, where: Path, meta: dict[str, Any],
@@ -82,7 +81,7 @@ def get_model(reg: Registry, version: str) -> dict[str, Any]:
                        "review_weight": mv.thresholds.review_weight},
         "probability_two_random_records_match": mv.params.probability_two_random_records_match,
         "prior_weight": mv.params.prior_weight,
-        "comparisons": describe_params(reg.model_definition, mv.params),
+        "comparisons": describe_params(mv.definition, mv.params),
         "training": mv.meta.get("training"), "training_data": mv.meta.get("training_data"),
         "splink_version": mv.meta.get("splink_version"),
         "metrics": {"recorded": mv.meta.get("accuracy"),
@@ -101,7 +100,7 @@ def chart(reg: Registry, version: str, name: str, fmt: str) -> tuple[bytes, str]
     mv = load_model(reg, version)
     th = mv.thresholds
     if name in ("match-weights", "m-u"):
-        comps = describe_params(reg.model_definition, mv.params)
+        comps = describe_params(mv.definition, mv.params)
         spec = (charts.match_weights_spec(mv.version, comps, mv.params.prior_weight)
                 if name == "match-weights" else charts.m_u_spec(mv.version, comps))
     elif name == "precision-recall":
@@ -250,8 +249,8 @@ def _sample_pairs(reg: Registry, picks: npt.NDArray[Any], a_act: ma.Analysis, a_
         rl, _ = relink.rows_of(reg, ls)
         rr, _ = relink.rows_of(reg, rs)
         lcols, rcols = reg.index.gather(rl), reg.index.gather(rr)
-    s_act = Scorer(reg.model_definition, active.params)
-    s_cand = Scorer(reg.model_definition, cand.params)
+    s_act = Scorer(active.definition, active.params)
+    s_cand = Scorer(cand.definition, cand.params)
     out: list[dict[str, Any]] = []
     for i, p in enumerate(picks.tolist()):
         left = {c: int(v[i]) for c, v in lcols.items()}
@@ -294,7 +293,7 @@ def promote_model(reg: Registry, version: str, *, principal: str,
             return {**base, "mode": mode, **_NO_CHURN, "key_events": 0,
                     "records": int(reg.index.active[: reg.index.n].sum())}
         say("exporting records")
-        table = reg.model_table()
+        table = reg.model_table(mv.definition)
         if table.num_rows == 0:
             relink.link_registry(reg, model=mv, also=activate, cause="model_promote",
                                  audit=[AuditEntry(principal, "models.promote",

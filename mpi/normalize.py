@@ -86,15 +86,33 @@ def normalize_name(raw: str) -> str | None:
     return text
 
 
-def normalize_national_id(raw: str) -> str | None:
-    """Normalize a US SSN to 9 digits; None for placeholders and impossible numbers."""
+# Leading-zero repair (``zero_pad=True``): spreadsheets drop the leading zeros of ZIPs and
+# SSNs (areas 001-099 are real), so these digit counts are padded: count -> padded length.
+_ZIP_PAD = {3: 5, 4: 5, 8: 9}
+_SSN_PAD = {7: 9, 8: 9}
+_PAD_HINT = " (leading zeros lost? zero-padding is off)"
+
+
+def normalize_national_id(raw: str, *, zero_pad: bool = False) -> str | None:
+    """Normalize a US SSN to 9 digits; None for placeholders and impossible numbers.
+
+    With ``zero_pad`` a 7- or 8-digit SSN is zero-padded to 9 digits first; one that is then
+    a placeholder or impossible raises FieldError (a padded guess is not a plain "unknown").
+    """
     digits = _DIGITS.sub("", raw)
     if not digits:
         return None
-    if len(digits) != 9:
-        raise FieldError("national_id", f"expected 9 digits, got {len(digits)}")
+    n = len(digits)
+    padded = zero_pad and n in _SSN_PAD
+    if padded:
+        digits = digits.zfill(9)
+    elif n != 9:
+        hint = _PAD_HINT if n in _SSN_PAD else ""
+        raise FieldError("national_id", f"expected 9 digits, got {n}{hint}")
     if (digits in _SSN_PLACEHOLDERS or len(set(digits)) == 1 or digits[:3] in ("000", "666")
             or digits[0] == "9" or digits[3:5] == "00" or digits[5:] == "0000"):
+        if padded:
+            raise FieldError("national_id", f"not a valid SSN once zero-padded from {n} digits")
         return None
     return digits
 
@@ -114,13 +132,19 @@ def normalize_date(raw: str, *, formats: Sequence[str] = (), today: dt.date | No
         except ValueError:
             raise FieldError(field, "not a valid calendar date") from None
     else:
+        impossible = False
         for fmt in formats:
             try:
                 parsed = dt.datetime.strptime(text, fmt).date()
                 break
-            except ValueError:
+            except ValueError as exc:
+                # "time data ... does not match" = wrong shape; anything else (e.g. "day is
+                # out of range for month") = the shape fits but the date does not exist.
+                impossible = impossible or not str(exc).startswith("time data")
                 continue
         if parsed is None:
+            if impossible:
+                raise FieldError(field, "not a valid calendar date")
             hint = f" or one of {list(formats)}" if formats else " (declare other formats)"
             raise FieldError(field, f"not an ISO 8601 date YYYY-MM-DD{hint}")
     iso = parsed.isoformat()
@@ -147,13 +171,21 @@ def normalize_sex(raw: str) -> str | None:
     raise FieldError("sex", "expected M, F, X or unknown")
 
 
-def normalize_postal_code(raw: str) -> str | None:
-    """Normalize a US ZIP or ZIP+4 to 5 digits; None for 00000."""
+def normalize_postal_code(raw: str, *, zero_pad: bool = False) -> str | None:
+    """Normalize a US ZIP or ZIP+4 to 5 digits; None for 00000.
+
+    With ``zero_pad`` a 3- or 4-digit ZIP is zero-padded to 5 digits and an 8-digit ZIP+4 to 9.
+    """
     digits = _DIGITS.sub("", raw)
     if not digits:
         return None
-    if len(digits) not in (5, 9):
-        raise FieldError("postal_code", f"expected 5 or 9 digits, got {len(digits)}")
+    n = len(digits)
+    if n in _ZIP_PAD:
+        if not zero_pad:
+            raise FieldError("postal_code", f"expected 5 or 9 digits, got {n}{_PAD_HINT}")
+        digits = digits.zfill(_ZIP_PAD[n])
+    elif n not in (5, 9):
+        raise FieldError("postal_code", f"expected 5 or 9 digits, got {n}")
     zip5 = digits[:5]
     return None if zip5 == "00000" else zip5
 
@@ -221,39 +253,109 @@ def nickname_canonical(given: str) -> str:
     return best.upper()
 
 
+def zero_pad_repair(field: str, raw: str) -> str | None:
+    """What ``zero_pad=True`` does to this raw value, e.g. "zero-padded 4-digit ZIP to 5
+    digits"; None when it pads nothing. Names digit counts only, never the value."""
+    if field == "postal_code":
+        pad, what = _ZIP_PAD, "ZIP"
+    elif field == "national_id":
+        pad, what = _SSN_PAD, "SSN"
+    else:
+        return None
+    n = len(_DIGITS.sub("", raw))
+    if n not in pad:
+        return None
+    return f"zero-padded {n}-digit {what}{'+4' if n == 8 and what == 'ZIP' else ''} to {pad[n]} digits"
+
+
+# Common Spanish hypocoristics the nicknames package does not know (a state agency serves many
+# Hispanic residents): nickname -> formal names.
+_NICKNAMES_ES: dict[str, tuple[str, ...]] = {
+    "pepe": ("jose",), "pepito": ("jose",), "chema": ("jose",), "paco": ("francisco",),
+    "pancho": ("francisco",), "paca": ("francisca",), "lupe": ("guadalupe",),
+    "chuy": ("jesus",), "chucho": ("jesus",), "nacho": ("ignacio",), "memo": ("guillermo",),
+    "lalo": ("eduardo",), "beto": ("alberto", "roberto"), "quique": ("enrique",),
+    "tono": ("antonio",), "chela": ("graciela",), "lola": ("dolores",),
+    "concha": ("concepcion",), "chayo": ("rosario",), "charo": ("rosario",),
+    "pili": ("pilar",), "rafa": ("rafael",), "toni": ("antonio",), "nando": ("fernando",),
+    "manolo": ("manuel",), "manny": ("manuel",), "juanito": ("juan",), "lucho": ("luis",),
+    "checo": ("sergio",), "pati": ("patricia",), "maru": ("maria",), "mari": ("maria",),
+}
+
+
+@lru_cache(maxsize=1)
+def _first_name_popularity() -> dict[str, float]:
+    """US first-name frequencies (the weights Faker's en_US provider ships), lower case."""
+    from faker.providers.person.en_US import Provider
+    pop: dict[str, float] = {}
+    for table in (Provider.first_names_male, Provider.first_names_female):
+        for name, weight in table.items():
+            pop[name.lower()] = pop.get(name.lower(), 0.0) + float(weight)
+    return pop
+
+
+NICKNAME_GROUPS = 3
+
+
+@lru_cache(maxsize=100_000)
+def nickname_groups(given: str) -> tuple[str, ...]:
+    """Up to three formal names the first word of a given name may stand for, most common first.
+
+    A name with nicknames of its own stands for itself (WILLIAM -> WILLIAM); a nickname stands
+    for its formal names (BILL -> WILLIAM, ROBERT, ...); a name the tables do not know stands for
+    itself. A nickname and its formal name therefore share a group whichever way round they come,
+    which one canonical form per name cannot do (BILL -> ROBERT but WILLIAM -> WILLIAM).
+    """
+    first = given.split(" ")[0].lower()
+    roots = set(_nicknamer.canonicals_of(first)) | set(_NICKNAMES_ES.get(first, ()))
+    if not roots or _nicknamer.nicknames_of(first):
+        roots.add(first)
+    pop = _first_name_popularity()
+    ranked = sorted(roots, key=lambda n: (-pop.get(n, 0.0), n))[:NICKNAME_GROUPS]
+    return tuple(n.upper() for n in ranked)
+
+
+def masked(digits: str, width: int = 1) -> dict[int, str]:
+    """The value with each run of ``width`` neighbouring positions in turn replaced by '_'
+    (1-based position of the run's first digit -> masked). With width 1 a one-digit typo
+    leaves one mask equal; with width 2 a transposition of two neighbouring digits does too."""
+    return {i + 1: digits[:i] + "_" * width + digits[i + width:]
+            for i in range(len(digits) - width + 1)}
+
+
 def normalize_field(field: str, raw: str, *, date_formats: Sequence[str] = (),
-                    today: dt.date | None = None) -> str | None:
-    """Normalize one field's raw value (None when missing); raise FieldError when invalid."""
+                    today: dt.date | None = None, zero_pad: bool = False) -> str | None:
+    """Normalize one field's raw value (None when missing); raise FieldError when invalid.
+
+    ``zero_pad`` repairs ZIPs and SSNs that lost their leading zeros (see zero_pad_repair).
+    """
     if field == "date_of_birth":
         return normalize_date(raw, formats=date_formats, today=today)
+    if field == "postal_code":
+        return normalize_postal_code(raw, zero_pad=zero_pad)
+    if field == "national_id":
+        return normalize_national_id(raw, zero_pad=zero_pad)
     return _SIMPLE[field](raw)
 
 
 def normalize_record(raw: Mapping[str, str | None], *, date_formats: Sequence[str] = (),
-                     today: dt.date | None = None) -> tuple[dict[str, str], list[FieldError]]:
+                     today: dt.date | None = None,
+                     zero_pad: bool = False) -> tuple[dict[str, str], list[FieldError]]:
     """Normalize every schema field present in ``raw``; returns values and field errors."""
     out: dict[str, str] = {}
     errors: list[FieldError] = []
-    for field, fn in _SIMPLE.items():
+    for field in (*_SIMPLE, "date_of_birth"):
         value = raw.get(field)
         if value is None or value == "":
             continue
         try:
-            norm = fn(value)
+            norm = normalize_field(field, value, date_formats=date_formats, today=today,
+                                   zero_pad=zero_pad)
         except FieldError as exc:
             errors.append(exc)
             continue
         if norm is not None:
             out[field] = norm
-    dob = raw.get("date_of_birth")
-    if dob:
-        try:
-            norm_dob = normalize_date(dob, formats=date_formats, today=today)
-        except FieldError as exc:
-            errors.append(exc)
-        else:
-            if norm_dob is not None:
-                out["date_of_birth"] = norm_dob
     return out, errors
 
 
@@ -279,8 +381,11 @@ def _swap_day_month(iso: str) -> str | None:
 
 
 def _given(v: str) -> dict[str, str]:
-    return {"given_name": v, "given_name.phonetic": phonetic(v), "given_name.prefix3": v[:3],
-            "given_name.nickname": nickname_canonical(v)}
+    out = {"given_name": v, "given_name.phonetic": phonetic(v), "given_name.prefix3": v[:3],
+           "given_name.nickname": nickname_canonical(v), "given_name.bloom": v}
+    for i, name in enumerate(nickname_groups(v), start=1):
+        out[f"given_name.nick{i}"] = name
+    return out
 
 
 def _middle(v: str) -> dict[str, str]:
@@ -288,7 +393,8 @@ def _middle(v: str) -> dict[str, str]:
 
 
 def _family(v: str) -> dict[str, str]:
-    out = {"family_name": v, "family_name.phonetic": phonetic(v), "family_name.prefix3": v[:3]}
+    out = {"family_name": v, "family_name.phonetic": phonetic(v), "family_name.prefix3": v[:3],
+           "family_name.bloom": v}
     for i, part in enumerate(v.split(" ")[:3], start=1):
         out[f"family_name.part{i}"] = part
     return out
@@ -303,13 +409,23 @@ def _dob(v: str) -> dict[str, str]:
     out["date_of_birth.month_day"] = v[5:]
     out["date_of_birth.year_day"] = v[:4] + v[7:]
     out["date_of_birth.year"] = v[:4]
+    for i, m in masked(v.replace("-", "")).items():
+        out[f"date_of_birth.mask{i}"] = m
+    return out
+
+
+def _national_id(v: str) -> dict[str, str]:
+    out = {"national_id": v, "national_id.last4": v[-4:]}
+    for i, m in masked(v, 2).items():
+        out[f"national_id.mask{i}"] = m
     return out
 
 
 _DERIVE: dict[str, Callable[[str], dict[str, str]]] = {
     "given_name": _given, "middle_name": _middle, "family_name": _family,
     "date_of_birth": _dob,
-    "national_id": lambda v: {"national_id": v, "national_id.last4": v[-4:]},
+    "national_id": _national_id,
+    "address_line": lambda v: {"address_line": v, "address_line.bloom": v},
     "postal_code": lambda v: {"postal_code": v, "postal_code.zip3": v[:3]},
 }
 
@@ -320,9 +436,21 @@ def derive_field_variants(field: str, value: str) -> dict[str, str]:
     return fn(value) if fn else {field: value}
 
 
+def name_set(given: str, family: str) -> str:
+    """The unordered pair of normalized given and family names (swapped names agree)."""
+    return "|".join(sorted((given, family)))
+
+
+def derive_record_variants(values: Mapping[str, str]) -> dict[str, str]:
+    """Token name -> value for the variants that combine fields (today: the name pair)."""
+    given, family = values.get("given_name"), values.get("family_name")
+    return {"family_name.name_set": name_set(given, family)} if given and family else {}
+
+
 def derive_variants(values: Mapping[str, str]) -> dict[str, str]:
     """Map token name -> value for every full and derived variant of normalized ``values``."""
     out: dict[str, str] = {}
     for field, value in values.items():
         out.update(derive_field_variants(field, value))
+    out.update(derive_record_variants(values))
     return out

@@ -40,6 +40,7 @@ from mpi.enrolment import GroupCommit, Job, parse_batch
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
 from mpi.intake import parse_record
 from mpi.linkage.catalog import find_version_dir, model_dirs
+from mpi.linkage.definition import ALL_COLUMNS, ModelDefinition
 from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
@@ -88,6 +89,20 @@ def load_server_secret(path: Path) -> bytes:
     return data
 
 
+
+def token_matrix(tokens: pa.Array, n: int) -> npt.NDArray[np.int64]:
+    """Stored token lists as an (n, len(TOKEN_COLUMNS)) matrix; a list written under an
+    earlier contract revision (shorter: a journal entry replayed after the upgrade) is padded
+    with 0 (missing) for the tokens it did not have."""
+    width = len(TOKEN_COLUMNS)
+    flat: npt.NDArray[np.int64] = tokens.flatten().to_numpy()
+    if len(flat) == n * width:
+        return flat.reshape(n, width)
+    matrix = np.zeros((n, width), dtype=np.int64)
+    for i, row in enumerate(tokens.to_pylist()):
+        matrix[i, : len(row)] = row[:width]
+    return matrix
+
 class Registry:
     """The master person index over one registry file."""
 
@@ -124,20 +139,23 @@ class Registry:
         """Score with ``model`` from now on (call with the write lock held, after the
         transaction that activated it committed)."""
         if model is not self.model:
+            rebuild = model.definition is not self.model.definition
             self.model = model
             self.scorer = Scorer(self.model_definition, model.params)
+            if rebuild:  # other blocking rules: rebuild the in-memory state from the store
+                self.store.flush_journal()
+                self._load_state()
 
     @property
-    def model_definition(self) -> Any:
-        """The model definition in code the active model follows."""
-        from mpi.linkage.definition import DEFAULT_DEFINITION
-        return DEFAULT_DEFINITION
+    def model_definition(self) -> ModelDefinition:
+        """The model definition the active model follows (its sidecar names it)."""
+        return self.model.definition
 
     # ---- in-memory state -------------------------------------------------------------
     def _load_state(self) -> None:
         cur = self.store.cursor()
         table = rstore.load_state(cur)
-        self.index = BlockingIndex(self.model_definition)
+        self.index = BlockingIndex(self.model_definition, extra_columns=ALL_COLUMNS)
         self._cols = [(_POS[c], c) for c in self.index.columns]
         n = table.num_rows
         # (agency, source_record_id) -> (record_seq, row or -1 if withdrawn, hash, version)
@@ -159,8 +177,7 @@ class Registry:
         labels = pc.fill_null(pc.index_in(table.column("person_key"),
                                           value_set=pa.array(self.persons, pa.string())),
                               -1).to_numpy().astype(np.int64)
-        matrix = table.column("tokens").combine_chunks().flatten().to_numpy().reshape(
-            n, len(TOKEN_COLUMNS))
+        matrix = token_matrix(table.column("tokens").combine_chunks(), n)
         cols = {c: matrix[act_idx, p] for p, c in self._cols}
         del matrix
         table = table.drop_columns(["tokens"])
@@ -403,10 +420,11 @@ class Registry:
                            "grade": grade})
         return result[:limit]
 
-    def model_table(self) -> pa.Table:
-        """Active records as ``unique_id`` + model token columns (NULL when missing), by
-        record_seq: the linkage executors' input, built from memory (equal to the store's
-        ``model_input`` export, without re-reading the file)."""
+    def model_table(self, definition: ModelDefinition | None = None) -> pa.Table:
+        """Active records as ``unique_id`` + the token columns of ``definition`` (default: the
+        active model's; NULL when missing), by record_seq: the linkage executors' input, built
+        from memory (equal to the store's ``model_input`` export, without re-reading the file)."""
+        columns = (definition or self.model_definition).columns()
         with self.store.write_lock:
             n = self.index.n
             live = np.flatnonzero(self.index.active[:n])
@@ -420,7 +438,7 @@ class Registry:
             data: dict[str, Any] = {"unique_id": pa.array(seq, pa.int64())}
             # Rows below index.n are never rewritten (updates append new rows), so the columns
             # can be shared with the index instead of copied.
-            for c in self.index.columns:
+            for c in columns:
                 data[c] = zero_as_null(self.index.data[c][rows])
         return pa.table(data)
 

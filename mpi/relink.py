@@ -24,7 +24,8 @@ from mpi.arrays import positions, sorted_unique
 from mpi.audit import AuditEntry
 from mpi.batch import LinkSummary, WriteBatch
 from mpi.errors import Conflict, InvalidInput
-from mpi.linkage import spark_engine, splink_engine
+from mpi.linkage import blocking, spark_engine, splink_engine
+from mpi.linkage.clustering import cautious_clusters
 from mpi.linkage.spark_engine import SparkOptions
 from mpi.linkage.splink_engine import LinkResult
 from mpi.schema import TOKEN_COLUMNS
@@ -35,6 +36,7 @@ from mpi.store import review as qstore
 if TYPE_CHECKING:
     import duckdb
 
+    from mpi.linkage.definition import ModelDefinition
     from mpi.linkage.modelfile import ModelVersion
     from mpi.registry import Registry
 
@@ -63,7 +65,7 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
     use = model or reg.model
     with reg.store.write_lock:
         say("exporting records")
-        table = reg.model_table()
+        table = reg.model_table(use.definition)
         if table.num_rows == 0:
             if model is not None or also is not None:
                 with reg.audited_transaction(audit) as cur:
@@ -79,16 +81,63 @@ def link_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: 
                 spark: SparkOptions | None = None,
                 say: Callable[[str], None] = lambda _m: None) -> LinkResult:
     """Predict + cluster ``table`` with ``model`` on ``engine``: canonical clusters with the
-    constraints applied, the input reconciliation takes. Writes nothing."""
+    constraints applied, the input reconciliation takes. Writes nothing.
+
+    A blocking rule whose blocks would explode on this table is left out, and said
+    (mpi/linkage/blocking.py)."""
+    definition, dropped = blocking.guard(table, model.definition)
+    for msg in dropped:
+        say(msg)
     if engine == "spark":
-        result = _spark_result(reg, table, spark or SparkOptions(), say, model)
+        result = _spark_result(reg, table, spark or SparkOptions(), say, model, definition)
     else:
         say(f"Splink (DuckDB) predict + cluster over {table.num_rows} records")
         th = model.thresholds
         result = splink_engine.predict_and_cluster(
-            table, model.params, definition=reg.model_definition,
+            table, model.params, definition=definition,
             edge_threshold=th.review, cluster_threshold=th.link)
-    return apply_constraints(reg, canonical_clusters(result, records=table), model=model)
+    result = cautious(reg, canonical_clusters(result, records=table),
+                      link_threshold=model.thresholds.link)
+    return apply_constraints(reg, result, model=model)
+
+
+def kept_apart(reg: Registry) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """For each open ``possible_duplicate`` item, the active records of its two persons.
+    Call it under the write lock."""
+    reg.store.flush_journal()  # items of journaled enrols are in the file
+    pairs = qstore.open_duplicate_pairs(reg.store.cursor())
+    if not pairs:
+        return []
+    n = reg.index.n
+    live = np.flatnonzero(reg.index.active[:n])
+    labels, seqs = reg.index.label[live], reg.row_seq[live]
+    order = np.argsort(labels, kind="stable")
+    labels, seqs = labels[order], seqs[order]
+
+    def records(key: str) -> npt.NDArray[np.int64]:
+        lab = reg.person_of.get(key, -1)
+        lo, hi = np.searchsorted(labels, lab), np.searchsorted(labels, lab, side="right")
+        return seqs[lo:hi]
+    return [(records(a), records(b)) for a, b in pairs]
+
+
+def cautious(reg: Registry, result: LinkResult, *, link_threshold: float) -> LinkResult:
+    """A canonical result whose components are refined so that persons online matching kept
+    apart for a steward stay apart unless a clear link joins them
+    (mpi/linkage/clustering.py): a re-link does not undo the online decisions."""
+    seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
+    cluster = result.clusters.column("cluster_id").to_numpy().astype(np.int64)
+    apart = kept_apart(reg)
+    if not apart:
+        return result
+    rows, live = rows_of(reg, seq)
+    current = np.where(live, reg.index.label[rows], -1)
+    out = cautious_clusters(seq, cluster, result.edges, link_threshold=link_threshold,
+                            apart=apart, current=current)
+    if out is cluster:
+        return result
+    return LinkResult(edges=result.edges, clusters=pa.table({
+        "unique_id": pa.array(seq, pa.int64()), "cluster_id": pa.array(out, pa.int64())}))
 
 
 def dry_run(reg: Registry, result: LinkResult) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
@@ -118,14 +167,15 @@ def spark_work_dir(reg: Registry, fp: str) -> Path:
 
 
 def _spark_result(reg: Registry, table: pa.Table, options: SparkOptions,
-                  say: Callable[[str], None], model: ModelVersion) -> LinkResult:
+                  say: Callable[[str], None], model: ModelVersion,
+                  definition: ModelDefinition) -> LinkResult:
     th = model.thresholds
     spark_engine.require_pyspark()
-    fp = spark_engine.fingerprint(table, model.params, definition=reg.model_definition,
+    fp = spark_engine.fingerprint(table, model.params, definition=definition,
                                   edge_threshold=th.review, cluster_threshold=th.link)
     work_dir = options.work_dir or spark_work_dir(reg, fp)
     return spark_engine.predict_and_cluster(
-        table, model.params, work_dir=work_dir, definition=reg.model_definition,
+        table, model.params, work_dir=work_dir, definition=definition,
         edge_threshold=th.review, cluster_threshold=th.link, options=options, fp=fp,
         progress=say)
 
@@ -279,15 +329,17 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
                                    [name(int(k)) for k in rec.record_key[changed]], now=batch.now)
         pstore.insert_events(cur, batch.events)
         pstore.insert_lineage(cur, batch.lineage)
+        qstore.forward_duplicate_items(cur, [(name(k), name(surv)) for k, surv in rec.retired])
         qstore.resolve_settled_items(cur, now=batch.now)
         if also is not None:
             also(cur)
-    # Committed: now the in-memory state follows.
-    reg.use_model(use)
+    # Committed: now the in-memory state follows (a model of another definition reloads it
+    # from the store, so it switches last).
     for key in new_keys:
         reg._add_person(key)
     reg.index.label[rows] = rec.record_key
     reg.person_count[:] = np.bincount(rec.record_key, minlength=len(reg.persons)).tolist()
+    reg.use_model(use)
     persons = len(sorted_unique(rec.record_key))
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
                        splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,

@@ -21,7 +21,8 @@ import csv
 import datetime as _dt
 import random
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,42 @@ RATES: dict[str, float] = {
     "placeholder_any": 0.0005,
     "research_consent_false": 0.03,
     "duplicate": 0.03,
+    # Off by default so that seeded populations stay as they were; error_profile sets them.
+    "name_swap": 0.0,  # given and family names swapped
+    "ssn_other": 0.0,  # another valid-looking SSN altogether (a relative's, a made-up one)
+    "dob_other": 0.0,  # another date of birth altogether (entered for the wrong person)
+    "given_other": 0.0,  # another given name altogether (a preferred or second name)
 }
+# the rates error_profile scales and sets
+_SET_BY_PROFILE = ("name_swap", "ssn_other", "dob_other", "given_other")
 _WEAK_FACTOR = 4.0
+# Rates that describe the population or the files rather than errors: error_profile keeps them.
+_NOT_ERRORS = frozenset({"accent_strip", "apostrophe_drop", "compound_partial",
+                         "placeholder_infant", "research_consent_false", "duplicate",
+                         "nickname"})
+
+
+@contextmanager
+def error_profile(scale: float, *, name_swap: float = 0.0, other: float = 0.0) -> Iterator[None]:
+    """Scale every error and missing-field rate by ``scale`` (capped at 0.9) while inside, swap
+    given and family names in a ``name_swap`` share of records, and replace the SSN, the date
+    of birth and the given name by another value altogether each in an ``other`` share.
+
+    For training mixes and benchmarks at low / medium / high error (not thread-safe: it changes
+    the module's rates for the duration).
+    """
+    saved = dict(RATES)
+    try:
+        for k, v in saved.items():
+            if k not in _NOT_ERRORS:
+                RATES[k] = min(0.9, v * scale)
+        RATES["name_swap"] = name_swap
+        for k in _SET_BY_PROFILE[1:]:
+            RATES[k] = other
+        yield
+    finally:
+        RATES.clear()
+        RATES.update(saved)
 # share of records lacking a national id, cycled over agencies
 _SSN_MISSING_BY_AGENCY = (0.12, 0.28, 0.40, 0.22, 0.32)
 _SSN_DASHED_BY_AGENCY = (0.85, 0.25, 0.6, 0.5)
@@ -809,6 +844,9 @@ def _make_record(
         if r() < RATES["ocr"] * tf:
             given = _ocr(given, rr)
             err = True
+        if RATES["given_other"] and r() < RATES["given_other"]:
+            given = pop.given[rr.randrange(len(pop.given))]
+            err = True
 
     # middle name
     middle = pop.middle[i]
@@ -839,6 +877,9 @@ def _make_record(
     if r() < RATES["ocr"] * tf:
         family = _ocr(family, rr)
         err = True
+    if RATES["name_swap"] and r() < RATES["name_swap"]:  # no draw when off: same stream
+        given, family = family, given
+        err = True
 
     # date of birth
     dob = pop.dob_iso[i]
@@ -858,6 +899,10 @@ def _make_record(
         new = _dob_corrupt(dob, 2, rr)
         err |= new != dob
         dob = new
+    if RATES["dob_other"] and dob and r() < RATES["dob_other"]:
+        year = int(dob[:4]) + rr.randint(-30, 30)
+        dob = f"{min(max(year, 1900), 2024):04d}-{rr.randint(1, 12):02d}-{rr.randint(1, 28):02d}"
+        err = True
 
     # sex
     sx = pop.sex_l[i]
@@ -886,6 +931,9 @@ def _make_record(
             err = True
         elif u < RATES["ssn_transpose"] + RATES["ssn_typo"]:
             ssn = _digits_corrupt(ssn, False, rr)
+            err = True
+        elif RATES["ssn_other"] and r() < RATES["ssn_other"]:
+            ssn = f"{rr.randint(1, 665):03d}{rr.randint(1, 99):02d}{rr.randint(1, 9999):04d}"
             err = True
     if ssn and r() < style.ssn_dashed:
         ssn = f"{ssn[:3]}-{ssn[3:5]}-{ssn[5:]}"

@@ -1,8 +1,10 @@
 """The agency-side tokenizer: plaintext CSV/Parquet in, token-only JSONL/Parquet out.
 
-Owns: reading agency files, validating rows, writing tokenized records and the rejects file.
-Runs on the agency's machine with the linkage secret; the service never calls it. Must not:
-write any plaintext identifier to the output, the rejects file or the console.
+Owns: reading agency files, validating rows, writing tokenized records and the warnings file
+(``OUTPUT.rejects.csv``: refused rows, dropped and repaired fields). Intake is field-level: a
+malformed identifier is dropped and reported, and the record is kept while enough evidence
+remains. Runs on the agency's machine with the linkage secret; the service never calls it.
+Must not: write any plaintext identifier to the output, the warnings file or the console.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +23,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mpi.errors import InvalidInput, Problem
-from mpi.normalize import FieldError, derive_field_variants, normalize_field
+from mpi.normalize import (
+    FieldError,
+    derive_field_variants,
+    derive_record_variants,
+    normalize_field,
+    zero_pad_repair,
+)
 from mpi.schema import (
     EVIDENCE_GROUPS,
     FIELD_NAMES,
@@ -40,9 +48,38 @@ MAX_SOURCE_ID_LEN = 128
 _GROUPED = frozenset(f for fs in EVIDENCE_GROUPS.values() for f in fs)
 _ENOUGH_FIELDS = max(len(fs) for fs in EVIDENCE_GROUPS.values()) + 1
 
+# Outcomes in the warnings file: the record was not written / a field was dropped from a
+# written record / a field was zero-padded in a written record.
+REFUSED, DROPPED, REPAIRED = "refused", "dropped", "repaired"
+WARNINGS_HEADER = ("row", "source_record_id", "field", "outcome", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWarning:
+    """A field of a kept record that was dropped (malformed) or repaired (zero-padded).
+
+    ``reason`` names lengths and rules, never the value.
+    """
+
+    row: int | None
+    source_record_id: str | None
+    field: str
+    outcome: str
+    reason: str
+
+
+class _Repaired(NamedTuple):
+    """Memo entry of a value that was zero-padded: its tokens and what was done."""
+
+    tokens: dict[str, str]
+    reason: str
+
 
 class RecordRejected(ValueError):
-    """A row that cannot be tokenized; ``problems`` say which field and why."""
+    """A row that cannot be tokenized; ``problems`` say which field and why.
+
+    ``problems`` holds the refusal causes and, to explain them, the fields that were dropped.
+    """
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(p.describe() for p in problems))
@@ -77,44 +114,85 @@ class Tokenizer:
     """Turns plaintext rows into token records under one linkage secret."""
 
     def __init__(self, secret: bytes, *, date_formats: Sequence[str] = (),
-                 today: dt.date | None = None, cache_size: int = 500_000) -> None:
+                 today: dt.date | None = None, cache_size: int = 500_000,
+                 zero_pad: bool = True) -> None:
         self._secret = secret
         self.key_id = key_id(secret)
         self._date_formats = tuple(date_formats)
         self._today = today
+        self.zero_pad = zero_pad
         self._token = TokenMaker(secret, kid=self.key_id, memo=cache_size)
-        # One memo per field: raw value -> its tokens (all variants) or its FieldError.
-        self._fields: dict[str, dict[str, dict[str, str] | FieldError]] = {
+        # One memo per field: raw value -> its tokens (all variants; {} when missing), its
+        # FieldError (dropped) or _Repaired (zero-padded tokens and the note).
+        self._fields: dict[str, dict[str, dict[str, str] | FieldError | _Repaired]] = {
             f: {} for f in FIELD_NAMES}
         self._cache_size = cache_size
+        # Normalized names by raw value, for the token that combines them (name_set).
+        self._names: dict[str, dict[str, str]] = {"given_name": {}, "family_name": {}}
 
-    def _field_tokens(self, field: str, value: str) -> dict[str, str] | FieldError:
+    def _field_tokens(self, field: str, value: str) -> dict[str, str] | FieldError | _Repaired:
         """Tokens of one raw field value (all its variants), memoized per tokenizer."""
+        result: dict[str, str] | FieldError | _Repaired
         try:
             norm = normalize_field(field, value, date_formats=self._date_formats,
-                                   today=self._today)
+                                   today=self._today, zero_pad=self.zero_pad)
         except FieldError as exc:
-            result: dict[str, str] | FieldError = exc
+            exc.__traceback__ = None  # memoized: do not keep the frames alive
+            result = exc
         else:
-            result = {} if norm is None else {
+            toks = {} if norm is None else {
                 name: self._token(name, v) for name, v in derive_field_variants(field, norm).items()}
+            names = self._names.get(field)
+            if names is not None and norm is not None:
+                if len(names) >= self._cache_size // len(FIELD_NAMES):
+                    names.clear()
+                names[value] = norm
+            note = zero_pad_repair(field, value) if self.zero_pad and toks else None
+            result = _Repaired(toks, f"repaired: {note}") if note else toks
         memo = self._fields[field]
         if len(memo) >= self._cache_size // len(FIELD_NAMES):
             memo.clear()
         memo[value] = result
         return result
 
+    def _combined(self, raw: Mapping[str, str | None]) -> dict[str, str]:
+        """Tokens of the variants that combine fields (the unordered name pair)."""
+        values = {}
+        for fname, names in self._names.items():
+            value = raw.get(fname) or ""
+            norm = names.get(value)
+            if norm is None:  # evicted from the memo since: normalize again
+                self._field_tokens(fname, value)
+                norm = names[value]
+            values[fname] = norm
+        return {name: self._token(name, v) for name, v in derive_record_variants(values).items()}
+
     def tokenize(self, raw: Mapping[str, str | None], *, row: int | None = None,
                  attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Tokenize one plaintext row; raise RecordRejected naming the fields at fault."""
-        problems: list[Problem] = []
+        """Tokenize one plaintext row (malformed fields dropped); raise RecordRejected when
+        the record cannot be kept. See tokenize_with_warnings for the dropped fields."""
+        return self.tokenize_with_warnings(raw, row=row, attributes=attributes)[0]
+
+    def tokenize_with_warnings(
+            self, raw: Mapping[str, str | None], *, row: int | None = None,
+            attributes: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], list[FieldWarning]]:
+        """Tokenize one plaintext row: the record and its dropped/repaired-field warnings.
+
+        A malformed identifier field is dropped (not tokenized) and reported; the record is
+        kept while the surviving fields still give MIN_EVIDENCE evidence groups. Raises
+        RecordRejected (refusal causes plus the dropped fields) for a missing or malformed
+        source_record_id, a malformed research_consent, or too little evidence.
+        """
+        refused: list[Problem] = []
         sid: str | None = None
         try:
             sid = check_source_record_id(raw.get("source_record_id"))
         except FieldError as exc:
-            problems.append(Problem(row, exc.field, exc.reason))
+            refused.append(Problem(row, exc.field, exc.reason))
         tokens: dict[str, str] = {}
         present: set[str] = set()
+        warnings: list[FieldWarning] = []
         for fname, memo in self._fields.items():
             value = raw.get(fname)
             if not value:
@@ -122,33 +200,48 @@ class Tokenizer:
             cached = memo.get(value)
             if cached is None:
                 cached = self._field_tokens(fname, value)
-            if isinstance(cached, FieldError):
-                problems.append(Problem(row, cached.field, cached.reason, sid))
-            elif cached:
-                tokens.update(cached)
+            if isinstance(cached, dict):  # the clean path
+                if cached:
+                    tokens.update(cached)
+                    present.add(fname)
+            elif isinstance(cached, FieldError):
+                warnings.append(FieldWarning(row, sid, fname, DROPPED, cached.reason))
+            else:
+                tokens.update(cached.tokens)
                 present.add(fname)
+                warnings.append(FieldWarning(row, sid, fname, REPAIRED, cached.reason))
+        if "given_name" in present and "family_name" in present:
+            tokens.update(self._combined(raw))
         consent: bool | None = None
         try:
             consent = parse_consent(raw.get("research_consent"))
         except FieldError as exc:
-            problems.append(Problem(row, exc.field, exc.reason, sid))
-        if not problems and len(present & _GROUPED) < _ENOUGH_FIELDS:
+            # Consent is never guessed or dropped (privacy): a blank would read as "unknown"
+            # and could let an opted-out person's record into research use. Refuse the record.
+            refused.append(Problem(row, exc.field, exc.reason, sid))
+        if not refused and len(present & _GROUPED) < _ENOUGH_FIELDS:
             groups = evidence_groups_present(present)
             if len(groups) < MIN_EVIDENCE:
-                problems.append(Problem(
+                after = (" once malformed fields were dropped"
+                         if any(w.outcome == DROPPED for w in warnings) else "")
+                refused.append(Problem(
                     row, None,
-                    f"too little to link on: has {groups or 'nothing'}, needs at least "
+                    f"too little to link on: has {groups or 'nothing'}{after}, needs at least "
                     f"{MIN_EVIDENCE} of name, date_of_birth, national_id, address, phone, email",
                     sid))
-        if problems:
-            raise RecordRejected(problems)
+        if refused:
+            dropped = [Problem(row, w.field, w.reason, sid) for w in warnings
+                       if w.outcome == DROPPED]
+            if refused[0].field == "source_record_id":
+                raise RecordRejected([refused[0], *dropped, *refused[1:]])
+            raise RecordRejected([*dropped, *refused])
         record: dict[str, Any] = {"source_record_id": sid, "schema_version": SCHEMA_VERSION,
                                   "tokens": tokens}
         if attributes:
             record["attributes"] = dict(attributes)
         if consent is not None:
             record["research_consent"] = consent
-        return record
+        return record, warnings
 
 
 @dataclass
@@ -157,7 +250,10 @@ class TokenizeSummary:
 
     rows: int = 0
     written: int = 0
-    rejected: int = 0
+    rejected: int = 0  # rows refused (not written)
+    kept_with_warnings: int = 0  # rows written with at least one dropped field
+    dropped: int = 0  # fields dropped from written rows
+    repaired: int = 0  # fields zero-padded in written rows
     output: Path | None = None
     rejects: Path | None = None
     ignored_columns: list[str] = field(default_factory=list)
@@ -288,12 +384,16 @@ def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
 
 def tokenize_file(path: Path, *, secret: bytes, out: Path, rejects: Path | None = None,
                   attributes: Sequence[str] = (), date_formats: Sequence[str] = (),
-                  today: dt.date | None = None,
+                  today: dt.date | None = None, zero_pad: bool = True,
                   progress: Callable[[int], None] | None = None) -> TokenizeSummary:
-    """Tokenize a whole file; every row is either written or listed in the rejects file."""
+    """Tokenize a whole file; every row is either written or listed as refused.
+
+    The warnings file ``rejects`` (default OUTPUT.rejects.csv) has one line per refused row
+    cause and per dropped or repaired field: row, source_record_id, field, outcome, reason.
+    """
     columns, batches = _read_batches(path)
     ignored = check_columns(columns, attributes=attributes, name=path.name)
-    tokenizer = Tokenizer(secret, date_formats=date_formats, today=today)
+    tokenizer = Tokenizer(secret, date_formats=date_formats, today=today, zero_pad=zero_pad)
     rejects = rejects or out.with_name(out.name + ".rejects.csv")
     summary = TokenizeSummary(output=out, rejects=rejects, ignored_columns=ignored,
                               key_id=tokenizer.key_id)
@@ -301,7 +401,7 @@ def tokenize_file(path: Path, *, secret: bytes, out: Path, rejects: Path | None 
     writer = _Writer(out)
     with rejects.open("w", newline="", encoding="utf-8") as rej_fh:
         rej = csv.writer(rej_fh)
-        rej.writerow(["row", "source_record_id", "field", "reason"])
+        rej.writerow(WARNINGS_HEADER)
         seen: dict[str, int] = {}
         for batch in batches:
             data = batch.to_pydict()
@@ -316,20 +416,30 @@ def tokenize_file(path: Path, *, secret: bytes, out: Path, rejects: Path | None 
                 attrs = ({a: v for a, v in zip(attributes, next(attr_rows), strict=True)
                           if v not in (None, "")} if attr_rows is not None else {})
                 try:
-                    rec = tokenizer.tokenize(raw, row=row_no, attributes=attrs)
+                    rec, warnings = tokenizer.tokenize_with_warnings(raw, row=row_no,
+                                                                     attributes=attrs)
                 except RecordRejected as exc:
                     summary.rejected += 1
                     for p in exc.problems:
-                        rej.writerow([row_no, p.source_record_id or "", p.field or "", p.reason])
+                        rej.writerow([row_no, p.source_record_id or "", p.field or "", REFUSED,
+                                      p.reason])
                     continue
                 sid = rec["source_record_id"]
                 if sid in seen:
                     summary.rejected += 1
-                    rej.writerow([row_no, sid, "source_record_id",
+                    rej.writerow([row_no, sid, "source_record_id", REFUSED,
                                   f"duplicate of row {seen[sid]} in this file"])
                     continue
                 seen[sid] = row_no
                 good.append(rec)
+                if warnings:
+                    n_dropped = 0
+                    for w in warnings:
+                        rej.writerow([row_no, sid, w.field, w.outcome, w.reason])
+                        n_dropped += w.outcome == DROPPED
+                    summary.dropped += n_dropped
+                    summary.repaired += len(warnings) - n_dropped
+                    summary.kept_with_warnings += n_dropped > 0
             writer.write(good)
             summary.written += len(good)
             if progress is not None:

@@ -1,8 +1,10 @@
 """Keyed tokens: agency-side HMAC tokens and the service's re-keying of them.
 
-Owns: the token algorithm of the linkage schema, linkage key ids, and the server re-key that
-turns an agency token into a 64-bit storage token. Pure: no I/O, no clock, no environment;
-secrets come in as bytes. Must not: log or put a token or secret into an error message.
+Owns: the token algorithm of the linkage schema, linkage key ids, the server re-key that
+turns an agency token into a 64-bit storage token, and the similarity tokens (keyed 64-bit
+Bloom filters of a name's letter pairs) with the server's keyed bit permutation of them.
+Pure: no I/O, no clock, no environment; secrets come in as bytes. Must not: log or put a
+token or secret into an error message.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import secrets as _secrets
 from collections.abc import Mapping
 
 from mpi.errors import InvalidInput
-from mpi.schema import SCHEMA_VERSION, token_domain
+from mpi.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, token_domain
 
 SECRET_BYTES = 32
 _KEY_ID_LABEL = b"mpi-key-id/v1\x00"
@@ -57,7 +59,9 @@ class TokenMaker:
         self._memo_max = memo
 
     def __call__(self, name: str, value: str) -> str:
-        """The token of one normalized value."""
+        """The token of one normalized value (a Bloom filter for a similarity token)."""
+        if name in SIMILARITY_TOKENS:
+            return self.bloom(name, value)
         key = (name, value)
         tok = self._memo.get(key)
         if tok is not None:
@@ -72,6 +76,35 @@ class TokenMaker:
             self._memo.clear()
         self._memo[key] = tok
         return tok
+
+
+    def bloom(self, name: str, value: str) -> str:
+        """The similarity token of a normalized name: a 64-bit Bloom filter of its letter pairs
+        (the name padded with '_' at both ends), BLOOM_HASHES bits per pair at positions taken
+        from the pair's HMAC, as 8 bytes followed by 24 zero bytes."""
+        key = (name, value)
+        tok = self._memo.get(key)
+        if tok is not None:
+            return tok
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefixes[name] = _message_prefix(
+                name, schema_version=self._schema_version)
+        bits = 0
+        padded = f"_{value}_"
+        for i in range(len(padded) - 1):
+            digest = _hmac_digest(self._secret, prefix + padded[i:i + 2].encode(), "sha256")
+            for k in range(BLOOM_HASHES):
+                bits |= 1 << (digest[k] & 63)
+        raw = bits.to_bytes(8, "little") + bytes(24)
+        tok = self._head + _b2a(raw, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()
+        if len(self._memo) >= self._memo_max:
+            self._memo.clear()
+        self._memo[key] = tok
+        return tok
+
+
+BLOOM_HASHES = 2  # bits set per letter pair in a similarity token
 
 
 def make_token(secret: bytes, name: str, value: str, *, kid: str,
@@ -102,3 +135,41 @@ def rekey(server_secret: bytes, digest: bytes) -> int:
         hashlib.blake2b(digest, key=server_secret, digest_size=8).digest(), "little", signed=True
     )
     return value or 1
+
+
+class BloomPermutation:
+    """The server's keyed permutation of a similarity token's 64 bits.
+
+    Stored similarity tokens must not be the agency's own (joinable with its token files), yet
+    must keep their letter-pair overlap: a permutation of bit positions (of the 8 bytes, and of
+    the bits within a byte) keeps every count the comparison uses and hides the agency's value.
+    """
+
+    def __init__(self, server_secret: bytes) -> None:
+        seed = hashlib.blake2b(b"mpi-bloom-permutation/v1", key=server_secret).digest()
+        self._bytes = _keyed_shuffle(list(range(8)), seed[:16])
+        bit_order = _keyed_shuffle(list(range(8)), seed[16:32])
+        self._table = bytes(sum(((b >> i) & 1) << bit_order[i] for i in range(8))
+                            for b in range(256))
+
+    def __call__(self, digest: bytes) -> int:
+        """The stored 64-bit value of a similarity token's digest; InvalidInput if malformed."""
+        if any(digest[8:]):
+            raise InvalidInput("malformed similarity token: expected 8 filter bytes and 24 zero "
+                               "bytes")
+        moved = bytes(digest[p] for p in self._bytes).translate(self._table)
+        value = int.from_bytes(moved, "little", signed=True)
+        if value == 0:
+            raise InvalidInput("malformed similarity token: empty filter")
+        return value
+
+
+def _keyed_shuffle(items: list[int], key: bytes) -> list[int]:
+    """Fisher-Yates shuffle driven by a keyed hash stream (deterministic for a key)."""
+    out = list(items)
+    for i in range(len(out) - 1, 0, -1):
+        r = int.from_bytes(hashlib.blake2b(i.to_bytes(2, "little"), key=key, digest_size=8)
+                           .digest(), "little")
+        j = r % (i + 1)
+        out[i], out[j] = out[j], out[i]
+    return out

@@ -21,8 +21,11 @@ import pyarrow as pa
 from mpi.errors import InvalidInput, Problem
 from mpi.linkage import splink_engine
 from mpi.linkage.catalog import model_dirs
+from mpi.linkage.definition import CURRENT as CURRENT_DEFINITION
+from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.modelfile import Thresholds, list_versions, save_version
 from mpi.linkage.params import params_from_splink
+from mpi.linkage.thresholds import choose_thresholds
 from mpi.schema import SCHEMA_VERSION
 from mpi.store import labels as lstore
 
@@ -76,25 +79,60 @@ def _untrained(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and value <= 0)
 
 
+def _parent_level(theirs: list[dict[str, Any]], level: dict[str, Any],
+                  i: int) -> dict[str, Any] | None:
+    """The parent's level for ``level`` (the i-th): the one with the same label, so that a
+    parent of another definition (levels added or reordered) never lends a wrong level's
+    values; by position only when the parent's levels carry no labels."""
+    labels = [lv.get("label_for_charts") for lv in theirs]
+    label = level.get("label_for_charts")
+    if label is not None and labels.count(label) == 1:
+        return theirs[labels.index(label)]
+    if not any(labels) and i < len(theirs):
+        return theirs[i]
+    return None
+
+
 def inherit_untrained_levels(model: dict[str, Any], parent: dict[str, Any]) -> list[str]:
     """Give every level Splink could not train (no m or u: too few pairs reach it in a small
-    registry) the parent version's value; returns ``comparison/level label`` of each."""
+    registry, or its fields are empty everywhere) the parent version's value for the level of
+    the same label; returns ``comparison/level label`` of each."""
     parents = {c.get("output_column_name"): c for c in parent.get("comparisons", [])}
     filled = []
     for comp in model.get("comparisons", []):
         name = comp.get("output_column_name")
         theirs = parents.get(name, {}).get("comparison_levels", [])
         for i, level in enumerate(comp.get("comparison_levels", [])):
-            if level.get("is_null_level") or i >= len(theirs):
+            match = None if level.get("is_null_level") else _parent_level(theirs, level, i)
+            if match is None:
                 continue
             changed = False
             for key in ("m_probability", "u_probability"):
-                if _untrained(level.get(key)) and not _untrained(theirs[i].get(key)):
-                    level[key] = theirs[i][key]
+                if _untrained(level.get(key)) and not _untrained(match.get(key)):
+                    level[key] = match[key]
                     changed = True
             if changed:
                 filled.append(f"{name}/{level.get('label_for_charts', i)}")
     return filled
+
+
+_NOT_OBSERVED = 1e-6  # Splink's value for a level it never observed
+
+
+def neutralize_untrained_levels(model: dict[str, Any]) -> list[str]:
+    """Give every level still without an m or u value (not observed in training, and the
+    parent has no level of that label: e.g. a level its definition lacks) weight 0, i.e. no
+    evidence either way: m = u. Returns ``comparison/level label`` of each."""
+    done = []
+    for comp in model.get("comparisons", []):
+        for i, lv in enumerate(comp.get("comparison_levels", [])):
+            m, u = lv.get("m_probability"), lv.get("u_probability")
+            if lv.get("is_null_level") or not (_untrained(m) or _untrained(u)):
+                continue
+            value = u if not _untrained(u) else m if not _untrained(m) else _NOT_OBSERVED
+            lv["m_probability"] = lv["u_probability"] = value
+            done.append(f"{comp.get('output_column_name')}/{lv.get('label_for_charts', i)}")
+    return done
 
 
 def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", seed: int = 42,
@@ -104,12 +142,14 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
                     thresholds: Thresholds | None = None) -> str:
     """Train on a sample and save it as the next version of ``name``; returns the version.
 
-    Thresholds default to the active version's. The active labels are counted and
-    fingerprinted in the sidecar (they judge the candidate; they do not fit it: Decision 30).
+    Without ``thresholds`` they are chosen from the trained model's own estimate of precision
+    and recall on the training records (mpi/linkage/thresholds.py), not carried over. The
+    active labels are counted and fingerprinted in the sidecar (they judge the candidate; they
+    do not fit it: Decision 30).
     """
     say = progress or (lambda _m: None)
-    th = thresholds or reg.model.thresholds
-    check_training_options(reg, name=name, fraction=fraction, thresholds=th)
+    check_training_options(reg, name=name, fraction=fraction,
+                           thresholds=thresholds or reg.model.thresholds)
     labels = lstore.active_labels(reg.store.cursor())
     if spark_snapshot:
         from mpi.linkage.spark_engine import SparkOptions, sample_snapshot
@@ -120,19 +160,40 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
                                 options=opts)
         source = f"spark snapshot {Path(spark_snapshot).name}"
     else:
-        table = sample_rows(reg.model_table(), fraction=fraction, seed=seed)
+        table = sample_rows(reg.model_table(DEFAULT_DEFINITION), fraction=fraction, seed=seed)
         source = f"registry {reg.settings.registry_path.name}"
+    if table.num_rows < 2:
+        where = "the registry has" if fraction >= 1 and not spark_snapshot else "the sample has"
+        raise InvalidInput(f"nothing to train on: {where} {table.num_rows} active record(s) "
+                           "and training needs at least 2")
     say(f"training on {table.num_rows} records (Splink on DuckDB, seed {seed})")
     t0 = time.perf_counter()
     config = splink_engine.TrainingConfig(seed=seed)
-    model = splink_engine.train(table, definition=reg.model_definition, config=config,
-                                progress=say)
+    report = splink_engine.TrainingReport()
+    model = splink_engine.train(
+        table, definition=DEFAULT_DEFINITION, config=config, progress=say,
+        fallback_prior=reg.model.params.probability_two_random_records_match, report=report)
     inherited = inherit_untrained_levels(model, reg.model.model)
     if inherited:
         say(f"{len(inherited)} levels not observed in training keep the parent's m/u")
-    params_from_splink(model, reg.model_definition)  # refuse a model with untrained levels
+    neutral = neutralize_untrained_levels(model)
+    if neutral:
+        say(f"{len(neutral)} levels neither observed in training nor in the parent "
+            f"{reg.model.version} get weight 0 (no evidence): {', '.join(neutral)}")
+    params = params_from_splink(model, DEFAULT_DEFINITION)  # check: every level has m and u
+    if thresholds is None:
+        say("choosing thresholds from the model's estimated precision and recall")
+        th, estimate = choose_thresholds(splink_engine.predict_probabilities(
+            table, params, definition=DEFAULT_DEFINITION))
+        at = estimate.get("at_link")
+        why = (f"expected precision {at['precision']}, recall {at['recall']} at the link "
+               "threshold" if at else estimate.get("reason", ""))
+        say(f"thresholds: link {th.link}, review {th.review} ({why})")
+    else:
+        th, estimate = thresholds, {"reason": "given by the steward"}
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "definition": CURRENT_DEFINITION,
         "splink_version": splink_engine.SPLINK_VERSION,
         "training_data": {"fingerprint": _table_fingerprint(table),
                           "records": table.num_rows, "source": source,
@@ -141,12 +202,16 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
                           "labels_used_for": "evaluation only (not fitted)"},
         "training": {"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                      "u_max_pairs": config.u_max_pairs, "em_max_pairs": config.em_max_pairs,
-                     "em_blocking_rules": [list(r) for r in
-                                           reg.model_definition.training_blocking_rules]},
+                     "em_blocking_rules": [list(r) for r in report.em_rules],
+                     "prior": {"source": report.prior_source,
+                               "rules": [list(r) for r in report.prior_rules]},
+                     "skipped": report.skipped},
         "thresholds": {"link": th.link, "review": th.review},
+        "threshold_estimate": estimate,
         "accuracy": {"dataset": "not measured (no labels); evaluate before promoting"},
         "parent_version": reg.model.version,
         "inherited_levels": inherited,
+        "neutral_levels": neutral,
         "trained_at": reg.clock().isoformat(timespec="seconds") + "Z",
         "python": platform.python_version(),
     }

@@ -25,7 +25,7 @@ BODY = {k: v for k, v in REC.items() if k != "source_record_id"}
 PATH_VALUES = {"{source_record_id}": REC["source_record_id"], "{person_key}": "pk_aaaaaaaaaaaaaaaaaaaa",
                "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000",
                "{dataset}": "enrolment", "{extract_id}": "x_0000000000000000",
-               "{version}": "default-v001", "{chart}": "match-weights", "{item_id}": "1",
+               "{version}": "default-v002", "{chart}": "match-weights", "{item_id}": "1",
                "{constraint_id}": "1"}
 
 

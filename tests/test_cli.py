@@ -74,8 +74,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 def test_schema_prints_the_contract_as_json() -> None:
     doc = json.loads(invoke("schema").stdout)
     assert doc["schema_version"] == SCHEMA_VERSION == 1
-    names = [t["name"] for f in doc["fields"] for t in f["tokens"]]
-    assert tuple(names) == TOKEN_NAMES
+    tokens = [t for f in doc["fields"] for t in f["tokens"]]
+    assert tuple(t["name"] for t in sorted(tokens, key=lambda t: t["since_revision"])) == TOKEN_NAMES
 
 
 def test_secret_new_creates_a_private_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -214,8 +214,30 @@ def test_tokenize_rejects_a_row_and_names_it(run: Run, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 1
     with rejects.open(newline="") as fh:
         rej = list(csv.DictReader(fh))
-    assert [r["row"] for r in rej] == ["2", "3"]
+    assert [(r["row"], r["outcome"]) for r in rej] == [("2", "refused"), ("3", "refused")]
     assert "Onlyaname" not in rejects.read_text() and "Smithers" not in rejects.read_text()
+
+
+def test_tokenize_keeps_rows_with_dropped_fields_and_says_so(run: Run, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("source_record_id,given_name,family_name,date_of_birth,postal_code,email\n"
+                   "r1,Johnathan,Smithers,1971-04-09,2139,\n"
+                   "r2,Ursula,Vandersloot,1962-07-15,02139,ursula@@example\n"
+                   "r3,Onlyaname,,1990-02-30,,\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = invoke("tokenize", src, "--secret-file", run.secret, "--out", out)
+    assert len(out.read_text().splitlines()) == 2
+    assert (f"3 rows: 2 tokenized (1 with dropped fields, 1 fields repaired) -> {out}, "
+            f"1 refused -> {out}.rejects.csv") in " ".join(result.stdout.split())
+    with (tmp_path / "out.jsonl.rejects.csv").open(newline="") as fh:
+        rej = list(csv.DictReader(fh))
+    assert [(r["row"], r["field"], r["outcome"]) for r in rej] == [
+        ("1", "postal_code", "repaired"), ("2", "email", "dropped"),
+        ("3", "date_of_birth", "refused"), ("3", "", "refused")]
+    result = invoke("tokenize", src, "--secret-file", run.secret, "--out", out, "--no-zero-pad")
+    assert "2 tokenized (2 with dropped fields) ->" in " ".join(result.stdout.split())
+    text = (tmp_path / "out.jsonl.rejects.csv").read_text()
+    assert "2139" not in text and "ursula" not in text and "1990-02-30" not in text
 
 
 @pytest.mark.parametrize("mode", [[], ["--embedded"]], ids=["https", "embedded"])

@@ -122,12 +122,12 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         recs, _ = tokenize_rows(agency_rows, secret=SECRET)
         reg.enrol_records(agency, list(enumerate(recs, start=1)))
     reg.close()
-    model = json.loads((default_models_dir() / "default-v001.json").read_text())
+    model = json.loads((default_models_dir() / "default-v002.json").read_text())
     for comp in model["comparisons"]:
         for lvl in comp["comparison_levels"]:
             if not lvl.get("is_null_level") and isinstance(lvl.get("m_probability"), float):
                 lvl["m_probability"] = min(0.999, lvl["m_probability"] * 1.3)
-    meta = json.loads((default_models_dir() / "default-v001.meta.json").read_text())
+    meta = json.loads((default_models_dir() / "default-v002.meta.json").read_text())
     meta["thresholds"] = {"link": 0.9, "review": 0.3}
     version = save_version(candidates_dir(Settings(data_dir=d)), name="perturbed", model=model,
                            meta=meta)

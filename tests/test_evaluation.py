@@ -79,12 +79,14 @@ def test_all_singletons_have_no_pairs() -> None:
     assert lumped.cluster == Scores(0.0, 0.0, 0.0)
 
 
-def test_evaluates_on_intersection_only() -> None:
-    truth = {_rec(1): "P1", _rec(2): "P1", _rec(3): "P2"}
-    predicted = {_rec(1): "X", _rec(2): "X", _rec(99): "X"}
+def test_records_without_a_key_count_as_singletons() -> None:
+    truth = {_rec(1): "P1", _rec(2): "P1", _rec(3): "P2", _rec(4): "P2"}
+    predicted = {_rec(1): "X", _rec(2): "X", _rec(3): "Y", _rec(99): "X"}
     ev = evaluate(truth, predicted)
-    assert ev.records == 2
-    assert ev.pairwise == Scores(1.0, 1.0, 1.0)
+    assert ev.records == 4 and ev.missing == 1
+    # P2's pair (3, 4) is missed: record 4 was never keyed
+    assert ev.pairwise == Scores(1.0, 0.5, 2 / 3)
+    assert ev.predicted_clusters == 3 and ev.cluster.recall == 0.5
     with pytest.raises(ValueError, match="no records in common"):
         evaluate(truth, {_rec(50): "X"})
 

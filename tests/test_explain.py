@@ -16,7 +16,7 @@ from mpi import pipeline
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.explain import ELSE_LABEL, NULL_LABEL, explain_pair, explain_with
 from mpi.linkage.index import BlockingIndex
-from mpi.linkage.modelfile import ModelVersion, default_models_dir, load_version
+from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
 from mpi.linkage.scorer import Scorer
 from mpi.schema import TOKEN_COLUMNS
@@ -27,7 +27,7 @@ _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 
 @pytest.fixture(scope="module")
 def model() -> ModelVersion:
-    return load_version(default_models_dir(), "default-v001")
+    return load_version(default_models_dir(), latest_version(default_models_dir(), name="default"))
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 
 from mpi.errors import Problem
 from mpi.intake import ParsedRecord, parse_record
-from mpi.schema import SCHEMA_VERSION, TOKEN_NAMES
+from mpi.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES
 from mpi.tokenizer import Tokenizer
-from mpi.tokens import key_id, rekey, split_token
+from mpi.tokens import BloomPermutation, key_id, rekey, split_token
 
 AGENCY_SECRET = bytes(range(32))
 OTHER_AGENCY_SECRET = bytes(range(50, 82))
@@ -76,7 +76,10 @@ def test_valid_record_round_trip() -> None:
         if tok is None:
             assert parsed.tokens[i] == 0
         else:
-            assert parsed.tokens[i] == rekey(SERVER_SECRET, split_token(tok)[1])
+            digest = split_token(tok)[1]
+            expected = (BloomPermutation(SERVER_SECRET)(digest) if name in SIMILARITY_TOKENS
+                        else rekey(SERVER_SECRET, digest))
+            assert parsed.tokens[i] == expected
             assert parsed.tokens[i] != 0
     assert np.count_nonzero(parsed.tokens) == len(rec["tokens"])
 
@@ -305,3 +308,28 @@ def test_non_hex_key_id_is_malformed_and_not_echoed() -> None:
     problems = _problems(rec, accepted=[KID])
     assert any("malformed token" in p.reason for p in problems)
     assert all(leaked not in p.describe() for p in problems)
+
+
+def test_similarity_tokens_are_permuted_keeping_their_bit_counts() -> None:
+    """A stored similarity token is not the agency's value (not joinable with its files), yet
+    every count the Dice comparison uses is kept, for any two tokens."""
+    perm = BloomPermutation(SERVER_SECRET)
+    other = BloomPermutation(b"another-server-secret-!!!!!!!!!!")
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        a, b = (int(x) for x in rng.integers(1, 2**63, size=2))
+        da, db = a.to_bytes(8, "little") + bytes(24), b.to_bytes(8, "little") + bytes(24)
+        pa_, pb = perm(da) & (2**64 - 1), perm(db) & (2**64 - 1)
+        assert pa_.bit_count() == a.bit_count() and (pa_ & pb).bit_count() == (a & b).bit_count()
+        assert perm(da) != other(da) or a.bit_count() in (0, 64)
+    assert sum(perm(x.to_bytes(8, "little") + bytes(24)) != x for x in range(1, 200)) > 150
+
+
+def test_malformed_similarity_token_is_refused_with_its_field() -> None:
+    rec = _record()
+    kid = rec["tokens"]["given_name"].split(":")[0]
+    rec["tokens"]["given_name.bloom"] = kid + ":" + "A" * 42 + "E"  # tail bytes not zero
+    problems = _parse(rec, accepted=[KID], row=3)
+    assert isinstance(problems, list)
+    assert [(p.field, "similarity token" in p.reason) for p in problems] == [
+        ("tokens.given_name.bloom", True)]

@@ -82,10 +82,11 @@ def _groups(keys: dict[tuple[str, str], str]) -> dict[tuple[str, str], frozenset
 
 def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: Registry) -> None:
     listed = {m["version"]: m for m in modelops.list_models(reg)}
-    assert set(listed) == {"default-v001", "candidate-v001"}
-    assert listed["default-v001"]["active"] and not listed["candidate-v001"]["active"]
+    assert set(listed) == {"default-v001", "default-v002", "candidate-v001"}
+    assert not listed["default-v001"]["active"]  # the shipped earlier version stays listed
+    assert listed["default-v002"]["active"] and not listed["candidate-v001"]["active"]
     assert listed["candidate-v001"]["location"] == "registry"
-    assert listed["default-v001"]["activated_at"]
+    assert listed["default-v002"]["activated_at"]
     m = modelops.get_model(reg, "candidate-v001")
     assert m["thresholds"]["link"] == reg.model.thresholds.link
     assert len(m["comparisons"]) == len(reg.model_definition.comparisons)
@@ -96,7 +97,7 @@ def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: R
             assert lv["match_weight"] == pytest.approx(math.log2(lv["m_probability"]
                                                                  / lv["u_probability"]))
     assert m["training_data"]["fingerprint"].startswith("sha256:")
-    assert m["training_data"]["labels"] == 0 and m["parent_version"] == "default-v001"
+    assert m["training_data"]["labels"] == 0 and m["parent_version"] == "default-v002"
     with pytest.raises(NotFound):
         modelops.get_model(reg, "nothing-v001")
     with pytest.raises(InvalidInput):
@@ -120,7 +121,7 @@ def test_training_job_reports_progress_and_never_activates(reg: Registry) -> Non
     assert str(reg.settings.data_dir) not in json.dumps(job, default=str)
     version = job["result"]["version"]
     m = modelops.get_model(reg, version)
-    assert not m["active"] and reg.model.version == "default-v001"
+    assert not m["active"] and reg.model.version == "default-v002"
     assert m["thresholds"]["link"] == 0.995 and m["training_data"]["labels"] == 1
     assert m["training"]["seed"] == 5 and m["training_data"]["sample_fraction"] == 0.9
     assert _keys(reg) == before
@@ -170,7 +171,7 @@ def test_impact_changes_nothing_and_predicts_the_promotion(reg: Registry,
     before, audit_n = _keys(reg), len(reg.list_audit(limit=10_000))
     imp = modelops.model_impact(reg, "candidate-v001", principal="t", sample=5)
     assert calls, "impact must pass through apply_constraints"
-    assert _keys(reg) == before and reg.model.version == "default-v001"
+    assert _keys(reg) == before and reg.model.version == "default-v002"
     assert len(reg.list_audit(limit=10_000)) == audit_n + 1  # the models.impact read event
     assert not imp["same_parameters"] and imp["records"] == len(before)
     assert imp["pairs"]["changed_decision"] >= len(imp["sample"]) > 0
@@ -530,7 +531,7 @@ def test_impact_refuses_when_records_are_enrolled_between_the_two_analyses(
 
     def analyse_active_then_enrol(r: Registry, model: Any) -> Any:
         out = real(r, model)
-        if model.version == "default-v001" and ("agency_new", again[0]["source_record_id"]) \
+        if model.version == "default-v002" and ("agency_new", again[0]["source_record_id"]) \
                 not in r.by_sid:
             assert not r.enrol_records("agency_new", list(enumerate(again, start=1))).problems
         return out

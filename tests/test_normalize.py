@@ -23,6 +23,7 @@ from mpi.normalize import (
     normalize_postal_code,
     normalize_record,
     normalize_sex,
+    zero_pad_repair,
 )
 
 # --- names -------------------------------------------------------------------------------
@@ -126,6 +127,35 @@ def test_national_id_wrong_length_raises_field_error(raw: str) -> None:
     assert info.value.reason.startswith("expected 9 digits")
 
 
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("1451137", "001451137"),     # 7 digits: spreadsheet dropped two leading zeros
+    ("12-345-678", "012345678"),  # 8 digits
+    ("234-56-7891", "234567891"),  # 9 digits: unchanged
+])
+def test_national_id_zero_pad(raw: str, expected: str) -> None:
+    assert normalize_national_id(raw, zero_pad=True) == expected
+
+
+@pytest.mark.parametrize("raw", ["9004242", "0001234", "1230000", "78051120"])
+def test_national_id_invalid_after_zero_pad_raises(raw: str) -> None:
+    # group 00 / area 000 / serial 0000 / the Woolworth placeholder, once padded: a guess that
+    # fails the SSN rules is reported, not silently treated as unknown
+    with pytest.raises(FieldError) as info:
+        normalize_national_id(raw, zero_pad=True)
+    assert info.value.field == "national_id"
+    assert "zero-padded" in info.value.reason and raw not in info.value.reason
+
+
+def test_national_id_zero_pad_off_names_the_likely_cause() -> None:
+    with pytest.raises(FieldError) as info:
+        normalize_national_id("1451137")
+    assert info.value.reason.startswith("expected 9 digits, got 7")
+    assert "leading zeros" in info.value.reason
+    with pytest.raises(FieldError):
+        normalize_national_id("123456", zero_pad=True)  # 6 digits: never padded
+    assert normalize_national_id("987-65-4321", zero_pad=True) is None  # 9-digit rules unchanged
+
+
 # --- dates ---------------------------------------------------------------------------------
 
 
@@ -147,8 +177,16 @@ def test_date_non_iso_accepted_with_declared_format() -> None:
 
 
 def test_date_declared_format_mismatch_rejected() -> None:
-    with pytest.raises(FieldError):
+    with pytest.raises(FieldError) as info:
         normalize_date("1990/01/02", formats=["%m/%d/%Y"])
+    assert "not an ISO 8601 date" in info.value.reason
+
+
+@pytest.mark.parametrize("raw", ["19510231", "19510229", "19510431"])
+def test_date_impossible_in_declared_format_says_so(raw: str) -> None:
+    with pytest.raises(FieldError) as info:
+        normalize_date(raw, formats=["%Y%m%d"])
+    assert info.value.reason == "not a valid calendar date"
 
 
 @pytest.mark.parametrize("raw", ["1900-01-01", "1899-12-31", "9999-12-31", ""])
@@ -225,6 +263,40 @@ def test_postal_code_wrong_length(raw: str) -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
+    ("2139", "02139"), ("501", "00501"), ("2139-1234", "02139"), ("21391234", "02139"),
+    ("12345", "12345"), ("000", None),
+])
+def test_postal_code_zero_pad(raw: str, expected: str | None) -> None:
+    assert normalize_postal_code(raw, zero_pad=True) == expected
+
+
+@pytest.mark.parametrize("raw", ["12", "123456", "1234567", "1234567890"])
+def test_postal_code_zero_pad_leaves_other_lengths_malformed(raw: str) -> None:
+    with pytest.raises(FieldError) as info:
+        normalize_postal_code(raw, zero_pad=True)
+    assert info.value.reason == f"expected 5 or 9 digits, got {len(raw)}"
+
+
+def test_postal_code_zero_pad_off_names_the_likely_cause() -> None:
+    with pytest.raises(FieldError) as info:
+        normalize_postal_code("2139")
+    assert "got 4" in info.value.reason and "leading zeros" in info.value.reason
+
+
+@pytest.mark.parametrize(("field", "raw", "note"), [
+    ("postal_code", "2139", "zero-padded 4-digit ZIP to 5 digits"),
+    ("postal_code", "501", "zero-padded 3-digit ZIP to 5 digits"),
+    ("postal_code", "2139-1234", "zero-padded 8-digit ZIP+4 to 9 digits"),
+    ("national_id", "1451137", "zero-padded 7-digit SSN to 9 digits"),
+    ("national_id", "12345678", "zero-padded 8-digit SSN to 9 digits"),
+    ("postal_code", "02139", None), ("national_id", "234567891", None),
+    ("phone", "1234567", None), ("given_name", "1234", None),
+])
+def test_zero_pad_repair_names_what_padding_does(field: str, raw: str, note: str | None) -> None:
+    assert zero_pad_repair(field, raw) == note
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
     ("(555) 123-4567", "5551234567"),
     ("+1 555 123 4567", "5551234567"),
     ("1-555-123-4567", "5551234567"),
@@ -295,6 +367,14 @@ def test_normalize_record_date_formats_and_today() -> None:
     assert values == {"date_of_birth": "1990-01-02"} and errors == []
     _, errors = normalize_record({"date_of_birth": "2001-01-01"}, today=dt.date(2000, 1, 1))
     assert [e.field for e in errors] == ["date_of_birth"]
+
+
+def test_normalize_record_zero_pad() -> None:
+    raw = {"postal_code": "2139", "national_id": "1451137"}
+    values, errors = normalize_record(raw, zero_pad=True)
+    assert values == {"postal_code": "02139", "national_id": "001451137"} and errors == []
+    values, errors = normalize_record(raw)
+    assert values == {} and sorted(e.field for e in errors) == ["national_id", "postal_code"]
 
 
 # --- variants ----------------------------------------------------------------------------

@@ -692,8 +692,11 @@ def test_model_table_from_memory_equals_the_store_export(tmp_path: Path) -> None
         reg.enrol_records(agency, list(enumerate(records, start=1)))
     first = next(iter(by_agency))
     reg.withdraw_records(first, [by_agency[first][0]["source_record_id"]])
-    cols = reg.index.columns
-    exported = rstore.model_input(reg.store.cursor(), columns=cols,
-                                  positions=[TOKEN_COLUMNS.index(c) for c in cols])
-    assert reg.model_table().equals(exported)
+    from mpi.linkage.definition import DEFINITIONS
+    for definition in DEFINITIONS.values():  # the active model's, and any a candidate follows
+        cols = definition.columns()
+        exported = rstore.model_input(reg.store.cursor(), columns=cols,
+                                      positions=[TOKEN_COLUMNS.index(c) for c in cols])
+        assert reg.model_table(definition).equals(exported)
+    assert reg.model_table().column_names[1:] == list(reg.model_definition.columns())
     reg.close()

@@ -26,7 +26,7 @@ from mpi.synth import generate
 
 TOKENS: dict[str, list[dict[str, Any]]] = {
     a: tokenize_rows(r, secret=demo_secret(1))[0]
-    for a, r in generate(people=400, agencies=2, seed=11)[0].items()}
+    for a, r in generate(people=400, agencies=2, seed=12)[0].items()}
 
 
 @pytest.fixture

@@ -40,13 +40,33 @@ def test_schema_document_lists_all_fields() -> None:
     for f in doc["fields"]:
         assert f["description"] and f["normalization"]
         assert f["tokens"][0] == {"name": f["name"], "variant": "full",
-                                  "description": "the normalized value itself"}
+                                  "description": "the normalized value itself", "since_revision": 1}
 
 
 def test_schema_document_tokens_match_token_names() -> None:
+    """Storage positions: every revision's tokens in field order, revisions one after another."""
     doc = schema_document()
-    names = [t["name"] for f in doc["fields"] for t in f["tokens"]]
+    tokens = [t for f in doc["fields"] for t in f["tokens"]]
+    names = [t["name"] for t in sorted(tokens, key=lambda t: t["since_revision"])]
     assert names == list(TOKEN_NAMES)
+
+
+# Revision 1's 27 tokens, in the positions stored registries hold them at: a later revision
+# may only append (mpi/store/migrations.py pads stored lists to the new width).
+REVISION_1 = (
+    "given_name", "given_name.phonetic", "given_name.prefix3", "given_name.nickname",
+    "middle_name", "middle_name.initial", "family_name", "family_name.phonetic",
+    "family_name.prefix3", "family_name.part1", "family_name.part2", "family_name.part3",
+    "date_of_birth", "date_of_birth.swap", "date_of_birth.year_month", "date_of_birth.month_day",
+    "date_of_birth.year_day", "date_of_birth.year", "sex", "national_id", "national_id.last4",
+    "postal_code", "postal_code.zip3", "address_line", "city", "phone", "email")
+
+
+def test_later_revisions_only_append_token_positions() -> None:
+    assert TOKEN_NAMES[: len(REVISION_1)] == REVISION_1
+    from mpi.store.migrations import MIGRATIONS
+    pad = [sql for _v, desc, stmts in MIGRATIONS if "padded" in desc for sql in stmts]
+    assert pad and all(f"list_resize(tokens, {len(TOKEN_NAMES)}, 0)" in sql for sql in pad)
 
 
 def test_token_names_unique_and_columns_valid_identifiers() -> None:

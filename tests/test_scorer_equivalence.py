@@ -20,10 +20,10 @@ from mpi import pipeline
 from mpi.linkage import splink_engine
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.index import BlockingIndex, rule_key, rule_keys
-from mpi.linkage.modelfile import ModelVersion, default_models_dir, load_version
+from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.scorer import Scorer
 from mpi.schema import TOKEN_COLUMNS
-from mpi.synth import generate
+from mpi.synth import error_profile, generate
 
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 Pairs = set[tuple[int, int]]
@@ -38,7 +38,10 @@ class Data:
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    records, _truth = generate(people=3000, agencies=3, seed=7)
+    # errors at twice the generator's rates, with swapped names and other values: every level
+    # of every comparison is reached (test_every_level_is_exercised)
+    with error_profile(2.0, name_swap=0.02, other=0.02):
+        records, _truth = generate(people=3000, agencies=3, seed=7)
     rows = [r for agency_rows in records.values() for r in agency_rows]
     tokens, _rejected = pipeline.tokenize_rows(rows, secret=pipeline.demo_secret(1))
     parsed = pipeline.parse_all(tokens, server_secret=bytes(range(32)))
@@ -47,12 +50,14 @@ def data() -> Data:
     table = pipeline.model_table(parsed, columns=cols)
     matrix = np.stack([p.tokens for p in parsed])
     columns = {c: np.ascontiguousarray(matrix[:, _POS[c]]) for c in cols}
-    return Data(columns, table, load_version(default_models_dir(), "default-v001"))
+    model = load_version(default_models_dir(), latest_version(default_models_dir(), name="default"))
+    assert model.definition is DEFAULT_DEFINITION
+    return Data(columns, table, model)
 
 
 @pytest.fixture(scope="module")
 def splink_edges(data: Data) -> pa.Table:
-    result = splink_engine.predict_and_cluster(data.table, data.model.params, edge_threshold=1e-12,
+    result = splink_engine.predict_and_cluster(data.table, data.model.params, edge_threshold=0.0,
                                                cluster_threshold=data.model.thresholds.link)
     return result.edges
 
@@ -95,6 +100,22 @@ def test_scorer_matches_splink_weights_on_every_edge(data: Data, splink_edges: p
     # The comparison covers the whole range, not only obvious matches or non-matches.
     assert splink_w.min() < 0 < splink_w.max()
     assert (splink_w >= data.model.thresholds.link_weight).sum() > 1000
+
+
+def test_every_level_is_exercised(data: Data, splink_edges: pa.Table) -> None:
+    """The equivalence above covers every level of every comparison, the revision-2 ones
+    (nickname groups, swapped names, letter-pair similarity, masked digits) included, and
+    similarity tokens with the sign bit set (NumPy and SQL count those bits differently)."""
+    left = splink_edges.column("unique_id_l").to_numpy() - 1
+    right = splink_edges.column("unique_id_r").to_numpy() - 1
+    scorer = Scorer(DEFAULT_DEFINITION, data.model.params)
+    levels = scorer.levels(_gather(data.columns, left), _gather(data.columns, right))
+    for comp, idx in zip(DEFAULT_DEFINITION.comparisons, levels, strict=True):
+        seen = set(np.unique(idx).tolist())
+        missing = [lvl.label for i, lvl in enumerate(comp.levels) if i not in seen]
+        assert not missing, f"{comp.name}: no edge reaches {missing}"
+    for col in ("given_name_bloom", "family_name_bloom", "address_line_bloom"):
+        assert (data.columns[col] < 0).any() and (data.columns[col] > 0).any()
 
 
 def test_few_pair_scorer_is_bit_identical_to_the_array_path(data: Data,

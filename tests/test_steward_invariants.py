@@ -151,7 +151,7 @@ def _apply(reg: Registry, op: str, i: int, j: int, flag: bool) -> None:
                 for sid in dict.fromkeys(picks)]
         assert not reg.enrol_records(agency, list(enumerate(recs, start=1))).problems
     elif op == "promote":  # to the other version; the preview predicts the churn exactly
-        other = "perturbed-v001" if reg.model.version == "default-v001" else "default-v001"
+        other = "perturbed-v001" if reg.model.version == "default-v002" else "default-v002"
         preview = modelops.model_impact(reg, other, principal="p", sample=0)["promote"]
         done = modelops.promote_model(reg, other, principal="p")
         for figure in ("records_changing_key", "persons_merging", "persons_splitting",

@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mpi.errors import InvalidInput
 from mpi.schema import SCHEMA_VERSION, TOKEN_NAMES
@@ -49,10 +51,10 @@ BAD_CONSENT = {"source_record_id": "r8", "given_name": "Bartholomew", "family_na
                "clinic": "", "research_consent": "maybe", "notes": ""}
 
 ROWS = [GOOD_1, GOOD_2, BAD_DATE, BAD_SSN, TOO_LITTLE, DUPLICATE, MISSING_SID, BAD_CONSENT]
-# expected rejects: row number -> (field, reason fragment)
+# expected refusals: row number -> (field, reason fragment). Row 3 loses its impossible date
+# and is then left with a name only; row 4 loses its SSN but keeps name + date (kept).
 EXPECTED_REJECTS = {
     3: ("date_of_birth", "not a valid calendar date"),
-    4: ("national_id", "expected 9 digits"),
     5: ("", "too little to link on"),
     6: ("source_record_id", "duplicate of row 1"),
     7: ("source_record_id", "missing"),
@@ -90,7 +92,13 @@ def _write_parquet(path: Path, rows: list[dict[str, str]], columns: list[str] = 
 
 def _read_rejects(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["row", "source_record_id", "field", "outcome", "reason"]
+        return list(reader)
+
+
+def _refused_rows(rows: list[dict[str, str]]) -> set[int]:
+    return {int(r["row"]) for r in rows if r["outcome"] == "refused"}
 
 
 def _read_output(path: Path) -> list[dict[str, Any]]:
@@ -126,9 +134,10 @@ def test_tokenize_file_outputs_tokens_only_and_rejects_bad_rows(input_file: Path
     summary = tokenize_file(input_file, secret=SECRET, out=out, attributes=["clinic"])
 
     assert summary.rows == len(ROWS)
-    assert summary.written == 2
+    assert summary.written == 3
     assert summary.rejected == len(EXPECTED_REJECTS)
     assert summary.rows == summary.written + summary.rejected
+    assert (summary.kept_with_warnings, summary.dropped, summary.repaired) == (1, 1, 0)
     assert summary.key_id == key_id(SECRET)
     assert summary.ignored_columns == ["notes"]
     assert summary.output == out
@@ -136,14 +145,23 @@ def test_tokenize_file_outputs_tokens_only_and_rejects_bad_rows(input_file: Path
 
     records = _read_output(out)
     assert len(records) == summary.written
-    assert [r["source_record_id"] for r in records] == ["r1", "r2"]
+    assert [r["source_record_id"] for r in records] == ["r1", "r2", "r4"]
+    r4 = records[2]
+    toks = r4["tokens"] if "tokens" in r4 else {n: r4[n] for n in TOKEN_NAMES if r4[n] is not None}
+    assert "national_id" not in toks and "date_of_birth" in toks
 
     rejects = _read_rejects(summary.rejects)
-    rejected_rows = {int(r["row"]) for r in rejects}
-    assert rejected_rows == set(EXPECTED_REJECTS)
+    assert _refused_rows(rejects) == set(EXPECTED_REJECTS)
     for row_no, (field, fragment) in EXPECTED_REJECTS.items():
         hits = [r for r in rejects if int(r["row"]) == row_no]
+        assert all(r["outcome"] == "refused" for r in hits)
         assert any(r["field"] == field and fragment in r["reason"] for r in hits), (row_no, hits)
+    # the refused row 3 lists its dropped date and the refusal it led to
+    assert {(r["field"], r["outcome"]) for r in rejects if r["row"] == "3"} == {
+        ("date_of_birth", "refused"), ("", "refused")}
+    assert [(r["source_record_id"], r["field"], r["outcome"]) for r in rejects
+            if r["row"] == "4"] == [("r4", "national_id", "dropped")]
+    assert "expected 9 digits, got 5" in next(r["reason"] for r in rejects if r["row"] == "4")
     assert {r["source_record_id"] for r in rejects if int(r["row"]) == 3} == {"r3"}
     assert {r["source_record_id"] for r in rejects if int(r["row"]) == 7} == {""}
 
@@ -154,7 +172,7 @@ def test_jsonl_record_shape(tmp_path: Path) -> None:
     src = _write_csv(tmp_path / "in.csv", ROWS)
     out = tmp_path / "out.jsonl"
     tokenize_file(src, secret=SECRET, out=out, attributes=["clinic"])
-    r1, r2 = _read_output(out)
+    r1, r2, _r4 = _read_output(out)
     assert set(r1) == {"source_record_id", "schema_version", "tokens", "attributes", "research_consent"}
     assert r1["schema_version"] == SCHEMA_VERSION
     assert r1["attributes"] == {"clinic": "north"}
@@ -194,7 +212,9 @@ def test_all_rows_rejected_gives_empty_valid_outputs(tmp_path: Path) -> None:
         assert (summary.rows, summary.written, summary.rejected) == (2, 0, 2)
         assert _read_output(tmp_path / name) == []
         assert summary.rejects == tmp_path / f"{name}.rej.csv"
-        assert len(_read_rejects(summary.rejects)) == 2
+        rej = _read_rejects(summary.rejects)
+        assert _refused_rows(rej) == {1, 2}
+        assert len(rej) == 3  # row 1: its impossible date, then too little left to link on
 
 
 def test_date_formats_and_today_are_applied(tmp_path: Path) -> None:
@@ -202,13 +222,16 @@ def test_date_formats_and_today_are_applied(tmp_path: Path) -> None:
             dict(GOOD_2, source_record_id="b", date_of_birth="2030-01-01")]
     src = _write_csv(tmp_path / "in.csv", rows)
     plain = tokenize_file(src, secret=SECRET, out=tmp_path / "plain.jsonl")
-    assert (plain.written, plain.rejected) == (1, 1)  # US date rejected, future date accepted
+    # undeclared US date dropped (leaving a name only: refused), future date accepted
+    assert (plain.written, plain.rejected) == (1, 1)
     declared = tokenize_file(src, secret=SECRET, out=tmp_path / "d.jsonl", date_formats=["%m/%d/%Y"],
                              today=dt.date(2024, 1, 1))
     assert (declared.written, declared.rejected) == (1, 1)
     assert _read_output(tmp_path / "d.jsonl")[0]["source_record_id"] == "a"
     rej = _read_rejects(declared.rejects)  # type: ignore[arg-type]
     assert rej[0]["row"] == "2" and rej[0]["field"] == "date_of_birth" and "future" in rej[0]["reason"]
+    assert rej[1]["row"] == "2" and "too little to link on" in rej[1]["reason"]
+    assert {r["outcome"] for r in rej} == {"refused"}
     # the declared US date tokenizes like the ISO date
     iso = Tokenizer(SECRET).tokenize(dict(GOOD_2, source_record_id="a"))
     assert _read_output(tmp_path / "d.jsonl")[0]["tokens"] == iso["tokens"]
@@ -379,3 +402,231 @@ def test_fields_outside_evidence_groups_do_not_count_as_evidence() -> None:
                       "middle_name": "Q", "sex": "F", "city": "Boston"})
     ok = tok.tokenize({"source_record_id": "b", "given_name": "Ann", "date_of_birth": "1990-01-02"})
     assert "date_of_birth" in ok["tokens"] and "given_name" in ok["tokens"]
+
+
+# --- field-level intake: a malformed field is dropped, the record kept ------------------------
+
+INTAKE_COLUMNS = ["source_record_id", "given_name", "family_name", "date_of_birth", "sex",
+                  "national_id", "postal_code", "address_line", "phone", "email",
+                  "research_consent"]
+BASE = {"source_record_id": "w1", "given_name": "Ann", "family_name": "Lee",
+        "date_of_birth": "1990-01-02"}
+
+
+def _intake(tmp_path: Path, rows: list[dict[str, str]], **kw: Any
+            ) -> tuple[Any, list[dict[str, Any]], list[dict[str, str]]]:
+    src = _write_csv(tmp_path / "in.csv", rows, INTAKE_COLUMNS)
+    summary = tokenize_file(src, secret=SECRET, out=tmp_path / "out.jsonl", **kw)
+    assert summary.rows == summary.written + summary.rejected == len(rows)
+    return summary, _read_output(tmp_path / "out.jsonl"), _read_rejects(summary.rejects)
+
+
+def _kept_without(tmp_path: Path, field: str, value: str, fragment: str, **kw: Any) -> None:
+    """One row with ``field`` malformed: kept without that field, one 'dropped' line."""
+    summary, records, warnings = _intake(tmp_path, [dict(BASE, **{field: value})], **kw)
+    assert (summary.written, summary.rejected, summary.kept_with_warnings) == (1, 0, 1)
+    assert summary.dropped == 1 and summary.repaired == 0
+    assert not any(t == field or t.startswith(field + ".") for t in records[0]["tokens"])
+    assert {"given_name", "family_name", "date_of_birth"} <= set(records[0]["tokens"])
+    assert [(w["row"], w["source_record_id"], w["field"], w["outcome"]) for w in warnings] == [
+        ("1", "w1", field, "dropped")]
+    assert fragment in warnings[0]["reason"], warnings[0]["reason"]
+    assert value not in (tmp_path / "out.jsonl.rejects.csv").read_text(encoding="utf-8")
+
+
+def _tokens_of(field: str, value: str) -> dict[str, str]:
+    return Tokenizer(SECRET, zero_pad=False).tokenize(dict(BASE, **{field: value}))["tokens"]
+
+
+@pytest.mark.parametrize(("raw", "padded", "note"), [
+    ("2139", "02139", "repaired: zero-padded 4-digit ZIP to 5 digits"),
+    ("501", "00501", "repaired: zero-padded 3-digit ZIP to 5 digits"),
+    ("2139-1234", "02139-1234", "repaired: zero-padded 8-digit ZIP+4 to 9 digits"),
+])
+def test_short_zip_is_zero_padded_and_reported(tmp_path: Path, raw: str, padded: str,
+                                               note: str) -> None:
+    summary, records, warnings = _intake(tmp_path, [dict(BASE, postal_code=raw)])
+    assert (summary.written, summary.repaired, summary.kept_with_warnings) == (1, 1, 0)
+    assert records[0]["tokens"] == _tokens_of("postal_code", padded)
+    assert [(w["field"], w["outcome"], w["reason"]) for w in warnings] == [
+        ("postal_code", "repaired", note)]
+
+
+def test_four_digit_zip_dropped_when_zero_pad_is_off(tmp_path: Path) -> None:
+    _kept_without(tmp_path, "postal_code", "2139", "expected 5 or 9 digits, got 4",
+                  zero_pad=False)
+
+
+def test_six_digit_zip_dropped(tmp_path: Path) -> None:
+    _kept_without(tmp_path, "postal_code", "213945", "expected 5 or 9 digits, got 6")
+
+
+@pytest.mark.parametrize(("raw", "padded"), [("1451137", "001451137"), ("12345678", "012345678")])
+def test_short_ssn_is_zero_padded_and_reported(tmp_path: Path, raw: str, padded: str) -> None:
+    summary, records, warnings = _intake(tmp_path, [dict(BASE, national_id=raw)])
+    assert (summary.written, summary.repaired, summary.kept_with_warnings) == (1, 1, 0)
+    assert records[0]["tokens"] == _tokens_of("national_id", padded)
+    assert [(w["field"], w["outcome"]) for w in warnings] == [("national_id", "repaired")]
+    assert warnings[0]["reason"] == f"repaired: zero-padded {len(raw)}-digit SSN to 9 digits"
+
+
+def test_short_ssn_dropped_when_zero_pad_is_off(tmp_path: Path) -> None:
+    _kept_without(tmp_path, "national_id", "1451137", "expected 9 digits, got 7", zero_pad=False)
+
+
+def test_ssn_invalid_after_padding_dropped(tmp_path: Path) -> None:
+    # 9004242 -> 009004242: group 00 is never issued
+    _kept_without(tmp_path, "national_id", "9004242", "not a valid SSN once zero-padded")
+
+
+def test_malformed_email_dropped(tmp_path: Path) -> None:
+    _kept_without(tmp_path, "email", "ann.lee@example", "not an email address")
+
+
+def test_impossible_date_dropped(tmp_path: Path) -> None:
+    row = dict(BASE, date_of_birth="19510231", national_id="234-56-7891")
+    summary, records, warnings = _intake(tmp_path, [row], date_formats=["%Y%m%d"])
+    assert (summary.written, summary.kept_with_warnings) == (1, 1)
+    assert "date_of_birth" not in records[0]["tokens"] and "national_id" in records[0]["tokens"]
+    assert [(w["field"], w["outcome"], w["reason"]) for w in warnings] == [
+        ("date_of_birth", "dropped", "not a valid calendar date")]
+
+
+def test_future_date_dropped(tmp_path: Path) -> None:
+    row = dict(BASE, date_of_birth="2030-01-01", phone="617-555-0142")
+    summary, records, warnings = _intake(tmp_path, [row], today=dt.date(2024, 1, 1))
+    assert (summary.written, summary.kept_with_warnings) == (1, 1)
+    assert "date_of_birth" not in records[0]["tokens"] and "phone" in records[0]["tokens"]
+    assert [(w["field"], w["outcome"]) for w in warnings] == [("date_of_birth", "dropped")]
+    assert "future" in warnings[0]["reason"]
+
+
+def test_bad_phone_dropped(tmp_path: Path) -> None:
+    _kept_without(tmp_path, "phone", "55512", "expected 7 to 15 digits, got 5")
+
+
+def test_bad_sex_dropped(tmp_path: Path) -> None:
+    _kept_without(tmp_path, "sex", "Q", "expected M, F, X or unknown")
+
+
+def test_record_left_with_too_little_evidence_is_refused_with_its_dropped_fields(
+        tmp_path: Path) -> None:
+    row = dict(BASE, date_of_birth="1990-02-30", national_id="34567", email="ann@", sex="M")
+    summary, records, warnings = _intake(tmp_path, [row, dict(BASE, source_record_id="w2")])
+    assert (summary.written, summary.rejected, summary.kept_with_warnings) == (1, 1, 0)
+    assert [r["source_record_id"] for r in records] == ["w2"]
+    assert [(w["row"], w["source_record_id"], w["field"], w["outcome"]) for w in warnings] == [
+        ("1", "w1", "date_of_birth", "refused"), ("1", "w1", "national_id", "refused"),
+        ("1", "w1", "email", "refused"), ("1", "w1", "", "refused")]
+    assert "too little to link on: has ['name'] once malformed fields were dropped" in \
+        warnings[-1]["reason"]
+
+
+def test_too_little_evidence_with_only_a_repair_is_not_blamed_on_dropping() -> None:
+    with pytest.raises(RecordRejected) as info:
+        Tokenizer(SECRET).tokenize({"source_record_id": "z", "postal_code": "2139"})
+    assert [p.field for p in info.value.problems] == [None]
+    assert "has ['address'], needs" in info.value.problems[0].reason
+
+
+def test_malformed_consent_refuses_the_record(tmp_path: Path) -> None:
+    # never guess consent: a good record with an unreadable consent flag is not written
+    row = dict(BASE, national_id="234-56-7891", research_consent="maybe")
+    summary, records, warnings = _intake(tmp_path, [row])
+    assert (summary.written, summary.rejected) == (0, 1) and records == []
+    assert [(w["field"], w["outcome"]) for w in warnings] == [("research_consent", "refused")]
+
+
+def test_missing_source_record_id_refuses_even_with_good_fields(tmp_path: Path) -> None:
+    summary, _, warnings = _intake(tmp_path, [dict(BASE, source_record_id="", phone="12")])
+    assert (summary.written, summary.rejected) == (0, 1)
+    assert [(w["field"], w["outcome"]) for w in warnings] == [
+        ("source_record_id", "refused"), ("phone", "refused")]
+
+
+def test_warnings_file_never_holds_a_plaintext_value(tmp_path: Path) -> None:
+    raw = {"postal_code": "8417", "national_id": "7654321", "email": "zed.quill@@example.org",
+           "date_of_birth": "19510231", "phone": "55512", "sex": "Qx"}
+    rows = [dict(BASE, source_record_id="p1", **raw),
+            dict(BASE, source_record_id="p2", national_id="9004242", postal_code="987654"),
+            {"source_record_id": "p3", "given_name": "Wilhelmina", "date_of_birth": "19880230",
+             "research_consent": "perhaps-later"}]
+    summary, _, warnings = _intake(tmp_path, rows, date_formats=["%Y%m%d"])
+    assert summary.rejected == 1 and summary.repaired == 2 and summary.kept_with_warnings == 2
+    text = (tmp_path / "out.jsonl.rejects.csv").read_text(encoding="utf-8")
+    values = [*raw.values(), "08417", "007654321", "zed.quill", "1951-02-31", "9004242",
+              "009004242", "987654", "Wilhelmina", "WILHELMINA", "19880230", "perhaps-later",
+              "Ann", "ANN", "Lee", "LEE", "1990-01-02"]
+    assert [v for v in values if v in text] == []
+    assert {w["outcome"] for w in warnings} == {"repaired", "dropped", "refused"}
+
+
+def test_tokenize_with_warnings_and_the_memo() -> None:
+    t = Tokenizer(SECRET, cache_size=len(TOKEN_NAMES))  # tiny memo: evictions happen
+    row = dict(BASE, postal_code="2139", email="nope", phone="617-555-0142")
+    first, w1 = t.tokenize_with_warnings(row, row=1)
+    for i in range(2, 6):  # memo hits and misses give the same record and warnings
+        other, _ = t.tokenize_with_warnings(dict(BASE, source_record_id=f"x{i}",
+                                                 postal_code=f"{i}139", email=f"a{i}@b"), row=i)
+        again, w2 = t.tokenize_with_warnings(row, row=i)
+        assert again == first
+        assert [(w.field, w.outcome, w.reason) for w in w2] == [
+            (w.field, w.outcome, w.reason) for w in w1]
+    assert [(w.row, w.source_record_id, w.field, w.outcome) for w in w1] == [
+        (1, "w1", "postal_code", "repaired"), (1, "w1", "email", "dropped")]
+    assert t.tokenize(row) == first
+    assert Tokenizer(SECRET).tokenize_with_warnings(BASE)[1] == []
+
+
+FEBRL = Path("/work/shared/data/public-linkage/febrl1/raw")
+
+
+@pytest.mark.parametrize("name", ["orig.csv", "dups.csv"])
+def test_raw_febrl1_tokenizes_at_least_99_percent(tmp_path: Path, name: str) -> None:
+    if not (FEBRL / name).exists():
+        pytest.skip(f"{FEBRL} is absent")
+    summary = tokenize_file(FEBRL / name, secret=SECRET, out=tmp_path / "o.jsonl",
+                            date_formats=["%Y%m%d"])
+    assert summary.rows == summary.written + summary.rejected == 500
+    assert summary.written >= 0.99 * summary.rows
+    assert summary.repaired > 0  # 4-digit postcodes, 7-digit ids
+    warnings = _read_rejects(summary.rejects)  # type: ignore[arg-type]
+    assert {w["outcome"] for w in warnings} <= {"repaired", "dropped", "refused"}
+    # with zero-padding off the ids and postcodes are dropped, yet names + dates still link
+    off = tokenize_file(FEBRL / name, secret=SECRET, out=tmp_path / "off.jsonl",
+                        date_formats=["%Y%m%d"], zero_pad=False)
+    assert off.repaired == 0 and off.kept_with_warnings >= 0.9 * off.rows
+
+
+_VALUE = st.one_of(
+    st.sampled_from(["", " ", "Ann", "Lee", "1990-01-02", "19900102", "1990-02-30", "2139",
+                     "02139", "213945", "1451137", "9004242", "234-56-7891", "ann@example.org",
+                     "ann@", "617-555-0142", "555", "M", "Q", "yes", "maybe", "UNKNOWN"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.fixed_dictionaries({c: _VALUE for c in INTAKE_COLUMNS[1:]},
+                                      optional={"source_record_id": st.sampled_from(
+                                          ["a", "b", "c", "", "d", "e"])}),
+                min_size=1, max_size=12),
+       st.booleans())
+def test_every_row_is_written_or_refused(tmp_path: Path, rows: list[dict[str, str]],
+                                         zero_pad: bool) -> None:
+    d = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+    d.mkdir()
+    summary = tokenize_file(_write_csv(d / "in.csv", rows, INTAKE_COLUMNS), secret=SECRET,
+                            out=d / "o.jsonl", zero_pad=zero_pad)
+    assert summary.rows == len(rows)
+    assert summary.written + summary.rejected == summary.rows
+    written = _read_output(d / "o.jsonl")
+    assert len(written) == summary.written
+    warnings = _read_rejects(d / "o.jsonl.rejects.csv")
+    refused = _refused_rows(warnings)
+    assert len(refused) == summary.rejected
+    kept = {int(w["row"]) for w in warnings if w["outcome"] != "refused"}
+    assert not kept & refused
+    assert sum(w["outcome"] == "repaired" for w in warnings) == summary.repaired
+    assert len({int(w["row"]) for w in warnings if w["outcome"] == "dropped"}) == \
+        summary.kept_with_warnings

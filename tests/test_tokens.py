@@ -10,7 +10,7 @@ import re
 import pytest
 
 from mpi.errors import InvalidInput
-from mpi.schema import SCHEMA_VERSION, TOKEN_NAMES, schema_document
+from mpi.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES, schema_document
 from mpi.tokens import key_id, make_token, new_secret, rekey, split_token, tokenize_values
 
 SECRET = bytes(range(32))
@@ -56,10 +56,40 @@ def test_make_token_known_answer_date_of_birth() -> None:
 def test_make_token_matches_reference_for_every_token_name(name: str) -> None:
     field, _, variant = name.partition(".")
     shared = {"date_of_birth.swap": "date_of_birth/full", "family_name.part1": "family_name/part",
-              "family_name.part2": "family_name/part", "family_name.part3": "family_name/part"}
+              "family_name.part2": "family_name/part", "family_name.part3": "family_name/part",
+              **{f"given_name.nick{i}": "given_name/nickgroup" for i in (1, 2, 3)}}
     domain = shared.get(name, f"{field}/{variant or 'full'}")
     value = "Zoë-ÉCOLE 1"  # non-ASCII value: utf-8 encoding is part of the contract
-    assert make_token(SECRET, name, value, kid=KAT_KEY_ID) == _reference_token(SECRET, domain, value)
+    reference = (_reference_bloom(SECRET, domain, value) if name in SIMILARITY_TOKENS
+                 else _reference_token(SECRET, domain, value))
+    assert make_token(SECRET, name, value, kid=KAT_KEY_ID) == reference
+
+
+def _reference_bloom(secret: bytes, domain: str, value: str) -> str:
+    """A similarity token computed straight from the published contract (schema document)."""
+    kid = hashlib.sha256(b"mpi-key-id/v1" + b"\x00" + secret).hexdigest()[:8]
+    padded = f"_{value}_"
+    bits = 0
+    for i in range(len(padded) - 1):
+        message = b"mpi/v1/" + domain.encode() + b"\x00" + padded[i:i + 2].encode("utf-8")
+        digest = hmac.new(secret, message, hashlib.sha256).digest()
+        bits |= (1 << (digest[0] % 64)) | (1 << (digest[1] % 64))
+    raw = bits.to_bytes(8, "little") + bytes(24)
+    return kid + ":" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_similarity_tokens_agree_on_similar_names_only() -> None:
+    """Bloom filters of a name with one letter changed share most bits; another name few."""
+    def bits(v: str) -> int:
+        tok = make_token(SECRET, "family_name.bloom", v, kid=KAT_KEY_ID)
+        return int.from_bytes(base64.urlsafe_b64decode(tok.split(":")[1] + "=")[:8], "little")
+
+    def dice(a: str, b: str) -> float:
+        x, y = bits(a), bits(b)
+        return 2 * (x & y).bit_count() / (x.bit_count() + y.bit_count())
+    assert dice("MCCARTHY", "MCCARHTY") >= 0.75
+    assert dice("ZIMMERMANN", "ZIMMERRMNN") >= 0.75
+    assert dice("MCCARTHY", "ROKOBARO") < 0.5
 
 
 def test_make_token_schema_version_is_in_the_message() -> None:

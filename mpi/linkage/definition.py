@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-LevelKind = Literal["equal", "cross", "any_equal", "all_equal", "overlap"]
+LevelKind = Literal["equal", "cross", "any_equal", "all_equal", "overlap", "similar"]
 
 
 @dataclass(frozen=True)
@@ -18,13 +18,16 @@ class Level:
     """One comparison level: a predicate over token columns of the left and right record.
 
     kinds: ``equal`` (l.c = r.c for the one column), ``any_equal`` (any listed column equal),
-    ``cross`` (l.a = r.b or l.b = r.a, e.g. date vs. day/month-swapped date) and ``overlap``
-    (any of the listed columns on the left equals any on the right, e.g. name parts).
+    ``all_equal`` (every listed column equal), ``cross`` (l.a = r.b or l.b = r.a, e.g. date vs.
+    day/month-swapped date), ``overlap`` (any of the listed columns on the left equals any
+    on the right, e.g. name parts or nickname groups) and ``similar`` (the Dice coefficient of
+    the one similarity-token column's bits is at least ``percent`` / 100).
     """
 
     label: str
     kind: LevelKind
     columns: tuple[str, ...]
+    percent: int = 0  # the Dice threshold of a ``similar`` level
 
     def sql(self) -> str:
         """Portable SQL condition (plain identifiers, = / OR only: DuckDB and Spark alike)."""
@@ -37,6 +40,13 @@ class Level:
             return " AND ".join(f"({x}_l = {x}_r)" for x in c)
         if self.kind == "cross":
             return f"({c[0]}_l = {c[1]}_r) OR ({c[1]}_l = {c[0]}_r)"
+        if self.kind == "similar":  # 2|l & r| / (|l| + |r|) >= percent / 100, in integers
+            x = c[0]
+
+            def bits(e: str) -> str:  # DuckDB's bit_count is a TINYINT: widen before arithmetic
+                return f"CAST(bit_count({e}) AS INTEGER)"
+            return (f"(200 * {bits(f'{x}_l & {x}_r')} >= "
+                    f"{int(self.percent)} * ({bits(f'{x}_l')} + {bits(f'{x}_r')}))")
         return " OR ".join(f"({a}_l = {b}_r)" for a in c for b in c)
 
 
@@ -90,7 +100,9 @@ def _eq(label: str, column: str) -> Level:
     return Level(label, "equal", (column,))
 
 
-DEFAULT_DEFINITION = ModelDefinition(
+# Version 1 of the definition (token contract revision 1), kept so that models trained on it
+# (default-v001, and candidates trained before revision 2) load and score exactly as before.
+DEFINITION_V1 = ModelDefinition(
     comparisons=(
         Comparison("given_name", ("given_name",), (
             _eq("exact", "given_name"),
@@ -151,3 +163,114 @@ DEFAULT_DEFINITION = ModelDefinition(
         ("national_id",),
     ),
 )
+
+
+_NICK = ("given_name_nick1", "given_name_nick2", "given_name_nick3")
+# Below exact agreement, an equal unordered name pair means the two names were swapped.
+_NAMES_SWAPPED = _eq("given and family names swapped", "family_name_name_set")
+_SIMILAR = 75  # Dice >= 0.75: one letter changed, added or lost in a name of 5+ letters
+
+
+def _similar(label: str, column: str) -> Level:
+    return Level(label, "similar", (column,), _SIMILAR)
+
+
+_DOB_MASKS = tuple(f"date_of_birth_mask{i}" for i in range(1, 9))
+_SSN_MASKS = tuple(f"national_id_mask{i}" for i in range(1, 9))
+
+# Version 2: contract revision 2's fuzzy evidence (nickname groups, swapped names, one-digit
+# typos in dates of birth and SSNs) and blocking rules that need no SSN, ZIP or exact date.
+DEFAULT_DEFINITION = ModelDefinition(
+    comparisons=(
+        Comparison("given_name", ("given_name",), (
+            _eq("exact", "given_name"),
+            Level("nickname groups overlap", "overlap", _NICK),
+            _NAMES_SWAPPED,
+            _eq("phonetic equal", "given_name_phonetic"),
+            _similar("similar spelling", "given_name_bloom"),
+            _eq("first 3 letters equal", "given_name_prefix3"),
+        )),
+        Comparison("middle_name", ("middle_name",), (
+            _eq("exact", "middle_name"),
+            _eq("initial equal", "middle_name_initial"),
+        )),
+        Comparison("family_name", ("family_name",), (
+            _eq("exact", "family_name"),
+            Level("a compound part shared", "overlap",
+                  ("family_name_part1", "family_name_part2", "family_name_part3")),
+            _NAMES_SWAPPED,
+            _eq("phonetic equal", "family_name_phonetic"),
+            _similar("similar spelling", "family_name_bloom"),
+            _eq("first 3 letters equal", "family_name_prefix3"),
+        )),
+        Comparison("date_of_birth", ("date_of_birth",), (
+            _eq("exact", "date_of_birth"),
+            Level("day and month swapped", "cross", ("date_of_birth", "date_of_birth_swap")),
+            Level("one digit differs", "any_equal", _DOB_MASKS),
+            Level("two of year, month, day equal", "any_equal",
+                  ("date_of_birth_year_month", "date_of_birth_month_day",
+                   "date_of_birth_year_day")),
+        )),
+        Comparison("sex", ("sex",), (_eq("exact", "sex"),)),
+        Comparison("national_id", ("national_id",), (
+            _eq("exact", "national_id"),
+            Level("one digit or two neighbours differ", "any_equal", _SSN_MASKS),
+            _eq("last 4 digits equal", "national_id_last4"),
+        )),
+        # Address line, ZIP, city and (landline) phone are one piece of evidence: a household
+        # shares all of them. One comparison counts it once instead of four times.
+        Comparison("household", ("postal_code", "address_line", "phone"), (
+            Level("address line and phone equal", "all_equal", ("address_line", "phone")),
+            _eq("address line equal", "address_line"),
+            _eq("phone equal", "phone"),
+            _similar("address line similar", "address_line_bloom"),
+            _eq("ZIP equal", "postal_code"),
+            _eq("city equal", "city"),
+            _eq("ZIP3 equal", "postal_code_zip3"),
+        )),
+        Comparison("email", ("email",), (_eq("exact", "email"),)),
+    ),
+    blocking_rules=(
+        ("national_id",),
+        ("date_of_birth", "given_name_phonetic"),
+        ("date_of_birth", "family_name_phonetic"),
+        ("given_name_nick1", "family_name_phonetic", "postal_code_zip3"),
+        ("phone",),
+        ("email",),
+        ("family_name_part1", "given_name_prefix3", "date_of_birth_year"),
+        # Rules that need no SSN, ZIP, phone or email (an agency without them, or a typo in
+        # each), chosen by the blocking recall they add on FEBRL and synthetic data for the
+        # comparisons they cost at 1M records (BENCHMARKS.md, blocking recall): the street
+        # address, the city with the date of birth, the names with the city, and the
+        # unordered name pair (swapped names) with the city or the birth year.
+        ("address_line",),
+        ("city", "date_of_birth"),
+        ("given_name_phonetic", "family_name_phonetic", "city"),
+        ("family_name_name_set", "city"),
+        ("family_name_name_set", "date_of_birth_year"),
+    ),
+    # EM needs blocks where true matches are a fair share of the pairs: at 1M records a block
+    # on date of birth alone is ~4% matches and EM inflates the "else" m values (README
+    # Decision 42; cluster F1 0.966 -> 0.986 on the 1M benchmark registry).
+    training_blocking_rules=(
+        ("date_of_birth", "postal_code_zip3"),
+        ("family_name_phonetic", "given_name_phonetic", "date_of_birth_year"),
+        ("national_id",),
+    ),
+)
+
+DEFINITIONS: dict[str, ModelDefinition] = {"v1": DEFINITION_V1, "v2": DEFAULT_DEFINITION}
+CURRENT = "v2"
+# Every column some definition reads: what the registry keeps in memory, so a model of any
+# definition can be trained, previewed and promoted from the in-memory copy.
+ALL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(c for d in DEFINITIONS.values()
+                                                   for c in d.columns()))
+
+
+def definition_named(name: str | None) -> ModelDefinition:
+    """The definition a model's sidecar names (``v1`` when it names none: older sidecars)."""
+    try:
+        return DEFINITIONS[name or "v1"]
+    except KeyError:
+        raise ValueError(f"unknown model definition {name!r}; known: {sorted(DEFINITIONS)}") \
+            from None

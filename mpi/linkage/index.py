@@ -217,9 +217,11 @@ class _Spare:
 class BlockingIndex:
     """Rows of token columns with an active flag and a person label, and a blocking index."""
 
-    def __init__(self, definition: ModelDefinition) -> None:
+    def __init__(self, definition: ModelDefinition, *, extra_columns: Sequence[str] = ()) -> None:
         self.definition = definition
-        self.columns = definition.columns()
+        # The definition's columns, and any others kept for scoring with another definition
+        # (a candidate model of a newer definition, before it is promoted).
+        self.columns = tuple(dict.fromkeys((*definition.columns(), *extra_columns)))
         self.n = 0
         self._cap = 0
         self.data: dict[str, I64] = {c: np.empty(0, dtype=np.int64) for c in self.columns}

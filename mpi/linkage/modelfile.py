@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mpi.errors import ConfigurationError, NotFound
-from mpi.linkage.definition import DEFAULT_DEFINITION, ModelDefinition
+from mpi.linkage.definition import DEFAULT_DEFINITION, ModelDefinition, definition_named
 from mpi.linkage.params import ModelParams, params_from_splink, weight_for_probability
 
 _NAME = re.compile(r"^(?P<name>[a-z0-9_]+)-v(?P<num>\d{3})\.json$")
@@ -48,6 +48,7 @@ class ModelVersion:
     meta: dict[str, Any]
     params: ModelParams
     thresholds: Thresholds
+    definition: ModelDefinition = DEFAULT_DEFINITION  # the one its sidecar names
 
 
 def default_models_dir() -> Path:
@@ -71,8 +72,11 @@ def fingerprint_bytes(data: bytes) -> str:
 
 
 def load_version(models_dir: Path, version: str, *,
-                 definition: ModelDefinition = DEFAULT_DEFINITION) -> ModelVersion:
-    """Load and check one version; raise NotFound or ConfigurationError."""
+                 definition: ModelDefinition | None = None) -> ModelVersion:
+    """Load and check one version; raise NotFound or ConfigurationError.
+
+    The model follows the definition its sidecar names (``definition``: v1 when absent), unless
+    ``definition`` is given."""
     path = models_dir / f"{version}.json"
     meta_path = models_dir / f"{version}.meta.json"
     if not path.exists():
@@ -85,8 +89,14 @@ def load_version(models_dir: Path, version: str, *,
         raise ConfigurationError(f"model {version} does not match its sidecar checksum")
     model = json.loads(raw)
     th = meta["thresholds"]
+    if definition is None:
+        try:
+            definition = definition_named(meta.get("definition"))
+        except ValueError as exc:
+            raise ConfigurationError(f"model {version}: {exc}") from None
     return ModelVersion(version, model, meta, params_from_splink(model, definition),
-                        Thresholds(link=float(th["link"]), review=float(th["review"])))
+                        Thresholds(link=float(th["link"]), review=float(th["review"])),
+                        definition)
 
 
 def latest_version(models_dir: Path, *, name: str) -> str:

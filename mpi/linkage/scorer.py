@@ -40,6 +40,15 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
         out: npt.NDArray[np.bool_] = ((left[ca] == right[cb]) & (left[ca] != 0)) | (
             (left[cb] == right[ca]) & (left[cb] != 0))
         return out
+    if level.kind == "similar":
+        # as unsigned: NumPy counts the bits of a signed value's magnitude, SQL its 64 bits
+        ux, uy = left[c[0]].view(np.uint64), right[c[0]].view(np.uint64)
+        common = np.bitwise_count(ux & uy).astype(np.int64)
+        total = np.bitwise_count(ux).astype(np.int64) + np.bitwise_count(uy)
+        sim: npt.NDArray[np.bool_] = (200 * common >= level.percent * total) & (ux != 0) & (
+            uy != 0)
+        return sim
+
     mask = np.zeros(len(left[c[0]]), dtype=bool)
     for x in c:
         lx = left[x]
@@ -49,8 +58,11 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
     return mask
 
 
+_U64 = (1 << 64) - 1
+
+
 def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
-                 right: Mapping[str, int]) -> bool:
+                 right: Mapping[str, int], percent: int = 0) -> bool:
     """``_level_mask`` for one pair, in plain Python (same predicates, same order)."""
     if kind == "equal":
         v = left[c[0]]
@@ -62,6 +74,10 @@ def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
     if kind == "cross":
         ca, cb = c
         return (left[ca] != 0 and left[ca] == right[cb]) or (left[cb] != 0 and left[cb] == right[ca])
+    if kind == "similar":
+        lx, rx = left[c[0]] & _U64, right[c[0]] & _U64
+        return lx != 0 and rx != 0 and (
+            200 * (lx & rx).bit_count() >= percent * (lx.bit_count() + rx.bit_count()))
     return any(left[x] != 0 and left[x] == right[y] for x in c for y in c)
 
 
@@ -77,7 +93,8 @@ class Scorer:
         self.prior_weight = params.prior_weight
         self._weights = [np.array(c.weights, dtype=np.float64) for c in params.comparisons]
         # The same levels and weights as plain Python values, for scoring a few pairs.
-        self._plan = [(comp.null_columns, [(lvl.kind, lvl.columns) for lvl in comp.levels],
+        self._plan = [(comp.null_columns,
+                       [(lvl.kind, lvl.columns, lvl.percent) for lvl in comp.levels],
                        [float(w) for w in weights])
                       for comp, weights in zip(definition.comparisons, self._weights, strict=True)]
 
@@ -136,8 +153,8 @@ class Scorer:
                     total += 0.0  # the array path adds a 0.0 contribution: keep the same sum
                     continue
                 level = len(levels)
-                for i, (kind, c) in enumerate(levels):
-                    if _level_holds(kind, c, lv, rv):
+                for i, (kind, c, percent) in enumerate(levels):
+                    if _level_holds(kind, c, lv, rv, percent):
                         level = i
                         break
                 total += weights[level]

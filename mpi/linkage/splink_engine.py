@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -18,7 +18,9 @@ import splink
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 from splink import comparison_level_library as cll
 from splink import comparison_library as cl
+from splink.internals.exceptions import EMTrainingException
 
+from mpi.errors import InvalidInput
 from mpi.linkage.definition import DEFAULT_DEFINITION, ModelDefinition
 from mpi.linkage.params import ModelParams
 
@@ -84,34 +86,180 @@ class TrainingConfig:
     deterministic_rules: tuple[tuple[str, ...], ...] = (
         ("national_id", "date_of_birth"), ("given_name", "family_name", "date_of_birth"))
     deterministic_recall: float = 0.8
+    min_em_pairs: int = 10  # an EM blocking rule with fewer record pairs is skipped
+
+
+@dataclass
+class TrainingReport:
+    """What a training run actually did (rules used and skipped, where the prior came from)."""
+
+    prior_rules: list[tuple[str, ...]] = field(default_factory=list)
+    prior_source: str = ""
+    em_rules: list[tuple[str, ...]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def rule_text(rule: tuple[str, ...]) -> str:
+    """``block_on('a', 'b')``: a blocking rule as written in Python."""
+    return f"block_on({', '.join(repr(c) for c in rule)})"
 
 
 def train(records: pa.Table, *, definition: ModelDefinition = DEFAULT_DEFINITION,
           config: TrainingConfig = TrainingConfig(),
-          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train a model on ``records`` (u by random sampling, then EM) and return Splink's JSON."""
+          progress: Callable[[str], None] | None = None,
+          fallback_prior: float | None = None,
+          report: TrainingReport | None = None) -> dict[str, Any]:
+    """Train a model on ``records`` (u by random sampling, then EM) and return Splink's JSON.
+
+    Never fails for want of data in a field: a prior or EM blocking rule that finds no record
+    pairs is skipped (and said through ``progress``); with no usable prior rule the prior is
+    ``fallback_prior`` (the parent version's), and with no usable EM rule training is u-only
+    (the caller then fills untrained m values from the parent). Fills ``report`` when given.
+    """
+    if records.num_rows < 2:
+        raise InvalidInput(f"cannot train on {records.num_rows} record(s): training needs at "
+                           "least 2 records")
     say = progress or (lambda _msg: None)
     api = _duckdb_api()
     try:
-        return _train(api, records, definition=definition, config=config, say=say)
+        return _train(api, records, definition=definition, config=config, say=say,
+                      fallback_prior=fallback_prior, report=report or TrainingReport())
     finally:
         api.duckdb_con.close()
 
 
+class _PairCounter:
+    """Exact record-pair counts of equality blocking rules (dedupe: n*(n-1)/2 per block)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> None:
+        self._con, self._table, self._columns = con, table, set(columns)
+        self._pairs: dict[tuple[str, ...], int] = {}
+        self._filled: dict[str, int] = {}
+
+    def filled(self, column: str) -> int:
+        """Records with a value in ``column`` (0 when the input has no such column)."""
+        if column not in self._filled:
+            n = 0
+            if column in self._columns:
+                row = self._con.sql(f'SELECT count("{column}") FROM {self._table}').fetchall()
+                n = int(row[0][0])
+            self._filled[column] = n
+        return self._filled[column]
+
+    def pairs(self, rule: tuple[str, ...]) -> int:
+        """Record pairs the rule blocks together."""
+        if rule not in self._pairs:
+            n = 0
+            if all(self.filled(c) for c in rule):
+                cols = ", ".join(f'"{c}"' for c in rule)
+                where = " AND ".join(f'"{c}" IS NOT NULL' for c in rule)
+                row = self._con.sql(
+                    f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n "
+                    f"FROM {self._table} WHERE {where} GROUP BY {cols})").fetchall()
+                n = int(row[0][0])
+            self._pairs[rule] = n
+        return self._pairs[rule]
+
+    def why_not(self, rule: tuple[str, ...]) -> str:
+        """Why the rule finds (almost) no pairs, for a progress message."""
+        n = self.pairs(rule)
+        empty = [c for c in rule if not self.filled(c)]
+        what = "no record pairs" if n == 0 else f"only {n} record pair{'s' * (n != 1)}"
+        if empty:
+            return f"{what} (no record has {', '.join(empty)})"
+        return what
+
+
+def _estimate_prior(sdf: Any, counter: _PairCounter, *,
+                    definition: ModelDefinition, config: TrainingConfig,
+                    say: Callable[[str], None], report: TrainingReport) -> float | None:
+    """The prior from the deterministic rules that find pairs, else from the prediction
+    blocking rules that do; None when neither gives a usable estimate."""
+    usable = []
+    for rule in config.deterministic_rules:
+        if counter.pairs(rule):
+            usable.append(rule)
+        else:
+            say(f"prior: skipped {rule_text(rule)}: {counter.why_not(rule)}")
+    stages = [("deterministic rules", usable)]
+    stages.append(("prediction blocking rules",
+                   [r for r in definition.blocking_rules if counter.pairs(r)]))
+    for source, rules in stages:
+        if not rules:
+            continue
+        say(f"estimating prior from {source}: {', '.join(rule_text(r) for r in rules)}")
+        linker = Linker(sdf, splink_settings(definition), log_level=None)
+        try:
+            linker.training.estimate_probability_two_random_records_match(
+                [block_on(*r) for r in rules], recall=config.deterministic_recall)
+        except ValueError as exc:  # more matches than the recall allows (tiny registries)
+            say(f"prior from {source} not usable: {str(exc).splitlines()[0]}")
+            continue
+        prior = float(linker.misc.save_model_to_json()["probability_two_random_records_match"])
+        if 0 < prior < 1:
+            report.prior_rules, report.prior_source = list(rules), source
+            return prior
+        say(f"prior from {source} not usable: estimated {prior:g}")
+    return None
+
+
 def _train(api: DuckDBAPI, records: pa.Table, *, definition: ModelDefinition,
-           config: TrainingConfig, say: Callable[[str], None]) -> dict[str, Any]:
+           config: TrainingConfig, say: Callable[[str], None],
+           fallback_prior: float | None, report: TrainingReport) -> dict[str, Any]:
     sdf = api.register(records, dataset_display_name="registry")
-    linker = Linker(sdf, splink_settings(definition), log_level=None)
-    say("estimating prior from deterministic rules")
-    linker.training.estimate_probability_two_random_records_match(
-        [block_on(*r) for r in config.deterministic_rules], recall=config.deterministic_recall)
+    counter = _PairCounter(api.duckdb_con, sdf.physical_name, records.column_names)
+    prior = _estimate_prior(sdf, counter, definition=definition, config=config, say=say,
+                            report=report)
+    if prior is None:
+        if fallback_prior is not None:
+            prior, report.prior_source = fallback_prior, "parent version"
+            say(f"no rule gives a usable prior estimate; keeping the parent's prior "
+                f"({prior:.3g})")
+        else:
+            prior, report.prior_source = 1e-5, "default"
+            say(f"no rule gives a usable prior estimate; using {prior:g}")
+    linker = Linker(sdf, splink_settings(definition, prior=prior), log_level=None)
     say("estimating u by random sampling")
     linker.training.estimate_u_using_random_sampling(max_pairs=config.u_max_pairs,
                                                      seed=config.seed)
+
+    def em(rule: tuple[str, ...]) -> bool:
+        if counter.pairs(rule) < config.min_em_pairs:
+            msg = f"skipped EM on {rule_text(rule)}: {counter.why_not(rule)}"
+            report.skipped.append(msg)
+            say(msg)
+            return False
+        say(f"EM on {rule_text(rule)}")
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on(*rule), max_pairs=config.em_max_pairs)
+        except EMTrainingException:  # pairs exist, but sampling for max_pairs kept none
+            msg = f"skipped EM on {rule_text(rule)}: no record pairs left after sampling"
+            report.skipped.append(msg)
+            say(msg)
+            return False
+        report.em_rules.append(rule)
+        return True
+
     for rule in definition.training_blocking_rules:
-        say(f"EM on block_on{rule}")
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on(*rule), max_pairs=config.em_max_pairs)
+        em(rule)
+    if not report.em_rules:
+        say("no EM training rule finds enough record pairs; trying the prediction blocking "
+            "rules")
+        # EM cannot estimate a comparison whose columns are in its rule: go on until every
+        # comparison with data was estimated by some rule.
+        todo = {c.name for c in definition.comparisons
+                if any(counter.filled(col) for col in c.null_columns)}
+        tried = set(definition.training_blocking_rules)
+        for rule in definition.blocking_rules:
+            if not todo:
+                break
+            if rule not in tried and em(rule):
+                todo -= {c.name for c in definition.comparisons
+                         if not set(rule) & set(c.columns())}
+    if not report.em_rules:
+        say("no blocking rule finds enough record pairs for EM: u-only training (m values "
+            "come from the parent version)")
     model: dict[str, Any] = linker.misc.save_model_to_json()
     return model
 
@@ -142,3 +290,19 @@ def predict_and_cluster(records: pa.Table, params: ModelParams, *,
     finally:
         api.duckdb_con.close()
     return LinkResult(edges=edges, clusters=clus)
+
+
+def predict_probabilities(records: pa.Table, params: ModelParams, *,
+                          definition: ModelDefinition = DEFAULT_DEFINITION,
+                          floor: float = 0.001) -> Any:
+    """Match probabilities (NumPy) of every blocked pair at or above ``floor``: what a model
+    expects of the registry, for choosing its thresholds (mpi/linkage/thresholds.py)."""
+    api = _duckdb_api()
+    try:
+        sdf = api.register(records, dataset_display_name="registry")
+        linker = Linker(sdf, splink_settings(definition, params), log_level=None)
+        pred = linker.inference.predict(threshold_match_probability=floor)
+        out = pred.as_duckdbpyrelation().select("match_probability").to_arrow_table()
+    finally:
+        api.duckdb_con.close()
+    return out.column("match_probability").to_numpy()

@@ -72,13 +72,26 @@ _RESOLVE_SETTLED_SQL = """
 UPDATE review_item SET status = 'resolved', decision_reason = ?,
        decided_by = 'system', decided_at = ?
 WHERE status IN ('open', 'deferred') AND (
-    (kind = 'record_person' AND EXISTS (
+    (kind = 'possible_duplicate' AND person_key = other_person_key)
+    OR (kind = 'record_person' AND EXISTS (
         SELECT 1 FROM source_record s WHERE s.record_seq = review_item.record_seq
         AND (s.status <> 'active' OR s.person_key = review_item.person_key)))
     OR EXISTS (
         SELECT 1 FROM person p WHERE p.status = 'retired'
         AND (p.person_key = review_item.person_key OR p.person_key = review_item.other_person_key)))
 """
+
+
+def forward_duplicate_items(cur: duckdb.DuckDBPyConnection,
+                            successors: Sequence[tuple[str, str]]) -> None:
+    """Point open ``possible_duplicate`` items at the successor of a person a re-link retired
+    (retired key -> surviving key): the question stays open for the records it was about,
+    and is settled only once both sides are one person (resolve_settled_items)."""
+    for old, new in successors:
+        for col in ("person_key", "other_person_key"):
+            cur.execute(f"UPDATE review_item SET {col} = ? WHERE {col} = ? "
+                        "AND kind = 'possible_duplicate' AND status IN ('open', 'deferred')",
+                        [new, old])
 
 
 def resolve_settled_items(cur: duckdb.DuckDBPyConnection, *, now: dt.datetime,
@@ -116,3 +129,13 @@ def records_by_source_id(cur: duckdb.DuckDBPyConnection, refs: Sequence[tuple[st
         "ON s.agency = q.agency AND s.source_record_id = q.source_record_id",
         [agencies, sids]))
     return {(str(r["agency"]), str(r["source_record_id"])): r for r in rows}
+
+
+def open_duplicate_pairs(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(person_key, other_person_key) of every open or deferred ``possible_duplicate`` item:
+    persons online matching kept apart for a steward."""
+    rows = cur.execute(
+        "SELECT person_key, other_person_key FROM review_item WHERE kind = 'possible_duplicate' "
+        "AND status IN ('open', 'deferred') AND other_person_key IS NOT NULL "
+        "ORDER BY item_seq").fetchall()
+    return [(str(a), str(b)) for a, b in rows]
