@@ -160,6 +160,7 @@ def link(
 
     from mpi.errors import InvalidInput
     from mpi.linkage.spark_engine import SparkOptions
+    from mpi.modelops import retrain_advice
     from mpi.registry import Registry
     from mpi.relink import ENGINES
     if engine not in ENGINES:
@@ -178,6 +179,7 @@ def link(
     try:
         s = reg.link(engine="spark" if engine == "spark" else "duckdb", spark=spark,
                      progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+        advice = retrain_advice(reg, data_dir=str(reg.settings.data_dir))
     finally:
         reg.close()
     table = Table(title=f"mpi link ({engine}, {time.perf_counter() - t0:.1f}s, "
@@ -187,6 +189,8 @@ def link(
     table.add_row(*(str(v) for v in (s.records, s.persons, s.merges, s.splits, s.keys_changed,
                                      s.new_keys)))
     out.print(table)
+    if advice:
+        out.print(f"[yellow]{escape(advice)}[/yellow]")
 
 
 @keys_app.command("export")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from mpi.config import Settings
 from mpi.evaluation import Evaluation, evaluate, read_truth
+from mpi.modelops import retrain_advice
 from mpi.registry import Registry
 from mpi.secretfile import read_secret, write_secret
 from mpi.synth import synthesize
@@ -25,13 +26,25 @@ def link_and_evaluate(reg: Registry, truth: dict[tuple[str, str], str], *, step:
     ls = reg.link()
     say(f"{step}. mpi link: {ls.records} records -> {ls.persons} persons; {ls.merges} merges, "
         f"{ls.splits} splits, {ls.keys_changed} records changed key (model {ls.model_version})")
-    keys = reg.export_keys()
-    predicted = dict(zip(zip(keys.column("agency").to_pylist(),
-                             keys.column("source_record_id").to_pylist(), strict=True),
-                         keys.column("person_key").to_pylist(), strict=True))
-    ev = evaluate(truth, predicted)
+    ev = evaluate(truth, _keys(reg))
     show(ev)
+    advice = retrain_advice(reg, data_dir=str(reg.settings.data_dir))
+    if advice:
+        say(advice)
     return ev
+
+
+def _keys(reg: Registry) -> dict[tuple[str, str], str]:
+    """(agency, source_record_id) -> person key of every active record."""
+    keys = reg.export_keys()
+    return dict(zip(zip(keys.column("agency").to_pylist(),
+                        keys.column("source_record_id").to_pylist(), strict=True),
+                    keys.column("person_key").to_pylist(), strict=True))
+
+
+def stats_review(reg: Registry) -> int:
+    """Open review items, all kinds."""
+    return sum(int(v) for v in reg.stats()["review"].values())
 
 
 def run_demo(settings: Settings, *, people: int, seed: int, say: Callable[[str], None],
@@ -63,7 +76,11 @@ def run_demo(settings: Settings, *, people: int, seed: int, say: Callable[[str],
             for k, v in reg.enrol_records(agency, rows).counts().items():
                 counts[k] = counts.get(k, 0) + v
         say(f"3. ingested {agency}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    ev = link_and_evaluate(reg, read_truth(s.truth), step=4, say=say, show=show)
+    truth = read_truth(s.truth)
+    online = evaluate(truth, _keys(reg))
+    say(f"   online matching as enrolled: cluster F1 {online.cluster.f1:.4f}, pairwise F1 "
+        f"{online.pairwise.f1:.4f} ({stats_review(reg)} items queued for a steward)")
+    ev = link_and_evaluate(reg, truth, step=4, say=say, show=show)
     stats = reg.stats()
     say(f"registry {settings.registry_path}: {stats['records']}, persons {stats['persons']}, "
         f"open review items {stats['review']}")

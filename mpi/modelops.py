@@ -59,6 +59,26 @@ def _summary(reg: Registry, version: str, where: Path, meta: dict[str, Any],
             "activated_at": [t for v, t in history if v == version]}
 
 
+def trained_here(mv: ModelVersion) -> bool:
+    """Whether a version was trained on a registry's own records (not a shipped default)."""
+    source = str(mv.meta.get("training_data", {}).get("source", ""))
+    return source.startswith(("registry", "spark snapshot"))
+
+
+def retrain_advice(reg: Registry, *, data_dir: str) -> str | None:
+    """What to tell a steward whose active model never saw this registry's records, or None.
+
+    The shipped model's weights and thresholds come from synthetic data: a registry calibrates
+    them on its own records with an unsupervised retrain (no labels needed)."""
+    if trained_here(reg.model) or reg.index.n == 0:
+        return None
+    return (f"The active model {reg.model.version} was never trained on this registry: its "
+            "weights and thresholds come from synthetic data. Calibrate it on your own records "
+            f"(unsupervised, no labels needed): `mpi model train --data-dir {data_dir}`, then "
+            f"`mpi model impact VERSION --data-dir {data_dir}` and "
+            f"`mpi model promote VERSION --data-dir {data_dir}`.")
+
+
 def list_models(reg: Registry) -> list[dict[str, Any]]:
     """Every version (shipped and trained here), oldest name first, the active one marked."""
     history = mstore.activations(reg.store.cursor())

@@ -416,8 +416,8 @@ def _dob(v: str) -> dict[str, str]:
 
 def _national_id(v: str) -> dict[str, str]:
     out = {"national_id": v, "national_id.last4": v[-4:]}
-    for i, m in masked(v, 2).items():
-        out[f"national_id.mask{i}"] = m
+    for i, m in masked(v[:8], 2).items():  # twins' sequential SSNs differ in the last digit
+        out[f"national_id.mask{i}"] = m + v[8]
     return out
 
 

@@ -82,8 +82,9 @@ FIELDS: tuple[Field, ...] = (
           "missing", (FULL, Variant("last4", "last 4 digits"),
                       *(Variant(f"mask{i}", f"the 9 digits with digits {i} and {i + 1} "
                                 "replaced by '__' (a one-digit typo or two swapped neighbouring "
-                                "digits agree on a mask)", since=2)
-                        for i in range(1, 9)))),
+                                "digits in the first 8 agree on a mask; none masks the last "
+                                "digit, where twins' sequential numbers differ)", since=2)
+                        for i in range(1, 8)))),
     Field("postal_code", "postal / ZIP code", "first 5 digits; 00000 is missing",
           (FULL, Variant("zip3", "first 3 digits"))),
     Field("address_line", "street address line",

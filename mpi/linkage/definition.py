@@ -176,7 +176,7 @@ def _similar(label: str, column: str) -> Level:
 
 
 _DOB_MASKS = tuple(f"date_of_birth_mask{i}" for i in range(1, 9))
-_SSN_MASKS = tuple(f"national_id_mask{i}" for i in range(1, 9))
+_SSN_MASKS = tuple(f"national_id_mask{i}" for i in range(1, 8))
 
 # Version 2: contract revision 2's fuzzy evidence (nickname groups, swapped names, one-digit
 # typos in dates of birth and SSNs) and blocking rules that need no SSN, ZIP or exact date.
@@ -214,7 +214,7 @@ DEFAULT_DEFINITION = ModelDefinition(
         Comparison("sex", ("sex",), (_eq("exact", "sex"),)),
         Comparison("national_id", ("national_id",), (
             _eq("exact", "national_id"),
-            Level("one digit or two neighbours differ", "any_equal", _SSN_MASKS),
+            Level("one digit or two neighbours differ (not the last)", "any_equal", _SSN_MASKS),
             _eq("last 4 digits equal", "national_id_last4"),
         )),
         # Address line, ZIP, city and (landline) phone are one piece of evidence: a household

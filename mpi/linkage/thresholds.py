@@ -19,7 +19,7 @@ from mpi.linkage.modelfile import Thresholds
 # confident, whatever the model expects on average.
 LINK_GRID = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 REVIEW_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-LINK_PRECISION = 0.999      # expected precision of everything linked automatically
+LINK_PRECISION = 0.9995     # expected precision of everything linked automatically
 REVIEW_RECALL = 0.999       # share of expected true pairs the review band must reach
 DEFAULT = Thresholds(link=0.99, review=0.5)
 

@@ -245,8 +245,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             applied_seq BIGINT NOT NULL)""",
         "INSERT INTO journal_state VALUES (1, 0)",
     )),
-    (8, "token contract revision 2: stored token lists padded to its 50 token positions", (
-        "UPDATE source_record SET tokens = list_resize(tokens, 50, 0) WHERE len(tokens) < 50",
-        "UPDATE record_version SET tokens = list_resize(tokens, 50, 0) WHERE len(tokens) < 50",
+    (8, "token contract revision 2: stored token lists padded to its 49 token positions", (
+        "UPDATE source_record SET tokens = list_resize(tokens, 49, 0) WHERE len(tokens) < 49",
+        "UPDATE record_version SET tokens = list_resize(tokens, 49, 0) WHERE len(tokens) < 49",
     )),
 )
