@@ -57,6 +57,7 @@ class TokenMaker:
         self._prefixes: dict[str, bytes] = {}
         self._memo: dict[tuple[str, str], str] = {}
         self._memo_max = memo
+        self._pair_bits: dict[tuple[bytes, str], int] = {}  # (domain prefix, letter pair) -> bits
 
     def __call__(self, name: str, value: str) -> str:
         """The token of one normalized value (a Bloom filter for a similarity token)."""
@@ -66,10 +67,7 @@ class TokenMaker:
         tok = self._memo.get(key)
         if tok is not None:
             return tok
-        prefix = self._prefixes.get(name)
-        if prefix is None:
-            prefix = self._prefixes[name] = _message_prefix(
-                name, schema_version=self._schema_version)
+        prefix = self._prefix(name)
         digest = _hmac_digest(self._secret, prefix + value.encode(), "sha256")
         tok = self._head + _b2a(digest, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()
         if len(self._memo) >= self._memo_max:
@@ -77,6 +75,13 @@ class TokenMaker:
         self._memo[key] = tok
         return tok
 
+
+    def _prefix(self, name: str) -> bytes:
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefixes[name] = _message_prefix(
+                name, schema_version=self._schema_version)
+        return prefix
 
     def bloom(self, name: str, value: str) -> str:
         """The similarity token of a normalized name: a 64-bit Bloom filter of its letter pairs
@@ -86,16 +91,22 @@ class TokenMaker:
         tok = self._memo.get(key)
         if tok is not None:
             return tok
-        prefix = self._prefixes.get(name)
-        if prefix is None:
-            prefix = self._prefixes[name] = _message_prefix(
-                name, schema_version=self._schema_version)
+        prefix = self._prefix(name)
         bits = 0
         padded = f"_{value}_"
+        pairs = self._pair_bits
         for i in range(len(padded) - 1):
-            digest = _hmac_digest(self._secret, prefix + padded[i:i + 2].encode(), "sha256")
-            for k in range(BLOOM_HASHES):
-                bits |= 1 << (digest[k] & 63)
+            pair = (prefix, padded[i:i + 2])
+            mask = pairs.get(pair)
+            if mask is None:  # a few thousand letter pairs per domain: HMAC each once
+                digest = _hmac_digest(self._secret, prefix + pair[1].encode(), "sha256")
+                mask = 0
+                for k in range(BLOOM_HASHES):
+                    mask |= 1 << (digest[k] & 63)
+                if len(pairs) >= 1 << 16:
+                    pairs.clear()
+                pairs[pair] = mask
+            bits |= mask
         raw = bits.to_bytes(8, "little") + bytes(24)
         tok = self._head + _b2a(raw, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()
         if len(self._memo) >= self._memo_max:

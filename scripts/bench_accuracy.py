@@ -28,19 +28,25 @@ def main() -> None:
     ap.add_argument("--agencies", type=int, default=3)
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--chunk", type=int, default=10_000, help="records per enrol call")
+    ap.add_argument("--error-scale", type=float, default=1.0,
+                    help="multiply the generator's error and missing-field rates (0.5 low, "
+                         "1 medium, 2 high); 1 keeps the seeded population as it always was")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
 
     from mpi.evaluation import evaluate, read_truth
+    from mpi.synth import error_profile
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mpi-bench-acc-", dir="/tmp"))
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     bc.log(f"synth + tokenize {args.people} people")
-    files, truth_path, prep = bc.synth_and_tokenize(people=args.people, agencies=args.agencies,
-                                                   seed=args.seed, out_dir=workdir / "agencies")
+    with error_profile(args.error_scale):
+        files, truth_path, prep = bc.synth_and_tokenize(
+            people=args.people, agencies=args.agencies, seed=args.seed,
+            out_dir=workdir / "agencies")
     truth = read_truth(truth_path)
     reg = bc.open_registry(workdir / "data")
     bc.log("enrol")
@@ -67,7 +73,7 @@ def main() -> None:
     result = {
         "benchmark": "accuracy", "machine": bc.machine_info(),
         "args": {"people": args.people, "agencies": args.agencies, "seed": args.seed,
-                 "chunk": args.chunk},
+                 "chunk": args.chunk, "error_scale": args.error_scale},
         "records": prep["records"], "enrolled": n, "enrol_outcomes": counts,
         "times": {"synthesize_s": prep["synthesize_s"], "tokenize_s": prep["tokenize_s"],
                   "enrol_s": enrol_s, "link_s": link_s},

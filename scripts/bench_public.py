@@ -77,7 +77,8 @@ def _evaluate(truth: dict[tuple[str, str], str], reg: Any) -> dict[str, Any]:
     return {**bc.eval_dict(ev), "missing": ev.missing}
 
 
-def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool) -> dict[str, Any]:
+def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool,
+            drop: Sequence[str] = ()) -> dict[str, Any]:
     """Tokenize, enrol, link, (train + promote) one variant; evaluate after each step."""
     from mpi.modelops import promote_model
     from mpi.pipeline import demo_secret
@@ -102,6 +103,9 @@ def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool) 
     t = time.perf_counter()
     for agency, path in token_files.items():
         for part in bc.chunks(bc.read_token_records(path), 10_000):
+            for _row, rec in part:  # ablation: what a token buys, by enrolling without it
+                for name in drop:
+                    rec["tokens"].pop(name, None)
             reg.enrol_records(agency, part)
     out["enrol_s"] = time.perf_counter() - t
     out["online"] = _evaluate(truth, reg)
@@ -118,6 +122,8 @@ def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool) 
             promote_model(reg, version, principal="bench")
             out["after_train_promote"] = _evaluate(truth, reg)
             out["after_train_promote"]["model"] = version  # type: ignore[index]
+            out["after_train_promote"]["thresholds"] = vars(reg.model.thresholds)  # type: ignore[index]
+            out["after_train_promote"]["estimate"] = reg.model.meta.get("threshold_estimate")  # type: ignore[index]
         except Exception as exc:  # a crash is a result here: report it, go on
             out["after_train_promote"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         out["train_promote_s"] = time.perf_counter() - t
@@ -142,8 +148,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--only", action="append", default=[], help="dataset/variant to run")
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--drop-tokens", default="", help="comma-separated token names (prefixes "
+                    "allowed, e.g. national_id.mask) enrolled without: an ablation")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
+    from mpi.schema import TOKEN_NAMES
+    prefixes = [p for p in args.drop_tokens.split(",") if p]
+    drop = [n for n in TOKEN_NAMES if any(n.startswith(p) for p in prefixes)]
     runs = [(d.name, v) for d in sorted(args.data.iterdir()) if d.is_dir()
             for v in VARIANTS if (d / v).is_dir()]
     if args.only:
@@ -152,12 +163,12 @@ def main() -> None:
     for dataset, variant in runs:
         work = Path(tempfile.mkdtemp(prefix="mpi-bench-public-", dir="/tmp"))
         try:
-            r = run_one(args.data, dataset, variant, work, train=not args.no_train)
+            r = run_one(args.data, dataset, variant, work, train=not args.no_train, drop=drop)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         results.append(r)
         bc.log(_line(r))
-    bc.emit({"benchmark": "public_accuracy", "machine": bc.machine_info(),
+    bc.emit({"benchmark": "public_accuracy", "dropped_tokens": drop, "machine": bc.machine_info(),
              "source": bc.source_state(), "results": results}, args.json_out)
 
 

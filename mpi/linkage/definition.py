@@ -100,6 +100,22 @@ def _eq(label: str, column: str) -> Level:
     return Level(label, "equal", (column,))
 
 
+# Comparisons and training rules both definitions share.
+_MIDDLE_NAME = Comparison("middle_name", ("middle_name",), (
+    _eq("exact", "middle_name"),
+    _eq("initial equal", "middle_name_initial"),
+))
+_SEX = Comparison("sex", ("sex",), (_eq("exact", "sex"),))
+_EMAIL = Comparison("email", ("email",), (_eq("exact", "email"),))
+# EM needs blocks where true matches are a fair share of the pairs: at 1M records a block on
+# date of birth alone is ~4% matches and EM inflates the "else" m values (README Decision 42;
+# cluster F1 0.966 -> 0.986 on the 1M benchmark registry).
+_TRAINING_RULES: tuple[tuple[str, ...], ...] = (
+    ("date_of_birth", "postal_code_zip3"),
+    ("family_name_phonetic", "given_name_phonetic", "date_of_birth_year"),
+    ("national_id",),
+)
+
 # Version 1 of the definition (token contract revision 1), kept so that models trained on it
 # (default-v001, and candidates trained before revision 2) load and score exactly as before.
 DEFINITION_V1 = ModelDefinition(
@@ -110,10 +126,7 @@ DEFINITION_V1 = ModelDefinition(
             _eq("phonetic equal", "given_name_phonetic"),
             _eq("first 3 letters equal", "given_name_prefix3"),
         )),
-        Comparison("middle_name", ("middle_name",), (
-            _eq("exact", "middle_name"),
-            _eq("initial equal", "middle_name_initial"),
-        )),
+        _MIDDLE_NAME,
         Comparison("family_name", ("family_name",), (
             _eq("exact", "family_name"),
             Level("a compound part shared", "overlap",
@@ -128,7 +141,7 @@ DEFINITION_V1 = ModelDefinition(
                   ("date_of_birth_year_month", "date_of_birth_month_day",
                    "date_of_birth_year_day")),
         )),
-        Comparison("sex", ("sex",), (_eq("exact", "sex"),)),
+        _SEX,
         Comparison("national_id", ("national_id",), (
             _eq("exact", "national_id"),
             _eq("last 4 digits equal", "national_id_last4"),
@@ -143,7 +156,7 @@ DEFINITION_V1 = ModelDefinition(
             _eq("city equal", "city"),
             _eq("ZIP3 equal", "postal_code_zip3"),
         )),
-        Comparison("email", ("email",), (_eq("exact", "email"),)),
+        _EMAIL,
     ),
     blocking_rules=(
         ("national_id",),
@@ -154,14 +167,7 @@ DEFINITION_V1 = ModelDefinition(
         ("email",),
         ("family_name_part1", "given_name_prefix3", "date_of_birth_year"),
     ),
-    # EM needs blocks where true matches are a fair share of the pairs: at 1M records a block
-    # on date of birth alone is ~4% matches and EM inflates the "else" m values (README
-    # Decision 42; cluster F1 0.966 -> 0.986 on the 1M benchmark registry).
-    training_blocking_rules=(
-        ("date_of_birth", "postal_code_zip3"),
-        ("family_name_phonetic", "given_name_phonetic", "date_of_birth_year"),
-        ("national_id",),
-    ),
+    training_blocking_rules=_TRAINING_RULES,
 )
 
 
@@ -186,21 +192,18 @@ DEFAULT_DEFINITION = ModelDefinition(
             _eq("exact", "given_name"),
             Level("nickname groups overlap", "overlap", _NICK),
             _NAMES_SWAPPED,
-            _eq("phonetic equal", "given_name_phonetic"),
             _similar("similar spelling", "given_name_bloom"),
+            _eq("phonetic equal", "given_name_phonetic"),
             _eq("first 3 letters equal", "given_name_prefix3"),
         )),
-        Comparison("middle_name", ("middle_name",), (
-            _eq("exact", "middle_name"),
-            _eq("initial equal", "middle_name_initial"),
-        )),
+        _MIDDLE_NAME,
         Comparison("family_name", ("family_name",), (
             _eq("exact", "family_name"),
             Level("a compound part shared", "overlap",
                   ("family_name_part1", "family_name_part2", "family_name_part3")),
             _NAMES_SWAPPED,
-            _eq("phonetic equal", "family_name_phonetic"),
             _similar("similar spelling", "family_name_bloom"),
+            _eq("phonetic equal", "family_name_phonetic"),
             _eq("first 3 letters equal", "family_name_prefix3"),
         )),
         Comparison("date_of_birth", ("date_of_birth",), (
@@ -211,7 +214,7 @@ DEFAULT_DEFINITION = ModelDefinition(
                   ("date_of_birth_year_month", "date_of_birth_month_day",
                    "date_of_birth_year_day")),
         )),
-        Comparison("sex", ("sex",), (_eq("exact", "sex"),)),
+        _SEX,
         Comparison("national_id", ("national_id",), (
             _eq("exact", "national_id"),
             Level("one digit or two neighbours differ (not the last)", "any_equal", _SSN_MASKS),
@@ -228,7 +231,7 @@ DEFAULT_DEFINITION = ModelDefinition(
             _eq("city equal", "city"),
             _eq("ZIP3 equal", "postal_code_zip3"),
         )),
-        Comparison("email", ("email",), (_eq("exact", "email"),)),
+        _EMAIL,
     ),
     blocking_rules=(
         ("national_id",),
@@ -248,15 +251,10 @@ DEFAULT_DEFINITION = ModelDefinition(
         ("given_name_phonetic", "family_name_phonetic", "city"),
         ("family_name_name_set", "city"),
         ("family_name_name_set", "date_of_birth_year"),
+        # an SSN with a typo or two swapped digits (its masks; blocks of one or two records)
+        *((m,) for m in _SSN_MASKS),
     ),
-    # EM needs blocks where true matches are a fair share of the pairs: at 1M records a block
-    # on date of birth alone is ~4% matches and EM inflates the "else" m values (README
-    # Decision 42; cluster F1 0.966 -> 0.986 on the 1M benchmark registry).
-    training_blocking_rules=(
-        ("date_of_birth", "postal_code_zip3"),
-        ("family_name_phonetic", "given_name_phonetic", "date_of_birth_year"),
-        ("national_id",),
-    ),
+    training_blocking_rules=_TRAINING_RULES,
 )
 
 DEFINITIONS: dict[str, ModelDefinition] = {"v1": DEFINITION_V1, "v2": DEFAULT_DEFINITION}
