@@ -113,12 +113,12 @@ def kept_apart(reg: Registry) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[n
     labels, seqs = reg.index.label[live], reg.row_seq[live]
     order = np.argsort(labels, kind="stable")
     labels, seqs = labels[order], seqs[order]
-
-    def records(key: str) -> npt.NDArray[np.int64]:
-        lab = reg.person_of.get(key, -1)
-        lo, hi = np.searchsorted(labels, lab), np.searchsorted(labels, lab, side="right")
-        return seqs[lo:hi]
-    return [(records(a), records(b)) for a, b in pairs]
+    get = reg.person_of.get
+    wanted = np.array([get(k, -1) for pair in pairs for k in pair], dtype=np.int64)
+    lo = np.searchsorted(labels, wanted).tolist()
+    hi = np.searchsorted(labels, wanted, side="right").tolist()
+    sides = [seqs[a:b] for a, b in zip(lo, hi, strict=True)]
+    return list(zip(sides[0::2], sides[1::2], strict=True))
 
 
 def cautious(reg: Registry, result: LinkResult, *, link_threshold: float) -> LinkResult:
@@ -298,9 +298,11 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
     def name(k: int) -> str:
         return reg.persons[k] if k < n_keys else new_keys[k - n_keys]
 
+    splits: list[tuple[str, str]] = []  # (person split, new key taking part of its records)
     for k in range(n_keys, n_keys + rec.n_new):
         key = name(k)
         sources = rec.minted_from.get(k, [])
+        splits.extend((name(src), key) for src in sources)
         row: dict[str, object] = {"person_key": key}
         if sources:
             reg._event(batch, key, "split", cause=cause, related=name(sources[0]),
@@ -330,6 +332,7 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
         pstore.insert_events(cur, batch.events)
         pstore.insert_lineage(cur, batch.lineage)
         qstore.forward_duplicate_items(cur, [(name(k), name(surv)) for k, surv in rec.retired])
+        pstore.insert_review_items(cur, _split_items(reg, cur, splits))
         qstore.resolve_settled_items(cur, now=batch.now)
         if also is not None:
             also(cur)
@@ -344,6 +347,23 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
                        splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
                        edges=result.edges.num_rows, model_version=use.version)
+
+
+def _split_items(reg: Registry, cur: duckdb.DuckDBPyConnection,
+                 splits: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Copies of the open ``possible_duplicate`` items of every split person for the key that
+    took part of its records: the question stays open for all the records it was about, so
+    the next re-link keeps them apart too (without it, a re-link after a split could merge
+    what the first kept apart)."""
+    items = qstore.open_duplicate_items_of(cur, sorted({old for old, _new in splits}))
+    out = []
+    for old, new in splits:
+        for item in items:
+            for col in ("person_key", "other_person_key"):
+                if item[col] == old:
+                    reg.item_seq += 1
+                    out.append({**item, col: new, "item_seq": reg.item_seq})
+    return out
 
 
 def rows_of(reg: Registry, seq: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:

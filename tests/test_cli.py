@@ -111,6 +111,10 @@ def test_end_to_end_pipeline(run: Run) -> None:
     assert "pairwise" in text and "cluster" in text
     assert f"{ev.pairwise.f1:.4f}" in text
     assert "records" in run.outputs["link"].stdout
+    # the shipped model never saw this registry: mpi link says how to calibrate it
+    assert "never trained on this registry" in run.outputs["link"].stdout
+    assert "mpi model train" in run.outputs["link"].stdout
+
     for agency in run.agencies:
         assert "rejected" not in run.outputs[f"ingest {agency}"].stderr
     # The keys CLI export is the registry's export.
@@ -248,3 +252,17 @@ def test_demo_runs_and_prints_f1(tmp_path: Path, mode: list[str]) -> None:
     assert m is not None, result.stdout
     assert float(m.group(3)) > 0.8
     assert (tmp_path / "demo" / "mpi.duckdb").exists()
+
+
+def test_evaluate_counts_records_without_a_key(run: Run, tmp_path: Path) -> None:
+    """A truth record whose key is missing (refused, never enrolled) is a missed link, and
+    the output says how many there were."""
+    lines = run.keys.read_text().splitlines()
+    short = tmp_path / "keys.csv"
+    short.write_text("\n".join(lines[:-50]) + "\n")
+    out = invoke("evaluate", "--truth", run.synth / "truth.csv", "--keys", short).stdout
+    full = evaluate(read_truth(run.synth / "truth.csv"), read_keys(run.keys))
+    part = evaluate(read_truth(run.synth / "truth.csv"), read_keys(short))
+    assert part.missing == 50 and part.records == full.records
+    assert part.pairwise.recall <= full.pairwise.recall
+    assert "50 records of the truth have no key" in " ".join(out.split())

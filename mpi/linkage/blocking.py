@@ -36,9 +36,18 @@ class RuleCount:
     largest_block: int
 
 
-def count_comparisons(table: pa.Table, rules: Sequence[tuple[str, ...]]) -> list[RuleCount]:
-    """Pairs each rule puts in its blocks (records lacking a rule column are in none)."""
-    cols = {c: pc.fill_null(table.column(c), 0).to_numpy().astype(np.int64)
+SAMPLE_ROWS = 100_000  # above this many records the guard counts on an evenly spaced sample
+
+
+def count_comparisons(table: pa.Table, rules: Sequence[tuple[str, ...]], *,
+                      sample: int | None = None) -> list[RuleCount]:
+    """Pairs each rule puts in its blocks (records lacking a rule column are in none).
+
+    With ``sample`` and a larger table, every k-th record is counted and the figures scaled
+    by k (pairs by k squared): exact enough to tell a rule of a few comparisons per record
+    from one of hundreds, at a fraction of the cost (1M records: 19 sorts of 100k keys)."""
+    step = 1 if not sample or table.num_rows <= sample else -(-table.num_rows // sample)
+    cols = {c: pc.fill_null(table.column(c), 0).to_numpy()[::step].astype(np.int64)
             for rule in rules for c in rule}
     out = []
     for salt, rule in enumerate(rules):
@@ -48,7 +57,8 @@ def count_comparisons(table: pa.Table, rules: Sequence[tuple[str, ...]]) -> list
             out.append(RuleCount(rule, 0, 0))
             continue
         _, sizes = np.unique(keys, return_counts=True)
-        out.append(RuleCount(rule, int((sizes * (sizes - 1) // 2).sum()), int(sizes.max())))
+        out.append(RuleCount(rule, int((sizes * (sizes - 1) // 2).sum()) * step * step,
+                             int(sizes.max()) * step))
     return out
 
 
@@ -57,10 +67,10 @@ def guard(table: pa.Table, definition: ModelDefinition, *,
     """The definition with every prediction rule over the budget left out, and a message for
     each one left out (the caller reports them)."""
     n = max(table.num_rows, 1)
-    counts = count_comparisons(table, definition.blocking_rules)
+    counts = count_comparisons(table, definition.blocking_rules, sample=SAMPLE_ROWS)
     keep = [c.rule for c in counts if c.comparisons <= max_per_record * n]
     dropped = [f"blocking rule {'+'.join(c.rule)} left out of this link: it makes "
-               f"{c.comparisons / n:.0f} comparisons per record (largest block "
+               f"about {c.comparisons / n:.0f} comparisons per record (largest block about "
                f"{c.largest_block} records; budget {max_per_record:.0f})"
                for c in counts if c.comparisons > max_per_record * n]
     for msg in dropped:

@@ -139,3 +139,18 @@ def open_duplicate_pairs(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]
         "AND status IN ('open', 'deferred') AND other_person_key IS NOT NULL "
         "ORDER BY item_seq").fetchall()
     return [(str(a), str(b)) for a, b in rows]
+
+
+def open_duplicate_items_of(cur: duckdb.DuckDBPyConnection,
+                            keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Open or deferred ``possible_duplicate`` items naming any of ``keys`` (every column
+    REVIEW_SCHEMA writes, status 'open' or 'deferred' kept)."""
+    if not keys:
+        return []
+    marks = ", ".join("?" * len(keys))
+    return dict_rows(cur.execute(
+        "SELECT item_seq, kind, record_seq, person_key, other_person_key, match_weight, "
+        "match_probability, status, model_version, created_at FROM review_item "
+        "WHERE kind = 'possible_duplicate' AND status IN ('open', 'deferred') "
+        f"AND (person_key IN ({marks}) OR other_person_key IN ({marks})) ORDER BY item_seq",
+        [*keys, *keys]))
