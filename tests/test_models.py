@@ -88,7 +88,11 @@ def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: R
     assert listed["candidate-v001"]["location"] == "registry"
     assert listed["default-v002"]["activated_at"]
     m = modelops.get_model(reg, "candidate-v001")
-    assert m["thresholds"]["link"] == reg.model.thresholds.link
+    # thresholds come from the candidate's own estimate (Decision 56), recorded with it
+    from mpi.linkage.thresholds import LINK_GRID, REVIEW_GRID
+    assert m["thresholds"]["link"] in LINK_GRID and m["thresholds"]["review"] in REVIEW_GRID
+    meta = modelops.load_model(reg, "candidate-v001").meta
+    assert meta["threshold_estimate"]["at_link"]["threshold"] == m["thresholds"]["link"]
     assert len(m["comparisons"]) == len(reg.model_definition.comparisons)
     for comp in m["comparisons"]:
         null, *levels = comp["levels"]
