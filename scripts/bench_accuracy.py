@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
@@ -31,6 +32,9 @@ def main() -> None:
     ap.add_argument("--error-scale", type=float, default=1.0,
                     help="multiply the generator's error and missing-field rates (0.5 low, "
                          "1 medium, 2 high); 1 keeps the seeded population as it always was")
+    ap.add_argument("--retrain", action="store_true",
+                    help="after the link, train a candidate on the registry (unsupervised, "
+                         "thresholds from its estimate), promote it and evaluate again")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
@@ -68,6 +72,15 @@ def main() -> None:
     ls = reg.link()
     link_s = time.perf_counter() - t
     linked = evaluate(truth, bc.export_mapping(reg))
+    retrained: dict[str, Any] | None = None
+    if args.retrain:
+        from mpi.modelops import promote_model
+        from mpi.training import train_candidate
+        bc.log("train + promote")
+        version = train_candidate(reg, out_dir=workdir / "data" / "models")
+        promote_model(reg, version, principal="bench")
+        retrained = {**bc.eval_dict(evaluate(truth, bc.export_mapping(reg))),
+                     "thresholds": vars(reg.model.thresholds)}
     reg.close()
     f1 = linked.cluster.f1
     result = {
@@ -81,6 +94,7 @@ def main() -> None:
         "ratio_link_over_online_enrol": link_s / enrol_s,
         "online_only": bc.eval_dict(online),
         "after_link": bc.eval_dict(linked),
+        "after_train_promote": retrained,
         "link_summary": {"records": ls.records, "persons": ls.persons, "merges": ls.merges,
                          "splits": ls.splits, "keys_changed": ls.keys_changed,
                          "new_keys": ls.new_keys, "edges": ls.edges},
