@@ -115,7 +115,7 @@ def _greedy(lo: I64, hi: I64, prob: npt.NDArray[np.float64], side_of: dict[int, 
         ra, rb = find(a), find(b)
         if ra != rb:
             union(ra, rb, sides.get(ra, {}), sides.get(rb, {}))
-    lo_l, hi_l, prob_l = lo.tolist(), hi.tolist(), prob.tolist()
+    lo_l, hi_l = lo.tolist(), hi.tolist()
     for i in np.lexsort((hi, lo, -prob)).tolist():
         ra, rb = find(lo_l[i]), find(hi_l[i])
         if ra == rb:

@@ -21,6 +21,7 @@ from splink import comparison_library as cl
 from splink.internals.exceptions import EMTrainingException
 
 from mpi.errors import InvalidInput
+from mpi.linkage.blocking import count_comparisons
 from mpi.linkage.definition import DEFAULT_DEFINITION, ModelDefinition
 from mpi.linkage.params import ModelParams
 
@@ -129,35 +130,24 @@ def train(records: pa.Table, *, definition: ModelDefinition = DEFAULT_DEFINITION
 
 
 class _PairCounter:
-    """Exact record-pair counts of equality blocking rules (dedupe: n*(n-1)/2 per block)."""
+    """Exact record-pair counts of equality blocking rules on the training table (the same
+    block-size count the batch link's guard uses, mpi/linkage/blocking.py)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, columns: list[str]) -> None:
-        self._con, self._table, self._columns = con, table, set(columns)
+    def __init__(self, records: pa.Table) -> None:
+        self._records = records
         self._pairs: dict[tuple[str, ...], int] = {}
-        self._filled: dict[str, int] = {}
 
     def filled(self, column: str) -> int:
         """Records with a value in ``column`` (0 when the input has no such column)."""
-        if column not in self._filled:
-            n = 0
-            if column in self._columns:
-                row = self._con.sql(f'SELECT count("{column}") FROM {self._table}').fetchall()
-                n = int(row[0][0])
-            self._filled[column] = n
-        return self._filled[column]
+        if column not in self._records.column_names:
+            return 0
+        return int(self._records.num_rows - self._records.column(column).null_count)
 
     def pairs(self, rule: tuple[str, ...]) -> int:
         """Record pairs the rule blocks together."""
         if rule not in self._pairs:
-            n = 0
-            if all(self.filled(c) for c in rule):
-                cols = ", ".join(f'"{c}"' for c in rule)
-                where = " AND ".join(f'"{c}" IS NOT NULL' for c in rule)
-                row = self._con.sql(
-                    f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n "
-                    f"FROM {self._table} WHERE {where} GROUP BY {cols})").fetchall()
-                n = int(row[0][0])
-            self._pairs[rule] = n
+            self._pairs[rule] = (count_comparisons(self._records, [rule])[0].comparisons
+                                 if all(self.filled(c) for c in rule) else 0)
         return self._pairs[rule]
 
     def why_not(self, rule: tuple[str, ...]) -> str:
@@ -207,7 +197,7 @@ def _train(api: DuckDBAPI, records: pa.Table, *, definition: ModelDefinition,
            config: TrainingConfig, say: Callable[[str], None],
            fallback_prior: float | None, report: TrainingReport) -> dict[str, Any]:
     sdf = api.register(records, dataset_display_name="registry")
-    counter = _PairCounter(api.duckdb_con, sdf.physical_name, records.column_names)
+    counter = _PairCounter(records)
     prior = _estimate_prior(sdf, counter, definition=definition, config=config, say=say,
                             report=report)
     if prior is None:
