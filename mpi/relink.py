@@ -102,8 +102,14 @@ def link_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: 
 
 
 def kept_apart(reg: Registry) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """For each open ``possible_duplicate`` item, the active records of its two persons.
-    Call it under the write lock."""
+    """For each open ``possible_duplicate`` item whose two persons contradict each other, the
+    active records of each. Call it under the write lock.
+
+    Two persons contradict each other when some pair of their records disagrees on a
+    comparison (its "else" level: another given name, SSN, date of birth...): twins, a parent
+    and a child. Persons whose records only agree or lack the other's fields (a record with
+    name and date of birth, another with name and address) are one person's halves a bridging
+    record revealed; a re-link may join them."""
     reg.store.flush_journal()  # items of journaled enrols are in the file
     pairs = qstore.open_duplicate_pairs(reg.store.cursor())
     if not pairs:
@@ -118,12 +124,39 @@ def kept_apart(reg: Registry) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[n
     lo = np.searchsorted(labels, wanted).tolist()
     hi = np.searchsorted(labels, wanted, side="right").tolist()
     sides = [seqs[a:b] for a, b in zip(lo, hi, strict=True)]
-    return list(zip(sides[0::2], sides[1::2], strict=True))
+    items = list(zip(sides[0::2], sides[1::2], strict=True))
+    return [item for item, contra in zip(items, _contradict(reg, items), strict=True) if contra]
+
+
+def _contradict(reg: Registry, items: Sequence[tuple[npt.NDArray[np.int64],
+                                                      npt.NDArray[np.int64]]]) -> list[bool]:
+    """Per item, whether any cross pair of its persons' records disagrees on a comparison."""
+    owner: list[int] = []
+    left: list[npt.NDArray[np.int64]] = []
+    right: list[npt.NDArray[np.int64]] = []
+    for i, (a, b) in enumerate(items):
+        if len(a) and len(b):
+            la, lb = np.meshgrid(a, b, indexing="ij")
+            left.append(la.ravel())
+            right.append(lb.ravel())
+            owner.extend([i] * la.size)
+    out = [False] * len(items)
+    if not owner:
+        return out
+    rows_l, _ = rows_of(reg, np.concatenate(left))
+    rows_r, _ = rows_of(reg, np.concatenate(right))
+    levels = reg.scorer.levels(reg.index.gather(rows_l), reg.index.gather(rows_r))
+    disagree = np.zeros(len(owner), dtype=bool)
+    for comp, idx in zip(reg.model_definition.comparisons, levels, strict=True):
+        disagree |= idx == len(comp.levels)
+    for i in np.unique(np.asarray(owner)[disagree]).tolist():
+        out[i] = True
+    return out
 
 
 def cautious(reg: Registry, result: LinkResult, *, link_threshold: float) -> LinkResult:
     """A canonical result whose components are refined so that persons online matching kept
-    apart for a steward stay apart unless a clear link joins them
+    apart for a steward, and whose records contradict each other, stay apart
     (mpi/linkage/clustering.py): a re-link does not undo the online decisions."""
     seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
     cluster = result.clusters.column("cluster_id").to_numpy().astype(np.int64)
