@@ -1,7 +1,8 @@
 """Batch clustering that does not undo what online matching kept apart.
 
 Owns: refining the connected components of the link graph (every engine's clusters) so that
-persons online matching deliberately kept apart stay apart. Splink's clustering is connected
+persons online matching deliberately kept apart stay apart (the caller passes the open items
+whose persons contradict each other: mpi/relink.py kept_apart). Splink's clustering is connected
 components: one record that links above the threshold to two people (a twin's record, a
 parent's and a child's) joins them, and so does a chain of such records. Online matching
 instead puts a record with the person it matches best and queues the pair of persons for a
