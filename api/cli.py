@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from mpi.cli import _print_evaluation, app, err, out
-from mpi.cli import main as _mpi_main
-from mpi.cli_common import DataDir
-from mpi.cli_common import settings_for as _settings
+from mpi.cli.common import DataDir
+from mpi.cli.common import settings_for as _settings
+from mpi.cli.main import _print_evaluation, app, err, out
+from mpi.cli.main import main as _mpi_main
 
 
 @app.command()

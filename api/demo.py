@@ -2,7 +2,7 @@
 
 Owns: starting the real service (uvicorn, TLS with a generated CA) in this process, creating
 three agencies and their API keys through the admin API, tokenizing synthetic records
-agency-side, submitting them over HTTPS with ``mpi.client``, and printing linkage quality.
+agency-side, submitting them over HTTPS with ``mpi.agency.client``, and printing linkage quality.
 Must not: take a shortcut the real path does not take (records only arrive over HTTPS).
 """
 
@@ -19,15 +19,15 @@ from typing import Any
 import uvicorn
 
 from api.main import create_app
-from mpi.client import MpiClient, read_api_key
+from mpi.agency.client import MpiClient, read_api_key
+from mpi.agency.tokenizer import tokenize_file
 from mpi.config import Settings
 from mpi.demo import link_and_evaluate
-from mpi.evaluation import Evaluation, evaluate, read_truth
-from mpi.registry import Registry
+from mpi.identity.registry import Registry
 from mpi.secretfile import read_secret, write_secret
+from mpi.steward.evaluation import Evaluation, evaluate, read_truth
 from mpi.synth import synthesize
 from mpi.tls import ensure_self_signed
-from mpi.tokenizer import tokenize_file
 
 
 def free_port() -> int:

@@ -31,9 +31,9 @@ from api.state import AppState
 from mpi.access import Access
 from mpi.config import Settings
 from mpi.extract.workflow import ExtractWorkflow
+from mpi.identity.registry import Registry
 from mpi.jobs import JobRunner
 from mpi.principals import bootstrap_admin
-from mpi.registry import Registry
 
 log = logging.getLogger("mpi.api")
 DESCRIPTION = """Privacy-preserving master person index (token-only linkage).

@@ -18,8 +18,8 @@ from api.ratelimit import RateLimiter
 from mpi.access import Access
 from mpi.config import Settings
 from mpi.extract.workflow import ExtractWorkflow
+from mpi.identity.registry import Registry
 from mpi.jobs import JobRunner
-from mpi.registry import Registry
 
 
 @dataclass

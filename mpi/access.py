@@ -16,9 +16,9 @@ from typing import Any
 
 from mpi.audit import AuditEntry, key_ref
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
-from mpi.idempotency import IdempotencyKeys, request_hash
+from mpi.identity.idempotency import IdempotencyKeys, request_hash
+from mpi.identity.registry import EnrolResult, RecordResult, Registry
 from mpi.principals import Principal, Principals
-from mpi.registry import EnrolResult, RecordResult, Registry
 
 _MATCH_SID = "match"
 

@@ -18,7 +18,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MPI_", extra="ignore")
 
     data_dir: Path = Field(Path("mpi-data"), description="Directory holding the registry "
-                           "(mpi.duckdb), the server secret and generated certificates.")
+                           "(mpi.duckdb), the server secret, the first admin key, generated "
+                           "TLS certificates, bulk uploads, trained model versions, extract "
+                           "packages, their pseudonym secrets and the signing key, and Spark "
+                           "work files.")
     server_secret_file: Path | None = Field(None, description="File holding the server re-key "
                                             "secret; default <data_dir>/server.secret, created "
                                             "0600 on first use.")
@@ -47,8 +50,9 @@ class Settings(BaseSettings):
     idempotency_retention_hours: float = Field(
         168.0, gt=0, description="How long the response to an Idempotency-Key is kept and "
         "replayed (7 days); after that the key is forgotten and may be used again.")
-    disclosure_threshold: int = Field(11, ge=1, description="Reports suppress groups with "
-                                      "fewer records than this (equity report).")
+    disclosure_threshold: int = Field(11, ge=1, description="Linkage-quality (equity) reports, "
+                                      "including the one in an extract package, suppress groups "
+                                      "with fewer records than this.")
 
     @property
     def registry_path(self) -> Path:

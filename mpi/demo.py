@@ -9,14 +9,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 
+from mpi.agency.tokenfile import iter_chunks
+from mpi.agency.tokenizer import tokenize_file
 from mpi.config import Settings
-from mpi.evaluation import Evaluation, evaluate, read_truth
-from mpi.modelops import retrain_advice
-from mpi.registry import Registry
+from mpi.identity.registry import Registry
 from mpi.secretfile import read_secret, write_secret
+from mpi.steward.evaluation import Evaluation, evaluate, read_truth
+from mpi.steward.modelops import retrain_advice
 from mpi.synth import synthesize
-from mpi.tokenfile import iter_chunks
-from mpi.tokenizer import tokenize_file
 
 
 def link_and_evaluate(reg: Registry, truth: dict[tuple[str, str], str], *, step: int,

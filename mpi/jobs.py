@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mpi.agency.tokenfile import iter_chunks
 from mpi.audit import AuditEntry
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem
 from mpi.principals import Principal, audited_transaction
 from mpi.store import jobs as jstore
-from mpi.tokenfile import iter_chunks
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 MAX_STORED_ERRORS = 1000
 _SUFFIXES = {".jsonl": ".jsonl", ".ndjson": ".jsonl", ".json": ".jsonl", ".parquet": ".parquet"}

@@ -27,7 +27,7 @@ from mpi.errors import Conflict, InvalidInput, NotFound, Problem
 from mpi.store import principals as pstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 ROLES = ("agency", "steward", "approver", "researcher", "auditor", "admin")
 AGENCY_BOUND_ROLES = frozenset({"agency", "approver"})

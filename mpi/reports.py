@@ -21,7 +21,7 @@ from mpi.errors import InvalidInput, MpiError, Problem
 from mpi.store import reports as store_reports
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 ALPHA = 0.01
 MISSING_LABEL = "(missing)"

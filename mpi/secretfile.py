@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from mpi.agency.tokens import SECRET_BYTES, key_id, new_secret
 from mpi.errors import ConfigurationError
-from mpi.tokens import SECRET_BYTES, key_id, new_secret
 
 
 def write_secret(path: Path) -> str:

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
 
-    from mpi.evaluation import evaluate, read_truth
+    from mpi.steward.evaluation import evaluate, read_truth
     from mpi.synth import error_profile
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mpi-bench-acc-", dir="/tmp"))
@@ -74,8 +74,8 @@ def main() -> None:
     linked = evaluate(truth, bc.export_mapping(reg))
     retrained: dict[str, Any] | None = None
     if args.retrain:
-        from mpi.modelops import promote_model
-        from mpi.training import train_candidate
+        from mpi.steward.modelops import promote_model
+        from mpi.steward.training import train_candidate
         bc.log("train + promote")
         version = train_candidate(reg, out_dir=workdir / "data" / "models")
         promote_model(reg, version, principal="bench")

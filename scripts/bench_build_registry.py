@@ -30,8 +30,8 @@ import bench_common as bc  # noqa: E402
 
 
 def _tokenize(args: tuple[str, str, int]) -> tuple[str, float]:
-    from mpi.pipeline import demo_secret
-    from mpi.tokenizer import tokenize_file
+    from mpi.agency.tokenizer import tokenize_file
+    from mpi.identity.pipeline import demo_secret
     src, out, secret_seed = args
     t = time.perf_counter()
     tokenize_file(Path(src), secret=demo_secret(secret_seed), out=Path(out))

@@ -142,9 +142,9 @@ def log(msg: str) -> None:
 def synth_and_tokenize(*, people: int, agencies: int, seed: int, out_dir: Path,
                        secret_seed: int = 1) -> tuple[dict[str, Path], Path, dict[str, float]]:
     """Synthesize agency CSVs + truth.csv, tokenize each to JSONL; return files, truth, times."""
-    from mpi.pipeline import demo_secret
+    from mpi.agency.tokenizer import tokenize_file
+    from mpi.identity.pipeline import demo_secret
     from mpi.synth import synthesize
-    from mpi.tokenizer import tokenize_file
     times: dict[str, float] = {}
     t = time.perf_counter()
     s = synthesize(people=people, agencies=agencies, seed=seed, out_dir=out_dir)
@@ -163,7 +163,7 @@ def synth_and_tokenize(*, people: int, agencies: int, seed: int, out_dir: Path,
 
 def read_token_records(path: Path) -> list[tuple[int, Any]]:
     """All (row, record) pairs of a JSONL tokens file, as `mpi ingest` reads them."""
-    from mpi.tokenfile import iter_chunks
+    from mpi.agency.tokenfile import iter_chunks
     out: list[tuple[int, Any]] = []
     for rows, _problems in iter_chunks(path, chunk=100_000):
         out.extend(rows)
@@ -206,7 +206,7 @@ def _flush(path: Path) -> None:
 def open_registry(data_dir: Path) -> Any:
     """A Registry over ``data_dir`` with default settings."""
     from mpi.config import Settings
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
     return Registry(Settings(data_dir=data_dir))
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mpi import labels, review
 from mpi.config import Settings
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
+from mpi.steward import labels, review
 from mpi.store import review as qstore
 from mpi.synth import generate
 

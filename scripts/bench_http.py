@@ -42,8 +42,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import emit, log, machine_info, working_copy  # noqa: E402
 
-from mpi.client import MpiClient  # noqa: E402
-from mpi.pipeline import demo_secret, tokenize_rows  # noqa: E402
+from mpi.agency.client import MpiClient  # noqa: E402
+from mpi.identity.pipeline import demo_secret, tokenize_rows  # noqa: E402
 from mpi.synth import generate  # noqa: E402
 
 LUA = """

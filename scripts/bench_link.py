@@ -56,8 +56,8 @@ def main() -> None:
 
     import tempfile
 
+    from mpi.agency.schema import TOKEN_COLUMNS
     from mpi.linkage import splink_engine
-    from mpi.schema import TOKEN_COLUMNS
     from mpi.store import records as rstore
 
     scratch = Path(tempfile.mkdtemp(prefix="mpi-bench-link-", dir="/tmp"))
@@ -91,8 +91,8 @@ def main() -> None:
     # Phase timers inside link(): wrap the functions relink.py calls (measurement only).
     import gc
 
-    import mpi.keys
-    from mpi import relink
+    import mpi.identity.keys
+    from mpi.identity import relink
     phases: dict[str, list[float]] = {}
 
     def wrap(owner: object, name: str, label: str) -> None:
@@ -109,7 +109,7 @@ def main() -> None:
     # relink.py calls these as attributes of their modules, so patching the modules suffices
     wrap(rstore, "model_input", "model_input")
     wrap(splink_engine, "predict_and_cluster", "predict_and_cluster")
-    wrap(mpi.keys, "reconcile", "reconcile")
+    wrap(mpi.identity.keys, "reconcile", "reconcile")
     wrap(relink, "_rows_for", "rows_for")
 
     def settle() -> None:

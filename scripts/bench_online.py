@@ -38,7 +38,7 @@ TARGETS = {"p50_ms": 2.0, "p99_ms": 10.0, "rss_mb": 2.5 * 1024, "ingest_records_
 
 def match_only(reg: Any, rec: dict[str, Any]) -> tuple[int, float]:
     """parse + index lookup + score of one record against the registry; no state change."""
-    from mpi.intake import ParsedRecord, parse_record
+    from mpi.identity.intake import ParsedRecord, parse_record
     p = parse_record(rec, row=1, server_secret=reg.server_secret,
                      accepted_key_ids=reg.accepted_key_ids())
     assert isinstance(p, ParsedRecord), p
@@ -96,7 +96,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="mpi-bench-online-", dir="/tmp"))
     work = bc.working_copy(args.data_dir, parent=scratch)
-    import mpi.registry  # noqa: F401 - imports counted in the baseline RSS, not the registry's
+    import mpi.identity.registry  # noqa: F401 - imports counted in the baseline RSS, not the registry's
 
     # RSS: measured before the benchmark loads its own hold-out data
     gc.collect()

@@ -39,8 +39,8 @@ def read_truth(path: Path) -> dict[tuple[str, str], str]:
 def blocking_recall(token_files: dict[str, Path], truth: dict[tuple[str, str], str],
                     rules: Sequence[tuple[str, ...]]) -> dict[str, Any]:
     """Share of true pairs that each blocking rule (and all of them together) puts in a block."""
-    from mpi.pipeline import demo_secret, model_table, parse_all
-    from mpi.schema import TOKEN_COLUMNS
+    from mpi.agency.schema import TOKEN_COLUMNS
+    from mpi.identity.pipeline import demo_secret, model_table, parse_all
     keys, parsed = [], []
     for agency, path in token_files.items():
         for p in parse_all((r for _row, r in bc.read_token_records(path)),
@@ -69,7 +69,7 @@ def blocking_recall(token_files: dict[str, Path], truth: dict[tuple[str, str], s
 
 
 def _evaluate(truth: dict[tuple[str, str], str], reg: Any) -> dict[str, Any]:
-    from mpi.evaluation import evaluate
+    from mpi.steward.evaluation import evaluate
     try:
         ev = evaluate(truth, bc.export_mapping(reg))
     except ValueError as exc:  # nothing enrolled at all
@@ -80,10 +80,10 @@ def _evaluate(truth: dict[tuple[str, str], str], reg: Any) -> dict[str, Any]:
 def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool,
             drop: Sequence[str] = ()) -> dict[str, Any]:
     """Tokenize, enrol, link, (train + promote) one variant; evaluate after each step."""
-    from mpi.modelops import promote_model
-    from mpi.pipeline import demo_secret
-    from mpi.tokenizer import tokenize_file
-    from mpi.training import train_candidate
+    from mpi.agency.tokenizer import tokenize_file
+    from mpi.identity.pipeline import demo_secret
+    from mpi.steward.modelops import promote_model
+    from mpi.steward.training import train_candidate
 
     src = data / dataset / variant
     truth = read_truth(data / dataset / "truth.csv")
@@ -152,7 +152,7 @@ def main() -> None:
                     "allowed, e.g. national_id.mask) enrolled without: an ablation")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
-    from mpi.schema import TOKEN_NAMES
+    from mpi.agency.schema import TOKEN_NAMES
     prefixes = [p for p in args.drop_tokens.split(",") if p]
     drop = [n for n in TOKEN_NAMES if any(n.startswith(p) for p in prefixes)]
     runs = [(d.name, v) for d in sorted(args.data.iterdir()) if d.is_dir()

@@ -46,11 +46,11 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
 
-    from mpi import modelops
-    from mpi.evaluation import evaluate, read_truth
     from mpi.linkage.catalog import candidates_dir
     from mpi.linkage.modelfile import save_version
-    from mpi.training import train_candidate
+    from mpi.steward import modelops
+    from mpi.steward.evaluation import evaluate, read_truth
+    from mpi.steward.training import train_candidate
 
     truth = read_truth(args.data_dir / "bench" / "truth.csv")
     work = bc.working_copy(args.data_dir, parent=Path("/tmp"))

@@ -37,7 +37,7 @@ import bench_common as bc  # noqa: E402
 
 
 def build(people: int, seed: int, data_dir: Path) -> None:
-    from mpi.pipeline import demo_secret, tokenize_rows
+    from mpi.identity.pipeline import demo_secret, tokenize_rows
     from mpi.synth import generate
     rows, _truth = generate(people=people, agencies=3, seed=seed)
     reg = bc.open_registry(data_dir)
@@ -85,9 +85,9 @@ def main() -> None:
 
     import numpy as np
 
+    from mpi.agency.schema import TOKEN_COLUMNS
     from mpi.linkage import spark_engine, splink_engine
     from mpi.linkage.spark_engine import SparkOptions
-    from mpi.schema import TOKEN_COLUMNS
     from mpi.store import records as rstore
 
     scratch = Path(tempfile.mkdtemp(prefix="mpi-bench-spark-", dir="/tmp"))

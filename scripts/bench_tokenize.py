@@ -53,8 +53,8 @@ def main() -> None:
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # single core
-    from mpi.pipeline import demo_secret
-    from mpi.tokenizer import tokenize_file
+    from mpi.agency.tokenizer import tokenize_file
+    from mpi.identity.pipeline import demo_secret
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mpi-bench-tok-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from mpi.jobs import JobRunner
-    from mpi.modeljobs import trainer_for
     from mpi.principals import Principal
+    from mpi.steward.modeljobs import trainer_for
 
     work = bc.working_copy(args.data_dir, parent=Path("/tmp"))
     out: dict[str, Any] = {"benchmark": "train", "machine": bc.machine_info(),

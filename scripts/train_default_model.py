@@ -27,14 +27,14 @@ from typing import Any
 import splink
 
 from mpi import synth
-from mpi.evaluation import evaluate
+from mpi.agency.schema import SCHEMA_VERSION
+from mpi.identity.pipeline import demo_secret, model_table, parse_all, tokenize_rows
 from mpi.linkage import splink_engine as se
 from mpi.linkage.definition import CURRENT, DEFAULT_DEFINITION
 from mpi.linkage.modelfile import fingerprint_bytes, save_version
 from mpi.linkage.params import params_from_splink
 from mpi.linkage.thresholds import choose_thresholds
-from mpi.pipeline import demo_secret, model_table, parse_all, tokenize_rows
-from mpi.schema import SCHEMA_VERSION
+from mpi.steward.evaluation import evaluate
 
 
 @dataclass(frozen=True)

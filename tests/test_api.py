@@ -7,8 +7,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from mpi.agency.schema import SCHEMA_VERSION
 from mpi.config import Settings
-from mpi.schema import SCHEMA_VERSION
 
 
 def test_health_ready_schema(tmp_path: Path) -> None:

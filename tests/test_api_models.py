@@ -12,7 +12,7 @@ from typing import Any
 
 from test_api_support import World, build_world
 
-from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.synth import generate
 
 

@@ -25,7 +25,7 @@ from test_api_support import RECORDS, A, B, World, world  # noqa: F401
 
 from api.main import create_app
 from mpi.config import Settings
-from mpi.registry import Registry
+from mpi.identity.registry import Registry
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from mpi.config import Settings
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.synth import generate
 
 A, B = "agency_a", "agency_b"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from mpi.audit import GENESIS, AuditChain, AuditEntry, verify
 from mpi.config import Settings
-from mpi.registry import Registry
+from mpi.identity.registry import Registry
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
 

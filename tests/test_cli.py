@@ -19,11 +19,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from api.cli import app
+from mpi.agency.schema import FIELD_NAMES, SCHEMA_VERSION, TOKEN_NAMES
 from mpi.config import Settings
 from mpi.errors import ConfigurationError
-from mpi.evaluation import evaluate, read_keys, read_truth
-from mpi.registry import Registry
-from mpi.schema import FIELD_NAMES, SCHEMA_VERSION, TOKEN_NAMES
+from mpi.identity.registry import Registry
+from mpi.steward.evaluation import evaluate, read_keys, read_truth
 
 runner = CliRunner()
 TOKEN_RE = re.compile(r"^[0-9a-f]{8}:[A-Za-z0-9_-]{43}$")
@@ -91,7 +91,7 @@ def test_secret_new_creates_a_private_file_and_refuses_to_overwrite(tmp_path: Pa
     assert isinstance(again.exception, ConfigurationError)
     assert path.read_text() == body
     # Through the real entry point the refusal is one clean line and exit code 2.
-    proc = subprocess.run([sys.executable, "-c", "from mpi.cli import main; main()", "secret", "new",
+    proc = subprocess.run([sys.executable, "-c", "from mpi.cli.main import main; main()", "secret", "new",
                            "--out", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "refusing to overwrite" in proc.stderr and "Traceback" not in proc.stderr

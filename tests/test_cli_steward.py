@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from mpi.cli import app
+from mpi.cli.main import app
 from mpi.config import Settings
 from mpi.errors import Conflict, InvalidInput
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.store import labels as lstore
 from mpi.synth import generate
 

@@ -24,13 +24,13 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from mpi import labels, stewardship
 from mpi.config import Settings
-from mpi.constraints import CANNOT, MUST, Constraint, ConstraintSet, constrain_clusters
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.modelfile import default_models_dir, save_version
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.steward import labels, stewardship
+from mpi.steward.constraints import CANNOT, MUST, Constraint, ConstraintSet, constrain_clusters
 from mpi.store import labels as lstore
 from mpi.store import review as qstore
 from mpi.synth import generate
@@ -206,7 +206,7 @@ def test_constraints_hold_after_link_promote_link(base_dir: Path, tmp_path_facto
                                                   draws: list[tuple[int, int, bool]],
                                                   merges: list[tuple[int, int]]) -> None:
     from mpi.errors import Conflict
-    from mpi.modelops import promote_model
+    from mpi.steward.modelops import promote_model
     d = tmp_path_factory.mktemp("prop") / "data"
     shutil.copytree(base_dir, d)
     reg = Registry(Settings(data_dir=d))
@@ -349,7 +349,7 @@ def test_online_rule_sees_every_partner_of_a_record(cannot: int) -> None:
     is inactive), and falls back to the person a partner is leaving in the same batch."""
     from types import SimpleNamespace
 
-    from mpi import enrolment
+    from mpi.identity import enrolment
     seq, must_partner, leaving = 1, 2, 3
     banned = list(range(10, 10 + cannot))
     # rows: the must partner's old (inactive, person 90) and new (person 91) versions, the

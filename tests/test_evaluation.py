@@ -1,4 +1,4 @@
-"""Tests for mpi.evaluation: hand-computed scores, CSV reading errors, brute-force properties.
+"""Tests for mpi.steward.evaluation: hand-computed scores, CSV reading errors, brute-force properties.
 
 Owns: checks of evaluate / pair_counts / read_truth / read_keys.  Must not
 rely on anything but the public API and small literal or generated inputs.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpi.evaluation import Evaluation, Scores, evaluate, pair_counts, read_keys, read_truth
+from mpi.steward.evaluation import Evaluation, Scores, evaluate, pair_counts, read_keys, read_truth
 from mpi.synth import synthesize
 
 R = tuple[str, str]

@@ -12,14 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from mpi import pipeline
+from mpi.agency.schema import TOKEN_COLUMNS
+from mpi.identity import pipeline
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.explain import ELSE_LABEL, NULL_LABEL, explain_pair, explain_with
 from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
 from mpi.linkage.scorer import Scorer
-from mpi.schema import TOKEN_COLUMNS
 from mpi.synth import generate
 
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}

@@ -40,9 +40,9 @@ from mpi.extract.build import (
     check_spec,
 )
 from mpi.extract.pseudonym import date_shift_days, new_project_secret, pseudonymize
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.linkage.params import probability
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
 from mpi.store import extracts_read as xread
 from mpi.store import labels as lstore
 from mpi.synth import generate

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mpi.cli import app
+from mpi.cli.main import app
 from mpi.errors import ConfigurationError, InvalidInput
 from mpi.extract.package import MANIFEST, PUBLIC_KEY, SIGNATURE, verify_package, write_package
 from mpi.extract.signing import key_fingerprint, load_or_create_signing_key, public_key_pem

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from test_api_support import A, B, World, build_world
 
 from mpi.extract.delivery import secret_path
-from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.synth import generate
 
 ATTRS = ("race_ethnicity", "birth_year", "program", "enrolled_on")
@@ -349,7 +349,7 @@ def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
         r = xw.client.get(f"/v1/persons/{one}/disclosures", headers=xw.h(agency))
         assert r.status_code == (200 if agency in own else 404)
     # a merged person's history is still found from either key (the retired one forwards)
-    from mpi.stewardship import merge_persons
+    from mpi.steward.stewardship import merge_persons
     two = sorted(opted_out)[0]
     merged = merge_persons(xw.registry, one, others=[two], reason="same person",
                            principal=xw.ids["steward"])
@@ -492,8 +492,8 @@ def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
 
 def route_cli_to(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make `mpi extract ... --url` commands talk to ``xw``'s app (MpiClient over its TestClient)."""
-    import mpi.cli_extract as cli_extract
-    from mpi.client import MpiClient
+    import mpi.cli.extract as cli_extract
+    from mpi.agency.client import MpiClient
 
     def client(_url: str, key_file: Path | None, _ca: Path | None) -> MpiClient:
         assert key_file is not None

@@ -19,7 +19,7 @@ import pytest
 import trustme
 from conftest_https import Served, clean_env, mpi_cmd, serve, ssl_context
 
-from mpi.client import MpiClient, ServiceError
+from mpi.agency.client import MpiClient, ServiceError
 
 
 @dataclass

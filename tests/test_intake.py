@@ -1,4 +1,4 @@
-"""Tests for mpi.intake.parse_record: validation and server re-keying of token records."""
+"""Tests for mpi.identity.intake.parse_record: validation and server re-keying of token records."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mpi.agency.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES
+from mpi.agency.tokenizer import Tokenizer
+from mpi.agency.tokens import BloomPermutation, key_id, rekey, split_token
 from mpi.errors import Problem
-from mpi.intake import ParsedRecord, parse_record
-from mpi.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES
-from mpi.tokenizer import Tokenizer
-from mpi.tokens import BloomPermutation, key_id, rekey, split_token
+from mpi.identity.intake import ParsedRecord, parse_record
 
 AGENCY_SECRET = bytes(range(32))
 OTHER_AGENCY_SECRET = bytes(range(50, 82))

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import mpi.store.db as db
 from mpi.config import Settings
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.store import journal as journal_module
 from mpi.store.journal import Journal, decode, encode
 from mpi.synth import generate
@@ -99,8 +99,8 @@ _CHILD = textwrap.dedent("""
     import mpi.store.db as db
     db._FOLD_EVERY_S, db._FOLD_AT = 3600.0, 10**9   # nothing is folded before the crash
     from mpi.config import Settings
-    from mpi.pipeline import demo_secret, tokenize_rows
-    from mpi.registry import Registry
+    from mpi.identity.pipeline import demo_secret, tokenize_rows
+    from mpi.identity.registry import Registry
     from mpi.synth import generate
     data_dir, mode = Path(sys.argv[1]), sys.argv[2]
     reg = Registry(Settings(data_dir=data_dir))

@@ -1,4 +1,4 @@
-"""Tests for mpi.keys: minting opaque keys and reconciling a new partition with issued keys.
+"""Tests for mpi.identity.keys: minting opaque keys and reconciling a new partition with issued keys.
 
 Owns: the key rules on literal arrays (merge, split, tie, unchanged, new records) and
 hypothesis properties over random old/new partitions.
@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpi.keys import KEY_PREFIX, Reconciliation, mint_key, reconcile
+from mpi.identity.keys import KEY_PREFIX, Reconciliation, mint_key, reconcile
 
 
 def arr(*values: int) -> np.ndarray:

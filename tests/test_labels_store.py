@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from mpi.config import Settings
-from mpi.registry import Registry
+from mpi.identity.registry import Registry
 from mpi.store import labels
 
 NOW = dt.datetime(2026, 1, 1)

@@ -17,13 +17,13 @@ import pyarrow as pa
 import pytest
 
 from mpi.config import Settings
-from mpi.evaluation import evaluate
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.linkage.blocking import count_comparisons, guard
 from mpi.linkage.clustering import cautious_clusters
 from mpi.linkage.definition import DEFAULT_DEFINITION, DEFINITION_V1
 from mpi.linkage.thresholds import DEFAULT, LINK_GRID, LINK_PRECISION, choose_thresholds
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.steward.evaluation import evaluate
 from mpi.synth import generate
 
 
@@ -192,7 +192,7 @@ def test_a_revision_1_registry_opens_links_and_promotes_revision_2(tmp_path: Pat
         assert widths == {49}  # the migration padded them
         assert _keys(reg) == before
         reg.link()
-        from mpi.modelops import promote_model
+        from mpi.steward.modelops import promote_model
         res = promote_model(reg, "default-v002", principal="test")
         assert res["mode"] == "relink"
         assert reg.model_definition is DEFAULT_DEFINITION

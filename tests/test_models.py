@@ -21,22 +21,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mpi import keys as keyrules
-from mpi import modelops, relink
-from mpi.cli import app
+from mpi.cli.main import app
 from mpi.config import Settings
 from mpi.errors import InvalidInput, NotFound
+from mpi.identity import keys as keyrules
+from mpi.identity import relink
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.jobs import JobRunner
 from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.modelfile import save_version
 from mpi.linkage.scorer import Scorer
-from mpi.modeljobs import trainer_for
-from mpi.pipeline import demo_secret, tokenize_rows
 from mpi.principals import Principal
-from mpi.registry import Registry
+from mpi.steward import modelops
+from mpi.steward.modeljobs import trainer_for
+from mpi.steward.training import train_candidate
 from mpi.store import labels as lstore
 from mpi.synth import generate
-from mpi.training import train_candidate
 
 TRUTH: dict[tuple[str, str], str] = {}
 
@@ -323,7 +324,7 @@ def test_keys_follow_unchanged_clusters(old: list[int], data: st.DataObject) -> 
 def test_promote_and_impact_honour_steward_constraints(reg: Registry) -> None:
     """A cannot-link between two records of one person and a must-link between two persons
     hold after promoting a retrained model, and the preview already shows it."""
-    from mpi.labels import LabelRow, import_labels
+    from mpi.steward.labels import LabelRow, import_labels
     keys = _keys(reg)
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rec, k in sorted(keys.items()):
@@ -370,7 +371,7 @@ def test_impact_of_a_same_parameter_version_agrees_with_its_activation_only_prom
     """With drift pending (an imported cannot-link inside one person, effective at the next
     re-link), a version with the active parameters is promoted by activation only, changing
     no key; its preview must say so (the drift shows under ``active_relink``)."""
-    from mpi.labels import LabelRow, import_labels
+    from mpi.steward.labels import LabelRow, import_labels
     keys = _keys(reg)
     by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rec, k in sorted(keys.items()):
@@ -397,7 +398,7 @@ def test_impact_refuses_when_records_are_withdrawn_while_it_computes(
         reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """The preview re-links outside the write lock; a record withdrawn meanwhile must give a
     clear conflict (run it again), never an index error or figures for the wrong records."""
-    from mpi import modelanalysis as ma
+    from mpi.steward import modelanalysis as ma
     real = ma.analyse
     last = max(reg.by_sid, key=lambda k: reg.by_sid[k][0])  # the newest record
 
@@ -437,7 +438,7 @@ def test_analysis_pairs_and_partition_are_one_registry_state(
     index one with the other)."""
     import threading
 
-    from mpi import modelanalysis as ma
+    from mpi.steward import modelanalysis as ma
     victim = max(reg.by_sid, key=lambda k: reg.by_sid[k][0])
 
     class SlowScorer(Scorer):
@@ -460,8 +461,8 @@ def test_a_failed_training_job_ends_failed_without_data_and_frees_the_runner(
     exception's type (its text may hold data or a server path), and the next job may start."""
     import threading
 
-    from mpi import modeljobs
     from mpi.errors import Conflict
+    from mpi.steward import modeljobs
     started, release = threading.Event(), threading.Event()
 
     def crash(*_a: Any, **_k: Any) -> str:
@@ -527,8 +528,8 @@ def test_impact_refuses_when_records_are_enrolled_between_the_two_analyses(
     """The active and the candidate version are analysed one after the other; a record
     enrolled in between changes the candidate pairs, so the two cannot be compared pair by
     pair: a clear conflict (run it again), never a 500 or a comparison of different pairs."""
-    from mpi import modelanalysis as ma
     from mpi.errors import Conflict
+    from mpi.steward import modelanalysis as ma
     real = ma.analyse
     by_agency, _ = generate(people=1000, agencies=3, seed=21)  # the base registry's people
     again, _ = tokenize_rows(next(iter(by_agency.values()))[:5], secret=demo_secret(1))

@@ -1,4 +1,4 @@
-"""Tests for mpi.normalize: plaintext normalization and variant derivation."""
+"""Tests for mpi.agency.normalize: plaintext normalization and variant derivation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpi.normalize import (
+from mpi.agency.normalize import (
     FieldError,
     derive_variants,
     fold,
@@ -422,7 +422,7 @@ def test_derive_variants_zip3_and_last4() -> None:
 
 
 def test_derive_variants_only_schema_token_names() -> None:
-    from mpi.schema import TOKEN_NAMES
+    from mpi.agency.schema import TOKEN_NAMES
     v = derive_variants({"given_name": "ROBERT", "middle_name": "J", "family_name": "A B C D",
                          "date_of_birth": "1990-02-03", "sex": "M", "national_id": "123456780",
                          "postal_code": "12345", "address_line": "1 MAIN ST", "city": "BOSTON",

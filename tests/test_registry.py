@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpi import registry as registry_module
 from mpi.config import Settings
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import JOURNAL_MAX_RECORDS as JOURNAL_MAX
-from mpi.registry import EnrolResult, Registry
+from mpi.identity import registry as registry_module
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import JOURNAL_MAX_RECORDS as JOURNAL_MAX
+from mpi.identity.registry import EnrolResult, Registry
 from mpi.store import journal as journal_module
 from mpi.store import records as rstore
 from mpi.synth import generate
@@ -684,7 +684,7 @@ def test_failed_enrol_leaves_person_counts_as_in_the_file(
 
 def test_model_table_from_memory_equals_the_store_export(tmp_path: Path) -> None:
     """The link input built from memory is exactly what the registry file holds."""
-    from mpi.schema import TOKEN_COLUMNS
+    from mpi.agency.schema import TOKEN_COLUMNS
     reg = Registry(Settings(data_dir=tmp_path / "d"))
     by_agency, _ = generate(people=300, agencies=2, seed=3)
     for agency, rows in by_agency.items():

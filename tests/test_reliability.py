@@ -24,10 +24,10 @@ import httpx
 import pytest
 from conftest_https import Served, clean_env, mpi_cmd, serve, ssl_context
 
-from mpi.client import MpiClient, read_api_key
+from mpi.agency.client import MpiClient, read_api_key
 from mpi.config import Settings
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.synth import generate
 
 AGENCY = "agency_a"  # the name mpi.synth gives the first agency

@@ -23,8 +23,8 @@ from api.models import LinkageQualityOut
 from mpi import synth
 from mpi.config import Settings
 from mpi.errors import InvalidInput
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.reports import build_linkage_quality, check_attribute, linkage_quality, two_proportion_test
 from mpi.store import labels
 from mpi.store.reports import linkage_quality_counts

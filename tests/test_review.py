@@ -20,7 +20,7 @@ import pytest
 from test_api_support import A, B, World, build_world
 
 from mpi.audit import key_ref
-from mpi.pipeline import demo_secret, tokenize_rows
+from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.store import labels as lstore
 from mpi.synth import generate
 
@@ -312,7 +312,7 @@ def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
 
 
 def test_a_relink_that_settles_an_item_resolves_it(sw: World) -> None:
-    from mpi.labels import LabelRow, import_labels
+    from mpi.steward.labels import LabelRow, import_labels
     item = _open_item(sw)
     cur = sw.registry.store.cursor()
     (seq, person_key), = cur.execute("SELECT record_seq, person_key FROM review_item "

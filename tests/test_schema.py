@@ -1,10 +1,10 @@
-"""Tests for mpi.schema: the published token contract."""
+"""Tests for mpi.agency.schema: the published token contract."""
 
 from __future__ import annotations
 
 import json
 
-from mpi.schema import (
+from mpi.agency.schema import (
     EVIDENCE_GROUPS,
     FIELD_NAMES,
     FIELDS,

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pytest
 from splink import DuckDBAPI, Linker
 
-from mpi import pipeline
+from mpi.agency.schema import TOKEN_COLUMNS
+from mpi.identity import pipeline
 from mpi.linkage import splink_engine
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.index import BlockingIndex, rule_key, rule_keys
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.scorer import Scorer
-from mpi.schema import TOKEN_COLUMNS
 from mpi.synth import error_profile, generate
 
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}

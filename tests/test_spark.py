@@ -24,14 +24,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mpi import relink
 from mpi.config import Settings
 from mpi.errors import ConfigurationError, Conflict
+from mpi.identity import relink
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import LinkSummary, Registry
 from mpi.linkage import spark_engine
 from mpi.linkage.spark_engine import MARKER, SparkOptions
 from mpi.linkage.splink_engine import LinkResult
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import LinkSummary, Registry
 from mpi.synth import error_profile, generate
 
 HAS_PYSPARK = importlib.util.find_spec("pyspark") is not None
@@ -79,7 +79,7 @@ class Capture:
             self.results.append(result)
             return real(reg, result, **kwargs)
         monkeypatch.setattr(relink, "apply_constraints", spy)
-        monkeypatch.setattr("mpi.keys.mint_key", lambda: f"pk_test{next(self.counter):015d}")
+        monkeypatch.setattr("mpi.identity.keys.mint_key", lambda: f"pk_test{next(self.counter):015d}")
 
     def link(self, data_dir: Path, **kwargs: Any) -> tuple[LinkSummary, LinkResult]:
         self.counter = itertools.count()
@@ -203,7 +203,7 @@ def test_missing_java_fails_the_cli_with_install_instructions(tmp_path: Path) ->
     before = keys_of(tmp_path / "d")
     env = {"PATH": "/usr/bin:/bin", "JAVA_HOME": str(tmp_path / "no-java"), "HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-c", "from mpi.cli import main; main()", "link", "--engine", "spark",
+        [sys.executable, "-c", "from mpi.cli.main import main; main()", "link", "--engine", "spark",
          "--spark-master", "local[1]", "--data-dir", str(tmp_path / "d")],
         capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr

@@ -23,14 +23,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mpi import labels, modelops, review, stewardship
 from mpi.config import Settings
-from mpi.constraints import MUST
 from mpi.errors import Conflict, InvalidInput
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.modelfile import save_version
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.steward import labels, modelops, review, stewardship
+from mpi.steward.constraints import MUST
 from mpi.store import review as qstore
 from mpi.synth import generate
 

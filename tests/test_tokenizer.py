@@ -1,4 +1,4 @@
-"""Tests for mpi.tokenizer: plaintext CSV/Parquet in, token-only JSONL/Parquet out."""
+"""Tests for mpi.agency.tokenizer: plaintext CSV/Parquet in, token-only JSONL/Parquet out."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpi.agency.schema import SCHEMA_VERSION, TOKEN_NAMES
+from mpi.agency.tokenizer import RecordRejected, Tokenizer, parse_consent, tokenize_file
+from mpi.agency.tokens import key_id
 from mpi.errors import InvalidInput
-from mpi.schema import SCHEMA_VERSION, TOKEN_NAMES
-from mpi.tokenizer import RecordRejected, Tokenizer, parse_consent, tokenize_file
-from mpi.tokens import key_id
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(100, 132))

@@ -1,4 +1,4 @@
-"""Tests for mpi.tokens: the agency token algorithm (known answers) and server re-keying."""
+"""Tests for mpi.agency.tokens: the agency token algorithm (known answers) and server re-keying."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import re
 
 import pytest
 
+from mpi.agency.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES, schema_document
+from mpi.agency.tokens import key_id, make_token, new_secret, rekey, split_token, tokenize_values
 from mpi.errors import InvalidInput
-from mpi.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES, schema_document
-from mpi.tokens import key_id, make_token, new_secret, rekey, split_token, tokenize_values
 
 SECRET = bytes(range(32))
 KAT_KEY_ID = "03ba0360"
@@ -20,7 +20,7 @@ KAT_DOB_1990_01_02 = "03ba0360:ATVSnnxu8bagAkfmJ7QEesj5zrVGh0plaSRX6WAuNmY"
 
 
 def _reference_token(secret: bytes, domain: str, value: str, schema_version: int = 1) -> str:
-    """The token computed straight from the published contract, without mpi.tokens."""
+    """The token computed straight from the published contract, without mpi.agency.tokens."""
     kid = hashlib.sha256(b"mpi-key-id/v1" + b"\x00" + secret).hexdigest()[:8]
     message = f"mpi/v{schema_version}/{domain}".encode() + b"\x00" + value.encode("utf-8")
     digest = hmac.new(secret, message, hashlib.sha256).digest()

@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from mpi.config import Settings
+from mpi.identity.pipeline import demo_secret, tokenize_rows
+from mpi.identity.registry import Registry
 from mpi.linkage.modelfile import list_versions, load_version
 from mpi.linkage.spark_engine import SparkOptions
-from mpi.pipeline import demo_secret, tokenize_rows
-from mpi.registry import Registry
+from mpi.steward.training import sample_rows, train_candidate
 from mpi.synth import generate
-from mpi.training import sample_rows, train_candidate
 
 
 def _registry(tmp_path: Path, people: int = 1500) -> Registry:
@@ -86,9 +86,9 @@ def test_trains_and_promotes_on_a_registry_without_postal_code_or_national_id(
         tmp_path: Path) -> None:
     """EM rules on fields nobody has are skipped (and said), the others train, the parent
     fills what no run observed, and the candidate promotes without losing accuracy."""
-    from mpi.evaluation import evaluate
     from mpi.linkage.catalog import candidates_dir
-    from mpi.modelops import promote_model
+    from mpi.steward.evaluation import evaluate
+    from mpi.steward.modelops import promote_model
     reg = Registry(Settings(data_dir=tmp_path / "d"))
     by_agency, truth_rows = generate(people=800, agencies=3, seed=33)
     for agency, rows in by_agency.items():
@@ -124,7 +124,7 @@ def test_no_usable_rule_keeps_the_parent_prior_and_trains_u_only(tmp_path: Path)
 
     from mpi.linkage import splink_engine
     from mpi.linkage.params import params_from_splink
-    from mpi.training import inherit_untrained_levels
+    from mpi.steward.training import inherit_untrained_levels
     reg = _registry(tmp_path, people=300)
     table = reg.model_table()
     keep = ("unique_id", "sex", "city")  # no blocking rule uses these
@@ -154,7 +154,7 @@ def test_an_empty_registry_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="nothing to train on"):
         train_candidate(reg, out_dir=tmp_path / "models")
     reg.close()
-    proc = subprocess.run([sys.executable, "-c", "from mpi.cli import main; main()", "model",
+    proc = subprocess.run([sys.executable, "-c", "from mpi.cli.main import main; main()", "model",
                            "train", "--data-dir", str(tmp_path / "d")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -170,11 +170,11 @@ def test_public_febrl_without_ids_or_zips_trains_promotes_and_gains(tmp_path: Pa
     """FEBRL 1 (public, not generated here) with national id and postal code removed."""
     import csv
 
-    from mpi.evaluation import evaluate
+    from mpi.agency.tokenfile import iter_chunks
+    from mpi.agency.tokenizer import tokenize_file
     from mpi.linkage.catalog import candidates_dir
-    from mpi.modelops import promote_model
-    from mpi.tokenfile import iter_chunks
-    from mpi.tokenizer import tokenize_file
+    from mpi.steward.evaluation import evaluate
+    from mpi.steward.modelops import promote_model
     reg = Registry(Settings(data_dir=tmp_path / "d"))
     for agency in ("orig", "dups"):
         out = tmp_path / f"{agency}.jsonl"
@@ -204,7 +204,7 @@ def test_cli_reports_a_splink_failure_in_one_line(tmp_path: Path,
     from splink.internals.linker_components.training import LinkerTraining
     from typer.testing import CliRunner
 
-    from mpi.cli import app
+    from mpi.cli.main import app
     _registry(tmp_path, people=200).close()
 
     def broken(*_a: object, **_k: object) -> None:
@@ -224,7 +224,7 @@ def test_cli_reports_a_splink_failure_in_one_line(tmp_path: Path,
 def test_untrained_levels_take_the_parent_level_of_the_same_label_else_weight_zero() -> None:
     """A parent of another definition (a level inserted) lends each level only its own
     label's values; a level the parent lacks gets m = u (weight 0), never a neighbour's."""
-    from mpi.training import inherit_untrained_levels, neutralize_untrained_levels
+    from mpi.steward.training import inherit_untrained_levels, neutralize_untrained_levels
 
     def lv(label: str, m: float | None = None, u: float | None = None) -> dict[str, object]:
         d: dict[str, object] = {"label_for_charts": label}

@@ -18,9 +18,9 @@ from api.models_lifecycle import (
     TrainIn,
 )
 from api.state import AccessDep, JobsDep
-from mpi import modelops
 from mpi.linkage.catalog import VERSION_PATTERN
-from mpi.modeljobs import trainer_for
+from mpi.steward import modelops
+from mpi.steward.modeljobs import trainer_for
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Version = Annotated[str, Path(pattern=VERSION_PATTERN, description="e.g. `candidate-v001`.")]

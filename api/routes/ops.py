@@ -10,7 +10,7 @@ from api.errors import NotReady, errors
 from api.metrics import CONTENT_TYPE
 from api.models import HealthOut, ReadyOut
 from api.state import app_state
-from mpi.schema import schema_document
+from mpi.agency.schema import schema_document
 
 router = APIRouter()
 

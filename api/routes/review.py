@@ -23,7 +23,7 @@ from api.models_review import (
     SplitIn,
 )
 from api.state import AccessDep
-from mpi import labels, review, stewardship
+from mpi.steward import labels, review, stewardship
 
 router = APIRouter(tags=["stewardship"])
 ItemId = Annotated[int, Path(ge=1, le=2**62)]

@@ -25,7 +25,7 @@ from mpi.store import persons as pstore
 from mpi.store import principals as prstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 STEWARD = "steward"
 NOTES = ("decision: the final approval or the first denial (a request closed while pending "

@@ -61,7 +61,7 @@ from mpi.store import extracts_read as xread
 from mpi.store.labels import active_labels
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 KINDS = ("rows", "aggregate")
 LINK_DECIMALS = 3

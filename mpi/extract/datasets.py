@@ -29,7 +29,7 @@ from mpi.principals import Principal
 from mpi.store import extracts as xstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 TYPES = ATTRIBUTE_TYPES
 CLASSES = ATTRIBUTE_CLASSES

@@ -33,7 +33,7 @@ from mpi.store import principals as prstore
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 STEWARD = "steward"
 

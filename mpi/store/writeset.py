@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from mpi.schema import SCHEMA_VERSION
+from mpi.agency.schema import SCHEMA_VERSION
 from mpi.store import audit as astore
 from mpi.store import persons as pstore
 from mpi.store import records as rstore

@@ -20,11 +20,11 @@ from mpi.errors import Conflict, MpiError
 from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.modelfile import Thresholds
+from mpi.steward.training import check_training_options, train_candidate
 from mpi.store import jobs as jstore
-from mpi.training import check_training_options, train_candidate
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 # export, prior, u sampling, one EM pass per training blocking rule, save
 _FIXED_STEPS = 4

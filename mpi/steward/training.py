@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from mpi.agency.schema import SCHEMA_VERSION
 from mpi.errors import InvalidInput, Problem
 from mpi.linkage import splink_engine
 from mpi.linkage.catalog import model_dirs
@@ -26,12 +27,11 @@ from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.modelfile import Thresholds, list_versions, save_version
 from mpi.linkage.params import params_from_splink
 from mpi.linkage.thresholds import choose_thresholds
-from mpi.schema import SCHEMA_VERSION
 from mpi.store import labels as lstore
 
 if TYPE_CHECKING:
+    from mpi.identity.registry import Registry
     from mpi.linkage.spark_engine import SparkOptions
-    from mpi.registry import Registry
 
 
 _NAME = re.compile(r"^[a-z0-9_]{1,40}$")

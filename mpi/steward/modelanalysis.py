@@ -18,14 +18,14 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from mpi import relink
+from mpi.identity import relink
 from mpi.linkage.modelfile import ModelVersion
 from mpi.linkage.scorer import Scorer
 from mpi.linkage.splink_engine import LinkResult
 from mpi.store import labels as lstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -16,7 +16,7 @@ import typer
 from mpi.config import Settings
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry directory "
                                               "(default: $MPI_DATA_DIR or ./mpi-data).")]
@@ -31,7 +31,7 @@ def settings_for(data_dir: Path | None) -> Settings:
 @contextmanager
 def open_registry(data_dir: Path | None) -> Iterator[Registry]:
     """The registry of ``data_dir`` (or the configured one), closed when the block ends."""
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
     reg = Registry(settings_for(data_dir))
     try:
         yield reg

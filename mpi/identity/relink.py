@@ -19,16 +19,16 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mpi import keys as keyrules
+from mpi.agency.schema import TOKEN_COLUMNS
 from mpi.arrays import positions, sorted_unique
 from mpi.audit import AuditEntry
-from mpi.batch import LinkSummary, WriteBatch
 from mpi.errors import Conflict, InvalidInput
+from mpi.identity import keys as keyrules
+from mpi.identity.results import LinkSummary, WriteBatch
 from mpi.linkage import blocking, spark_engine, splink_engine
 from mpi.linkage.clustering import cautious_clusters
 from mpi.linkage.spark_engine import SparkOptions
 from mpi.linkage.splink_engine import LinkResult
-from mpi.schema import TOKEN_COLUMNS
 from mpi.store import persons as pstore
 from mpi.store import records as rstore
 from mpi.store import review as qstore
@@ -36,9 +36,9 @@ from mpi.store import review as qstore
 if TYPE_CHECKING:
     import duckdb
 
+    from mpi.identity.registry import Registry
     from mpi.linkage.definition import ModelDefinition
     from mpi.linkage.modelfile import ModelVersion
-    from mpi.registry import Registry
 
 Writer = Callable[["duckdb.DuckDBPyConnection"], None]
 
@@ -286,7 +286,7 @@ def apply_constraints(reg: Registry, result: LinkResult, *,
     refusing any union that would join a cannot-linked pair (mpi/constraints.py). With no
     constraint touching the records the result is returned as it is.
     """
-    from mpi.constraints import constrain_clusters
+    from mpi.steward.constraints import constrain_clusters
     if not reg.constraints:
         return result
     seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mpi.agency.schema import EVIDENCE_GROUPS, MIN_EVIDENCE, SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES
+from mpi.agency.tokenizer import MAX_SOURCE_ID_LEN
+from mpi.agency.tokens import BloomPermutation, rekey, split_token
 from mpi.errors import InvalidInput, Problem
-from mpi.schema import EVIDENCE_GROUPS, MIN_EVIDENCE, SCHEMA_VERSION, SIMILARITY_TOKENS, TOKEN_NAMES
-from mpi.tokenizer import MAX_SOURCE_ID_LEN
-from mpi.tokens import BloomPermutation, rekey, split_token
 
 _TOKEN_POS = {name: i for i, name in enumerate(TOKEN_NAMES)}
 _MAX_ATTRIBUTES = 64

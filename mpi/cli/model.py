@@ -3,7 +3,7 @@ impact, promote (``mpi model train`` stays in mpi/cli.py).
 
 Owns: parsing and printing of those commands; ``register`` adds them to the ``model_app``
 that mpi/cli.py creates. Must not: hold domain logic (mpi/modelops.py) or print tokens or
-person keys. It does not import mpi.cli (mpi.cli imports it).
+person keys. It does not import mpi.cli.main (mpi.cli.main imports it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mpi.cli_common import DataDir, open_registry
+from mpi.cli.common import DataDir, open_registry
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -35,7 +35,7 @@ def _f(value: Any, spec: str = ".4f") -> str:
 
 def model_list(data_dir: DataDir = None) -> None:
     """List model versions (shipped and trained here); the active one is marked."""
-    from mpi.modelops import list_models
+    from mpi.steward.modelops import list_models
     with open_registry(data_dir) as reg:
         rows = list_models(reg)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
@@ -54,7 +54,7 @@ def model_list(data_dir: DataDir = None) -> None:
 
 def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """A version's m, u and match weight per comparison level, thresholds and metrics."""
-    from mpi.modelops import get_model
+    from mpi.steward.modelops import get_model
     with open_registry(data_dir) as reg:
         m = get_model(reg, version)
     if as_json:
@@ -86,7 +86,7 @@ def model_chart(
     data_dir: DataDir = None,
 ) -> None:
     """Write a chart of a version as self-contained HTML (works offline) or PNG."""
-    from mpi.modelops import chart as render
+    from mpi.steward.modelops import chart as render
     kind = fmt or out_file.suffix.lstrip(".").lower()
     with open_registry(data_dir) as reg:
         body, _media = render(reg, version, chart, kind)
@@ -97,7 +97,7 @@ def model_chart(
 def model_evaluate(version: VersionArg, as_json: AsJson = False,
                    data_dir: DataDir = None) -> None:
     """Precision, recall and F1 at the version's thresholds against the labels; diagnostics."""
-    from mpi.modelops import evaluate_model
+    from mpi.steward.modelops import evaluate_model
     with open_registry(data_dir) as reg:
         ev = evaluate_model(reg, version, principal=PRINCIPAL)
     if as_json:
@@ -122,7 +122,7 @@ def model_impact(version: VersionArg,
                  sample: Annotated[int, typer.Option(help="Changed pairs to show.")] = 5,
                  as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """Preview what promoting a version would change (nothing is changed)."""
-    from mpi.modelops import model_impact as run
+    from mpi.steward.modelops import model_impact as run
     with open_registry(data_dir) as reg:
         imp = run(reg, version, principal=PRINCIPAL, sample=sample)
     if as_json:
@@ -144,7 +144,7 @@ def model_impact(version: VersionArg,
 
 def model_promote(version: VersionArg, data_dir: DataDir = None) -> None:
     """Activate a version: re-link with key carry-over; prints the churn."""
-    from mpi.modelops import promote_model
+    from mpi.steward.modelops import promote_model
     with open_registry(data_dir) as reg:
         res = promote_model(reg, version, principal=PRINCIPAL,
                             progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))

@@ -18,7 +18,7 @@ from mpi.errors import Conflict, InvalidInput, Problem
 from mpi.store import principals as pstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 _STRIPES = 64
 MAX_KEY_LEN = 255

@@ -4,7 +4,7 @@ Owns: the typer sub-apps mpi/cli.py registers, their parsing and printing, on a 
 (``--data-dir``, the registry must not be open in a running server). Each command calls one
 use case of mpi/review.py, mpi/stewardship.py or mpi/labels.py as principal ``cli``. Must not:
 hold domain logic or print tokens (person keys are printed: stewards act on them). It does not
-import mpi.cli (mpi.cli imports it).
+import mpi.cli.main (mpi.cli.main imports it).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mpi.cli_common import DataDir, open_registry
+from mpi.cli.common import DataDir, open_registry
 from mpi.errors import InvalidInput, Problem
 
 if TYPE_CHECKING:
-    from mpi.labels import LabelRow
+    from mpi.steward.labels import LabelRow
 
 review_app = typer.Typer(help="The review queue: list, show and decide items.", no_args_is_help=True)
 persons_app = typer.Typer(help="Fix persons by hand: merge and split.", no_args_is_help=True)
@@ -61,7 +61,7 @@ def review_list(
     as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """List review items with their agreement pattern (never a token)."""
-    from mpi.review import list_review
+    from mpi.steward.review import list_review
     with open_registry(data_dir) as reg:
         page = list_review(reg, principal=PRINCIPAL, kind=kind, status=status, agency=agency,
                            min_probability=min_probability, max_probability=max_probability,
@@ -78,7 +78,7 @@ def review_list(
 @review_app.command("show")
 def review_show(item_id: int, as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """One review item with its match-weight waterfall."""
-    from mpi.review import get_review_item
+    from mpi.steward.review import get_review_item
     with open_registry(data_dir) as reg:
         item = get_review_item(reg, item_id, principal=PRINCIPAL)
     if as_json:
@@ -105,7 +105,7 @@ def review_decide(
     reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """Decide an item: match (merge + must-link), non_match (cannot-link) or defer."""
-    from mpi.review import decide_review
+    from mpi.steward.review import decide_review
     with open_registry(data_dir) as reg:
         res = decide_review(reg, item_id, decision=decision, reason=reason, principal=PRINCIPAL)
     if as_json:
@@ -129,7 +129,7 @@ def persons_merge(
     reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """Merge persons (the oldest key survives; the others forward to it; must-links)."""
-    from mpi.stewardship import merge_persons
+    from mpi.steward.stewardship import merge_persons
     with open_registry(data_dir) as reg:
         res = merge_persons(reg, person_key, others=with_keys, reason=reason, principal=PRINCIPAL)
     _json(res) if as_json else out.print(escape(f"merged into {res['person_key']}; "
@@ -155,7 +155,7 @@ def persons_split(
     reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """Split a person into groups of records (cannot-links across groups)."""
-    from mpi.stewardship import split_person
+    from mpi.steward.stewardship import split_person
     groups = [_group(g, i) for i, g in enumerate(group)]
     with open_registry(data_dir) as reg:
         res = split_person(reg, person_key, groups=groups, reason=reason, principal=PRINCIPAL)
@@ -176,7 +176,7 @@ def _parse_bool(value: str | None) -> bool | None:
 
 def _label_rows(reader: csv.DictReader[str]) -> list[LabelRow]:
     """LabelRows of a label CSV; InvalidInput naming every empty field and bad is_match."""
-    from mpi.labels import LabelRow
+    from mpi.steward.labels import LabelRow
     rows: list[LabelRow] = []
     problems: list[Problem] = []
     for i, r in enumerate(reader, start=1):
@@ -203,7 +203,7 @@ def labels_import(
     data_dir: DataDir = None,
 ) -> None:
     """Import labelled record pairs (all or none; bad rows named by row and field)."""
-    from mpi.labels import import_labels
+    from mpi.steward.labels import import_labels
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in _LABEL_COLUMNS if c not in (reader.fieldnames or [])]
@@ -224,7 +224,7 @@ def constraints_list(
     as_json: AsJson = False, data_dir: DataDir = None,
 ) -> None:
     """List constraints."""
-    from mpi.labels import list_constraints
+    from mpi.steward.labels import list_constraints
     with open_registry(data_dir) as reg:
         page = list_constraints(reg, principal=PRINCIPAL, status=status, after=after, limit=limit)
     if as_json:
@@ -243,7 +243,7 @@ def constraints_list(
 @constraints_app.command("revoke")
 def constraints_revoke(constraint_id: int, reason: Reason, data_dir: DataDir = None) -> None:
     """Revoke a constraint (and its label); keys change at the next `mpi link`."""
-    from mpi.labels import revoke_constraint
+    from mpi.steward.labels import revoke_constraint
     with open_registry(data_dir) as reg:
         revoke_constraint(reg, constraint_id, reason=reason, principal=PRINCIPAL)
     out.print(f"constraint #{constraint_id} revoked")

@@ -22,22 +22,22 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mpi.errors import InvalidInput, Problem
-from mpi.normalize import (
+from mpi.agency.normalize import (
     FieldError,
     derive_field_variants,
     derive_record_variants,
     normalize_field,
     zero_pad_repair,
 )
-from mpi.schema import (
+from mpi.agency.schema import (
     EVIDENCE_GROUPS,
     FIELD_NAMES,
     MIN_EVIDENCE,
     SCHEMA_VERSION,
     evidence_groups_present,
 )
-from mpi.tokens import TokenMaker, key_id
+from mpi.agency.tokens import TokenMaker, key_id
+from mpi.errors import InvalidInput, Problem
 
 RESERVED_COLUMNS = ("source_record_id", "research_consent")
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
@@ -360,7 +360,7 @@ def json_line(record: Mapping[str, Any]) -> str:
 
 def token_table_schema() -> pa.Schema:
     """The Parquet layout of tokenized records: one string column per token name."""
-    from mpi.schema import TOKEN_NAMES
+    from mpi.agency.schema import TOKEN_NAMES
     return pa.schema([("source_record_id", pa.string()), ("schema_version", pa.int32()),
                       *[(n, pa.string()) for n in TOKEN_NAMES],
                       ("attributes", pa.string()), ("research_consent", pa.bool_())])

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from mpi import modelanalysis as ma
-from mpi import relink
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, InvalidInput
+from mpi.identity import relink
 from mpi.linkage import charts
 from mpi.linkage.catalog import find_version_dir, list_all, model_dirs
 from mpi.linkage.describe import describe_params, same_parameters
@@ -29,12 +28,13 @@ from mpi.linkage.explain import explain_with
 from mpi.linkage.modelfile import ModelVersion, load_version
 from mpi.linkage.scorer import Scorer
 from mpi.linkage.splink_engine import LinkResult
+from mpi.steward import modelanalysis as ma
 from mpi.store import labels as lstore
 from mpi.store import models as mstore
 from mpi.store import persons as pstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 MAX_SAMPLE = 200
 

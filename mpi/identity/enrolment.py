@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mpi.audit import AuditEntry
-from mpi.batch import EnrolResult, RecordResult, WriteBatch
-from mpi.constraints import CANNOT, online_rule
 from mpi.errors import Problem
-from mpi.intake import ParsedRecord, parse_record
-from mpi.stewardship import rows_of_persons, rows_of_records
+from mpi.identity.intake import ParsedRecord, parse_record
+from mpi.identity.results import EnrolResult, RecordResult, WriteBatch
+from mpi.steward.constraints import CANNOT, online_rule
+from mpi.steward.stewardship import rows_of_persons, rows_of_records
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 Undo = list[Callable[[], None]]
 

@@ -16,8 +16,8 @@ import re
 import secrets as _secrets
 from collections.abc import Mapping
 
+from mpi.agency.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, token_domain
 from mpi.errors import InvalidInput
-from mpi.schema import SCHEMA_VERSION, SIMILARITY_TOKENS, token_domain
 
 SECRET_BYTES = 32
 _KEY_ID_LABEL = b"mpi-key-id/v1\x00"

@@ -2,7 +2,7 @@
 
 Owns: the ``extract_app`` typer sub-app that mpi/cli.py registers as ``mpi extract``, and the
 parsing and printing of its commands. Must not: hold domain logic, or print tokens, secrets,
-person keys or project secrets. It does not import mpi.cli (mpi.cli imports it).
+person keys or project secrets. It does not import mpi.cli.main (mpi.cli.main imports it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mpi.cli_common import open_registry
+from mpi.cli.common import open_registry
 
 extract_app = typer.Typer(help="Research extracts: build, sign and verify packages.", no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -68,7 +68,7 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Stopped regist
 
 
 def _client(url: str, key_file: Path | None, ca_file: Path | None) -> Any:
-    from mpi.client import MpiClient, read_api_key
+    from mpi.agency.client import MpiClient, read_api_key
     if key_file is None:
         raise typer.BadParameter("--url needs --api-key-file")
     return MpiClient(url, api_key=read_api_key(key_file), ca_file=ca_file, max_retries=2)
@@ -91,7 +91,7 @@ def _summary(x: dict[str, Any]) -> str:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    from mpi.client import ServiceError
+    from mpi.agency.client import ServiceError
     if isinstance(exc, ServiceError):
         err.print(f"[red]refused[/red] ({exc.status}): {escape(str(exc.problem.get('detail', '')))}")
     else:
@@ -104,7 +104,7 @@ def extract_list(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile 
                  data_dir: DataDir = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List extract requests (all on a local registry; those the key may see on a server)."""
-    from mpi.client import ServiceError
+    from mpi.agency.client import ServiceError
     try:
         if url:
             with _client(url, api_key_file, ca_file) as c:
@@ -126,7 +126,7 @@ def extract_list(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile 
 def extract_build(extract_id: str, url: Url = None, api_key_file: KeyFile = None,
                   ca_file: CaFile = None, data_dir: DataDir = None) -> None:
     """Build (or rebuild) an approved extract: on a server in the background, locally at once."""
-    from mpi.client import ServiceError
+    from mpi.agency.client import ServiceError
     from mpi.errors import MpiError
     try:
         if url:
@@ -152,7 +152,7 @@ def extract_download(
     ca_file: CaFile = None,
 ) -> None:
     """Download an extract package as its requesting researcher (counts against the limit)."""
-    from mpi.client import ServiceError
+    from mpi.agency.client import ServiceError
     try:
         with _client(url, api_key_file, ca_file) as c:
             size = c.download(f"/v1/extracts/{_segment(extract_id, 'extract id')}/download",
@@ -167,7 +167,7 @@ def extract_download(
 def extract_close(extract_id: str, url: Url = None, api_key_file: KeyFile = None,
                   ca_file: CaFile = None, data_dir: DataDir = None) -> None:
     """Close a project: destroy its pseudonym secret and stored packages."""
-    from mpi.client import ServiceError
+    from mpi.agency.client import ServiceError
     from mpi.errors import MpiError
     try:
         if url:
@@ -190,7 +190,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the JSON response.")
 def _call(url: str, key_file: Path, ca_file: Path | None, method: str, path: str,
           **kwargs: Any) -> Any:
     """One API call; a refusal prints its status, detail and every located problem (exit 1)."""
-    from mpi.client import ServiceError
+    from mpi.agency.client import ServiceError
     try:
         with _client(url, key_file, ca_file) as c:
             return c.request(method, path, **kwargs)

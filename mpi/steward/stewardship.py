@@ -18,11 +18,11 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from mpi import keys as keyrules
 from mpi.audit import AuditEntry, key_ref
-from mpi.batch import WriteBatch
-from mpi.constraints import CANNOT, MUST, Constraint
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
+from mpi.identity import keys as keyrules
+from mpi.identity.results import WriteBatch
+from mpi.steward.constraints import CANNOT, MUST, Constraint
 from mpi.store import constraints as cstore
 from mpi.store import labels as lstore
 from mpi.store import persons as pstore
@@ -30,7 +30,7 @@ from mpi.store import records as rstore
 from mpi.store import review as qstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 I64 = npt.NDArray[np.int64]
 MAX_PAIRS = 10_000  # most labelled pairs one decision or import may create

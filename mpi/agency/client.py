@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
+from mpi.agency.tokenfile import iter_chunks
 from mpi.errors import ConfigurationError, InvalidInput
-from mpi.tokenfile import iter_chunks
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 

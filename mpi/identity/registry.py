@@ -24,28 +24,28 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mpi import keys as keyrules
+from mpi.agency.schema import TOKEN_COLUMNS
 from mpi.arrays import zero_as_null
 from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
 from mpi.audit import verify as verify_chain
-from mpi.batch import (
+from mpi.config import Settings
+from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
+from mpi.identity import keys as keyrules
+from mpi.identity.enrolment import GroupCommit, Job, parse_batch
+from mpi.identity.intake import parse_record
+from mpi.identity.results import (
     EnrolResult,
     LinkSummary,
     RecordResult,
     WriteBatch,
 )
-from mpi.config import Settings
-from mpi.constraints import ConstraintSet
-from mpi.enrolment import GroupCommit, Job, parse_batch
-from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
-from mpi.intake import parse_record
 from mpi.linkage.catalog import find_version_dir, model_dirs
 from mpi.linkage.definition import ALL_COLUMNS, ModelDefinition
 from mpi.linkage.index import BlockingIndex
 from mpi.linkage.modelfile import ModelVersion, default_models_dir, latest_version, load_version
 from mpi.linkage.params import probability
 from mpi.linkage.scorer import Scorer
-from mpi.schema import TOKEN_COLUMNS
+from mpi.steward.constraints import ConstraintSet
 from mpi.store import Store, writeset
 from mpi.store import audit as astore
 from mpi.store import persons as pstore
@@ -377,7 +377,7 @@ class Registry:
              spark: SparkOptions | None = None, principal: str = "cli",
              progress: Callable[[str], None] | None = None) -> LinkSummary:
         """Re-link the whole registry with Splink (DuckDB or Spark), reconcile to stable keys."""
-        from mpi.relink import link_registry
+        from mpi.identity.relink import link_registry
         return link_registry(self, engine=engine, spark=spark, progress=progress,
                              audit=[AuditEntry(principal, "persons.relink", "registry",
                                                detail={"engine": engine})])

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
-from mpi.constraints import CANNOT, MUST
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
-from mpi.stewardship import (
+from mpi.steward.constraints import CANNOT, MUST
+from mpi.steward.stewardship import (
     MAX_PAIRS,
     PairDecision,
     commit_decision,
@@ -28,7 +28,7 @@ from mpi.store import labels as lstore
 from mpi.store import review as qstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mpi.cli_common import DataDir, settings_for
-from mpi.cli_extract import extract_app
-from mpi.cli_model import register as register_model_commands
-from mpi.cli_steward import constraints_app, labels_app, persons_app, review_app
+from mpi.cli.common import DataDir, settings_for
+from mpi.cli.extract import extract_app
+from mpi.cli.model import register as register_model_commands
+from mpi.cli.steward import constraints_app, labels_app, persons_app, review_app
 from mpi.errors import MpiError
-from mpi.evaluation import Evaluation
+from mpi.steward.evaluation import Evaluation
 
 app = typer.Typer(help="mpi: privacy-preserving master person index.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -54,7 +54,7 @@ def _progress() -> Progress:
 @app.command()
 def schema() -> None:
     """Print the linkage schema (token contract) as JSON."""
-    from mpi.schema import schema_document
+    from mpi.agency.schema import schema_document
     print(json.dumps(schema_document(), indent=2))
 
 
@@ -84,8 +84,8 @@ def tokenize(
                                            "them.")] = True,
 ) -> None:
     """Tokenize plaintext identifiers agency-side; the output holds no plaintext identifier."""
+    from mpi.agency.tokenizer import tokenize_file
     from mpi.secretfile import read_secret
-    from mpi.tokenizer import tokenize_file
     secret = read_secret(secret_file)
     with _progress() as bar:
         task = bar.add_task("tokenizing", total=None)
@@ -114,8 +114,8 @@ def ingest(
     data_dir: DataDir = None,
 ) -> None:
     """Upsert tokenized records into the registry (online matching; safe to re-run)."""
-    from mpi.registry import Registry
-    from mpi.tokenfile import iter_chunks
+    from mpi.agency.tokenfile import iter_chunks
+    from mpi.identity.registry import Registry
     settings = _settings(data_dir)
     reg = Registry(settings)
     rejects = rejects or tokens.with_name(tokens.name + ".ingest-rejects.csv")
@@ -159,10 +159,10 @@ def link(
     from rich.markup import escape
 
     from mpi.errors import InvalidInput
+    from mpi.identity.registry import Registry
+    from mpi.identity.relink import ENGINES
     from mpi.linkage.spark_engine import SparkOptions
-    from mpi.modelops import retrain_advice
-    from mpi.registry import Registry
-    from mpi.relink import ENGINES
+    from mpi.steward.modelops import retrain_advice
     if engine not in ENGINES:
         raise InvalidInput(f"--engine must be one of {', '.join(ENGINES)}")
     pairs = []
@@ -197,7 +197,7 @@ def link(
 def keys_export(out_file: Annotated[Path, typer.Option("--out", help="CSV to write.")],
                 data_dir: DataDir = None) -> None:
     """Write agency,source_record_id,person_key for every active record."""
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
     reg = Registry(_settings(data_dir))
     table = reg.export_keys()
     pacsv.write_csv(table, out_file, pacsv.WriteOptions(quoting_style="needed"))
@@ -208,7 +208,7 @@ def keys_export(out_file: Annotated[Path, typer.Option("--out", help="CSV to wri
 @keys_app.command("show")
 def keys_show(person_key: str, data_dir: DataDir = None) -> None:
     """Show a key's status, successors (if retired) and records."""
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
     reg = Registry(_settings(data_dir))
     print(json.dumps(reg.get_person(person_key), indent=2, default=str))
     reg.close()
@@ -234,8 +234,8 @@ def synth(people: Annotated[int, typer.Option(help="Number of people.")] = 1000,
 def evaluate(truth: Annotated[Path, typer.Option(help="truth.csv from mpi synth.")],
              keys: Annotated[Path, typer.Option(help="keys.csv from mpi keys export.")]) -> None:
     """Print pairwise and cluster precision, recall and F1."""
-    from mpi.evaluation import evaluate as run
-    from mpi.evaluation import read_keys, read_truth
+    from mpi.steward.evaluation import evaluate as run
+    from mpi.steward.evaluation import read_keys, read_truth
     ev = run(read_truth(truth), read_keys(keys))
     _print_evaluation(ev)
 
@@ -271,7 +271,7 @@ def submit(
                                                     "TOKENS.submit-state.json).")] = None,
 ) -> None:
     """Post a token file to the service in batches: retries 429/5xx, resumable, no duplicates."""
-    from mpi.client import MpiClient, read_api_key
+    from mpi.agency.client import MpiClient, read_api_key
     if (client_cert is None) != (client_key is None):
         raise typer.BadParameter("--client-cert and --client-key go together")
     pair = (client_cert, client_key) if client_cert and client_key else None
@@ -314,10 +314,10 @@ def model_train(
     """Train a candidate model version on a sample (Splink on this machine); never activates it."""
     from rich.markup import escape
 
+    from mpi.identity.registry import Registry
     from mpi.linkage.modelfile import Thresholds
     from mpi.linkage.spark_engine import SparkOptions
-    from mpi.registry import Registry
-    from mpi.training import train_candidate
+    from mpi.steward.training import train_candidate
     settings = _settings(data_dir)
     reg = Registry(settings)
     try:
@@ -358,14 +358,14 @@ def _admin(url: str | None, key_file: Path | None, ca_file: Path | None, data_di
            local: Callable[[Any], Any]) -> Any:
     """Run an admin action over HTTPS (``--url``) or on a stopped data directory."""
     if url:
-        from mpi.client import MpiClient, read_api_key
+        from mpi.agency.client import MpiClient, read_api_key
         if key_file is None:
             raise typer.BadParameter("--url needs --api-key-file")
         method, path, body = remote
         with MpiClient(url, api_key=read_api_key(key_file), ca_file=ca_file, max_retries=2) as c:
             return c.request(method, path, json=body) if body is not None else c.request(method, path)
+    from mpi.identity.registry import Registry
     from mpi.principals import Principals
-    from mpi.registry import Registry
     reg = Registry(_settings(data_dir))
     try:
         return local(Principals(reg))
@@ -458,7 +458,7 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(data_dir: DataDir = None) -> None:
     """Check the audit hash chain; name the first edited, deleted or reordered event."""
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
     reg = Registry(_settings(data_dir))
     v = reg.verify_audit()
     reg.close()
@@ -486,7 +486,7 @@ def report_linkage_quality(
     """Equity report: linkage quality per group, flagged groups, small groups suppressed."""
     from rich.markup import escape
 
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
     from mpi.reports import linkage_quality
     reg = Registry(_settings(data_dir))
     try:
@@ -531,7 +531,7 @@ def main() -> None:
     try:
         app()
     except MpiError as exc:
-        from mpi.registry import close_all
+        from mpi.identity.registry import close_all
         close_all()
         from rich.markup import escape
         err.print(f"[red]error:[/red] {escape(exc.message)}")

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mpi.intake import ParsedRecord, parse_record
-from mpi.schema import TOKEN_COLUMNS
-from mpi.tokenizer import RecordRejected, Tokenizer
+from mpi.agency.schema import TOKEN_COLUMNS
+from mpi.agency.tokenizer import RecordRejected, Tokenizer
+from mpi.identity.intake import ParsedRecord, parse_record
 
 _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 

@@ -19,7 +19,7 @@ import numpy as np
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
 from mpi.linkage.explain import explain_with
-from mpi.stewardship import (
+from mpi.steward.stewardship import (
     PairDecision,
     commit_decision,
     required_reason,
@@ -30,7 +30,7 @@ from mpi.store import persons as pstore
 from mpi.store import review as qstore
 
 if TYPE_CHECKING:
-    from mpi.registry import Registry
+    from mpi.identity.registry import Registry
 
 KINDS = ("record_person", "possible_duplicate")
 STATUSES = ("open", "deferred", "decided", "resolved")
