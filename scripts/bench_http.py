@@ -218,8 +218,7 @@ def _server_share(before: dict[float, float], after: dict[float, float]) -> dict
 RUNS = ("healthz", "match", "records", "match_at_600", "records_at_300", "submit")
 
 
-def main() -> None:
-    """Run the load benchmark and print a JSON summary."""
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--duration", type=int, default=20)
@@ -236,7 +235,134 @@ def main() -> None:
                          "with every repeat under 'repeats' (the VM's speed drifts)")
     ap.add_argument("--runs", default=",".join(RUNS),
                     help="comma-separated subset of: " + ", ".join(RUNS))
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _wait_for_server(server: subprocess.Popen[str], base: str, ca: Path) -> float:
+    """Poll /healthz until the server answers; the seconds it took to start."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if ca.exists() and httpx.get(f"{base}/healthz", verify=str(ca)).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.perf_counter() - t0 > 300:
+            raise SystemExit(f"server did not start: {server.stdout.read() if server.stdout else ''}")
+        time.sleep(0.5)
+    return time.perf_counter() - t0
+
+
+def _bench_api_key(base: str, data: Path, ca: Path) -> str:
+    """Create the bench_http agency (if needed) and an agency principal; its API key."""
+    admin_key = (data / "admin.key").read_text().strip()
+    with MpiClient(base, api_key=admin_key, ca_file=ca) as admin:
+        agencies = {a["agency"] for a in admin.request("GET", "/v1/agencies")["agencies"]}
+        if "bench_http" not in agencies:
+            admin.request("POST", "/v1/agencies", json={"agency": "bench_http"})
+        made = admin.request("POST", "/v1/principals", json={
+            "name": "bench", "role": "agency", "agency": "bench_http"})
+    return str(made["api_key"])
+
+
+def _write_wrk_scripts(work: Path, pool: list[dict[str, Any]], key: str) -> tuple[Path, Path, Path]:
+    """The pool files and the wrk scripts: (records, match, healthz)."""
+    rec_pool, match_pool = work / "records-pool.jsonl", work / "match-pool.jsonl"
+    rec_pool.write_text("".join(
+        json.dumps({"records": [dict(r, source_record_id="SIDPLACEHOLDER")]}) + "\n"
+        for r in pool))
+    match_pool.write_text("".join(
+        json.dumps(dict(r, source_record_id="match-probe")) + "\n" for r in pool))
+    # wrk speaks TLS itself; it does not verify the certificate (loopback benchmark).
+    rec_lua = work / "records.lua"
+    rec_lua.write_text(LUA % (rec_pool, _WRK_THREADS, "/v1/records", key))
+    match_lua = work / "match.lua"
+    match_lua.write_text(LUA % (match_pool, _WRK_THREADS, "/v1/match", key))
+    health_lua = work / "health.lua"
+    health_lua.write_text('request = function() return wrk.format("GET", "/healthz") end\n')
+    return rec_lua, match_lua, health_lua
+
+
+def _closed_loop_runs(res: dict[str, Any], runs: set[str], args: argparse.Namespace, base: str,
+                      server_pid: int, match_lua: Path, rec_lua: Path) -> None:
+    """wrk as fast as it can (closed loop) on POST /v1/match and POST /v1/records."""
+    for name, path, lua in (("match", "/v1/match", match_lua),
+                            ("records", "/v1/records", rec_lua)):
+        if name not in runs:
+            continue
+        log(f"POST {path} (closed loop)")
+        spy = _start_py_spy(args.py_spy, name, server_pid, args.duration * args.repeat)
+
+        def closed(p: str = path, s: Path = lua) -> dict[str, Any]:
+            return _wrk(base + p, script=s, duration=args.duration,
+                        connections=args.connections)
+
+        res[name] = _repeated(args.repeat, closed)
+        if spy is not None:
+            spy.wait(timeout=60)
+
+
+def _fixed_rate_runs(res: dict[str, Any], runs: set[str], args: argparse.Namespace, base: str,
+                     ca: Path, server_pid: int, match_lua: Path, rec_lua: Path) -> None:
+    """wrk at a fixed offered rate: POST /v1/match at 600/s and POST /v1/records at 300/s."""
+    for name, path, lua, rate in (("match_at_600", "/v1/match", match_lua, 600),
+                                  ("records_at_300", "/v1/records", rec_lua, 300)):
+        if name in runs:
+            log(f"fixed rate: POST {path} at {rate}/s, {args.connections} clients")
+
+            def paced(p: str = path, s: Path = lua, r: int = rate) -> dict[str, Any]:
+                before = _server_buckets(base, ca, "POST", p)
+                out = _rate_limited(base + p, script=s, rate=r, duration=args.duration,
+                                    connections=args.connections)
+                # The server's own view (from the request in its middleware to the
+                # response): the rest of wrk's latency is TLS, the event loop's queue
+                # and the client.
+                out["server_share_within"] = _server_share(
+                    before, _server_buckets(base, ca, "POST", p))
+                return out
+
+            spy = _start_py_spy(args.py_spy, name, server_pid, args.duration * args.repeat)
+            res[name] = _repeated(args.repeat, paced)
+            if spy is not None:
+                spy.wait(timeout=60)
+
+
+def _submit_run(work: Path, records: list[dict[str, Any]], base: str, key: str,
+                ca: Path) -> dict[str, Any]:
+    """Time `MpiClient.submit_file` over the records in 1,000-record batches."""
+    tokens = work / "submit.jsonl"
+    tokens.write_text("".join(json.dumps(dict(r, source_record_id="sub-" + r["source_record_id"]))
+                              + "\n" for r in records))
+    log(f"mpi submit of {len(records)} records in 1,000-record batches")
+    with MpiClient(base, api_key=key, ca_file=ca) as c:
+        t = time.perf_counter()
+        summary = c.submit_file(tokens, batch_size=1000, state_file=work / "state.json")
+        s = time.perf_counter() - t
+    return {"records": summary.records, "s": s,
+            "records_per_s": summary.records / s, "outcomes": summary.outcomes}
+
+
+def _add_verdicts(res: dict[str, Any], runs: set[str]) -> None:
+    """The targets, and (when every run ran) the ratios to /healthz and which targets were met."""
+    res["targets"] = {"records_rps": 300, "records_p99_ms": 30, "match_rps": 600,
+                      "match_p99_ms": 20, "submit_records_per_s": 5000}
+    if runs == set(RUNS):
+        base_rps = res["baseline_healthz"]["requests_per_s"]
+        res["ratios_vs_healthz_rps"] = {k: res[k]["requests_per_s"] / base_rps
+                                        for k in ("match", "records")}
+        res["target_met"] = {
+            "records": res["records"]["requests_per_s"] >= 300
+            and res["records_at_300"]["achieved_per_s"] >= 0.98 * 300
+            and res["records_at_300"]["p99_ms"] <= 30,
+            "match": res["match"]["requests_per_s"] >= 600
+            and res["match_at_600"]["achieved_per_s"] >= 0.98 * 600
+            and res["match_at_600"]["p99_ms"] <= 20,
+            "submit": res["submit"]["records_per_s"] >= 5000}
+
+
+def main() -> None:
+    """Run the load benchmark and print a JSON summary."""
+    args = _parse_args()
     runs = set(args.runs.split(","))
     if runs - set(RUNS):
         sys.exit(f"unknown runs: {sorted(runs - set(RUNS))}")
@@ -252,43 +378,14 @@ def main() -> None:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ca = data / "tls" / "ca.pem"
-        t0 = time.perf_counter()
-        while True:
-            try:
-                if ca.exists() and httpx.get(f"{base}/healthz", verify=str(ca)).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.perf_counter() - t0 > 300:
-                raise SystemExit(f"server did not start: {server.stdout.read() if server.stdout else ''}")
-            time.sleep(0.5)
-        startup_s = time.perf_counter() - t0
-        admin_key = (data / "admin.key").read_text().strip()
-        with MpiClient(base, api_key=admin_key, ca_file=ca) as admin:
-            agencies = {a["agency"] for a in admin.request("GET", "/v1/agencies")["agencies"]}
-            if "bench_http" not in agencies:
-                admin.request("POST", "/v1/agencies", json={"agency": "bench_http"})
-            made = admin.request("POST", "/v1/principals", json={
-                "name": "bench", "role": "agency", "agency": "bench_http"})
-        key = made["api_key"]
+        startup_s = _wait_for_server(server, base, ca)
+        key = _bench_api_key(base, data, ca)
         by_agency, _ = generate(people=args.submit_people, agencies=1, seed=4242)
         records, _ = tokenize_rows(next(iter(by_agency.values())), secret=demo_secret(1))
         # The wrk runs post records of other people (another seed) than `mpi submit` does.
         pool_by_agency, _ = generate(people=args.pool_people, agencies=1, seed=4343)
         pool, _ = tokenize_rows(next(iter(pool_by_agency.values())), secret=demo_secret(1))
-        rec_pool, match_pool = work / "records-pool.jsonl", work / "match-pool.jsonl"
-        rec_pool.write_text("".join(
-            json.dumps({"records": [dict(r, source_record_id="SIDPLACEHOLDER")]}) + "\n"
-            for r in pool))
-        match_pool.write_text("".join(
-            json.dumps(dict(r, source_record_id="match-probe")) + "\n" for r in pool))
-        # wrk speaks TLS itself; it does not verify the certificate (loopback benchmark).
-        rec_lua = work / "records.lua"
-        rec_lua.write_text(LUA % (rec_pool, _WRK_THREADS, "/v1/records", key))
-        match_lua = work / "match.lua"
-        match_lua.write_text(LUA % (match_pool, _WRK_THREADS, "/v1/match", key))
-        health_lua = work / "health.lua"
-        health_lua.write_text('request = function() return wrk.format("GET", "/healthz") end\n')
+        rec_lua, match_lua, health_lua = _write_wrk_scripts(work, pool, key)
         res: dict[str, Any] = {"benchmark": "http", "machine": machine_info(),
                                "registry": str(args.data_dir), "server_startup_s": startup_s,
                                "connections": args.connections, "duration_s": args.duration}
@@ -297,65 +394,11 @@ def main() -> None:
             res["baseline_healthz"] = _wrk(base + "/healthz", script=health_lua,
                                            duration=max(5, args.duration // 2),
                                            connections=args.connections)
-        for name, path, lua in (("match", "/v1/match", match_lua),
-                                ("records", "/v1/records", rec_lua)):
-            if name not in runs:
-                continue
-            log(f"POST {path} (closed loop)")
-            spy = _start_py_spy(args.py_spy, name, server.pid, args.duration * args.repeat)
-
-            def closed(p: str = path, s: Path = lua) -> dict[str, Any]:
-                return _wrk(base + p, script=s, duration=args.duration,
-                            connections=args.connections)
-
-            res[name] = _repeated(args.repeat, closed)
-            if spy is not None:
-                spy.wait(timeout=60)
-        for name, path, lua, rate in (("match_at_600", "/v1/match", match_lua, 600),
-                                      ("records_at_300", "/v1/records", rec_lua, 300)):
-            if name in runs:
-                log(f"fixed rate: POST {path} at {rate}/s, {args.connections} clients")
-
-                def paced(p: str = path, s: Path = lua, r: int = rate) -> dict[str, Any]:
-                    before = _server_buckets(base, ca, "POST", p)
-                    out = _rate_limited(base + p, script=s, rate=r, duration=args.duration,
-                                        connections=args.connections)
-                    # The server's own view (from the request in its middleware to the
-                    # response): the rest of wrk's latency is TLS, the event loop's queue
-                    # and the client.
-                    out["server_share_within"] = _server_share(
-                        before, _server_buckets(base, ca, "POST", p))
-                    return out
-
-                spy = _start_py_spy(args.py_spy, name, server.pid, args.duration * args.repeat)
-                res[name] = _repeated(args.repeat, paced)
-                if spy is not None:
-                    spy.wait(timeout=60)
+        _closed_loop_runs(res, runs, args, base, server.pid, match_lua, rec_lua)
+        _fixed_rate_runs(res, runs, args, base, ca, server.pid, match_lua, rec_lua)
         if "submit" in runs:
-            tokens = work / "submit.jsonl"
-            tokens.write_text("".join(json.dumps(dict(r, source_record_id="sub-" + r["source_record_id"]))
-                                      + "\n" for r in records))
-            log(f"mpi submit of {len(records)} records in 1,000-record batches")
-            with MpiClient(base, api_key=key, ca_file=ca) as c:
-                t = time.perf_counter()
-                summary = c.submit_file(tokens, batch_size=1000, state_file=work / "state.json")
-                s = time.perf_counter() - t
-            res["submit"] = {"records": summary.records, "s": s,
-                             "records_per_s": summary.records / s, "outcomes": summary.outcomes}
-        res["targets"] = {"records_rps": 300, "records_p99_ms": 30, "match_rps": 600,
-                          "match_p99_ms": 20, "submit_records_per_s": 5000}
-        if runs == set(RUNS):
-            base_rps = res["baseline_healthz"]["requests_per_s"]
-            res["ratios_vs_healthz_rps"] = {k: res[k]["requests_per_s"] / base_rps
-                                            for k in ("match", "records")}
-            res["target_met"] = {
-                "records": res["records"]["requests_per_s"] >= 300
-                and res["records_at_300"]["achieved_per_s"] >= 0.98 * 300
-                and res["records_at_300"]["p99_ms"] <= 30,
-                "match": res["match"]["requests_per_s"] >= 600
-                and res["match_at_600"]["achieved_per_s"] >= 0.98 * 600
-                and res["match_at_600"]["p99_ms"] <= 20,
-                "submit": res["submit"]["records_per_s"] >= 5000}
+            res["submit"] = _submit_run(work, records, base, key, ca)
+        _add_verdicts(res, runs)
         emit(res, args.json_out)
     finally:
         server.terminate()

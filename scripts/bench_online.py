@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def duckdb_single_row(path: Path, n: int) -> list[float]:
     return out
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", type=Path, required=True, help="prebuilt registry (untouched)")
     ap.add_argument("--online", type=int, default=2000, help="single-record enrols timed")
@@ -88,7 +89,75 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--profile", type=int, default=0,
                     help="cProfile this many extra single-record enrols")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _time_match_only(reg: Any, holdout: list[dict[str, Any]]) -> list[float]:
+    """Per-record seconds of match_only over the held-out records."""
+    out = []
+    for h in holdout:
+        t = time.perf_counter()
+        match_only(reg, h["record"])
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for k, v in counts.items():
+        total[k] = total.get(k, 0) + v
+
+
+def _profiled(run: Callable[[], object], top: int) -> str:
+    """cProfile of one call of ``run``: the ``top`` functions by own time, as text."""
+    import cProfile
+    import io
+    import pstats
+    pr = cProfile.Profile()
+    pr.enable()
+    run()
+    pr.disable()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+def _single_record_enrols(reg: Any, warm: list[dict[str, Any]],
+                          online: list[dict[str, Any]]) -> tuple[list[float], dict[str, int]]:
+    """Seconds of each one-record enrol_records call (after warm-up), and the outcome counts."""
+    for i, h in enumerate(warm):
+        reg.enrol_records(h["agency"], [(i + 1, h["record"])])
+    lat = []
+    outcomes: dict[str, int] = {}
+    for i, h in enumerate(online):
+        t = time.perf_counter()
+        res = reg.enrol_records(h["agency"], [(i + 1, h["record"])])
+        lat.append(time.perf_counter() - t)
+        _add_counts(outcomes, res.counts())
+    return lat, outcomes
+
+
+def _ingest_run(reg: Any, ingest: list[dict[str, Any]],
+                 chunk: int) -> tuple[list[float], int, dict[str, int], float]:
+    """Enrol in chunks grouped by agency: (seconds per chunk, records, outcomes, total seconds)."""
+    by_agency: dict[str, list[tuple[int, Any]]] = {}
+    for i, h in enumerate(ingest):
+        by_agency.setdefault(h["agency"], []).append((i + 1, h["record"]))
+    chunk_s: list[float] = []
+    ingested = 0
+    ing_outcomes: dict[str, int] = {}
+    t_all = time.perf_counter()
+    for agency, rows in by_agency.items():
+        for part in bc.chunks(rows, chunk):
+            t = time.perf_counter()
+            res = reg.enrol_records(agency, part)
+            chunk_s.append(time.perf_counter() - t)
+            ingested += len(part)
+            _add_counts(ing_outcomes, res.counts())
+    return chunk_s, ingested, ing_outcomes, time.perf_counter() - t_all
+
+
+def main() -> None:
+    args = _parse_args()
 
     import resource
 
@@ -123,11 +192,7 @@ def main() -> None:
     # baseline 1: match only (warm-up then timed), no state change
     for h in warm:
         match_only(reg, h["record"])
-    mo = []
-    for h in online:
-        t = time.perf_counter()
-        match_only(reg, h["record"])
-        mo.append(time.perf_counter() - t)
+    mo = _time_match_only(reg, online)
 
     # baseline 2: bare DuckDB single-row insert + commit
     bc.log("duckdb single-row baseline")
@@ -135,74 +200,32 @@ def main() -> None:
 
     # measured: one record per enrol call
     bc.log(f"{len(online)} single-record enrols")
-    for i, h in enumerate(warm):
-        reg.enrol_records(h["agency"], [(i + 1, h["record"])])
-    lat = []
-    outcomes: dict[str, int] = {}
-    for i, h in enumerate(online):
-        t = time.perf_counter()
-        res = reg.enrol_records(h["agency"], [(i + 1, h["record"])])
-        lat.append(time.perf_counter() - t)
-        for k, v in res.counts().items():
-            outcomes[k] = outcomes.get(k, 0) + v
+    lat, outcomes = _single_record_enrols(reg, warm, online)
     in_reg = sum(1 for h in online if h["person_in_registry"])
     # match-only again, now that the single-record enrols filled the index's unsorted delta
-    mo_after = []
-    for h in online[:500]:
-        t = time.perf_counter()
-        match_only(reg, h["record"])
-        mo_after.append(time.perf_counter() - t)
+    mo_after = _time_match_only(reg, online[:500])
     delta_sizes = [getattr(r, "delta_size", None) for r in reg.index._rules]
     delta_parts = [len(getattr(r, "delta_keys", getattr(r, "delta", ()))) for r in reg.index._rules]
     rss_after_online = bc.rss_mb()
 
     profile = None
     if prof:
-        import cProfile
-        import io
-        import pstats
-        pr = cProfile.Profile()
-        pr.enable()
-        for i, h in enumerate(prof):
-            reg.enrol_records(h["agency"], [(i + 1, h["record"])])
-        pr.disable()
-        buf = io.StringIO()
-        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(25)
-        profile = buf.getvalue()
+        def enrol_each() -> None:
+            for i, h in enumerate(prof):
+                reg.enrol_records(h["agency"], [(i + 1, h["record"])])
+
+        profile = _profiled(enrol_each, 25)
 
     # ingest throughput: chunks of --ingest-chunk, grouped by agency
     bc.log(f"ingest {len(ingest)} records in chunks of {args.ingest_chunk}")
-    by_agency: dict[str, list[tuple[int, Any]]] = {}
-    for i, h in enumerate(ingest):
-        by_agency.setdefault(h["agency"], []).append((i + 1, h["record"]))
-    chunk_s: list[float] = []
-    ingested = 0
-    ing_outcomes: dict[str, int] = {}
-    t_all = time.perf_counter()
-    for agency, rows in by_agency.items():
-        for part in bc.chunks(rows, args.ingest_chunk):
-            t = time.perf_counter()
-            res = reg.enrol_records(agency, part)
-            chunk_s.append(time.perf_counter() - t)
-            ingested += len(part)
-            for k, v in res.counts().items():
-                ing_outcomes[k] = ing_outcomes.get(k, 0) + v
-    ingest_s = time.perf_counter() - t_all
+    chunk_s, ingested, ing_outcomes, ingest_s = _ingest_run(reg, ingest, args.ingest_chunk)
     rss_end = bc.rss_mb()
     ingest_profile = None
     if args.profile and prof_ingest:
-        import cProfile
-        import io
-        import pstats
         rows = [(i + 1, h["record"]) for i, h in enumerate(prof_ingest)
                 if h["agency"] == prof_ingest[0]["agency"]]
-        pr = cProfile.Profile()
-        pr.enable()
-        reg.enrol_records(prof_ingest[0]["agency"], rows)
-        pr.disable()
-        buf = io.StringIO()
-        pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(20)
-        ingest_profile = f"ingest chunk of {len(rows)} records\n" + buf.getvalue()
+        ingest_profile = (f"ingest chunk of {len(rows)} records\n"
+                          + _profiled(lambda: reg.enrol_records(prof_ingest[0]["agency"], rows), 20))
     peak = psutil.Process().memory_full_info()
     reg.close()
 

@@ -364,7 +364,7 @@ def test_online_rule_sees_every_partner_of_a_record(cannot: int) -> None:
     cs = ConstraintSet()
     cs.add([Constraint(1, seq, must_partner, MUST), Constraint(2, seq, leaving, CANNOT)])
     cs.add(Constraint(3 + i, seq, b, CANNOT) for i, b in enumerate(banned))
-    reg = SimpleNamespace(index=idx, constraints=cs)
+    reg = SimpleNamespace(state=SimpleNamespace(index=idx), constraints=cs)
     must, out = enrolment._constrained(reg, seq, {2: 92})  # type: ignore[arg-type]
     assert must == 91
     assert out == {92, *[100 + i for i in range(cannot)]}

@@ -173,23 +173,11 @@ class Tokenizer:
         the record cannot be kept. See tokenize_with_warnings for the dropped fields."""
         return self.tokenize_with_warnings(raw, row=row, attributes=attributes)[0]
 
-    def tokenize_with_warnings(
-            self, raw: Mapping[str, str | None], *, row: int | None = None,
-            attributes: Mapping[str, Any] | None = None,
-    ) -> tuple[dict[str, Any], list[FieldWarning]]:
-        """Tokenize one plaintext row: the record and its dropped/repaired-field warnings.
-
-        A malformed identifier field is dropped (not tokenized) and reported; the record is
-        kept while the surviving fields still give MIN_EVIDENCE evidence groups. Raises
-        RecordRejected (refusal causes plus the dropped fields) for a missing or malformed
-        source_record_id, a malformed research_consent, or too little evidence.
-        """
-        refused: list[Problem] = []
-        sid: str | None = None
-        try:
-            sid = check_source_record_id(raw.get("source_record_id"))
-        except FieldError as exc:
-            refused.append(Problem(row, exc.field, exc.reason))
+    def _identifier_tokens(
+            self, raw: Mapping[str, str | None], row: int | None, sid: str | None,
+    ) -> tuple[dict[str, str], set[str], list[FieldWarning]]:
+        """Tokenize each identifier field of one row: its tokens, the fields that produced
+        tokens, and a warning per dropped (malformed) or repaired field."""
         tokens: dict[str, str] = {}
         present: set[str] = set()
         warnings: list[FieldWarning] = []
@@ -210,6 +198,26 @@ class Tokenizer:
                 tokens.update(cached.tokens)
                 present.add(fname)
                 warnings.append(FieldWarning(row, sid, fname, REPAIRED, cached.reason))
+        return tokens, present, warnings
+
+    def tokenize_with_warnings(
+            self, raw: Mapping[str, str | None], *, row: int | None = None,
+            attributes: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], list[FieldWarning]]:
+        """Tokenize one plaintext row: the record and its dropped/repaired-field warnings.
+
+        A malformed identifier field is dropped (not tokenized) and reported; the record is
+        kept while the surviving fields still give MIN_EVIDENCE evidence groups. Raises
+        RecordRejected (refusal causes plus the dropped fields) for a missing or malformed
+        source_record_id, a malformed research_consent, or too little evidence.
+        """
+        refused: list[Problem] = []
+        sid: str | None = None
+        try:
+            sid = check_source_record_id(raw.get("source_record_id"))
+        except FieldError as exc:
+            refused.append(Problem(row, exc.field, exc.reason))
+        tokens, present, warnings = self._identifier_tokens(raw, row, sid)
         if "given_name" in present and "family_name" in present:
             tokens.update(self._combined(raw))
         consent: bool | None = None

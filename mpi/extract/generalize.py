@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 
 import numpy as np
@@ -137,61 +137,88 @@ def _strings(name: str, col: pa.Array, regex: str, reason: str) -> pa.Array:
     return text
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _parse_string(name: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if _is_text(t):
+        return arr.cast(pa.string())
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return arr.cast(pa.string())
+    raise InvalidInput(f"attribute {name!r}: values must be strings")
+
+
+def _parse_date(name: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_date(t) or pa.types.is_timestamp(t):
+        return arr.cast(pa.date32())
+    if _is_text(t):
+        text = _strings(name, arr, _DATE_RE, "are not dates (YYYY-MM-DD)")
+        parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
+        # strptime rolls 2020-02-30 over to March; a real date prints back the same
+        same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), text)
+        _check(name, same, pc.is_valid(arr), "are not valid calendar dates")
+        return parsed.cast(pa.date32())
+    raise InvalidInput(f"attribute {name!r}: values must be dates (YYYY-MM-DD)")
+
+
+def _parse_integer(name: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_integer(t):
+        return arr.cast(pa.int64())
+    if pa.types.is_floating(t):
+        _check(name, pc.equal(pc.floor(arr), arr), pc.is_valid(arr), "are not whole numbers")
+        return arr.cast(pa.int64())
+    if _is_text(t):
+        text = _strings(name, arr, _INT_RE, "are not whole numbers")
+        _check(name, pc.less_equal(pc.utf8_length(text), 18), pc.is_valid(arr), "are too large")
+        return text.cast(pa.int64())
+    raise InvalidInput(f"attribute {name!r}: values must be whole numbers")
+
+
+def _parse_number(name: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        out = arr.cast(pa.float64())
+    elif _is_text(t):
+        out = _strings(name, arr, _NUM_RE, "are not numbers").cast(pa.float64())
+    else:
+        raise InvalidInput(f"attribute {name!r}: values must be numbers")
+    _check(name, pc.is_finite(out), pc.is_valid(out), "are not finite numbers")
+    return out
+
+
+def _parse_boolean(name: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_boolean(t):
+        return arr
+    if _is_text(t):
+        lowered = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        _check(name, pc.is_in(lowered, pa.array(list(_BOOL_STRINGS))), pc.is_valid(arr),
+               "are not true or false")
+        return pc.equal(lowered, "true")
+    raise InvalidInput(f"attribute {name!r}: values must be true or false")
+
+
+_PARSERS: Mapping[str, Callable[[str, pa.Array], pa.Array]] = {
+    "string": _parse_string, "date": _parse_date, "integer": _parse_integer,
+    "number": _parse_number, "boolean": _parse_boolean,
+}
+
+
 def parse_column(name: str, col: pa.Array | pa.ChunkedArray, type: str) -> pa.Array:
     """Convert a raw attribute column to its canonical Arrow type, or raise InvalidInput."""
     arr = _as_array(col)
-    t = arr.type
-    if pa.types.is_null(t):
+    if pa.types.is_null(arr.type):
         allowed_generalizations(type)
         return pa.nulls(len(arr), _ARROW_TYPES[type])
-    if type == "string":
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            return arr.cast(pa.string())
-        if pa.types.is_integer(t) or pa.types.is_boolean(t):
-            return arr.cast(pa.string())
-        raise InvalidInput(f"attribute {name!r}: values must be strings")
-    if type == "date":
-        if pa.types.is_date(t) or pa.types.is_timestamp(t):
-            return arr.cast(pa.date32())
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            text = _strings(name, arr, _DATE_RE, "are not dates (YYYY-MM-DD)")
-            parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
-            # strptime rolls 2020-02-30 over to March; a real date prints back the same
-            same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), text)
-            _check(name, same, pc.is_valid(arr), "are not valid calendar dates")
-            return parsed.cast(pa.date32())
-        raise InvalidInput(f"attribute {name!r}: values must be dates (YYYY-MM-DD)")
-    if type == "integer":
-        if pa.types.is_integer(t):
-            return arr.cast(pa.int64())
-        if pa.types.is_floating(t):
-            _check(name, pc.equal(pc.floor(arr), arr), pc.is_valid(arr), "are not whole numbers")
-            return arr.cast(pa.int64())
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            text = _strings(name, arr, _INT_RE, "are not whole numbers")
-            _check(name, pc.less_equal(pc.utf8_length(text), 18), pc.is_valid(arr), "are too large")
-            return text.cast(pa.int64())
-        raise InvalidInput(f"attribute {name!r}: values must be whole numbers")
-    if type == "number":
-        if pa.types.is_integer(t) or pa.types.is_floating(t):
-            out = arr.cast(pa.float64())
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            out = _strings(name, arr, _NUM_RE, "are not numbers").cast(pa.float64())
-        else:
-            raise InvalidInput(f"attribute {name!r}: values must be numbers")
-        _check(name, pc.is_finite(out), pc.is_valid(out), "are not finite numbers")
-        return out
-    if type == "boolean":
-        if pa.types.is_boolean(t):
-            return arr
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
-            lowered = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
-            _check(name, pc.is_in(lowered, pa.array(list(_BOOL_STRINGS))), pc.is_valid(arr),
-                   "are not true or false")
-            return pc.equal(lowered, "true")
-        raise InvalidInput(f"attribute {name!r}: values must be true or false")
-    allowed_generalizations(type)  # raises for an unknown type
-    raise AssertionError("unreachable")
+    parser = _PARSERS.get(type)
+    if parser is None:
+        allowed_generalizations(type)  # raises for an unknown type
+        raise AssertionError("unreachable")
+    return parser(name, arr)
 
 
 _ARROW_TYPES: Mapping[str, pa.DataType] = {"string": pa.string(), "integer": pa.int64(),

@@ -231,12 +231,7 @@ def verify_package(path: Path, *, public_key_pem: str | None = None) -> PackageC
 
 def _verify_open(zf: zipfile.ZipFile, trusted: Ed25519PublicKey | None, check: PackageCheck) -> None:
     infos = zf.infolist()
-    by_name: dict[str, zipfile.ZipInfo] = {}
-    for info in infos:
-        if info.filename in by_name:
-            check.unexpected.append(info.filename)
-            check.problems.append(f"zip entry {info.filename!r} appears more than once")
-        by_name[info.filename] = info
+    by_name = _index_members(infos, check)
     manifest_bytes = _read_small(zf, by_name[MANIFEST]) if MANIFEST in by_name else None
     sig_bytes = _read_small(zf, by_name[SIGNATURE]) if SIGNATURE in by_name else None
     manifest = _parse_json(manifest_bytes)
@@ -248,30 +243,12 @@ def _verify_open(zf: zipfile.ZipFile, trusted: Ed25519PublicKey | None, check: P
             check.missing.append(name)
         elif present is None or parsed is None:
             altered.add(name)
-    # every listed file: present and unchanged
-    hashes: dict[str, str | None] = {}
-    for name, expected in (listed or {}).items():
-        if name not in by_name:
-            check.missing.append(name)
-            continue
-        hashes[name] = _hash_member(zf, by_name[name])
-        if hashes[name] != expected:
-            altered.add(name)
+    hashes = _hash_listed(zf, by_name, listed, check, altered)
     if listed is not None:
         extra = {n for n in by_name if n not in listed and n not in (MANIFEST, SIGNATURE)}
         check.unexpected.extend(sorted(extra - set(check.unexpected)))
     check.files = sum(1 for n, h in hashes.items() if h is not None and n not in altered)
-    # whose key: the trusted one if given, else the package's own
-    package_key: Ed25519PublicKey | None = None
-    pem = _read_small(zf, by_name[PUBLIC_KEY]) if PUBLIC_KEY in by_name else None
-    if pem is not None:
-        try:
-            package_key = load_public_key(pem)
-        except InvalidInput:
-            altered.add(PUBLIC_KEY)
-    if trusted is not None and package_key is not None and PUBLIC_KEY not in altered and (
-            key_fingerprint(package_key) != key_fingerprint(trusted)):
-        check.problems.append("signing_key.pem in the package is not the trusted public key")
+    package_key = _package_key(zf, by_name, trusted, check, altered)
     key = trusted or package_key
     check.fingerprint = key_fingerprint(key) if key is not None else None
     signature = _signature_bytes(sig)
@@ -282,13 +259,60 @@ def _verify_open(zf: zipfile.ZipFile, trusted: Ed25519PublicKey | None, check: P
         check.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
     _blame_signature(check, sig, signature, key, package_key, trusted, altered, manifest_bytes, sig_bytes)
     if MANIFEST in altered:
-        # the listing itself is altered: a digest mismatch may be the listing's fault, not the file's
-        for name, digest in sorted(hashes.items()):
-            if name in altered and digest is not None:
-                altered.discard(name)
-                check.problems.append(f"{name} does not match manifest.json, which is itself altered")
+        _excuse_listed_files(check, hashes, altered)
     check.altered = sorted(altered)
     check.problems.extend(_container_problems(zf, infos))
+
+
+def _index_members(infos: list[zipfile.ZipInfo], check: PackageCheck) -> dict[str, zipfile.ZipInfo]:
+    """name -> entry (the last of duplicates); each duplicate name is reported as unexpected."""
+    by_name: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        if info.filename in by_name:
+            check.unexpected.append(info.filename)
+            check.problems.append(f"zip entry {info.filename!r} appears more than once")
+        by_name[info.filename] = info
+    return by_name
+
+
+def _hash_listed(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo],
+                 listed: dict[str, str] | None, check: PackageCheck,
+                 altered: set[str]) -> dict[str, str | None]:
+    """Every listed file: present (else missing) and unchanged (else altered); name -> digest."""
+    hashes: dict[str, str | None] = {}
+    for name, expected in (listed or {}).items():
+        if name not in by_name:
+            check.missing.append(name)
+            continue
+        hashes[name] = _hash_member(zf, by_name[name])
+        if hashes[name] != expected:
+            altered.add(name)
+    return hashes
+
+
+def _package_key(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo],
+                 trusted: Ed25519PublicKey | None, check: PackageCheck,
+                 altered: set[str]) -> Ed25519PublicKey | None:
+    """The package's own public key (None if absent or unreadable); flag a mismatch with the trusted one."""
+    package_key: Ed25519PublicKey | None = None
+    pem = _read_small(zf, by_name[PUBLIC_KEY]) if PUBLIC_KEY in by_name else None
+    if pem is not None:
+        try:
+            package_key = load_public_key(pem)
+        except InvalidInput:
+            altered.add(PUBLIC_KEY)
+    if trusted is not None and package_key is not None and PUBLIC_KEY not in altered and (
+            key_fingerprint(package_key) != key_fingerprint(trusted)):
+        check.problems.append("signing_key.pem in the package is not the trusted public key")
+    return package_key
+
+
+def _excuse_listed_files(check: PackageCheck, hashes: dict[str, str | None], altered: set[str]) -> None:
+    """The listing itself is altered: a digest mismatch may be the listing's fault, not the file's."""
+    for name, digest in sorted(hashes.items()):
+        if name in altered and digest is not None:
+            altered.discard(name)
+            check.problems.append(f"{name} does not match manifest.json, which is itself altered")
 
 
 def _blame_signature(check: PackageCheck, sig: dict[str, Any] | None, signature: bytes | None,

@@ -148,16 +148,8 @@ class RecordEvidence:
 
 def active_rows(index: BlockingIndex, record_seqs: I64) -> I64:
     """The index row of each active record (by record_seq); -1 where a record is not active."""
-    n = index.n
-    live = np.flatnonzero(index.active[:n])
-    seqs = index.ident[live]
-    order = np.argsort(seqs, kind="stable")
-    sorted_seqs = seqs[order]
-    pos = np.searchsorted(sorted_seqs, record_seqs)
-    pos = np.minimum(pos, max(len(sorted_seqs) - 1, 0))
-    found = (sorted_seqs[pos] == record_seqs) if len(sorted_seqs) else np.zeros(len(record_seqs),
-                                                                             dtype=bool)
-    out: I64 = np.where(found, live[order][pos] if len(live) else -1, -1).astype(np.int64)
+    rows, found = index.rows_for(record_seqs)
+    out: I64 = np.where(found, rows, -1).astype(np.int64)
     return out
 
 

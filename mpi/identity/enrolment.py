@@ -2,7 +2,8 @@
 
 Owns: turning validated records into record versions, key decisions, review items and events;
 committing concurrent callers' work in one transaction; undoing in-memory changes when a commit
-fails. Split out of registry.py by use case. Must not: run SQL (registry._write calls the store).
+fails. Split out of registry.py by use case. Must not: run SQL (``Registry.write_batch`` calls
+the store) or change the match state except through its verbs.
 """
 
 from __future__ import annotations
@@ -10,23 +11,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mpi.audit import AuditEntry
 from mpi.errors import Problem
+from mpi.identity import events
+from mpi.identity import keys as keyrules
 from mpi.identity.intake import ParsedRecord, parse_record
 from mpi.identity.results import EnrolResult, RecordResult, WriteBatch
+from mpi.identity.state import RecordRef
 from mpi.steward.constraints import CANNOT, online_rule
-from mpi.steward.stewardship import rows_of_persons, rows_of_records
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
-
-Undo = list[Callable[[], None]]
-
 
 @dataclass
 class Job:
@@ -107,25 +107,18 @@ class GroupCommit:
 
 
 def commit_jobs(reg: Registry, jobs: list[Job]) -> None:
-    """Prepare every job into one batch, write it in one transaction, then publish."""
+    """Prepare every job into one batch and write it in one transaction, under the match
+    state's consistency rule (its changes are undone if the write fails); then publish."""
     with reg.store.write_lock:
         batch = WriteBatch(now=reg.clock())
-        n0, persons0 = reg.index.n, len(reg.persons)
-        undo: Undo = []
         try:
-            for job in jobs:
-                batch.audit.extend(job.audit)
-                if job.agency is not None and job.parsed:
-                    _prepare(reg, job, batch, undo)
-            reg._write(batch)
+            with reg.state.changes():
+                for job in jobs:
+                    batch.audit.extend(job.audit)
+                    if job.agency is not None and job.parsed:
+                        _prepare(reg, job, batch)
+                reg.write_batch(batch)
         except BaseException as exc:
-            for fn in reversed(undo):
-                fn()
-            reg.index.truncate(n0)
-            for key in reg.persons[persons0:]:
-                del reg.person_of[key]
-            del reg.persons[persons0:]
-            del reg.person_count[persons0:]
             for job in jobs:
                 job.error, job.done = exc, True
             return
@@ -135,55 +128,39 @@ def commit_jobs(reg: Registry, jobs: list[Job]) -> None:
             job.done = True
 
 
-def _prepare(reg: Registry, job: Job, batch: WriteBatch, undo: Undo) -> None:
+def _prepare(reg: Registry, job: Job, batch: WriteBatch) -> None:
     agency = job.agency
     assert agency is not None
+    st = reg.state
     batch.agencies.add(agency)
     to_match: list[tuple[ParsedRecord, int, int, int]] = []  # record, seq, version, old row
     outcomes: dict[int, RecordResult] = {}
     for p in job.parsed:
-        sid_key = (agency, p.source_record_id)
-        known = reg.by_sid.get(sid_key)
-        if known is None:
-            reg.record_seq += 1
-            to_match.append((p, reg.record_seq, 1, -1))
+        ref = st.by_sid.get((agency, p.source_record_id))
+        if ref is None:
+            to_match.append((p, st.next_record_seq(), 1, -1))
+        elif ref.content_hash == p.content_hash and ref.row >= 0:
+            key = st.persons[int(st.index.label[ref.row])]
+            outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, "unchanged")
         else:
-            seq, row, chash, version = known
-            if chash == p.content_hash and row >= 0:
-                key = reg.persons[int(reg.index.label[row])]
-                outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, "unchanged")
-                continue
-            to_match.append((p, seq, version + 1, row))
-    first_row = reg.index.n
-    _match_and_assign(reg, agency, to_match, batch, outcomes, undo, cause=job.cause)
+            to_match.append((p, ref.record_seq, ref.version + 1, ref.row))
+    first_row = st.index.n
+    _match_and_assign(reg, agency, to_match, batch, outcomes, cause=job.cause)
     for i, (p, seq, version, _old) in enumerate(to_match):
-        sid_key = (agency, p.source_record_id)
-        undo.append(partial(_restore_sid, reg, sid_key, reg.by_sid.get(sid_key)))
-        reg.by_sid[sid_key] = (seq, first_row + i, p.content_hash, version)
+        st.set_ref((agency, p.source_record_id),
+                   RecordRef(seq, first_row + i, p.content_hash, version))
     job.result.results.extend(outcomes[p.row] for p in job.parsed)
 
 
-def _restore_sid(reg: Registry, sid_key: tuple[str, str],
-                 value: tuple[int, int, int, int] | None) -> None:
-    if value is None:
-        reg.by_sid.pop(sid_key, None)
-    else:
-        reg.by_sid[sid_key] = value
-
-
-def _retract(reg: Registry, old: int, lab: int) -> None:
-    reg.index.active[old] = True
-    reg.person_count[lab] += 1
-
-
 def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[int | None, set[int]]:
-    """The person a constrained record must join and those it must not (mpi/constraints.py).
+    """The person a constrained record must join and those it must not (steward/constraints.py).
 
     A partner re-matched later in the same batch counts with the person it is leaving
     (``old_labels``: its old row -> person), so whichever of the two is matched first keeps
     the constraint for the other. Runs only for records that carry a constraint, so it may
     scan the row ids, once for all its partners."""
-    ident = reg.index.ident[:reg.index.n]
+    index = reg.state.index
+    ident = index.ident[:index.n]
     others = [other for other, _kind in reg.constraints.partners(seq)]
     if len(others) <= 8:  # a few comparisons beat np.isin's set-up
         hit = ident == others[0]
@@ -194,8 +171,8 @@ def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[i
     label_of: dict[int, int] = {}
     leaving: dict[int, int] = {}
     for r in np.flatnonzero(hit).tolist():  # ascending: a record's newest row wins
-        if reg.index.active[r] and reg.index.label[r] >= 0:
-            label_of[int(ident[r])] = int(reg.index.label[r])
+        if index.active[r] and index.label[r] >= 0:
+            label_of[int(ident[r])] = int(index.label[r])
         elif r in old_labels:
             leaving[int(ident[r])] = old_labels[r]
     for other, lab in leaving.items():
@@ -206,49 +183,53 @@ def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[i
 def _kept_apart(reg: Registry, lab: int, others: list[int]) -> set[int]:
     """The persons among ``others`` that a cannot-link separates from person ``lab``: a steward
     has said they are different people, so they are not queued as possible duplicates again."""
-    mine = reg.index.ident[rows_of_persons(reg, [lab])].tolist()
+    st = reg.state
+    mine = st.index.ident[st.rows_of_persons([lab])].tolist()
     partners = [o for s in mine for o, kind in reg.constraints.partners(s) if kind == CANNOT]
     if not partners:
         return set()
-    rows = list(rows_of_records(reg, partners).values())
-    return set(reg.index.label[rows].tolist()) & set(others)
+    rows = list(st.rows_of_records(partners).values())
+    return set(st.index.label[rows].tolist()) & set(others)
 
 
-def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
-                      batch: WriteBatch, outcomes: dict[int, Any], undo: Undo, *, cause: str) -> None:
-    if not to_match:
-        return
-    old_labels: dict[int, int] = {}
-    for _p, _seq, _v, old in to_match:
-        if old >= 0 and reg.index.active[old]:
-            lab = int(reg.index.label[old])
-            old_labels[old] = lab
-            reg.index.active[old] = False
-            reg.person_count[lab] -= 1
-            undo.append(partial(_retract, reg, old, lab))
-    matrix = np.stack([p.tokens for p, *_ in to_match])
-    cols = {c: np.ascontiguousarray(matrix[:, pos]) for pos, c in reg._cols}
-    rows = reg.index.append(cols, np.full(len(to_match), -1, dtype=np.int64),
-                            [seq for _p, seq, _v, _o in to_match])
-    left, right = reg.index.candidates(rows)
-    weights = reg.scorer.weights(reg.index.gather(left), reg.index.gather(right)) \
+def _candidates(reg: Registry, rows: npt.NDArray[np.int64]
+                ) -> tuple[list[list[int]], list[list[float]], list[list[int]]]:
+    """Per new row: the rows its blocking rules find, their match weights and their person
+    labels as they are before this batch (a row of the batch itself reads -1)."""
+    st = reg.state
+    left, right = st.index.candidates(rows)
+    weights = reg.scorer.weights(st.index.gather(left), st.index.gather(right)) \
         if len(left) else np.empty(0)
     order = np.argsort(left, kind="stable")
     left, right, weights = left[order], right[order], weights[order]
-    lo_b, hi_b = np.searchsorted(left, rows, side="left"), np.searchsorted(left, rows, side="right")
-    link_w, review_w = reg.model.thresholds.link_weight, reg.model.thresholds.review_weight
-    # Labels of earlier rows, read once; rows of this batch get theirs in the loop below, so
-    # those are read live.
-    first_new = int(rows[0])
-    label = reg.index.label
-    right_l, weights_l, labels_l = right.tolist(), weights.tolist(), label[right].tolist()
-    los, his = lo_b.tolist(), hi_b.tolist()
+    lo_b = np.searchsorted(left, rows, side="left").tolist()
+    hi_b = np.searchsorted(left, rows, side="right").tolist()
+    right_l, weights_l = right.tolist(), weights.tolist()
+    labels_l = st.index.label[right].tolist()
+    spans = list(zip(lo_b, hi_b, strict=True))
+    return ([right_l[lo:hi] for lo, hi in spans], [weights_l[lo:hi] for lo, hi in spans],
+            [labels_l[lo:hi] for lo, hi in spans])
+
+
+def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRecord, int, int, int]],
+                      batch: WriteBatch, outcomes: dict[int, Any], *, cause: str) -> None:
+    if not to_match:
+        return
+    st, version_name = reg.state, reg.model.version
+    old_labels = {old: st.deactivate(old) for _p, _s, _v, old in to_match
+                  if old >= 0 and st.index.active[old]}
+    matrix = np.stack([p.tokens for p, *_ in to_match])
+    rows = st.append_rows(reg.token_columns(matrix), np.full(len(to_match), -1, dtype=np.int64),
+                          [seq for _p, seq, _v, _o in to_match])
+    cand_rows, cand_weights, cand_labels = _candidates(reg, rows)
+    th = reg.model.thresholds
+    # Labels of earlier rows were read once; rows of this batch get theirs in the loop below,
+    # so those are read live.
+    first_new, label = int(rows[0]), st.index.label
     for i, (p, seq, version, old) in enumerate(to_match):
-        row = int(rows[i])
         best: dict[int, float] = {}
-        for k in range(los[i], his[i]):
-            r, w = right_l[k], weights_l[k]
-            lab = labels_l[k] if r < first_new else int(label[r])
+        for r, w, lab0 in zip(cand_rows[i], cand_weights[i], cand_labels[i], strict=True):
+            lab = lab0 if r < first_new else int(label[r])
             if w > best.get(lab, -np.inf):
                 best[lab] = w
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -257,41 +238,35 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
             must_lab, banned = _constrained(reg, seq, old_labels)
             ranked = [kv for kv in ranked if kv[0] not in banned]
         old_lab = old_labels.get(old, -1)
-        outcome = "updated" if old >= 0 else "new"
-        if must_lab is not None:
-            lab = must_lab
-            outcome = outcome if old >= 0 else "linked"
-        elif ranked and ranked[0][1] >= link_w:
-            lab = ranked[0][0]
-            if old < 0:
-                outcome = "linked"
-            dups = [(other, w) for other, w in ranked[1:] if w >= link_w]
-            apart = _kept_apart(reg, lab, [o for o, _w in dups]) if dups and reg.constraints \
+        d = keyrules.decide_online(ranked, link_weight=th.link_weight,
+                                   review_weight=th.review_weight, must=must_lab,
+                                   update=old >= 0, old=old_lab,
+                                   old_emptied=old_lab >= 0 and st.person_count[old_lab] == 0)
+        lab = d.target if d.target is not None else \
+            events.mint(st, batch, cause=cause, model_version=version_name, record_seq=seq)
+        if d.duplicates:
+            apart = _kept_apart(reg, lab, [o for o, _w in d.duplicates]) if reg.constraints \
                 else set()
-            for other, w in dups:
+            for other, w in d.duplicates:
                 if other not in apart:
-                    reg._review(batch, "possible_duplicate", None, lab, other, w)
-        elif old_lab >= 0 and reg.person_count[old_lab] == 0:
-            lab = old_lab
-        else:
-            lab = reg._mint(batch, cause=cause, record_seq=seq)
-            if ranked and ranked[0][1] >= review_w:
-                outcome = "review" if old < 0 else outcome
-                reg._review(batch, "record_person", seq, ranked[0][0], None, ranked[0][1])
-        if old_lab >= 0 and lab != old_lab and reg.person_count[old_lab] == 0:
-            reg._retire(batch, old_lab, successor=lab, cause=cause, record_seq=seq)
-        reg.index.label[row] = lab
-        reg.person_count[lab] += 1
-        undo.append(partial(reg._uncount, lab))
-        key = reg.persons[lab]
+                    events.review_item(st, batch, "possible_duplicate", record_seq=None,
+                                       person_key=st.persons[lab], other_key=st.persons[other],
+                                       weight=w, model_version=version_name)
+        if d.suggestion is not None:
+            events.review_item(st, batch, "record_person", record_seq=seq,
+                               person_key=st.persons[d.suggestion[0]], other_key=None,
+                               weight=d.suggestion[1], model_version=version_name)
+        if d.retire_old:
+            events.retire(st, batch, st.persons[old_lab], successor=st.persons[lab], cause=cause,
+                          model_version=version_name, record_seq=seq)
+        st.assign(int(rows[i]), lab)
+        key = st.persons[lab]
         rec = {"record_seq": seq, "agency": agency, "source_record_id": p.source_record_id,
                "version": version, "status": "active", "person_key": key,
                "content_hash": p.content_hash, "key_id": p.key_id,
                "research_consent": p.research_consent, "attributes": p.attributes,
                "tokens": p.tokens.tolist(), "created_at": batch.now, "updated_at": batch.now}
         (batch.changed_rows if version > 1 else batch.new_rows).append(rec)
-        outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, outcome)
-        if p.key_id not in reg.key_ids:
-            reg.key_ids.add(p.key_id)
+        outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, d.outcome)
+        if st.add_key_id(p.key_id):
             batch.new_key_ids.append(p.key_id)
-            undo.append(partial(reg.key_ids.discard, p.key_id))

@@ -75,12 +75,9 @@ def _check_attributes(value: Any, row: int, sid: str | None, problems: list[Prob
     return json.dumps(dict(sorted(value.items())), separators=(",", ":")) if value else None
 
 
-def parse_record(obj: Any, *, row: int, server_secret: bytes,
-                 accepted_key_ids: Iterable[str] | None) -> ParsedRecord | list[Problem]:
-    """Validate one token record; return it re-keyed, or the list of its problems."""
-    if not isinstance(obj, Mapping):
-        return [Problem(row, None, "record must be a JSON object")]
-    problems: list[Problem] = []
+def _check_envelope(obj: Mapping[str, Any], row: int, problems: list[Problem]
+                    ) -> tuple[str | None, Mapping[str, Any], Any, str | None]:
+    """The record's source id, tokens object, consent and attributes, problems noted."""
     sid_raw = obj.get("source_record_id")
     sid = sid_raw.strip() if isinstance(sid_raw, str) else None
     if not sid or len(sid) > MAX_SOURCE_ID_LEN or not sid.isprintable():
@@ -103,6 +100,24 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
                           "research_consent"}
     if unknown:
         problems.append(Problem(row, sorted(unknown)[0], "unknown property", sid))
+    return sid, raw_tokens, consent, attributes
+
+
+def _rekey(name: str, tok: str, server_secret: bytes) -> tuple[str, int]:
+    """(key id, storage token) of one agency token; InvalidInput when malformed."""
+    kid, digest = split_token(tok)
+    if name in SIMILARITY_TOKENS:  # its bits are compared: permute, don't hash
+        perm = _PERMUTATIONS.get(server_secret)
+        if perm is None:
+            perm = _PERMUTATIONS[server_secret] = BloomPermutation(server_secret)
+        return kid, perm(digest)
+    return kid, rekey(server_secret, digest)
+
+
+def _rekey_tokens(raw_tokens: Mapping[str, Any], *, row: int, sid: str | None,
+                  server_secret: bytes, problems: list[Problem]
+                  ) -> tuple[list[int], set[str], list[str]]:
+    """Storage token per position, the key ids seen and the token names sent as null."""
     values = [0] * len(TOKEN_NAMES)
     kids: set[str] = set()
     first_kid: str | None = None
@@ -123,14 +138,7 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
                 problems.append(Problem(row, f"tokens.{name}", "must be a string", sid))
                 continue
             try:
-                kid, digest = split_token(tok)
-                if name in SIMILARITY_TOKENS:  # its bits are compared: permute, don't hash
-                    perm = _PERMUTATIONS.get(server_secret)
-                    if perm is None:
-                        perm = _PERMUTATIONS[server_secret] = BloomPermutation(server_secret)
-                    hit = (kid, perm(digest))
-                else:
-                    hit = (kid, rekey(server_secret, digest))
+                hit = _rekey(name, tok, server_secret)
             except InvalidInput as exc:
                 problems.append(Problem(row, f"tokens.{name}", exc.message, sid))
                 continue
@@ -141,6 +149,18 @@ def parse_record(obj: Any, *, row: int, server_secret: bytes,
             kids.add(hit[0])
             first_kid = first_kid or hit[0]
         values[pos] = hit[1]
+    return values, kids, absent
+
+
+def parse_record(obj: Any, *, row: int, server_secret: bytes,
+                 accepted_key_ids: Iterable[str] | None) -> ParsedRecord | list[Problem]:
+    """Validate one token record; return it re-keyed, or the list of its problems."""
+    if not isinstance(obj, Mapping):
+        return [Problem(row, None, "record must be a JSON object")]
+    problems: list[Problem] = []
+    sid, raw_tokens, consent, attributes = _check_envelope(obj, row, problems)
+    values, kids, absent = _rekey_tokens(raw_tokens, row=row, sid=sid,
+                                         server_secret=server_secret, problems=problems)
     present = raw_tokens.keys() & _FIELD_SET
     if absent:
         present -= set(absent)

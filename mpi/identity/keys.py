@@ -106,3 +106,48 @@ def reconcile(*, record_seq: I64, old_key: I64, cluster: I64, key_rank: I64) -> 
         else:
             result.lineage.append((f, t, "merge" if is_merge else "moved"))
     return result
+
+
+@dataclass(frozen=True)
+class OnlineDecision:
+    """Which person one incoming record joins (Decisions 3-5), and what goes to review."""
+
+    target: int | None  # person label to join; None: mint a new key for the record
+    outcome: str  # new | linked | review | updated
+    duplicates: tuple[tuple[int, float], ...]  # other persons at or above the link bar
+    suggestion: tuple[int, float] | None  # best person in the review band (record_person item)
+    retire_old: bool  # the record's previous person is left empty: retire it into the target
+
+
+def decide_online(ranked: list[tuple[int, float]], *, link_weight: float, review_weight: float,
+                  must: int | None = None, update: bool = False, old: int = -1,
+                  old_emptied: bool = False) -> OnlineDecision:
+    """The online key decision for one record, as a pure function.
+
+    ``ranked`` is (person, best weight) by descending weight, persons a steward keeps apart
+    already removed; ``must`` a person a must-link constraint binds it to; ``update`` whether
+    it replaces an earlier version of the record, ``old`` the person that version counted for
+    (-1 if none) and ``old_emptied`` whether that person has no other active record.
+
+    A constraint wins; then the best person at or above the link bar (other persons at that
+    bar become possible duplicates, never merged here); then an updated record keeps its own
+    emptied key; else a new key is minted, with a ``record_person`` review item when the best
+    person is in the review band."""
+    outcome = "updated" if update else "new"
+    duplicates: tuple[tuple[int, float], ...] = ()
+    suggestion = None
+    target: int | None
+    if must is not None:
+        target, outcome = must, outcome if update else "linked"
+    elif ranked and ranked[0][1] >= link_weight:
+        target, outcome = ranked[0][0], outcome if update else "linked"
+        duplicates = tuple((o, w) for o, w in ranked[1:] if w >= link_weight)
+    elif old >= 0 and old_emptied:
+        target = old
+    else:
+        target = None
+        if ranked and ranked[0][1] >= review_weight:
+            suggestion = ranked[0]
+            outcome = outcome if update else "review"
+    return OnlineDecision(target, outcome, duplicates, suggestion,
+                          old >= 0 and old_emptied and target != old)

@@ -30,7 +30,7 @@ from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
 from mpi.audit import verify as verify_chain
 from mpi.config import Settings
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
-from mpi.identity import keys as keyrules
+from mpi.identity import events
 from mpi.identity.enrolment import GroupCommit, Job, parse_batch
 from mpi.identity.intake import parse_record
 from mpi.identity.results import (
@@ -39,6 +39,7 @@ from mpi.identity.results import (
     RecordResult,
     WriteBatch,
 )
+from mpi.identity.state import MatchState, RecordRef
 from mpi.linkage.catalog import find_version_dir, model_dirs
 from mpi.linkage.definition import ALL_COLUMNS, ModelDefinition
 from mpi.linkage.index import BlockingIndex
@@ -151,63 +152,82 @@ class Registry:
         """The model definition the active model follows (its sidecar names it)."""
         return self.model.definition
 
-    # ---- in-memory state -------------------------------------------------------------
+    # ---- in-memory state (owned by MatchState; these are read-only views) --------------
     def _load_state(self) -> None:
         cur = self.store.cursor()
         table = rstore.load_state(cur)
-        self.index = BlockingIndex(self.model_definition, extra_columns=ALL_COLUMNS)
-        self._cols = [(_POS[c], c) for c in self.index.columns]
-        n = table.num_rows
-        # (agency, source_record_id) -> (record_seq, row or -1 if withdrawn, hash, version)
-        self.by_sid: dict[tuple[str, str], tuple[int, int, int, int]] = {}
-        self.persons: list[str] = []
-        self.person_of: dict[str, int] = {}
-        self.person_count: list[int] = []
-        self.key_ids = set(pstore.linkage_key_ids(cur))
-        self.known_agencies = set(rstore.list_agencies(cur))
-        self.event_seq, self.item_seq = pstore.max_seqs(cur)
-        self.record_seq = rstore.max_record_seq(cur)
+        index = BlockingIndex(self.model_definition, extra_columns=ALL_COLUMNS)
+        self._cols = [(_POS[c], c) for c in index.columns]
+        event_seq, item_seq = pstore.max_seqs(cur)
+        self.state = MatchState(index, event_seq=event_seq, item_seq=item_seq,
+                                record_seq=rstore.max_record_seq(cur),
+                                key_ids=set(pstore.linkage_key_ids(cur)),
+                                known_agencies=set(rstore.list_agencies(cur)))
         for key in pstore.all_person_keys(cur):
-            self._add_person(key)
+            self.state.add_person(key)
+        n = table.num_rows
         if n == 0:
             return
         active = pc.equal(table.column("status"), "active").to_numpy(zero_copy_only=False)
         act_idx = np.flatnonzero(active)
         seqs = table.column("record_seq").to_numpy()
         labels = pc.fill_null(pc.index_in(table.column("person_key"),
-                                          value_set=pa.array(self.persons, pa.string())),
+                                          value_set=pa.array(self.state.persons, pa.string())),
                               -1).to_numpy().astype(np.int64)
         matrix = token_matrix(table.column("tokens").combine_chunks(), n)
         cols = {c: matrix[act_idx, p] for p, c in self._cols}
         del matrix
         table = table.drop_columns(["tokens"])
-        rows = self.index.append(cols, labels[act_idx], seqs[act_idx])
+        rows = self.state.append_rows(cols, labels[act_idx], seqs[act_idx])
         del cols
         row_of = np.full(n, -1, dtype=np.int64)
         row_of[act_idx] = rows
-        self.person_count = np.bincount(labels[act_idx],
-                                        minlength=len(self.persons)).tolist()
+        self.state.recount(labels[act_idx])
         keys = zip(table.column("agency").to_pylist(), table.column("source_record_id").to_pylist(),
                    strict=True)
-        values = zip(seqs.tolist(), row_of.tolist(), table.column("content_hash").to_pylist(),
-                     table.column("version").to_pylist(), strict=True)
-        self.by_sid = dict(zip(keys, values, strict=True))
+        values = map(RecordRef._make, zip(seqs.tolist(), row_of.tolist(),
+                                          table.column("content_hash").to_pylist(),
+                                          table.column("version").to_pylist(), strict=True))
+        self.state.load_refs(dict(zip(keys, values, strict=True)))
+
+    @property
+    def index(self) -> BlockingIndex:
+        """The blocking index with person labels (read it under the write lock)."""
+        return self.state.index
+
+    @property
+    def persons(self) -> list[str]:
+        """Person keys by label (read-only view of the match state)."""
+        return self.state.persons
+
+    @property
+    def person_of(self) -> dict[str, int]:
+        """Person key -> label (read-only view of the match state)."""
+        return self.state.person_of
+
+    @property
+    def person_count(self) -> list[int]:
+        """Active records per label (read-only view of the match state)."""
+        return self.state.person_count
+
+    @property
+    def by_sid(self) -> dict[tuple[str, str], RecordRef]:
+        """(agency, source_record_id) -> RecordRef (read-only view of the match state)."""
+        return self.state.by_sid
+
+    @property
+    def event_seq(self) -> int:
+        """The last key-event sequence number issued."""
+        return self.state.event_seq
 
     @property
     def row_seq(self) -> npt.NDArray[np.int64]:
         """record_seq of every in-memory index row (a view; rows are append-only)."""
-        return self.index.ident[: self.index.n]
+        return self.state.row_seq
 
-    def _uncount(self, lab: int) -> None:
-        if lab < len(self.person_count):
-            self.person_count[lab] -= 1
-
-    def _add_person(self, key: str) -> int:
-        idx = len(self.persons)
-        self.persons.append(key)
-        self.person_of[key] = idx
-        self.person_count.append(0)
-        return idx
+    def token_columns(self, matrix: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[np.int64]]:
+        """The index's token columns of a (records, TOKEN_COLUMNS) matrix, contiguous."""
+        return {c: np.ascontiguousarray(matrix[:, pos]) for pos, c in self._cols}
 
     # ---- enrol -----------------------------------------------------------------------
     def enrol_records(self, agency: str, objects: Sequence[tuple[int, Any]], *,
@@ -263,58 +283,13 @@ class Registry:
         """Linkage key ids accepted now (None: the first one seen will be pinned)."""
         if self.settings.accepted_key_ids:
             return set(self.settings.accepted_key_ids)
-        return set(self.key_ids) if self.key_ids else None
+        return set(self.state.key_ids) if self.state.key_ids else None
 
-    def _mint(self, batch: WriteBatch, *, cause: str, record_seq: int | None,
-              event: str = "minted", related: str | None = None, key: str | None = None) -> int:
-        """Mint a key. A plain mint event is stored on the person row (one write fewer on the
-        online path); a split is an ordinary key event naming its source."""
-        key = key or keyrules.mint_key()
-        row: dict[str, Any] = {"person_key": key}
-        if event == "minted":
-            self.event_seq += 1
-            row.update(minted_event_seq=self.event_seq, minted_cause=cause,
-                       minted_model_version=self.model.version, minted_record_seq=record_seq)
-        else:
-            self._event(batch, key, event, cause=cause, related=related, record_seq=record_seq)
-        batch.persons.append(row)
-        return self._add_person(key)
-
-    def _retire(self, batch: WriteBatch, lab: int, *, successor: int | None, cause: str,
-                record_seq: int | None = None) -> None:
-        key = self.persons[lab]
-        batch.retired.append(key)
-        succ = self.persons[successor] if successor is not None else None
-        ev = self._event(batch, key, "retired", cause=cause, related=succ, record_seq=record_seq)
-        if succ is not None:
-            batch.lineage.append({"from_key": key, "to_key": succ, "kind": "merge",
-                                  "event_seq": ev})
-
-    def _event(self, batch: WriteBatch, key: str, kind: str, *, cause: str,
-               related: str | None = None, record_seq: int | None = None,
-               model_version: str | None = None) -> int:
-        self.event_seq += 1
-        batch.events.append({"event_seq": self.event_seq, "person_key": key, "event_type": kind,
-                             "cause": cause, "model_version": model_version or self.model.version,
-                             "related_key": related, "record_seq": record_seq,
-                             "occurred_at": batch.now})
-        return self.event_seq
-
-    def _review(self, batch: WriteBatch, kind: str, record_seq: int | None, lab: int,
-                other: int | None, weight: float) -> None:
-        self.item_seq += 1
-        batch.reviews.append({
-            "item_seq": self.item_seq, "kind": kind, "record_seq": record_seq,
-            "person_key": self.persons[lab],
-            "other_person_key": self.persons[other] if other is not None else None,
-            "match_weight": weight, "match_probability": probability(weight), "status": "open",
-            "model_version": self.model.version, "created_at": batch.now})
-
-    def _write(self, batch: WriteBatch) -> None:
+    def write_batch(self, batch: WriteBatch) -> None:
         """Write a batch's records, keys, events, reviews and audit events in one transaction."""
         rows, head = self.audit_chain.seal(batch.audit, now=batch.now)
         ws = writeset.make(
-            now=batch.now, agencies=sorted(batch.agencies - self.known_agencies),
+            now=batch.now, agencies=sorted(batch.agencies - self.state.known_agencies),
             key_ids=batch.new_key_ids, persons=batch.persons, new_rows=batch.new_rows,
             changed_rows=batch.changed_rows, retired=batch.retired, events=batch.events,
             lineage=batch.lineage, reviews=batch.reviews, audit=rows)
@@ -322,55 +297,48 @@ class Registry:
         # journal and folded into DuckDB in groups; bulk ones go straight in (Decision 48).
         self.store.write_set(ws, journal=writeset.record_count(ws) <= JOURNAL_MAX_RECORDS)
         self.audit_chain.advance(head)
-        self.known_agencies |= batch.agencies
+        self.state.add_agencies(batch.agencies)
 
     def withdraw_records(self, agency: str, source_record_ids: Sequence[str], *,
                          cause: str = "ingest", audit: Sequence[AuditEntry] = ()) -> EnrolResult:
         """Withdraw records (kept as tombstones); a key left with no records is retired."""
         result = EnrolResult()
-        with self.store.write_lock:
+        st, version = self.state, self.model.version
+        with self.store.write_lock, st.changes():
             batch = WriteBatch(now=self.clock())
-            touched: list[tuple[str, int, int, int]] = []
+            withdrawn: list[int] = []
             seen: set[str] = set()
             for i, sid in enumerate(source_record_ids, start=1):
-                known = self.by_sid.get((agency, sid))
+                ref = st.by_sid.get((agency, sid))
                 if sid in seen:
                     result.problems.append(Problem(i, "source_record_id", "repeated in this "
                                                    "request", sid))
                     continue
                 seen.add(sid)
-                if known is None or known[1] < 0:
+                if ref is None or ref.row < 0:
                     result.problems.append(Problem(i, "source_record_id", "no active record "
                                                    "with this id", sid))
                     continue
-                seq, row, _h, version = known
-                lab = int(self.index.label[row])
-                touched.append((sid, seq, row, lab))
-                self.person_count[lab] -= 1
-                if self.person_count[lab] == 0:
-                    self._retire(batch, lab, successor=None, cause=cause, record_seq=seq)
-                    self._event(batch, self.persons[lab], "withdrawn", cause=cause,
-                                record_seq=seq)
-                result.results.append(RecordResult(i, sid, self.persons[lab], "withdrawn"))
+                lab = st.deactivate(ref.row)
+                key = st.persons[lab]
+                if st.person_count[lab] == 0:
+                    events.retire(st, batch, key, successor=None, cause=cause,
+                                  model_version=version, record_seq=ref.record_seq)
+                    events.event(st, batch, key, "withdrawn", cause=cause, model_version=version,
+                                 record_seq=ref.record_seq)
+                st.set_ref((agency, sid), ref._replace(row=-1, version=ref.version + 1))
+                withdrawn.append(ref.record_seq)
+                result.results.append(RecordResult(i, sid, key, "withdrawn"))
             rows, head = self.audit_chain.seal(audit, now=batch.now)
-            try:
-                if touched or rows:
-                    with self.store.transaction() as cur:
-                        astore.append_audit(cur, rows)
-                        if touched:
-                            rstore.withdraw_records(cur, [t[1] for t in touched], now=batch.now)
-                        if batch.retired:
-                            pstore.retire_persons(cur, batch.retired, now=batch.now)
-                        pstore.insert_events(cur, batch.events)
-                    self.audit_chain.advance(head)
-            except BaseException:
-                for _sid, _seq, _row, lab in touched:
-                    self.person_count[lab] += 1
-                raise
-            for sid, seq, row, _lab in touched:
-                self.index.active[row] = False
-                _s, _r, h, version = self.by_sid[(agency, sid)]
-                self.by_sid[(agency, sid)] = (seq, -1, h, version + 1)
+            if withdrawn or rows:
+                with self.store.transaction() as cur:
+                    astore.append_audit(cur, rows)
+                    if withdrawn:
+                        rstore.withdraw_records(cur, withdrawn, now=batch.now)
+                    if batch.retired:
+                        pstore.retire_persons(cur, batch.retired, now=batch.now)
+                    pstore.insert_events(cur, batch.events)
+                self.audit_chain.advance(head)
         return result
 
     def link(self, *, engine: Literal["duckdb", "spark"] = "duckdb",

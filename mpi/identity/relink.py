@@ -24,13 +24,13 @@ from mpi.arrays import positions, sorted_unique
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, InvalidInput
 from mpi.identity import keys as keyrules
+from mpi.identity import regroup
 from mpi.identity.results import LinkSummary, WriteBatch
 from mpi.linkage import blocking, spark_engine, splink_engine
 from mpi.linkage.clustering import cautious_clusters
 from mpi.linkage.spark_engine import SparkOptions
 from mpi.linkage.splink_engine import LinkResult
 from mpi.store import persons as pstore
-from mpi.store import records as rstore
 from mpi.store import review as qstore
 
 if TYPE_CHECKING:
@@ -143,8 +143,8 @@ def _contradict(reg: Registry, items: Sequence[tuple[npt.NDArray[np.int64],
     out = [False] * len(items)
     if not owner:
         return out
-    rows_l, _ = rows_of(reg, np.concatenate(left))
-    rows_r, _ = rows_of(reg, np.concatenate(right))
+    rows_l, _ = reg.state.rows_for(np.concatenate(left))
+    rows_r, _ = reg.state.rows_for(np.concatenate(right))
     levels = reg.scorer.levels(reg.index.gather(rows_l), reg.index.gather(rows_r))
     disagree = np.zeros(len(owner), dtype=bool)
     for comp, idx in zip(reg.model_definition.comparisons, levels, strict=True):
@@ -163,7 +163,7 @@ def cautious(reg: Registry, result: LinkResult, *, link_threshold: float) -> Lin
     apart = kept_apart(reg)
     if not apart:
         return result
-    rows, live = rows_of(reg, seq)
+    rows, live = reg.state.rows_for(seq)
     current = np.where(live, reg.index.label[rows], -1)
     out = cautious_clusters(seq, cluster, result.edges, link_threshold=link_threshold,
                             apart=apart, current=current)
@@ -180,7 +180,7 @@ def dry_run(reg: Registry, result: LinkResult) -> tuple[npt.NDArray[Any], npt.ND
     seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
                               result.clusters.column("cluster_id").to_numpy().astype(np.int64))
     with reg.store.write_lock:  # the result may predate writes made since it was computed
-        rows, active = rows_of(reg, seq)
+        rows, active = reg.state.rows_for(seq)
         if not bool(active.all()):
             # records withdrawn since (records enrolled since are simply not in the preview)
             raise Conflict("the registry changed while the preview was computed; run it again")
@@ -311,7 +311,7 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
     say("reconciling clusters to stable keys")
     seq, cluster = _sorted_by(result.clusters.column("unique_id").to_numpy(),
                               result.clusters.column("cluster_id").to_numpy().astype(np.int64))
-    rows = _rows_for(reg, seq)
+    rows = reg.state.rows_for(seq)[0]
     old_key = reg.index.label[rows].copy()
     if _partition_unchanged(seq, cluster, old_key):
         with reg.audited_transaction(audit) as cur:
@@ -321,64 +321,25 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
         return LinkSummary(records=len(seq), persons=int((cluster == seq).sum()), merges=0,
                            splits=0, keys_changed=0, new_keys=0,
                            edges=result.edges.num_rows, model_version=use.version)
-    key_rank = np.arange(len(reg.persons), dtype=np.int64)
-    rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
-                             key_rank=key_rank)
     batch = WriteBatch(now=reg.clock())
-    n_keys = len(reg.persons)
-    new_keys = [keyrules.mint_key() for _ in range(rec.n_new)]
-
-    def name(k: int) -> str:
-        return reg.persons[k] if k < n_keys else new_keys[k - n_keys]
-
-    splits: list[tuple[str, str]] = []  # (person split, new key taking part of its records)
-    for k in range(n_keys, n_keys + rec.n_new):
-        key = name(k)
-        sources = rec.minted_from.get(k, [])
-        splits.extend((name(src), key) for src in sources)
-        row: dict[str, object] = {"person_key": key}
-        if sources:
-            reg._event(batch, key, "split", cause=cause, related=name(sources[0]),
-                       model_version=use.version)
-        else:  # a plain mint event lives on the person row
-            reg.event_seq += 1
-            row.update(minted_event_seq=reg.event_seq, minted_cause=cause,
-                       minted_model_version=use.version)
-        batch.persons.append(row)
-    for k, surv in rec.retired:
-        batch.retired.append(name(k))
-        reg._event(batch, name(k), "retired", cause=cause, related=name(surv),
-                   model_version=use.version)
-    for frm, to, kind in rec.lineage:
-        ev = reg._event(batch, name(frm), f"records_{kind}", cause=cause, related=name(to),
-                        model_version=use.version)
-        batch.lineage.append({"from_key": name(frm), "to_key": name(to), "kind": kind,
-                              "event_seq": ev})
-    changed = np.flatnonzero(rec.record_key != old_key)
-    with reg.audited_transaction(audit) as cur:
-        pstore.insert_persons(cur, batch.persons, now=batch.now)
-        if batch.retired:
-            pstore.retire_persons(cur, batch.retired, now=batch.now)
-        if len(changed):
-            rstore.set_person_keys(cur, seq[changed].tolist(),
-                                   [name(int(k)) for k in rec.record_key[changed]], now=batch.now)
-        pstore.insert_events(cur, batch.events)
-        pstore.insert_lineage(cur, batch.lineage)
-        qstore.forward_duplicate_items(cur, [(name(k), name(surv)) for k, surv in rec.retired])
-        pstore.insert_review_items(cur, _split_items(reg, cur, splits))
+    st = reg.state
+    plan = regroup.plan(st, rows, cluster, batch, cause=cause, model_version=use.version)
+    rec = plan.rec
+    with st.changes(), reg.audited_transaction(audit) as cur:
+        regroup.write(cur, plan, batch)
+        qstore.forward_duplicate_items(cur, [(plan.name(k), plan.name(surv))
+                                             for k, surv in rec.retired])
+        pstore.insert_review_items(cur, _split_items(reg, cur, plan.splits))
         qstore.resolve_settled_items(cur, now=batch.now)
         if also is not None:
             also(cur)
-    # Committed: now the in-memory state follows (a model of another definition reloads it
-    # from the store, so it switches last).
-    for key in new_keys:
-        reg._add_person(key)
-    reg.index.label[rows] = rec.record_key
-    reg.person_count[:] = np.bincount(rec.record_key, minlength=len(reg.persons)).tolist()
+        # The in-memory state follows inside the block: undone if the commit fails. (A
+        # model of another definition reloads the state from the store, so it switches last.)
+        regroup.apply(st, plan)
     reg.use_model(use)
     persons = len(sorted_unique(rec.record_key))
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
-                       splits=rec.splits, keys_changed=len(changed), new_keys=rec.n_new,
+                       splits=rec.splits, keys_changed=len(plan.changed), new_keys=rec.n_new,
                        edges=result.edges.num_rows, model_version=use.version)
 
 
@@ -394,24 +355,5 @@ def _split_items(reg: Registry, cur: duckdb.DuckDBPyConnection,
         for item in items:
             for col in ("person_key", "other_person_key"):
                 if item[col] == old:
-                    reg.item_seq += 1
-                    out.append({**item, col: new, "item_seq": reg.item_seq})
+                    out.append({**item, col: new, "item_seq": reg.state.next_item_seq()})
     return out
-
-
-def rows_of(reg: Registry, seq: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-    """In-memory index rows of record_seqs, and which of them are active (the row of an
-    inactive one is meaningless). Call it under the write lock."""
-    live = np.flatnonzero(reg.index.active[: reg.index.n])
-    live_seq = reg.row_seq[live]
-    order = np.argsort(live_seq, kind="stable")
-    sorted_seq = live_seq[order]
-    if len(sorted_seq) == 0:
-        return np.zeros(len(seq), dtype=np.int64), np.zeros(len(seq), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_seq, seq), len(sorted_seq) - 1)
-    return live[order][pos], sorted_seq[pos] == seq
-
-
-def _rows_for(reg: Registry, seq: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """In-memory index rows of the given (active) record_seqs."""
-    return rows_of(reg, seq)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -352,6 +353,19 @@ class BlockingIndex:
         for i, rule in enumerate(rules):
             self._rules[i].add(rule_keys(columns, rule, i), rows)
         return rows
+
+    def rows_for(self, record_seqs: npt.NDArray[Any]) -> tuple[I64, npt.NDArray[np.bool_]]:
+        """The active row of each record_seq (by ``ident``), and which were found active (the
+        row of one not found is meaningless): the one record -> row lookup."""
+        live = np.flatnonzero(self.active[: self.n])
+        live_seq = self.ident[live]
+        order = np.argsort(live_seq, kind="stable")
+        sorted_seq = live_seq[order]
+        if len(sorted_seq) == 0:
+            return (np.zeros(len(record_seqs), dtype=np.int64),
+                    np.zeros(len(record_seqs), dtype=bool))
+        pos = np.minimum(np.searchsorted(sorted_seq, record_seqs), len(sorted_seq) - 1)
+        return live[order][pos], sorted_seq[pos] == record_seqs
 
     def truncate(self, n: int) -> None:
         """Forget rows from ``n`` on (undo of an uncommitted append)."""

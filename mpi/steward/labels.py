@@ -21,7 +21,6 @@ from mpi.steward.stewardship import (
     PairDecision,
     commit_decision,
     required_reason,
-    rows_of_records,
 )
 from mpi.store import constraints as cstore
 from mpi.store import labels as lstore
@@ -105,7 +104,7 @@ def _contradictions(reg: Registry, pairs: Sequence[tuple[int, PairDecision]]) ->
 
 
 def _unmet(reg: Registry, pairs: Sequence[PairDecision]) -> int:
-    where = rows_of_records(reg, [s for p in pairs for s in (p.a, p.b)])
+    where = reg.state.rows_of_records([s for p in pairs for s in (p.a, p.b)])
     n = 0
     for p in pairs:
         if p.a in where and p.b in where:

@@ -134,8 +134,8 @@ def score_labels(reg: Registry, model: ModelVersion) -> LabelScores:
     b = labels.column("record_seq_b").to_numpy().astype(np.int64)
     is_match = labels.column("is_match").to_numpy(zero_copy_only=False).astype(bool)
     with reg.store.write_lock:
-        ra, fa = relink.rows_of(reg, a)
-        rb, fb = relink.rows_of(reg, b)
+        ra, fa = reg.state.rows_for(a)
+        rb, fb = reg.state.rows_for(b)
         ok = fa & fb
         lcols, rcols = reg.index.gather(ra[ok]), reg.index.gather(rb[ok])
     weight = Scorer(model.definition, model.params).weights(lcols, rcols) if ok.any() \

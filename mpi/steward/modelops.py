@@ -266,8 +266,8 @@ def _sample_pairs(reg: Registry, picks: npt.NDArray[Any], a_act: ma.Analysis, a_
     ls, rs = a_cand.pair_l[picks], a_cand.pair_r[picks]
     refs = mstore.record_refs(reg.store.cursor(), ls.tolist() + rs.tolist())
     with reg.store.write_lock:
-        rl, _ = relink.rows_of(reg, ls)
-        rr, _ = relink.rows_of(reg, rs)
+        rl, _ = reg.state.rows_for(ls)
+        rr, _ = reg.state.rows_for(rs)
         lcols, rcols = reg.index.gather(rl), reg.index.gather(rr)
     s_act = Scorer(active.definition, active.params)
     s_cand = Scorer(cand.definition, cand.params)

@@ -23,8 +23,6 @@ from mpi.steward.stewardship import (
     PairDecision,
     commit_decision,
     required_reason,
-    rows_of_persons,
-    rows_of_records,
 )
 from mpi.store import persons as pstore
 from mpi.store import review as qstore
@@ -66,11 +64,11 @@ class _Lookup:
         labels = sorted({lab for labs in self.labels_of.values() for lab in labs})
         self.by_label: dict[int, dict[int, int]] = {}
         if labels:
-            for r in rows_of_persons(reg, labels).tolist():
+            for r in reg.state.rows_of_persons(labels).tolist():
                 self.by_label.setdefault(int(reg.index.label[r]), {})[int(reg.row_seq[r])] = r
         seqs = [int(it["record_seq"]) for it in items
                 if it["kind"] == "record_person" and it["record_seq"] is not None]
-        self.record_row = rows_of_records(reg, seqs) if seqs else {}
+        self.record_row = reg.state.rows_of_records(seqs) if seqs else {}
         shown = [*self.record_row, *(s for rows in self.by_label.values() for s in rows)]
         self.info = qstore.records_by_seq(reg.store.cursor(), shown)
 
@@ -258,5 +256,5 @@ def _decision_pairs(reg: Registry, sides: _Sides, *, is_match: bool,
     ba, bb = best
     pairs = [PairDecision(ba, b, True, reason) for b in sides.b]
     pairs += [PairDecision(a, bb, True, reason) for a in sides.a if a != ba]
-    rows = rows_of_persons(reg, sorted(labs_a | labs_b))
+    rows = reg.state.rows_of_persons(sorted(labs_a | labs_b))
     return pairs, (rows, np.zeros(len(rows), dtype=np.int64))

@@ -20,13 +20,11 @@ import numpy.typing as npt
 
 from mpi.audit import AuditEntry, key_ref
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
-from mpi.identity import keys as keyrules
+from mpi.identity import regroup as regrouping
 from mpi.identity.results import WriteBatch
 from mpi.steward.constraints import CANNOT, MUST, Constraint
 from mpi.store import constraints as cstore
 from mpi.store import labels as lstore
-from mpi.store import persons as pstore
-from mpi.store import records as rstore
 from mpi.store import review as qstore
 
 if TYPE_CHECKING:
@@ -70,69 +68,15 @@ def person_label(reg: Registry, person_key: str, *, field_name: str = "person_ke
     return lab
 
 
-def rows_of_persons(reg: Registry, labels: Sequence[int]) -> I64:
-    """Index rows of the active records of the given persons, ordered by record_seq."""
-    n = reg.index.n
-    rows = np.flatnonzero(np.isin(reg.index.label[:n], np.asarray(labels, dtype=np.int64))
-                          & reg.index.active[:n])
-    return rows[np.argsort(reg.row_seq[rows], kind="stable")]
-
-
-def rows_of_records(reg: Registry, record_seqs: Sequence[int]) -> dict[int, int]:
-    """record_seq -> index row, for the given records that are active."""
-    n = reg.index.n
-    ident = reg.index.ident[:n]
-    rows = np.flatnonzero(np.isin(ident, np.asarray(record_seqs, dtype=np.int64))
-                          & reg.index.active[:n])
-    return {int(ident[r]): int(r) for r in rows.tolist()}
-
-
 # ---- the one write path --------------------------------------------------------------
-@dataclass
-class _Regroup:
-    rows: I64
-    seq: I64
-    rec: keyrules.Reconciliation
-    n_keys: int
-    new_keys: list[str]
-
-    def name(self, reg: Registry, k: int) -> str:
-        return reg.persons[k] if k < self.n_keys else self.new_keys[k - self.n_keys]
-
-
 def _plan_regroup(reg: Registry, rows: I64, group_of_row: I64, batch: WriteBatch, *,
-                  cause: str) -> _Regroup | None:
-    """Key decisions for a new grouping of some records (same rules as a re-link)."""
-    seq = reg.row_seq[rows].astype(np.int64)
-    old_key = reg.index.label[rows].astype(np.int64)
-    cluster = np.empty(len(rows), dtype=np.int64)
-    for g in np.unique(group_of_row).tolist():
-        members = group_of_row == g
-        cluster[members] = seq[members].min()
-    rec = keyrules.reconcile(record_seq=seq, old_key=old_key, cluster=cluster,
-                             key_rank=np.arange(len(reg.persons), dtype=np.int64))
-    if not bool((rec.record_key != old_key).any()):
-        return None
-    plan = _Regroup(rows, seq, rec, len(reg.persons), [keyrules.mint_key() for _ in range(rec.n_new)])
-    for k in range(plan.n_keys, plan.n_keys + rec.n_new):
-        key, sources = plan.name(reg, k), rec.minted_from.get(k, [])
-        row: dict[str, object] = {"person_key": key}
-        if sources:
-            reg._event(batch, key, "split", cause=cause, related=plan.name(reg, sources[0]))
-        else:
-            reg.event_seq += 1
-            row.update(minted_event_seq=reg.event_seq, minted_cause=cause,
-                       minted_model_version=reg.model.version)
-        batch.persons.append(row)
-    for k, surv in rec.retired:
-        batch.retired.append(plan.name(reg, k))
-        reg._event(batch, plan.name(reg, k), "retired", cause=cause, related=plan.name(reg, surv))
-    for frm, to, kind in rec.lineage:
-        ev = reg._event(batch, plan.name(reg, frm), f"records_{kind}", cause=cause,
-                        related=plan.name(reg, to))
-        batch.lineage.append({"from_key": plan.name(reg, frm), "to_key": plan.name(reg, to),
-                              "kind": kind, "event_seq": ev})
-    return plan
+                  cause: str) -> regrouping.Regroup | None:
+    """Key decisions for a new grouping of some records (the re-link's path); None when no
+    record would change person."""
+    cluster = regrouping.groups_to_clusters(reg.row_seq[rows].astype(np.int64), group_of_row)
+    plan = regrouping.plan(reg.state, rows, cluster, batch, cause=cause,
+                        model_version=reg.model.version)
+    return plan if len(plan.changed) else None
 
 
 def _cannot_links_joined(reg: Registry, rows: I64, group_of_row: I64) -> int:
@@ -184,7 +128,7 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
     plan = _plan_regroup(reg, regroup[0], regroup[1], batch, cause=cause) \
         if regroup is not None else None
     added: list[Constraint] = []
-    with reg.audited_transaction(audit) as cur:
+    with reg.state.changes(), reg.audited_transaction(audit) as cur:
         result.labels = lstore.insert_labels(
             cur, [{"record_seq_a": p.a, "record_seq_b": p.b, "is_match": p.is_match,
                    "reason": p.reason} for p in pairs],
@@ -198,48 +142,25 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
         added = [Constraint(s, min(p.a, p.b), max(p.a, p.b), MUST if p.is_match else CANNOT)
                  for s, (p, _lab) in zip(result.constraints, kept, strict=True)]
         if plan is not None:
-            _write_regroup(reg, cur, plan, batch)
+            regrouping.write(cur, plan, batch)
         if also is not None:
             also(cur)
         if plan is not None:  # persons merged or split: close the items that settles
             qstore.resolve_settled_items(cur, now=batch.now,
                                          reason=_SETTLED_BY.get(cause, f"settled by a {cause}"))
-    # Committed: the in-memory state follows.
+            # The in-memory state follows inside the block: undone if the commit fails.
+            _apply_regroup(reg, plan, result)
     reg.constraints.add(added)
-    if plan is not None:
-        _apply_regroup(reg, plan, result)
-    elif regroup is not None:
+    if plan is None and regroup is not None:
         result.person_keys = sorted({reg.persons[int(k)]
                                      for k in reg.index.label[regroup[0]].tolist()})
     return result
 
 
-def _write_regroup(reg: Registry, cur: duckdb.DuckDBPyConnection, plan: _Regroup,
-                   batch: WriteBatch) -> None:
-    pstore.insert_persons(cur, batch.persons, now=batch.now)
-    if batch.retired:
-        pstore.retire_persons(cur, batch.retired, now=batch.now)
-    old = reg.index.label[plan.rows]
-    changed = np.flatnonzero(plan.rec.record_key != old)
-    rstore.set_person_keys(cur, plan.seq[changed].tolist(),
-                           [plan.name(reg, int(k)) for k in plan.rec.record_key[changed]],
-                           now=batch.now)
-    pstore.insert_events(cur, batch.events)
-    pstore.insert_lineage(cur, batch.lineage)
-
-
-def _apply_regroup(reg: Registry, plan: _Regroup, result: DecisionResult) -> None:
-    for key in plan.new_keys:
-        reg._add_person(key)
-    old = reg.index.label[plan.rows].copy()
-    for o, k in zip(old.tolist(), plan.rec.record_key.tolist(), strict=True):
-        if o != k:
-            reg.person_count[o] -= 1
-            reg.person_count[k] += 1
-    reg.index.label[plan.rows] = plan.rec.record_key
-    result.records_moved = int((old != plan.rec.record_key).sum())
-    result.person_keys = sorted({plan.name(reg, int(k)) for k in plan.rec.record_key.tolist()})
-    result.retired = sorted(plan.name(reg, k) for k, _s in plan.rec.retired)
+def _apply_regroup(reg: Registry, plan: regrouping.Regroup, result: DecisionResult) -> None:
+    result.records_moved = regrouping.apply(reg.state, plan)
+    result.person_keys = sorted({plan.name(int(k)) for k in plan.rec.record_key.tolist()})
+    result.retired = sorted(plan.name(k) for k, _s in plan.rec.retired)
     result.new_keys = list(plan.new_keys)
 
 
@@ -281,7 +202,7 @@ def merge_persons(reg: Registry, person_key: str, *, others: Sequence[str], reas
         if problems or len(labs) < 2:
             raise InvalidInput("cannot merge these persons", problems=problems or [
                 Problem(None, "person_keys", "name at least one other active person key")])
-        rows = rows_of_persons(reg, labs)
+        rows = reg.state.rows_of_persons(labs)
         seqs = reg.row_seq[rows].tolist()
         anchor = min(seqs)
         pairs = [PairDecision(anchor, s, True, text) for s in seqs if s != anchor]
@@ -305,7 +226,7 @@ def split_person(reg: Registry, person_key: str, *, groups: Sequence[Sequence[tu
     with reg.refusals_audited(principal, "persons.split", target), reg.store.write_lock:
         text = required_reason(reason)
         lab = person_label(reg, person_key)
-        rows = rows_of_persons(reg, [lab])
+        rows = reg.state.rows_of_persons([lab])
         seq_row = {int(reg.row_seq[r]): int(r) for r in rows.tolist()}
         refs = [ref for g in groups for ref in g]
         found = qstore.records_by_source_id(reg.store.cursor(), refs)

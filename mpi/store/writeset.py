@@ -86,3 +86,20 @@ def _apply_group(cur: duckdb.DuckDBPyConnection, group: Sequence[WriteSet]) -> N
     pstore.insert_lineage(cur, rows["lineage"])
     pstore.insert_review_items(cur, rows["reviews"])
     astore.append_audit(cur, rows["audit"])
+
+
+def write_regroup(cur: duckdb.DuckDBPyConnection, *, now: dt.datetime,
+                  persons: Sequence[dict[str, Any]], record_seqs: Sequence[int],
+                  person_keys: Sequence[str], retired: Sequence[str],
+                  events: Sequence[dict[str, Any]], lineage: Sequence[dict[str, Any]],
+                  reviews: Sequence[dict[str, Any]] = ()) -> None:
+    """Write a regrouping (re-link, promote, steward merge or split) in the enrol order:
+    new persons, then the records' new keys, retired persons, events, lineage, review items."""
+    pstore.insert_persons(cur, persons, now=now)
+    if record_seqs:
+        rstore.set_person_keys(cur, list(record_seqs), list(person_keys), now=now)
+    if retired:
+        pstore.retire_persons(cur, retired, now=now)
+    pstore.insert_events(cur, events)
+    pstore.insert_lineage(cur, lineage)
+    pstore.insert_review_items(cur, reviews)
