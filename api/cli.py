@@ -13,7 +13,7 @@ import typer
 
 from mpi.cli.common import DataDir
 from mpi.cli.common import settings_for as _settings
-from mpi.cli.main import _print_evaluation, app, err, out
+from mpi.cli.main import app, err, out, print_evaluation
 from mpi.cli.main import main as _mpi_main
 
 
@@ -76,11 +76,11 @@ def demo(people: Annotated[int, typer.Option(help="Synthetic people.")] = 5000,
     if embedded:
         from mpi.demo import run_demo
         run_demo(settings, people=people, seed=seed, say=lambda m: out.print(m),
-                 show=_print_evaluation)
+                 show=print_evaluation)
         return
     from api.demo import run_https_demo
     run_https_demo(settings, people=people, seed=seed, say=lambda m: out.print(m),
-                   show=_print_evaluation)
+                   show=print_evaluation)
 
 
 def main() -> None:

@@ -237,10 +237,11 @@ def evaluate(truth: Annotated[Path, typer.Option(help="truth.csv from mpi synth.
     from mpi.steward.evaluation import evaluate as run
     from mpi.steward.evaluation import read_keys, read_truth
     ev = run(read_truth(truth), read_keys(keys))
-    _print_evaluation(ev)
+    print_evaluation(ev)
 
 
-def _print_evaluation(ev: Evaluation) -> None:
+def print_evaluation(ev: Evaluation) -> None:
+    """Print an evaluation as a table of precision, recall and F1."""
     table = Table(title="linkage quality")
     for col in ("metric", "precision", "recall", "F1"):
         table.add_column(col, justify="right")

@@ -36,7 +36,7 @@ def person_row(state: MatchState, batch: WriteBatch, key: str, *, cause: str, mo
     else:
         row.update(minted_event_seq=state.next_event_seq(), minted_cause=cause,
                    minted_model_version=model_version, minted_record_seq=record_seq)
-    batch.persons.append(row)
+    batch.person_rows.append(row)
 
 
 def mint(state: MatchState, batch: WriteBatch, *, cause: str, model_version: str,

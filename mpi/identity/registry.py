@@ -33,6 +33,7 @@ from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
 from mpi.identity import events
 from mpi.identity.enrolment import GroupCommit, Job, parse_batch
 from mpi.identity.intake import parse_record
+from mpi.identity.relink import link_registry
 from mpi.identity.results import (
     EnrolResult,
     LinkSummary,
@@ -290,7 +291,7 @@ class Registry:
         rows, head = self.audit_chain.seal(batch.audit, now=batch.now)
         ws = writeset.make(
             now=batch.now, agencies=sorted(batch.agencies - self.state.known_agencies),
-            key_ids=batch.new_key_ids, persons=batch.persons, new_rows=batch.new_rows,
+            key_ids=batch.new_key_ids, persons=batch.person_rows, new_rows=batch.new_rows,
             changed_rows=batch.changed_rows, retired=batch.retired, events=batch.events,
             lineage=batch.lineage, reviews=batch.reviews, audit=rows)
         # Small write sets (single-record API calls, audited reads) are made durable in the
@@ -345,7 +346,6 @@ class Registry:
              spark: SparkOptions | None = None, principal: str = "cli",
              progress: Callable[[str], None] | None = None) -> LinkSummary:
         """Re-link the whole registry with Splink (DuckDB or Spark), reconcile to stable keys."""
-        from mpi.identity.relink import link_registry
         return link_registry(self, engine=engine, spark=spark, progress=progress,
                              audit=[AuditEntry(principal, "persons.relink", "registry",
                                                detail={"engine": engine})])

@@ -94,7 +94,7 @@ def write(cur: duckdb.DuckDBPyConnection, regroup: Regroup, batch: WriteBatch) -
     """Write the regrouping inside the caller's transaction."""
     changed = regroup.changed
     writeset.write_regroup(
-        cur, now=batch.now, persons=batch.persons, record_seqs=regroup.seq[changed].tolist(),
+        cur, now=batch.now, persons=batch.person_rows, record_seqs=regroup.seq[changed].tolist(),
         person_keys=[regroup.name(int(k)) for k in regroup.rec.record_key[changed]],
         retired=batch.retired, events=batch.events, lineage=batch.lineage,
         reviews=batch.reviews)

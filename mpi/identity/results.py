@@ -63,7 +63,7 @@ class WriteBatch:
     now: dt.datetime
     new_rows: list[dict[str, Any]] = field(default_factory=list)
     changed_rows: list[dict[str, Any]] = field(default_factory=list)
-    persons: list[dict[str, Any]] = field(default_factory=list)  # person rows (mint events)
+    person_rows: list[dict[str, Any]] = field(default_factory=list)  # new keys (mint events)
     retired: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)

@@ -11,8 +11,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import dict_rows, first_row
 from mpi.store.records import write_rows
+from mpi.store.rows import dict_rows, first_row
 
 AUDIT_SCHEMA = pa.schema([
     ("audit_seq", pa.int64()), ("occurred_at", pa.timestamp("us")), ("principal", pa.string()),

@@ -12,13 +12,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
 from mpi.errors import ConfigurationError
+from mpi.store import writeset
 from mpi.store.journal import Journal, JournalBusy
 from mpi.store.migrations import MIGRATIONS
+from mpi.store.rows import first_row
 
 if TYPE_CHECKING:
     from mpi.store.writeset import WriteSet
@@ -42,17 +44,6 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
 # not wait for it, so fewer, larger folds leave more CPU to the online path.
 _FOLD_EVERY_S = 0.2
 _FOLD_AT = 512
-
-
-def first_row(rows: list[Any]) -> Any:
-    """First row of a fully fetched result, or None."""
-    return rows[0] if rows else None
-
-
-def dict_rows(rel: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every row of an executed query as a dict keyed by column name."""
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, r, strict=True)) for r in rel.fetchall()]
 
 
 class Store:
@@ -142,7 +133,6 @@ class Store:
         return applied
 
     def _fold(self, entries: list[tuple[int, WriteSet]]) -> None:
-        from mpi.store import writeset  # writeset imports the table stores, which import db
         cur = self._cursor()
         cur.execute("BEGIN TRANSACTION")
         try:

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row
 from mpi.store.records import append_rows
+from mpi.store.rows import first_row
 
 ATTRIBUTE_COLUMNS = ("agency", "dataset", "name", "type", "description", "klass",
                      "allowed_generalizations", "default_generalization")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row
+from mpi.store.rows import first_row
 
 
 @dataclass(frozen=True)

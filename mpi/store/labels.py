@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row
 from mpi.store.records import write_rows
+from mpi.store.rows import first_row
 
 LABEL_SCHEMA = pa.schema([
     ("label_seq", pa.int64()), ("record_seq_a", pa.int64()), ("record_seq_b", pa.int64()),

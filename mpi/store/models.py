@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row
+from mpi.store.rows import first_row
 
 
 def activations(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, dt.datetime]]:

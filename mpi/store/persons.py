@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import first_row as _first
-from mpi.store.records import SMALL_BATCH, _run_many, _with, write_rows
+from mpi.store.records import SMALL_BATCH, run_many, with_table, write_rows
+from mpi.store.rows import first_row as _first
 
 EVENT_SCHEMA = pa.schema([
     ("event_seq", pa.int64()), ("person_key", pa.string()), ("event_type", pa.string()),
@@ -46,10 +46,10 @@ def retire_persons(cur: duckdb.DuckDBPyConnection, person_keys: Sequence[str], *
                    now: dt.datetime) -> None:
     """Mark keys retired."""
     if len(person_keys) <= SMALL_BATCH:
-        _run_many(cur, "UPDATE person SET status = 'retired', retired_at = ? WHERE person_key = ?",
+        run_many(cur, "UPDATE person SET status = 'retired', retired_at = ? WHERE person_key = ?",
                   [[now, k] for k in person_keys])
         return
-    _with(cur, "mpi_retired", pa.table({"person_key": pa.array(person_keys, pa.string())}),
+    with_table(cur, "mpi_retired", pa.table({"person_key": pa.array(person_keys, pa.string())}),
           "UPDATE person SET status = 'retired', retired_at = ? FROM mpi_retired r "
           "WHERE person.person_key = r.person_key", params=[now])
 

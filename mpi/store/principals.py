@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from mpi.store.db import dict_rows, first_row
+from mpi.store.rows import dict_rows, first_row
 
 _PRINCIPAL_COLS = ("p.principal_id, p.name, p.role, p.agency, p.created_at, p.revoked_at, "
                    "(SELECT k.key_prefix FROM api_key k WHERE k.principal_id = p.principal_id "

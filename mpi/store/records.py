@@ -14,16 +14,17 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mpi.store.db import dict_rows
-from mpi.store.db import first_row as _first
+from mpi.store.rows import dict_rows
+from mpi.store.rows import first_row as _first
 
 RECORD_COLUMNS = ("record_seq", "agency", "source_record_id", "version", "status", "person_key",
                   "content_hash", "key_id", "research_consent", "attributes", "tokens",
                   "created_at", "updated_at")
 
 
-def _with(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str, *,
-          params: Sequence[Any] = ()) -> None:
+def with_table(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str, *,
+               params: Sequence[Any] = ()) -> None:
+    """Run ``sql`` with ``table`` registered as ``name`` (unregistered afterwards)."""
     cur.register(name, table)
     try:
         cur.execute(sql, list(params)) if params else cur.execute(sql)
@@ -39,7 +40,7 @@ SMALL_BATCH = 64  # below this, parameter binding beats registering an Arrow tab
 VALUES_ROWS = 8
 
 
-def _run_many(cur: duckdb.DuckDBPyConnection, sql: str, rows: list[list[Any]]) -> None:
+def run_many(cur: duckdb.DuckDBPyConnection, sql: str, rows: list[list[Any]]) -> None:
     """executemany, but a plain execute for one row (several times cheaper in DuckDB)."""
     if len(rows) == 1:
         cur.execute(sql, rows[0])
@@ -60,10 +61,10 @@ def append_rows(cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[st
     if batch.num_rows <= VALUES_ROWS:
         data = [batch.column(c).to_pylist() for c in source]
         marks = ", ".join("?" * len(columns))
-        _run_many(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+        run_many(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks})",
                   [list(r) for r in zip(*data, strict=True)])
         return
-    _with(cur, "mpi_append", batch,
+    with_table(cur, "mpi_append", batch,
           f"INSERT INTO {table} ({cols}) SELECT {', '.join(source)} FROM mpi_append")
 
 
@@ -113,7 +114,7 @@ def _archive_current(cur: duckdb.DuckDBPyConnection, seqs: list[int]) -> None:
         cur.execute("INSERT INTO record_version " + _HISTORY_SELECT + " WHERE record_seq IN ("
                     + ", ".join("?" * len(seqs)) + ")", [int(s) for s in seqs])
         return
-    _with(cur, "mpi_archive", pa.table({"record_seq": pa.array(seqs, pa.int64())}),
+    with_table(cur, "mpi_archive", pa.table({"record_seq": pa.array(seqs, pa.int64())}),
           "INSERT INTO record_version " + _HISTORY_SELECT +
           " WHERE record_seq IN (SELECT record_seq FROM mpi_archive)")
 
@@ -127,11 +128,11 @@ def replace_records(cur: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, 
     _archive_current(cur, [int(r["record_seq"]) for r in rows])
     if len(rows) <= SMALL_BATCH:
         sets = ", ".join(f"{c} = ?" for c in _REPLACE_SET)
-        _run_many(cur, f"UPDATE source_record SET {sets} WHERE record_seq = ?",
+        run_many(cur, f"UPDATE source_record SET {sets} WHERE record_seq = ?",
                   [[r.get(c) for c in (*_REPLACE_SET, "record_seq")] for r in rows])
         return
     batch = pa.Table.from_pylist(list(rows), schema=RECORD_SCHEMA)
-    _with(cur, "mpi_changed", batch,
+    with_table(cur, "mpi_changed", batch,
           "UPDATE source_record SET version = c.version, status = c.status, "
           "person_key = c.person_key, content_hash = c.content_hash, key_id = c.key_id, "
           "research_consent = c.research_consent, attributes = c.attributes, "
@@ -143,7 +144,7 @@ def withdraw_records(cur: duckdb.DuckDBPyConnection, record_seqs: Sequence[int],
                      now: dt.datetime) -> None:
     """Tombstone records: a new version with status 'withdrawn'."""
     _archive_current(cur, list(record_seqs))
-    _run_many(cur, "UPDATE source_record SET status = 'withdrawn', version = version + 1, "
+    run_many(cur, "UPDATE source_record SET status = 'withdrawn', version = version + 1, "
               "updated_at = ? WHERE record_seq = ?", [[now, int(s)] for s in record_seqs])
 
 
@@ -161,13 +162,13 @@ def set_person_keys(cur: duckdb.DuckDBPyConnection, record_seqs: Sequence[int],
                     person_keys: Sequence[str], *, now: dt.datetime) -> None:
     """Point records at new person keys."""
     if len(record_seqs) <= SMALL_BATCH:
-        _run_many(cur, "UPDATE source_record SET person_key = ?, updated_at = ? "
+        run_many(cur, "UPDATE source_record SET person_key = ?, updated_at = ? "
                   "WHERE record_seq = ?",
                   [[k, now, int(s)] for s, k in zip(record_seqs, person_keys, strict=True)])
         return
     changes = pa.table({"record_seq": pa.array(record_seqs, pa.int64()),
                         "person_key": pa.array(person_keys, pa.string())})
-    _with(cur, "mpi_key_changes", changes,
+    with_table(cur, "mpi_key_changes", changes,
           "UPDATE source_record SET person_key = c.person_key, updated_at = $now "
           "FROM mpi_key_changes c WHERE source_record.record_seq = c.record_seq"
           .replace("$now", "?"), params=[now])

@@ -11,8 +11,8 @@ from typing import Any
 
 import duckdb
 
-from mpi.store.db import dict_rows
 from mpi.store.labels import ACTIVE_LABELS_SQL
+from mpi.store.rows import dict_rows
 
 _LINKAGE_QUALITY_SQL = """
 WITH raw AS (

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from mpi.store.db import dict_rows
+from mpi.store.rows import dict_rows
 
 _ITEM_COLUMNS = ("item_seq", "kind", "record_seq", "person_key", "other_person_key",
                  "match_weight", "match_probability", "status", "model_version", "created_at",
