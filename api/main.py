@@ -85,10 +85,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         try:
             yield
         finally:
-            if state.jobs is not None:
-                state.jobs.close()
-            if state.extracts is not None:
-                state.extracts.wait(timeout=120)
+            if state.registry is not None:  # the one runner of every background job
+                state.registry.background.drain(timeout=120)
             if owned and state.registry is not None:
                 state.registry.close()
                 state.registry = state.access = state.jobs = state.extracts = None

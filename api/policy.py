@@ -13,18 +13,18 @@ from typing import Final
 PUBLIC: Final = frozenset({"*"})
 
 AGENCY = frozenset({"agency"})
-STEWARDING = frozenset({"agency", "steward"})
+AGENCY_OR_STEWARD = frozenset({"agency", "steward"})
 ADMIN = frozenset({"admin"})
 AUDITOR = frozenset({"auditor"})
 STEWARD = frozenset({"steward"})
 
 POLICY: Final[dict[str, frozenset[str]]] = {
     "POST /v1/records": AGENCY,
-    "GET /v1/records/{source_record_id}": STEWARDING,
+    "GET /v1/records/{source_record_id}": AGENCY_OR_STEWARD,
     "PUT /v1/records/{source_record_id}": AGENCY,
     "DELETE /v1/records/{source_record_id}": AGENCY,
-    "POST /v1/match": STEWARDING,
-    "GET /v1/persons/{person_key}": STEWARDING,
+    "POST /v1/match": AGENCY_OR_STEWARD,
+    "GET /v1/persons/{person_key}": AGENCY_OR_STEWARD,
     "POST /v1/bulk": AGENCY,
     "GET /v1/jobs/{job_id}": frozenset({"agency", "steward", "admin"}),
     "GET /v1/schema": PUBLIC,
@@ -43,7 +43,7 @@ POLICY: Final[dict[str, frozenset[str]]] = {
     "GET /v1/review": STEWARD,
     "GET /v1/review/{item_id}": STEWARD,
     "POST /v1/review/{item_id}/decision": STEWARD,
-    "POST /v1/labels": STEWARDING,
+    "POST /v1/labels": AGENCY_OR_STEWARD,
     "GET /v1/constraints": STEWARD,
     "POST /v1/constraints/{constraint_id}/revoke": STEWARD,
     "POST /v1/persons/{person_key}/merge": STEWARD,
@@ -64,7 +64,7 @@ POLICY: Final[dict[str, frozenset[str]]] = {
     "POST /v1/extracts/{extract_id}/build": frozenset({"researcher", "steward"}),
     "GET /v1/extracts/{extract_id}/download": frozenset({"researcher"}),
     "POST /v1/extracts/{extract_id}/close": frozenset({"researcher", "steward"}),
-    "GET /v1/persons/{person_key}/disclosures": STEWARDING,
+    "GET /v1/persons/{person_key}/disclosures": AGENCY_OR_STEWARD,
     "GET /v1/reports/requests": frozenset({"steward", "admin", "auditor"}),
     "GET /v1/keys/signing": PUBLIC,
     "GET /openapi.json": PUBLIC,

@@ -5,8 +5,6 @@ tokens, secrets or person keys in messages (messages name rows, fields and reaso
 
     MpiError
     ├── InvalidInput            (bad request data; row/field/reason details)
-    │   ├── SchemaMismatch      (unknown schema version or linkage key id)
-    │   └── InsufficientIdentifiers
     ├── NotFound                (unknown record, person, model, job)
     ├── Conflict                (state forbids the change)
     ├── Unauthorized / Forbidden
@@ -54,18 +52,6 @@ class InvalidInput(MpiError):
     """The caller sent data that cannot be accepted as it is."""
 
     code = "invalid_input"
-
-
-class SchemaMismatch(InvalidInput):
-    """Tokens were made under an unknown schema version or linkage key id."""
-
-    code = "schema_mismatch"
-
-
-class InsufficientIdentifiers(InvalidInput):
-    """A record holds too little to link on."""
-
-    code = "insufficient_identifiers"
 
 
 class NotFound(MpiError):

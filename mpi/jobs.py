@@ -13,7 +13,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 from mpi.agency.tokenfile import iter_chunks
 from mpi.audit import AuditEntry
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem
-from mpi.principals import Principal, audited_transaction
+from mpi.principals import Principal
 from mpi.store import jobs as jstore
 
 if TYPE_CHECKING:
@@ -65,8 +64,7 @@ class JobRunner:
         self._uploads = uploads_dir
         self._chunk = max(1, chunk)
         self._on_counts = on_counts
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
+        self._background = registry.background
         with registry.store.transaction() as cur:
             jstore.interrupt_unfinished_jobs(cur, now=registry.clock())
 
@@ -81,24 +79,23 @@ class JobRunner:
             raise InvalidInput("unsupported upload", problems=[Problem(
                 None, "file", "file name must end in .jsonl, .ndjson, .json or .parquet")])
         job_id = "job_" + secrets.token_hex(8)
+        self._background.reserve(job_id, group="bulk")
         self._uploads.mkdir(parents=True, exist_ok=True)
         path = self._uploads / f"{job_id}{suffix}"
-        with path.open("wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
         try:
+            with path.open("wb") as out:
+                shutil.copyfileobj(stream, out, 1 << 20)
             total = _count_rows(path)
             entry = AuditEntry(principal.principal_id, "records.bulk_upload",
                                f"agency:{agency}/records", detail={"job_id": job_id, "rows": total})
-            with audited_transaction(self._reg, [entry]) as cur:
+            with self._reg.audited_transaction([entry]) as cur:
                 jstore.insert_job(cur, job_id=job_id, principal_id=principal.principal_id,
                                   agency=agency, kind="bulk_enrol", total=total, now=self._reg.clock())
         except BaseException:
             path.unlink(missing_ok=True)
+            self._background.release(job_id)
             raise
-        thread = threading.Thread(target=self._run, args=(job_id, principal, path),
-                                  name=f"mpi-{job_id}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
+        self._background.start(job_id, self._run, job_id, principal, path)
         return self.get_job(principal, job_id)
 
     def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
@@ -109,14 +106,9 @@ class JobRunner:
         return _job_out(row)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for running jobs to finish (tests, shutdown)."""
-        for t in list(self._threads):
-            t.join(timeout)
-
-    def close(self, *, timeout: float = 30.0) -> None:
-        """Stop after the current chunk of each running job and wait for it."""
-        self._stop.set()
-        self.wait(timeout)
+        """Wait for running bulk jobs to finish (tests); shutdown drains the registry's
+        background runner, which stops them after their current chunk."""
+        self._background.wait(timeout, group="bulk")
 
     def _update(self, job_id: str, *, state: str, done: int, counts: dict[str, int],
                 errors: list[dict[str, Any]]) -> None:
@@ -133,7 +125,7 @@ class JobRunner:
         try:
             self._update(job_id, state=state, done=0, counts=counts, errors=errors)
             for rows, problems in iter_chunks(path, chunk=self._chunk):
-                if self._stop.is_set():
+                if self._background.stopping.is_set():
                     state = "interrupted"
                     break
                 entry = AuditEntry(principal.principal_id, "records.bulk", f"agency:{agency}/records",

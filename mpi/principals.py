@@ -14,8 +14,8 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,7 +107,7 @@ class Principals:
 
     def _audited(self, entries: Sequence[AuditEntry]
                  ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return audited_transaction(self._reg, entries)
+        return self._reg.audited_transaction(entries)
 
     # ---- agencies ---------------------------------------------------------------------
     def create_agency(self, agency: str, *, actor: str) -> dict[str, Any]:
@@ -199,14 +199,6 @@ class Principals:
             return None
         _row, key = self.create_principal("admin", role="admin", agency=None, actor="system")
         return write_key_file(data_dir / ADMIN_KEY_FILE, key)
-
-
-@contextmanager
-def audited_transaction(registry: Registry, entries: Sequence[AuditEntry]
-                        ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One registry transaction holding a change and its audit events, sealed on the chain."""
-    with registry.audited_transaction(entries) as cur:
-        yield cur
 
 
 def write_key_file(path: Path, key: str) -> Path:

@@ -171,8 +171,8 @@ def build_linkage_quality(rows: Sequence[Mapping[str, Any]], *, attribute: str,
         flagged = p_threshold is not None and ct is not None and st is not None and \
             (ct.p < p_threshold or st.p < p_threshold)
         prob_n = int(r["link_probability_n"])
-        lab = labels.get(r["grp"], {})
-        tp, fp, fn = (int(lab.get(k, 0)) for k in ("true_links", "false_links", "missed_links"))
+        label_stats = labels.get(r["grp"], {})
+        tp, fp, fn = (int(label_stats.get(k, 0)) for k in ("true_links", "false_links", "missed_links"))
         groups.append(GroupQuality(
             grp, label, False, None, n, _share(cross, n), _share(r["in_review"], n),
             _share(single, n), float(r["link_probability_sum"]) / prob_n if prob_n else None,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from api.auth import Caller
 from api.errors import errors
-from api.models import (
+from api.schemas.common import (
     AgenciesOut,
     AgencyIn,
     AgencyOut,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.auth import Caller
-from api.models import AuditPageOut, AuditVerifyOut
+from api.schemas.common import AuditPageOut, AuditVerifyOut
 from api.state import AccessDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])

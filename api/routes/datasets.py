@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from api.auth import Caller
 from api.errors import errors
-from api.models_extract import DatasetIn, DatasetOut, DatasetsOut
+from api.schemas.extract import DatasetIn, DatasetOut, DatasetsOut
 from api.state import ExtractsDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["extracts"])

@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 
 from api.auth import Caller
 from api.errors import errors
-from api.models_extract import (
+from api.schemas.extract import (
     ApprovalIn,
     DisclosuresOut,
     ExtractIn,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Path, UploadFile
 
 from api.auth import Caller
 from api.errors import errors
-from api.models import JobOut
+from api.schemas.common import JobOut
 from api.state import JobsDep
 
 router = APIRouter(tags=["bulk"])

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Path, Query, Response
 
 from api.auth import Caller
 from api.errors import errors
-from api.models import JobOut
-from api.models_lifecycle import (
+from api.schemas.common import JobOut
+from api.schemas.lifecycle import (
     EvaluationOut,
     ImpactOut,
     ModelListOut,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.errors import NotReady, errors
 from api.metrics import CONTENT_TYPE
-from api.models import HealthOut, ReadyOut
+from api.schemas.common import HealthOut, ReadyOut
 from api.state import app_state
 from mpi.agency.schema import schema_document
 

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import Caller
 from api.errors import errors
-from api.models import MatchIn, MatchOut, PersonOut
+from api.schemas.common import MatchIn, MatchOut, PersonOut
 from api.state import AccessDep
 
 router = APIRouter(tags=["persons"])

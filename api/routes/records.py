@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import Caller
 from api.errors import errors
-from api.models import RecordOut, RecordReplaceIn, RecordResultOut, RecordsIn, RecordsOut
+from api.schemas.common import RecordOut, RecordReplaceIn, RecordResultOut, RecordsIn, RecordsOut
 from api.state import AccessDep
 
 router = APIRouter(prefix="/v1/records", tags=["records"])

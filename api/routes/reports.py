@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.auth import Caller
-from api.models import LinkageQualityOut
+from api.schemas.common import LinkageQualityOut
 from api.state import AccessDep
 from mpi import reports
 

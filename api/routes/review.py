@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.auth import Caller
 from api.errors import errors
-from api.models_review import (
+from api.schemas.review import (
     ConstraintOut,
     ConstraintsPageOut,
     DecisionIn,
@@ -98,7 +98,7 @@ def decide(item_id: ItemId, body: DecisionIn, caller: Caller, access: AccessDep)
     responses=errors(422))
 def import_labels(body: LabelsIn, caller: Caller, access: AccessDep) -> Any:
     """Import labelled pairs."""
-    rows = [labels.LabelRow(**lab.model_dump()) for lab in body.labels]
+    rows = [labels.LabelRow(**person_ix.model_dump()) for person_ix in body.labels]
     agency = caller.agency if caller.role == "agency" else None
     return labels.import_labels(access.registry, rows, principal=caller.principal_id,
                                 agency=agency, constrain=body.constrain)

@@ -103,9 +103,9 @@ def model_evaluate(version: VersionArg, as_json: AsJson = False,
     if as_json:
         out.print_json(json.dumps(ev, default=str))
         return
-    lab = ev["labels"]
-    out.print(f"{ev['version']}: {lab['pairs']} labelled pairs ({lab['matches']} match, "
-              f"{lab['non_matches']} non-match; {lab['skipped_inactive']} skipped)")
+    label_stats = ev["labels"]
+    out.print(f"{ev['version']}: {label_stats['pairs']} labelled pairs ({label_stats['matches']} match, "
+              f"{label_stats['non_matches']} non-match; {label_stats['skipped_inactive']} skipped)")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("at", "threshold", "precision", "recall", "F1"):
         table.add_column(col, justify="right")

@@ -59,7 +59,6 @@ class ExtractWorkflow:
     def __init__(self, registry: Registry, *, data_dir: Path) -> None:
         self._reg = registry
         self._dir = data_dir
-        self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.RLock()
         self._signing_key: Ed25519PrivateKey | None = None
         with registry.store.transaction() as cur:  # a build cut off by a stop never finishes
@@ -262,17 +261,15 @@ class ExtractWorkflow:
             raise Conflict(f"this request is {row['status']}, not approved")
         if row["expires_at"] <= self._reg.clock():
             raise Conflict("this extract has expired")
-        with self._lock:
-            running = self._threads.get(row["extract_id"])
-            if running is not None and running.is_alive():
-                raise Conflict("a build of this extract is already running")
+        if self._reg.background.running(f"build-{row['extract_id']}"):
+            raise Conflict("a build of this extract is already running")
 
     def _start(self, extract_id: str, *, actor: str) -> None:
-        thread = threading.Thread(target=self._run, args=(extract_id, actor),
-                                  name=f"mpi-build-{extract_id}", daemon=True)
-        with self._lock:
-            self._threads[extract_id] = thread
-        thread.start()
+        """Build on the registry's background runner (one build per extract at a time)."""
+        name = f"build-{extract_id}"
+        self._reg.background.reserve(name, group="build",
+                                     busy="a build of this extract is already running")
+        self._reg.background.start(name, self._run, extract_id, actor)
 
     def _run(self, extract_id: str, actor: str) -> None:
         try:
@@ -365,11 +362,8 @@ class ExtractWorkflow:
                                "allowing this generalization; request the extract again")
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for running builds (tests, shutdown)."""
-        with self._lock:
-            threads = list(self._threads.values())
-        for t in threads:
-            t.join(timeout)
+        """Wait for running builds (tests; shutdown drains the registry's runner)."""
+        self._reg.background.wait(timeout, group="build")
 
     # ---- download and close -------------------------------------------------------------
     def download(self, principal: Principal, extract_id: str) -> tuple[BinaryIO, str]:

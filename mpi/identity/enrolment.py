@@ -175,16 +175,16 @@ def _constrained(reg: Registry, seq: int, old_labels: dict[int, int]) -> tuple[i
             label_of[int(ident[r])] = int(index.label[r])
         elif r in old_labels:
             leaving[int(ident[r])] = old_labels[r]
-    for other, lab in leaving.items():
-        label_of.setdefault(other, lab)
+    for other, person_ix in leaving.items():
+        label_of.setdefault(other, person_ix)
     return online_rule(reg.constraints, seq, label_of)
 
 
-def _kept_apart(reg: Registry, lab: int, others: list[int]) -> set[int]:
-    """The persons among ``others`` that a cannot-link separates from person ``lab``: a steward
+def _kept_apart(reg: Registry, person_ix: int, others: list[int]) -> set[int]:
+    """The persons among ``others`` that a cannot-link separates from person ``person_ix``: a steward
     has said they are different people, so they are not queued as possible duplicates again."""
     st = reg.state
-    mine = st.index.ident[st.rows_of_persons([lab])].tolist()
+    mine = st.index.ident[st.rows_of_persons([person_ix])].tolist()
     partners = [o for s in mine for o, kind in reg.constraints.partners(s) if kind == CANNOT]
     if not partners:
         return set()
@@ -228,39 +228,39 @@ def _match_and_assign(reg: Registry, agency: str, to_match: list[tuple[ParsedRec
     first_new, label = int(rows[0]), st.index.label
     for i, (p, seq, version, old) in enumerate(to_match):
         best: dict[int, float] = {}
-        for r, w, lab0 in zip(cand_rows[i], cand_weights[i], cand_labels[i], strict=True):
-            lab = lab0 if r < first_new else int(label[r])
-            if w > best.get(lab, -np.inf):
-                best[lab] = w
+        for r, w, ix0 in zip(cand_rows[i], cand_weights[i], cand_labels[i], strict=True):
+            person_ix = ix0 if r < first_new else int(label[r])
+            if w > best.get(person_ix, -np.inf):
+                best[person_ix] = w
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-        must_lab: int | None = None
+        must_person: int | None = None
         if reg.constraints and seq in reg.constraints.by_seq:  # steward decisions on this record
-            must_lab, banned = _constrained(reg, seq, old_labels)
+            must_person, banned = _constrained(reg, seq, old_labels)
             ranked = [kv for kv in ranked if kv[0] not in banned]
-        old_lab = old_labels.get(old, -1)
+        old_person = old_labels.get(old, -1)
         d = keyrules.decide_online(ranked, link_weight=th.link_weight,
-                                   review_weight=th.review_weight, must=must_lab,
-                                   update=old >= 0, old=old_lab,
-                                   old_emptied=old_lab >= 0 and st.person_count[old_lab] == 0)
-        lab = d.target if d.target is not None else \
+                                   review_weight=th.review_weight, must=must_person,
+                                   update=old >= 0, old=old_person,
+                                   old_emptied=old_person >= 0 and st.person_count[old_person] == 0)
+        person_ix = d.target if d.target is not None else \
             events.mint(st, batch, cause=cause, model_version=version_name, record_seq=seq)
         if d.duplicates:
-            apart = _kept_apart(reg, lab, [o for o, _w in d.duplicates]) if reg.constraints \
+            apart = _kept_apart(reg, person_ix, [o for o, _w in d.duplicates]) if reg.constraints \
                 else set()
             for other, w in d.duplicates:
                 if other not in apart:
                     events.review_item(st, batch, "possible_duplicate", record_seq=None,
-                                       person_key=st.persons[lab], other_key=st.persons[other],
+                                       person_key=st.persons[person_ix], other_key=st.persons[other],
                                        weight=w, model_version=version_name)
         if d.suggestion is not None:
             events.review_item(st, batch, "record_person", record_seq=seq,
                                person_key=st.persons[d.suggestion[0]], other_key=None,
                                weight=d.suggestion[1], model_version=version_name)
         if d.retire_old:
-            events.retire(st, batch, st.persons[old_lab], successor=st.persons[lab], cause=cause,
+            events.retire(st, batch, st.persons[old_person], successor=st.persons[person_ix], cause=cause,
                           model_version=version_name, record_seq=seq)
-        st.assign(int(rows[i]), lab)
-        key = st.persons[lab]
+        st.assign(int(rows[i]), person_ix)
+        key = st.persons[person_ix]
         rec = {"record_seq": seq, "agency": agency, "source_record_id": p.source_record_id,
                "version": version, "status": "active", "person_key": key,
                "content_hash": p.content_hash, "key_id": p.key_id,

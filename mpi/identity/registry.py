@@ -28,6 +28,7 @@ from mpi.agency.schema import TOKEN_COLUMNS
 from mpi.arrays import zero_as_null
 from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
 from mpi.audit import verify as verify_chain
+from mpi.background import Background
 from mpi.config import Settings
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
 from mpi.identity import events
@@ -129,6 +130,7 @@ class Registry:
         self.audit_chain = AuditChain(seq=head[0], head=head[1]) if head else \
             AuditChain(seq=0, head=GENESIS)
         self._committer = GroupCommit(self)
+        self.background = Background()  # bulk, training and extract-build jobs (drained on close)
         self._closed = False
         _OPEN.add(self)
         self._load_state()
@@ -320,9 +322,9 @@ class Registry:
                     result.problems.append(Problem(i, "source_record_id", "no active record "
                                                    "with this id", sid))
                     continue
-                lab = st.deactivate(ref.row)
-                key = st.persons[lab]
-                if st.person_count[lab] == 0:
+                person_ix = st.deactivate(ref.row)
+                key = st.persons[person_ix]
+                if st.person_count[person_ix] == 0:
                     events.retire(st, batch, key, successor=None, cause=cause,
                                   model_version=version, record_seq=ref.record_seq)
                     events.event(st, batch, key, "withdrawn", cause=cause, model_version=version,
@@ -372,19 +374,19 @@ class Registry:
             weights = self.scorer.weights(left, right)
             labels = self.index.label[rows]
             best: dict[int, float] = {}
-            for lab, w in zip(labels.tolist(), weights.tolist(), strict=True):
-                if w > best.get(lab, -np.inf):
-                    best[lab] = w
-            keys = {lab: self.persons[lab] for lab in best}
+            for person_ix, w in zip(labels.tolist(), weights.tolist(), strict=True):
+                if w > best.get(person_ix, -np.inf):
+                    best[person_ix] = w
+            keys = {person_ix: self.persons[person_ix] for person_ix in best}
         th = self.model.thresholds
         ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
         result = []
-        for lab, w in ranked:
+        for person_ix, w in ranked:
             p = probability(w)
             if p < _POSSIBLE:
                 break
             grade = "certain" if p >= th.link else "probable" if p >= th.review else "possible"
-            result.append({"person_key": keys[lab], "match_weight": w, "match_probability": p,
+            result.append({"person_key": keys[person_ix], "match_weight": w, "match_probability": p,
                            "grade": grade})
         return result[:limit]
 
@@ -458,5 +460,6 @@ class Registry:
             return
         self._closed = True
         _OPEN.discard(self)
+        self.background.drain()
         self.store.close()
         gc.unfreeze()

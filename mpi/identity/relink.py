@@ -31,7 +31,7 @@ from mpi.linkage.clustering import cautious_clusters
 from mpi.linkage.spark_engine import SparkOptions
 from mpi.linkage.splink_engine import LinkResult
 from mpi.store import persons as pstore
-from mpi.store import review as qstore
+from mpi.store import review as review_store
 
 if TYPE_CHECKING:
     import duckdb
@@ -111,7 +111,7 @@ def kept_apart(reg: Registry) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[n
     name and date of birth, another with name and address) are one person's halves a bridging
     record revealed; a re-link may join them."""
     reg.store.flush_journal()  # items of journaled enrols are in the file
-    pairs = qstore.open_duplicate_pairs(reg.store.cursor())
+    pairs = review_store.open_duplicate_pairs(reg.store.cursor())
     if not pairs:
         return []
     n = reg.index.n
@@ -327,10 +327,10 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
     rec = plan.rec
     with st.changes(), reg.audited_transaction(audit) as cur:
         regroup.write(cur, plan, batch)
-        qstore.forward_duplicate_items(cur, [(plan.name(k), plan.name(surv))
+        review_store.forward_duplicate_items(cur, [(plan.name(k), plan.name(surv))
                                              for k, surv in rec.retired])
         pstore.insert_review_items(cur, _split_items(reg, cur, plan.splits))
-        qstore.resolve_settled_items(cur, now=batch.now)
+        review_store.resolve_settled_items(cur, now=batch.now)
         if also is not None:
             also(cur)
         # The in-memory state follows inside the block: undone if the commit fails. (A
@@ -349,7 +349,7 @@ def _split_items(reg: Registry, cur: duckdb.DuckDBPyConnection,
     took part of its records: the question stays open for all the records it was about, so
     the next re-link keeps them apart too (without it, a re-link after a split could merge
     what the first kept apart)."""
-    items = qstore.open_duplicate_items_of(cur, sorted({old for old, _new in splits}))
+    items = review_store.open_duplicate_items_of(cur, sorted({old for old, _new in splits}))
     out = []
     for old, new in splits:
         for item in items:

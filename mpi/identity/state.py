@@ -105,11 +105,11 @@ class MatchState:
     # ---- persons ----------------------------------------------------------------------
     def add_person(self, key: str) -> int:
         """Give a new person key the next label (with no records yet); its label."""
-        lab = len(self.persons)
+        person_ix = len(self.persons)
         self.persons.append(key)
-        self.person_of[key] = lab
+        self.person_of[key] = person_ix
         self.person_count.append(0)
-        return lab
+        return person_ix
 
     def recount(self, labels: I64) -> None:
         """Set every person's count from the labels of all active rows (after loading)."""
@@ -121,28 +121,28 @@ class MatchState:
         """Append index rows (not counted for any person until ``assign``); their row ids."""
         return self.index.append(cols, labels, record_seqs)
 
-    def assign(self, row: int, lab: int) -> None:
-        """Give an active row (appended unassigned) to person ``lab``."""
-        self.index.label[row] = lab
-        self.person_count[lab] += 1
-        self._on_undo(lambda: self._uncount(lab))
+    def assign(self, row: int, person_ix: int) -> None:
+        """Give an active row (appended unassigned) to person ``person_ix``."""
+        self.index.label[row] = person_ix
+        self.person_count[person_ix] += 1
+        self._on_undo(lambda: self._uncount(person_ix))
 
-    def _uncount(self, lab: int) -> None:
-        if lab < len(self.person_count):  # persons added in the block are dropped anyway
-            self.person_count[lab] -= 1
+    def _uncount(self, person_ix: int) -> None:
+        if person_ix < len(self.person_count):  # persons added in the block are dropped anyway
+            self.person_count[person_ix] -= 1
 
     def deactivate(self, row: int) -> int:
         """Take an active row out of matching (an update replaced it, or it was withdrawn);
         the person it counted for."""
-        lab = int(self.index.label[row])
+        person_ix = int(self.index.label[row])
         self.index.active[row] = False
-        self.person_count[lab] -= 1
+        self.person_count[person_ix] -= 1
 
         def undo() -> None:
             self.index.active[row] = True
-            self.person_count[lab] += 1
+            self.person_count[person_ix] += 1
         self._on_undo(undo)
-        return lab
+        return person_ix
 
     def move_rows(self, rows: I64, labels: I64) -> int:
         """Give active ``rows`` to the persons ``labels`` (a regrouping); how many moved."""

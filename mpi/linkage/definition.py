@@ -116,6 +116,21 @@ _TRAINING_RULES: tuple[tuple[str, ...], ...] = (
     ("national_id",),
 )
 
+_DOB_TWO_OF_THREE = Level("two of year, month, day equal", "any_equal",
+                          ("date_of_birth_year_month", "date_of_birth_month_day",
+                           "date_of_birth_year_day"))
+_HOUSEHOLD_FIELDS = ("postal_code", "address_line", "phone")
+_SAME_ADDRESS = (
+    Level("address line and phone equal", "all_equal", ("address_line", "phone")),
+    _eq("address line equal", "address_line"),
+    _eq("phone equal", "phone"),
+)
+_SAME_AREA = (
+    _eq("ZIP equal", "postal_code"),
+    _eq("city equal", "city"),
+    _eq("ZIP3 equal", "postal_code_zip3"),
+)
+
 # Version 1 of the definition (token contract revision 1), kept so that models trained on it
 # (default-v001, and candidates trained before revision 2) load and score exactly as before.
 DEFINITION_V1 = ModelDefinition(
@@ -137,9 +152,7 @@ DEFINITION_V1 = ModelDefinition(
         Comparison("date_of_birth", ("date_of_birth",), (
             _eq("exact", "date_of_birth"),
             Level("day and month swapped", "cross", ("date_of_birth", "date_of_birth_swap")),
-            Level("two of year, month, day equal", "any_equal",
-                  ("date_of_birth_year_month", "date_of_birth_month_day",
-                   "date_of_birth_year_day")),
+            _DOB_TWO_OF_THREE,
         )),
         _SEX,
         Comparison("national_id", ("national_id",), (
@@ -148,14 +161,7 @@ DEFINITION_V1 = ModelDefinition(
         )),
         # Address line, ZIP, city and (landline) phone are one piece of evidence: a household
         # shares all of them. One comparison counts it once instead of four times.
-        Comparison("household", ("postal_code", "address_line", "phone"), (
-            Level("address line and phone equal", "all_equal", ("address_line", "phone")),
-            _eq("address line equal", "address_line"),
-            _eq("phone equal", "phone"),
-            _eq("ZIP equal", "postal_code"),
-            _eq("city equal", "city"),
-            _eq("ZIP3 equal", "postal_code_zip3"),
-        )),
+        Comparison("household", _HOUSEHOLD_FIELDS, (*_SAME_ADDRESS, *_SAME_AREA)),
         _EMAIL,
     ),
     blocking_rules=(
@@ -210,9 +216,7 @@ DEFAULT_DEFINITION = ModelDefinition(
             _eq("exact", "date_of_birth"),
             Level("day and month swapped", "cross", ("date_of_birth", "date_of_birth_swap")),
             Level("one digit differs", "any_equal", _DOB_MASKS),
-            Level("two of year, month, day equal", "any_equal",
-                  ("date_of_birth_year_month", "date_of_birth_month_day",
-                   "date_of_birth_year_day")),
+            _DOB_TWO_OF_THREE,
         )),
         _SEX,
         Comparison("national_id", ("national_id",), (
@@ -220,16 +224,8 @@ DEFAULT_DEFINITION = ModelDefinition(
             Level("one digit or two neighbours differ (not the last)", "any_equal", _SSN_MASKS),
             _eq("last 4 digits equal", "national_id_last4"),
         )),
-        # Address line, ZIP, city and (landline) phone are one piece of evidence: a household
-        # shares all of them. One comparison counts it once instead of four times.
-        Comparison("household", ("postal_code", "address_line", "phone"), (
-            Level("address line and phone equal", "all_equal", ("address_line", "phone")),
-            _eq("address line equal", "address_line"),
-            _eq("phone equal", "phone"),
-            _similar("address line similar", "address_line_bloom"),
-            _eq("ZIP equal", "postal_code"),
-            _eq("city equal", "city"),
-            _eq("ZIP3 equal", "postal_code_zip3"),
+        Comparison("household", _HOUSEHOLD_FIELDS, (
+            *_SAME_ADDRESS, _similar("address line similar", "address_line_bloom"), *_SAME_AREA,
         )),
         _EMAIL,
     ),

@@ -193,13 +193,13 @@ def online_rule(constraints: ConstraintSet, record_seq: int,
     must_seq = -1
     banned: set[int] = set()
     for other, kind in constraints.partners(record_seq):
-        lab = label_of.get(other)
-        if lab is None:
+        person_ix = label_of.get(other)
+        if person_ix is None:
             continue
         if kind == CANNOT:
-            banned.add(lab)
+            banned.add(person_ix)
         elif must is None or other < must_seq:  # the oldest must-linked record's person
-            must, must_seq = lab, other
+            must, must_seq = person_ix, other
     if must is not None and must in banned:
         must = None
     return must, banned

@@ -24,7 +24,7 @@ from mpi.steward.stewardship import (
 )
 from mpi.store import constraints as cstore
 from mpi.store import labels as lstore
-from mpi.store import review as qstore
+from mpi.store import review as review_store
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
@@ -56,7 +56,7 @@ def import_labels(reg: Registry, rows: Sequence[LabelRow], *, principal: str,
             raise InvalidInput(f"at most {MAX_PAIRS} labels per import")
         refs = [(r.agency_a, r.source_record_id_a) for r in rows] + \
             [(r.agency_b, r.source_record_id_b) for r in rows]
-        found = qstore.records_by_source_id(reg.store.cursor(), refs)
+        found = review_store.records_by_source_id(reg.store.cursor(), refs)
         pairs, problems = [], []
         for i, r in enumerate(rows, start=1):
             seqs = []

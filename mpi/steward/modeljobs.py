@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import threading
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from mpi.audit import AuditEntry
-from mpi.errors import Conflict, MpiError
+from mpi.errors import MpiError
 from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.modelfile import Thresholds
@@ -35,8 +33,7 @@ class TrainingJobs:
 
     def __init__(self, registry: Registry) -> None:
         self._reg = registry
-        self._threads: list[threading.Thread] = []
-        self._busy = threading.Lock()
+        self._background = registry.background
 
     def submit(self, principal_id: str, *, seed: int = 42, sample: float = 1.0,
                name: str = "candidate", link: float | None = None,
@@ -48,10 +45,10 @@ class TrainingJobs:
                                 review=th.review if review is None else review)
         check_training_options(reg, name=name, fraction=sample, thresholds=thresholds)
         chosen = None if link is None and review is None else thresholds  # None: from the model
-        if not self._busy.acquire(blocking=False):
-            raise Conflict("a training job is already running; wait for it to finish")
+        job_id = "job_" + secrets.token_hex(8)
+        self._background.reserve(job_id, group="train", exclusive=True,
+                                 busy="a training job is already running; wait for it to finish")
         try:
-            job_id = "job_" + secrets.token_hex(8)
             total = _FIXED_STEPS + len(DEFAULT_DEFINITION.training_blocking_rules)
             entry = AuditEntry(principal_id, "models.train", f"model:{name}",
                                detail={"job_id": job_id, "seed": seed, "sample": sample,
@@ -59,19 +56,15 @@ class TrainingJobs:
             with reg.audited_transaction([entry]) as cur:
                 jstore.insert_job(cur, job_id=job_id, principal_id=principal_id, agency=None,
                                   kind="model_train", total=total, now=reg.clock())
-            thread = threading.Thread(target=self._run, name=f"mpi-{job_id}", daemon=True,
-                                      args=(job_id, seed, sample, name, chosen))
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
+            self._background.start(job_id, self._run, job_id, seed, sample, name, chosen)
         except BaseException:
-            self._busy.release()
+            self._background.release(job_id)
             raise
         return job_id
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for running training jobs (tests, shutdown)."""
-        for t in list(self._threads):
-            t.join(timeout)
+        """Wait for running training jobs (tests; shutdown drains the registry's runner)."""
+        self._background.wait(timeout, group="train")
 
     def _update(self, job_id: str, *, state: str, done: int, message: str | None,
                 result: dict[str, Any] | None = None,
@@ -116,20 +109,11 @@ class TrainingJobs:
             errors.append({"row": None, "field": None,
                            "reason": f"training failed ({type(exc).__name__})"})
         finally:
-            self._busy.release()
             with contextlib.suppress(Exception):
                 self._update(job_id, state=state, done=done, message=message, result=result,
                              errors=errors)
 
 
-_trainers: weakref.WeakKeyDictionary[Any, TrainingJobs] = weakref.WeakKeyDictionary()
-_trainers_lock = threading.Lock()
-
-
 def trainer_for(registry: Registry) -> TrainingJobs:
-    """The one training-job runner of an open registry."""
-    with _trainers_lock:
-        trainer = _trainers.get(registry)
-        if trainer is None:
-            trainer = _trainers[registry] = TrainingJobs(registry)
-        return trainer
+    """The training jobs of an open registry (their state lives in its background runner)."""
+    return TrainingJobs(registry)

@@ -25,7 +25,7 @@ from mpi.steward.stewardship import (
     required_reason,
 )
 from mpi.store import persons as pstore
-from mpi.store import review as qstore
+from mpi.store import review as review_store
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
@@ -47,9 +47,9 @@ def _labels_of_key(reg: Registry, person_key: str | None) -> list[int]:
     """Persons now holding a key's records: itself if active, else its active successors."""
     if person_key is None:
         return []
-    lab = reg.person_of.get(person_key)
-    if lab is not None and reg.person_count[lab] > 0:
-        return [lab]
+    person_ix = reg.person_of.get(person_key)
+    if person_ix is not None and reg.person_count[person_ix] > 0:
+        return [person_ix]
     keys = pstore.active_successors(reg.store.cursor(), person_key)
     return [reg.person_of[k] for k in keys if k in reg.person_of]
 
@@ -61,7 +61,7 @@ class _Lookup:
     def __init__(self, reg: Registry, items: Sequence[dict[str, Any]]) -> None:
         self.labels_of = {k: _labels_of_key(reg, k) for it in items
                           for k in (it["person_key"], it["other_person_key"]) if k is not None}
-        labels = sorted({lab for labs in self.labels_of.values() for lab in labs})
+        labels = sorted({person_ix for person_ixs in self.labels_of.values() for person_ix in person_ixs})
         self.by_label: dict[int, dict[int, int]] = {}
         if labels:
             for r in reg.state.rows_of_persons(labels).tolist():
@@ -70,13 +70,13 @@ class _Lookup:
                 if it["kind"] == "record_person" and it["record_seq"] is not None]
         self.record_row = reg.state.rows_of_records(seqs) if seqs else {}
         shown = [*self.record_row, *(s for rows in self.by_label.values() for s in rows)]
-        self.info = qstore.records_by_seq(reg.store.cursor(), shown)
+        self.info = review_store.records_by_seq(reg.store.cursor(), shown)
 
     def person(self, key: str | None) -> dict[int, int]:
         """record_seq -> row of the records now held under a key (or its successors)."""
         out: dict[int, int] = {}
-        for lab in self.labels_of.get(key, []) if key is not None else []:
-            out.update(self.by_label.get(lab, {}))
+        for person_ix in self.labels_of.get(key, []) if key is not None else []:
+            out.update(self.by_label.get(person_ix, {}))
         return out
 
     def record(self, seq: int | None) -> dict[int, int]:
@@ -164,7 +164,7 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
             raise InvalidInput("invalid review filter", problems=problems)
     statuses = STATUSES if status == "all" else (status,)
     with reg.store.write_lock:
-        rows = qstore.list_review_items(
+        rows = review_store.list_review_items(
             reg.store.cursor(), kind=kind, statuses=statuses, agency=agency,
             min_probability=min_probability, max_probability=max_probability, after=after,
             limit=limit)
@@ -176,7 +176,7 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
 
 
 def _item(reg: Registry, item_id: int) -> dict[str, Any]:
-    item = qstore.find_review_item(reg.store.cursor(), item_id)
+    item = review_store.find_review_item(reg.store.cursor(), item_id)
     if item is None:
         raise NotFound("no such review item")
     return item
@@ -209,7 +209,7 @@ def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,
                             detail={"decision": decision, "kind": item["kind"], "reason": text})]
 
         def mark(cur: Any) -> None:
-            qstore.decide_review_item(cur, item_id, status=status, decision=decision, reason=text,
+            review_store.decide_review_item(cur, item_id, status=status, decision=decision, reason=text,
                                       principal_id=principal, now=reg.clock())
 
         pairs: list[PairDecision] = []

@@ -25,7 +25,7 @@ from mpi.identity.results import WriteBatch
 from mpi.steward.constraints import CANNOT, MUST, Constraint
 from mpi.store import constraints as cstore
 from mpi.store import labels as lstore
-from mpi.store import review as qstore
+from mpi.store import review as review_store
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
@@ -60,12 +60,12 @@ class DecisionResult:
 # ---- persons in memory ---------------------------------------------------------------
 def person_label(reg: Registry, person_key: str, *, field_name: str = "person_key") -> int:
     """The in-memory index of an active person key; NotFound / Conflict (retired) otherwise."""
-    lab = reg.person_of.get(person_key)
-    if lab is None:
+    person_ix = reg.person_of.get(person_key)
+    if person_ix is None:
         raise NotFound("no such person key")
-    if reg.person_count[lab] <= 0:
+    if reg.person_count[person_ix] <= 0:
         raise Conflict(f"{field_name} is retired or has no active records; use its successor")
-    return lab
+    return person_ix
 
 
 # ---- the one write path --------------------------------------------------------------
@@ -133,9 +133,9 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
             cur, [{"record_seq_a": p.a, "record_seq_b": p.b, "is_match": p.is_match,
                    "reason": p.reason} for p in pairs],
             principal_id=principal, source=source, now=batch.now)
-        kept = [(p, lab) for p, lab in zip(pairs, result.labels, strict=True) if p.constrain]
-        rows = [{"record_seq_a": p.a, "record_seq_b": p.b, "label_seq": lab,
-                 "kind": MUST if p.is_match else CANNOT, "reason": p.reason} for p, lab in kept]
+        kept = [(p, person_ix) for p, person_ix in zip(pairs, result.labels, strict=True) if p.constrain]
+        rows = [{"record_seq_a": p.a, "record_seq_b": p.b, "label_seq": person_ix,
+                 "kind": MUST if p.is_match else CANNOT, "reason": p.reason} for p, person_ix in kept]
         result.constraints = cstore.insert_constraints(
             cur, rows, principal_id=principal, source=source, source_ref=source_ref,
             now=batch.now)
@@ -146,7 +146,7 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
         if also is not None:
             also(cur)
         if plan is not None:  # persons merged or split: close the items that settles
-            qstore.resolve_settled_items(cur, now=batch.now,
+            review_store.resolve_settled_items(cur, now=batch.now,
                                          reason=_SETTLED_BY.get(cause, f"settled by a {cause}"))
             # The in-memory state follows inside the block: undone if the commit fails.
             _apply_regroup(reg, plan, result)
@@ -189,25 +189,25 @@ def merge_persons(reg: Registry, person_key: str, *, others: Sequence[str], reas
     target = key_ref(person_key)
     with reg.refusals_audited(principal, "persons.merge", target), reg.store.write_lock:
         text = required_reason(reason)
-        labs = [person_label(reg, person_key)]
+        person_ixs = [person_label(reg, person_key)]
         problems = []
         for i, key in enumerate(others):
-            lab = reg.person_of.get(key)
-            if lab is None or reg.person_count[lab] <= 0:
+            person_ix = reg.person_of.get(key)
+            if person_ix is None or reg.person_count[person_ix] <= 0:
                 problems.append(Problem(None, f"person_keys[{i}]", "no such active person key"))
-            elif lab in labs:
+            elif person_ix in person_ixs:
                 problems.append(Problem(None, f"person_keys[{i}]", "named twice (or the path key)"))
             else:
-                labs.append(lab)
-        if problems or len(labs) < 2:
+                person_ixs.append(person_ix)
+        if problems or len(person_ixs) < 2:
             raise InvalidInput("cannot merge these persons", problems=problems or [
                 Problem(None, "person_keys", "name at least one other active person key")])
-        rows = reg.state.rows_of_persons(labs)
+        rows = reg.state.rows_of_persons(person_ixs)
         seqs = reg.row_seq[rows].tolist()
         anchor = min(seqs)
         pairs = [PairDecision(anchor, s, True, text) for s in seqs if s != anchor]
         audit = [AuditEntry(principal, "persons.merge", target, detail={
-            "persons": len(labs), "records": len(seqs), "reason": text})]
+            "persons": len(person_ixs), "records": len(seqs), "reason": text})]
         res = commit_decision(reg, pairs, principal=principal, source="merge", source_ref=None,
                               audit=audit, regroup=(rows, np.zeros(len(rows), dtype=np.int64)),
                               cause="merge")
@@ -225,11 +225,11 @@ def split_person(reg: Registry, person_key: str, *, groups: Sequence[Sequence[tu
     target = key_ref(person_key)
     with reg.refusals_audited(principal, "persons.split", target), reg.store.write_lock:
         text = required_reason(reason)
-        lab = person_label(reg, person_key)
-        rows = reg.state.rows_of_persons([lab])
+        person_ix = person_label(reg, person_key)
+        rows = reg.state.rows_of_persons([person_ix])
         seq_row = {int(reg.row_seq[r]): int(r) for r in rows.tolist()}
         refs = [ref for g in groups for ref in g]
-        found = qstore.records_by_source_id(reg.store.cursor(), refs)
+        found = review_store.records_by_source_id(reg.store.cursor(), refs)
         group_of: dict[int, int] = {}
         problems = []
         if len(groups) < 2 or any(not g for g in groups):

@@ -48,11 +48,11 @@ def insert_labels(cur: duckdb.DuckDBPyConnection, labels: Sequence[Mapping[str, 
     """
     start = next_label_seq(cur)
     rows = []
-    for i, lab in enumerate(labels):
-        a, b = sorted((int(lab["record_seq_a"]), int(lab["record_seq_b"])))
+    for i, label_row in enumerate(labels):
+        a, b = sorted((int(label_row["record_seq_a"]), int(label_row["record_seq_b"])))
         rows.append({"label_seq": start + i, "record_seq_a": a, "record_seq_b": b,
-                     "is_match": bool(lab["is_match"]), "source": source,
-                     "reason": lab.get("reason"), "principal_id": principal_id,
+                     "is_match": bool(label_row["is_match"]), "source": source,
+                     "reason": label_row.get("reason"), "principal_id": principal_id,
                      "created_at": now, "revoked_at": None})
     write_rows(cur, "label", LABEL_SCHEMA, rows)
     return list(range(start, start + len(rows)))

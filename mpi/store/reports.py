@@ -74,14 +74,14 @@ def linkage_quality_counts(cur: duckdb.DuckDBPyConnection, *,
 
 
 _LABEL_COUNTS_SQL = """
-WITH lab AS (""" + ACTIVE_LABELS_SQL + """),
+WITH label_stats AS (""" + ACTIVE_LABELS_SQL + """),
 r AS (
     SELECT record_seq, person_key, json_extract_string(attributes, ?) AS grp
     FROM source_record WHERE status = 'active'),
 pair AS (
-    SELECT lab.is_match, ra.person_key = rb.person_key AS linked, ra.grp AS ga, rb.grp AS gb
-    FROM lab JOIN r ra ON ra.record_seq = lab.record_seq_a
-             JOIN r rb ON rb.record_seq = lab.record_seq_b),
+    SELECT label_stats.is_match, ra.person_key = rb.person_key AS linked, ra.grp AS ga, rb.grp AS gb
+    FROM label_stats JOIN r ra ON ra.record_seq = label_stats.record_seq_a
+             JOIN r rb ON rb.record_seq = label_stats.record_seq_b),
 per_group AS (
     SELECT ga AS grp, is_match, linked FROM pair
     UNION ALL

@@ -1,7 +1,8 @@
 """Key and constraint invariants under random sequences of steward and online operations.
 
 Owns: a hypothesis test that interleaves review decisions, manual merges and splits, label
-imports, constraint revocations, online record updates (one record, or several in one batch),
+imports, constraint revocations, online record updates (one record, or several in one batch), withdrawals and
+(re-)enrolments,
 ``reg.link()`` and promotions (to a version with other parameters and thresholds, and back;
 each previewed first) on a small synthetic registry and checks after every step: what is in
 memory is what is stored; every key ever issued still exists, an active key holds records,
@@ -31,13 +32,16 @@ from mpi.linkage.catalog import candidates_dir
 from mpi.linkage.modelfile import save_version
 from mpi.steward import labels, modelops, review, stewardship
 from mpi.steward.constraints import MUST
-from mpi.store import review as qstore
+from mpi.store import review as review_store
 from mpi.synth import generate
+
+pytestmark = pytest.mark.integration  # a long hypothesis search over steward operations
 
 ROWS, _TRUTH = generate(people=150, agencies=3, seed=33)
 TOKENS = {a: {t["source_record_id"]: t for t in tokenize_rows(r, secret=demo_secret(1))[0]}
           for a, r in ROWS.items()}
-OPS = ("decide", "merge", "split", "import", "revoke", "update", "batch", "link", "promote")
+OPS = ("decide", "merge", "split", "import", "revoke", "update", "batch", "link", "promote",
+       "withdraw", "enrol")
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +101,36 @@ def _check_keys(reg: Registry, seen: set[str], retired_before: set[str], step: s
     assert retired_before <= retired, f"{step}: a retired key came back"
     assert not (retired & live_keys), step
     forwards = {k for (k,) in cur.execute("SELECT DISTINCT from_key FROM key_lineage").fetchall()}
-    assert retired <= forwards, f"{step}: a retired key without lineage"
+    emptied = {k for (k,) in cur.execute("SELECT DISTINCT person_key FROM key_change "
+                                         "WHERE event_type = 'withdrawn'").fetchall()}
+    # A retired key forwards to its successor, unless its last record was withdrawn (then
+    # there is nobody to forward to, and its history says so).
+    assert retired <= forwards | emptied, f"{step}: a retired key without lineage"
     retired_before.update(retired)
+
+
+def _online_change(reg: Registry, op: str, refs: dict[int, tuple[str, str]], seqs: list[int],
+                   i: int, j: int) -> None:
+    """An agency withdraws a record (its key retires if left empty), or sends one that is not
+    active now (never sent, or withdrawn)."""
+    if op == "withdraw":
+        agency, sid = refs[seqs[i % len(seqs)]]
+        assert not reg.withdraw_records(agency, [sid]).problems
+        return
+    active = set(refs.values())
+    idle = [(a, s) for a in sorted(TOKENS) for s in sorted(TOKENS[a]) if (a, s) not in active]
+    if idle:
+        agency, sid = idle[(i + j) % len(idle)]
+        assert not reg.enrol_records(agency, [(1, TOKENS[agency][sid])]).problems
+
+
+def _promote_other(reg: Registry) -> None:
+    """Promote the other version; the impact preview predicts the churn exactly."""
+    other = "perturbed-v001" if reg.model.version == "default-v002" else "default-v002"
+    preview = modelops.model_impact(reg, other, principal="p", sample=0)["promote"]
+    done = modelops.promote_model(reg, other, principal="p")
+    for figure in ("records_changing_key", "persons_merging", "persons_splitting", "new_keys"):
+        assert preview[figure] == done[figure], figure
 
 
 def _apply(reg: Registry, op: str, i: int, j: int, flag: bool) -> None:
@@ -109,9 +141,9 @@ def _apply(reg: Registry, op: str, i: int, j: int, flag: bool) -> None:
         by.setdefault(p, []).append(s)
     labs = sorted(by)
     refs = {int(s): (str(r["agency"]), str(r["source_record_id"]))
-            for s, r in qstore.records_by_seq(reg.store.cursor(), seqs).items()}
+            for s, r in review_store.records_by_seq(reg.store.cursor(), seqs).items()}
     if op == "decide":
-        items = qstore.list_review_items(reg.store.cursor(), statuses=("open", "deferred",
+        items = review_store.list_review_items(reg.store.cursor(), statuses=("open", "deferred",
                                                                        "resolved"), limit=500)
         if items:
             item = items[i % len(items)]
@@ -150,13 +182,10 @@ def _apply(reg: Registry, op: str, i: int, j: int, flag: bool) -> None:
         recs = [{**TOKENS[agency][sid], "attributes": {"note": f"b{i}"}}
                 for sid in dict.fromkeys(picks)]
         assert not reg.enrol_records(agency, list(enumerate(recs, start=1))).problems
-    elif op == "promote":  # to the other version; the preview predicts the churn exactly
-        other = "perturbed-v001" if reg.model.version == "default-v002" else "default-v002"
-        preview = modelops.model_impact(reg, other, principal="p", sample=0)["promote"]
-        done = modelops.promote_model(reg, other, principal="p")
-        for figure in ("records_changing_key", "persons_merging", "persons_splitting",
-                       "new_keys"):
-            assert preview[figure] == done[figure], figure
+    elif op in ("withdraw", "enrol"):
+        _online_change(reg, op, refs, seqs, i, j)
+    elif op == "promote":
+        _promote_other(reg)
     else:
         reg.link()
 

@@ -1,34 +1,30 @@
-"""Shared fixtures for the API tests: a real app over a real registry in tmp_path, one
-principal per role (agency principals for two agencies), and synthetic token records.
+"""A real app over a real registry in a temporary directory ("a world"): one principal per role
+(agency principals for two agencies), and the synthetic token records the API tests send.
 
-No tests live here; the test_api_* modules import ``World``, ``world`` and ``records``.
+No tests and no fixtures live here: the ``world`` fixture is in ``tests/conftest.py``; tests
+that need another scope or setup call ``build_world`` and ``close_world`` themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from mpi.config import Settings
-from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.identity.registry import Registry
-from mpi.synth import generate
+from tests.support.records import Records, token_records
 
 A, B = "agency_a", "agency_b"
 ROLE_NAMES = ("agency", "steward", "approver", "researcher", "auditor", "admin")
-Records = dict[str, list[dict[str, Any]]]
 
 
 def make_records() -> Records:
     """Token records for a small seeded population held by agency_a and agency_b."""
-    rows, _truth = generate(people=30, agencies=2, seed=5)
-    return {a: tokenize_rows(r, secret=demo_secret(1))[0] for a, r in rows.items()}
+    return token_records(people=30, agencies=2, seed=5)
 
 
 RECORDS = make_records()
@@ -78,11 +74,7 @@ def build_world(tmp_path: Path, **settings: Any) -> World:
     return w
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    """A fresh world per test."""
-    w = build_world(tmp_path)
-    yield w
-    app_jobs = w.client.app.state.mpi.jobs  # type: ignore[attr-defined]
-    app_jobs.close(timeout=10)
+def close_world(w: World) -> None:
+    """Stop the app's background jobs, then close the registry."""
+    w.client.app.state.mpi.registry.background.drain(timeout=10)  # type: ignore[attr-defined]
     w.registry.close()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.models import UtcTime
+from api.schemas.common import UtcTime
 
 Generalization = str
 Klass = Literal["quasi_identifier", "sensitive", "other"]

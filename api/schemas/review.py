@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.models import UtcTime
+from api.schemas.common import UtcTime
 
 Decision = Literal["match", "non_match", "defer"]
 Reason = Field(min_length=1, max_length=2000, description="Why (kept with the decision and "

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.models import UtcTime
+from api.schemas.common import UtcTime
 
 
 class TrainIn(BaseModel):
