@@ -165,6 +165,46 @@ def test_field_formats(sample: tuple[Rows, Truth]) -> None:
     assert any("'" in f for f in fams)
 
 
+def _dob_error(d: str, dob: str) -> str | None:
+    """How a recorded date of birth differs from the person's modal one (None: it does not)."""
+    if not (d and dob and d != dob):
+        return None
+    if d[5:7] == dob[8:10] and d[8:10] == dob[5:7]:
+        return "dob_swap"
+    return "dob_transpose" if sorted(d) == sorted(dob) else "dob_other"
+
+
+def _row_errors(r: dict[str, str], modal: tuple[str, str, str, str], nicks: set[str],
+                fams: set[str]) -> list[str]:
+    """The planted error types one record of a person shows against the person's modal values
+    (``modal``: given name, family name, date of birth, SSN digits)."""
+    given, family, dob, ssn = modal
+    g, f = r["given_name"].casefold(), r["family_name"].casefold()
+    s = r["national_id"].replace("-", "")
+    checks = {
+        "nickname": g in nicks,
+        "name_typo": _within_one_edit(g, given) or _within_one_edit(f, family),
+        "hyphenated_married": "-" in f and any(part in fams for part in f.split("-")),
+        "placeholder_name": g in ("unknown", "baby boy", "baby girl"),
+        "placeholder_ssn": r["national_id"] in ("000-00-0000", "000000000"),
+        "ssn_transpose": bool(s and ssn and s != ssn and s != "000000000" and sorted(s) == sorted(ssn)),
+        # only OCR-style substitutions put digits into names
+        "ocr_digit": any(ch.isdigit() for ch in r["given_name"] + r["family_name"]),
+    }
+    kinds = [kind for kind, hit in checks.items() if hit]
+    dob_kind = _dob_error(r["date_of_birth"], dob)
+    return kinds if dob_kind is None else [*kinds, dob_kind]
+
+
+def _twins(modal: dict[str, tuple[str, str, str, str]]) -> list[list[str]]:
+    """Groups of two or more different people sharing DOB, family name and ZIP."""
+    groups: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for pid, (_, family, dob, zipc) in modal.items():
+        if dob and family and zipc:
+            groups[(dob, family, zipc)].append(pid)
+    return [g for g in groups.values() if len(g) >= 2]
+
+
 def test_every_error_type_occurs(sample: tuple[Rows, Truth]) -> None:
     records, truth = sample
     people = _by_person(records, truth)
@@ -176,42 +216,14 @@ def test_every_error_type_occurs(sample: tuple[Rows, Truth]) -> None:
         family = _mode([r["family_name"].casefold() for r in rows])
         dob = _mode([r["date_of_birth"] for r in rows])
         ssn = _mode([r["national_id"].replace("-", "") for r in rows if r["national_id"] != "000-00-0000"])
-        zips = {r["postal_code"] for r in rows if r["postal_code"]}
         modal[pid] = (given, family, dob, _mode([r["postal_code"] for r in rows]))
-        if len(zips) > 1:
+        if len({r["postal_code"] for r in rows if r["postal_code"]}) > 1:
             hits["moved"] += 1
         nicks = {n.casefold() for n in nn.nicknames_of(given)} if given else set()
         fams = {r["family_name"].casefold() for r in rows}
         for r in rows:
-            g, f, d = r["given_name"].casefold(), r["family_name"].casefold(), r["date_of_birth"]
-            if g in nicks:
-                hits["nickname"] += 1
-            if _within_one_edit(g, given) or _within_one_edit(f, family):
-                hits["name_typo"] += 1
-            if "-" in f and any(part in fams for part in f.split("-")):
-                hits["hyphenated_married"] += 1
-            if g in ("unknown", "baby boy", "baby girl"):
-                hits["placeholder_name"] += 1
-            if r["national_id"] in ("000-00-0000", "000000000"):
-                hits["placeholder_ssn"] += 1
-            if d and dob and d != dob:
-                if d[5:7] == dob[8:10] and d[8:10] == dob[5:7]:
-                    hits["dob_swap"] += 1
-                elif sorted(d) == sorted(dob):
-                    hits["dob_transpose"] += 1
-                else:
-                    hits["dob_other"] += 1
-            s = r["national_id"].replace("-", "")
-            if s and ssn and s != ssn and s != "000000000" and sorted(s) == sorted(ssn):
-                hits["ssn_transpose"] += 1
-            if any(ch.isdigit() for ch in r["given_name"] + r["family_name"]):
-                hits["ocr_digit"] += 1  # only OCR-style substitutions put digits into names
-    # twins: two different people sharing DOB, family name and ZIP
-    groups: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for pid, (_, family, dob, zipc) in modal.items():
-        if dob and family and zipc:
-            groups[(dob, family, zipc)].append(pid)
-    twins = [g for g in groups.values() if len(g) >= 2]
+            hits.update(_row_errors(r, (given, family, dob, ssn), nicks, fams))
+    twins = _twins(modal)
     for kind in (
         "moved", "nickname", "name_typo", "hyphenated_married", "placeholder_name", "placeholder_ssn",
         "dob_swap", "dob_transpose", "dob_other", "ssn_transpose", "ocr_digit",

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-LevelKind = Literal["equal", "cross", "any_equal", "all_equal", "overlap", "similar"]
+LevelKind = Literal["equal", "cross", "any_equal", "all_equal", "overlap", "similar",
+                    "equal_unknown"]
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,10 @@ class Level:
     kinds: ``equal`` (l.c = r.c for the one column), ``any_equal`` (any listed column equal),
     ``all_equal`` (every listed column equal), ``cross`` (l.a = r.b or l.b = r.a, e.g. date vs.
     day/month-swapped date), ``overlap`` (any of the listed columns on the left equals any
-    on the right, e.g. name parts or nickname groups) and ``similar`` (the Dice coefficient of
-    the one similarity-token column's bits is at least ``percent`` / 100).
+    on the right, e.g. name parts or nickname groups), ``similar`` (the Dice coefficient of
+    the one similarity-token column's bits is at least ``percent`` / 100) and
+    ``equal_unknown`` (the first column equal while each other one is missing on a side:
+    e.g. the same city where there is no street address to compare).
     """
 
     label: str
@@ -40,6 +43,9 @@ class Level:
             return " AND ".join(f"({x}_l = {x}_r)" for x in c)
         if self.kind == "cross":
             return f"({c[0]}_l = {c[1]}_r) OR ({c[1]}_l = {c[0]}_r)"
+        if self.kind == "equal_unknown":
+            unknown = " AND ".join(f"({x}_l IS NULL OR {x}_r IS NULL)" for x in c[1:])
+            return f"({c[0]}_l = {c[0]}_r) AND {unknown}"
         if self.kind == "similar":  # 2|l & r| / (|l| + |r|) >= percent / 100, in integers
             x = c[0]
 
@@ -192,7 +198,7 @@ _SSN_MASKS = tuple(f"national_id_mask{i}" for i in range(1, 8))
 
 # Version 2: contract revision 2's fuzzy evidence (nickname groups, swapped names, one-digit
 # typos in dates of birth and SSNs) and blocking rules that need no SSN, ZIP or exact date.
-DEFAULT_DEFINITION = ModelDefinition(
+DEFINITION_V2 = ModelDefinition(
     comparisons=(
         Comparison("given_name", ("given_name",), (
             _eq("exact", "given_name"),
@@ -253,8 +259,30 @@ DEFAULT_DEFINITION = ModelDefinition(
     training_blocking_rules=_TRAINING_RULES,
 )
 
-DEFINITIONS: dict[str, ModelDefinition] = {"v1": DEFINITION_V1, "v2": DEFAULT_DEFINITION}
-CURRENT = "v2"
+
+# Version 3: the city is household evidence on its own. Under v2 the household comparison was
+# null unless a record had a ZIP, an address line or a phone, so two records with only names,
+# a date of birth and a city never used the city; and ZIP or city agreement meant "the same
+# area but another address" (evidence against, for movers) even where there was no address to
+# compare. v3 adds the city to the comparison's columns and two levels for agreement where the
+# address line is missing on a side (Decision 63).
+_HOUSEHOLD_V3 = Comparison("household", (*_HOUSEHOLD_FIELDS, "city"), (
+    *_SAME_ADDRESS, _similar("address line similar", "address_line_bloom"),
+    Level("ZIP equal, no address line to compare", "equal_unknown",
+          ("postal_code", "address_line")),
+    Level("city equal, no address line to compare", "equal_unknown", ("city", "address_line")),
+    *_SAME_AREA,
+))
+DEFAULT_DEFINITION = ModelDefinition(
+    comparisons=tuple(_HOUSEHOLD_V3 if c.name == "household" else c
+                      for c in DEFINITION_V2.comparisons),
+    blocking_rules=DEFINITION_V2.blocking_rules,
+    training_blocking_rules=_TRAINING_RULES,
+)
+
+DEFINITIONS: dict[str, ModelDefinition] = {"v1": DEFINITION_V1, "v2": DEFINITION_V2,
+                                           "v3": DEFAULT_DEFINITION}
+CURRENT = "v3"
 # Every column some definition reads: what the registry keeps in memory, so a model of any
 # definition can be trained, previewed and promoted from the in-memory copy.
 ALL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(c for d in DEFINITIONS.values()

@@ -40,6 +40,12 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
         out: npt.NDArray[np.bool_] = ((left[ca] == right[cb]) & (left[ca] != 0)) | (
             (left[cb] == right[ca]) & (left[cb] != 0))
         return out
+    if level.kind == "equal_unknown":
+        head = left[c[0]]
+        known: npt.NDArray[np.bool_] = (head == right[c[0]]) & (head != 0)
+        for x in c[1:]:
+            known &= (left[x] == 0) | (right[x] == 0)
+        return known
     if level.kind == "similar":
         # as unsigned: NumPy counts the bits of a signed value's magnitude, SQL its 64 bits
         ux, uy = left[c[0]].view(np.uint64), right[c[0]].view(np.uint64)
@@ -74,6 +80,9 @@ def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
     if kind == "cross":
         ca, cb = c
         return (left[ca] != 0 and left[ca] == right[cb]) or (left[cb] != 0 and left[cb] == right[ca])
+    if kind == "equal_unknown":
+        v = left[c[0]]
+        return v != 0 and v == right[c[0]] and all(left[x] == 0 or right[x] == 0 for x in c[1:])
     if kind == "similar":
         lx, rx = left[c[0]] & _U64, right[c[0]] & _U64
         return lx != 0 and rx != 0 and (

@@ -18,6 +18,7 @@ from mpi.agency.schema import SCHEMA_VERSION, TOKEN_NAMES
 from mpi.agency.tokenizer import RecordRejected, Tokenizer, parse_consent, tokenize_file
 from mpi.agency.tokens import key_id
 from mpi.errors import InvalidInput
+from tests.support.paths import PUBLIC_LINKAGE
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(100, 132))
@@ -578,7 +579,7 @@ def test_tokenize_with_warnings_and_the_memo() -> None:
     assert Tokenizer(SECRET).tokenize_with_warnings(BASE)[1] == []
 
 
-FEBRL = Path("/work/shared/data/public-linkage/febrl1/raw")
+FEBRL = PUBLIC_LINKAGE / "febrl1" / "raw"
 
 
 @pytest.mark.parametrize("name", ["orig.csv", "dups.csv"])

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the `world` fixture is imported from test_api_support)
 """Authentication and authorization: the role x route matrix over every route of the app,
 401 for missing/wrong/revoked keys, 403 for wrong roles (audited), key rotation and
 revocation, the rate limit, and agency isolation (a property test over random principals,
@@ -7,6 +6,7 @@ routes and targets never shows an agency another agency's source ids).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -14,19 +14,50 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api_support import RECORDS, ROLE_NAMES, A, B, World, build_world, world  # noqa: F401
 
 from api.main import create_app, route_keys
 from api.policy import POLICY, PUBLIC
 from mpi.config import Settings
+from tests.support.api import RECORDS, ROLE_NAMES, A, B, World, build_world
 
 REC = RECORDS[A][0]
 BODY = {k: v for k, v in REC.items() if k != "source_record_id"}
 PATH_VALUES = {"{source_record_id}": REC["source_record_id"], "{person_key}": "pk_aaaaaaaaaaaaaaaaaaaa",
                "{job_id}": "job_0000000000000000", "{principal_id}": "p_0000000000000000",
                "{dataset}": "enrolment", "{extract_id}": "x_0000000000000000",
-               "{version}": "default-v002", "{chart}": "match-weights", "{item_id}": "1",
+               "{version}": "default-v003", "{chart}": "match-weights", "{item_id}": "1",
                "{constraint_id}": "1"}
+
+
+# The body (or file, or query) of a plausible request per policy key; other routes take none.
+REQUEST_KWARGS: dict[str, dict[str, Any]] = {
+    "POST /v1/records": {"json": {"records": [REC]}},
+    "PUT /v1/records/{source_record_id}": {"json": BODY},
+    "POST /v1/match": {"json": BODY},
+    "POST /v1/bulk": {"files": {"file": ("t.jsonl", (json.dumps(REC) + "\n").encode())}},
+    "POST /v1/agencies": {"json": {"agency": "agency_z"}},
+    "POST /v1/principals": {"json": {"name": "someone", "role": "researcher"}},
+    "PUT /v1/datasets/{dataset}": {"json": {"attributes": [
+        {"name": "program", "type": "string", "class": "other", "description": "Program.",
+         "allowed_generalizations": ["none"]}]}},
+    "POST /v1/extracts": {"json": {
+        "title": "t", "purpose": "p", "agreement_ref": "a", "cohort": {"agency": A},
+        "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}],
+        "expires_at": "2999-01-01T00:00:00Z"}},
+    "POST /v1/extracts/{extract_id}/approvals": {"json": {"decision": "approve", "reason": "ok"}},
+    "POST /v1/review/{item_id}/decision": {"json": {"decision": "defer", "reason": "look again later"}},
+    "POST /v1/labels": {"json": {"labels": [  # refused (422): unknown record
+        {"agency_a": A, "source_record_id_a": REC["source_record_id"], "agency_b": A,
+         "source_record_id_b": "no-such-record", "is_match": True}]}},
+    "POST /v1/constraints/{constraint_id}/revoke": {"json": {"reason": "wrong"}},
+    "POST /v1/persons/{person_key}/merge": {"json": {"person_keys": ["pk_bbbbbbbbbbbbbbbbbbbb"],
+                                                      "reason": "same person"}},
+    "POST /v1/persons/{person_key}/split": {"json": {
+        "groups": [[{"agency": A, "source_record_id": "x"}], [{"agency": A, "source_record_id": "y"}]],
+        "reason": "two people"}},
+    "POST /v1/models/train": {"json": {"sample": 2}},  # refused (422) before a training thread starts
+}
+QUERY = {"GET /v1/records/{source_record_id}": f"?agency={A}"}
 
 
 def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
@@ -35,44 +66,7 @@ def sample_request(key: str) -> tuple[str, str, dict[str, Any]]:
     url = path
     for k, v in PATH_VALUES.items():
         url = url.replace(k, v)
-    kw: dict[str, Any] = {}
-    if key == "POST /v1/records":
-        kw["json"] = {"records": [REC]}
-    elif key in ("PUT /v1/records/{source_record_id}", "POST /v1/match"):
-        kw["json"] = BODY
-    elif key == "POST /v1/bulk":
-        kw["files"] = {"file": ("t.jsonl", (json.dumps(REC) + "\n").encode())}
-    elif key == "POST /v1/agencies":
-        kw["json"] = {"agency": "agency_z"}
-    elif key == "POST /v1/principals":
-        kw["json"] = {"name": "someone", "role": "researcher"}
-    elif key == "PUT /v1/datasets/{dataset}":
-        kw["json"] = {"attributes": [{"name": "program", "type": "string", "class": "other",
-                                      "description": "Program.", "allowed_generalizations": ["none"]}]}
-    elif key == "POST /v1/extracts":
-        kw["json"] = {"title": "t", "purpose": "p", "agreement_ref": "a", "cohort": {"agency": A},
-                      "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}],
-                      "expires_at": "2999-01-01T00:00:00Z"}
-    elif key == "POST /v1/extracts/{extract_id}/approvals":
-        kw["json"] = {"decision": "approve", "reason": "ok"}
-    elif key == "GET /v1/records/{source_record_id}":
-        url += f"?agency={A}"
-    elif key == "POST /v1/review/{item_id}/decision":
-        kw["json"] = {"decision": "defer", "reason": "look again later"}
-    elif key == "POST /v1/labels":
-        kw["json"] = {"labels": [{"agency_a": A, "source_record_id_a": REC["source_record_id"],
-                                  "agency_b": A, "source_record_id_b": "no-such-record",
-                                  "is_match": True}]}  # refused (422): unknown record
-    elif key == "POST /v1/constraints/{constraint_id}/revoke":
-        kw["json"] = {"reason": "wrong"}
-    elif key == "POST /v1/persons/{person_key}/merge":
-        kw["json"] = {"person_keys": ["pk_bbbbbbbbbbbbbbbbbbbb"], "reason": "same person"}
-    elif key == "POST /v1/persons/{person_key}/split":
-        kw["json"] = {"groups": [[{"agency": A, "source_record_id": "x"}],
-                                 [{"agency": A, "source_record_id": "y"}]], "reason": "two people"}
-    elif key == "POST /v1/models/train":
-        kw["json"] = {"sample": 2}  # refused (422) before a training thread starts
-    return method, url, kw
+    return method, url + QUERY.get(key, ""), copy.deepcopy(REQUEST_KWARGS.get(key, {}))
 
 
 def test_policy_covers_exactly_the_app_routes(world: World) -> None:
@@ -81,6 +75,7 @@ def test_policy_covers_exactly_the_app_routes(world: World) -> None:
     assert set(keys) == set(POLICY), "routes and the policy table differ"
 
 
+@pytest.mark.integration
 def test_role_route_matrix(world: World) -> None:
     """Every route x every role (and no key): allowed roles pass auth, others get 403."""
     for key in route_keys(world.client.app.routes):  # type: ignore[attr-defined]
@@ -153,6 +148,7 @@ def test_principal_validation(world: World) -> None:
     assert r.status_code == 422
 
 
+@pytest.mark.integration
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     limited = create_app(Settings(data_dir=tmp_path / "x", rate_limit_per_second=0.5,
                                   rate_limit_burst=2)).state.mpi.limiter
@@ -171,6 +167,7 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
         w.registry.close()
 
 
+@pytest.mark.integration
 def test_revoked_key_use_is_audited_within_its_own_rate_budget(tmp_path: Path) -> None:
     """Hammering with a revoked key gets 401 every time and at most a burst of audit events
     (then the rate), and does not spend the budget of the holder's current key."""
@@ -212,6 +209,7 @@ def _sids(agency: str) -> list[str]:
     return [r["source_record_id"] for r in RECORDS[agency][:12]]
 
 
+@pytest.mark.integration
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(who=st.sampled_from([A, B, "researcher", "approver", "auditor", "steward"]),
        op=st.sampled_from(["record", "person", "match"]),

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the `world` fixture pattern of test_api_support)
 """The model lifecycle over HTTP: a steward trains a candidate (job with progress), lists,
 inspects, charts (offline HTML, PNG), evaluates, previews and promotes it; other roles are
 refused; bad versions are 4xx problems that echo nothing."""
@@ -10,10 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_api_support import World, build_world
+import pytest
 
 from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.synth import generate
+from tests.support.api import World, build_world
 
 
 def _world(tmp_path: Path) -> World:
@@ -34,6 +34,7 @@ def _wait_job(w: World, job_id: str) -> dict[str, Any]:
     raise AssertionError("training job did not finish")
 
 
+@pytest.mark.integration
 def test_steward_trains_inspects_evaluates_previews_and_promotes(tmp_path: Path) -> None:
     w = _world(tmp_path)
     c, h = w.client, w.h("steward")
@@ -46,7 +47,7 @@ def test_steward_trains_inspects_evaluates_previews_and_promotes(tmp_path: Path)
     assert version == "candidate-v001"
 
     models = c.get("/v1/models", headers=h).json()["models"]
-    assert [m["version"] for m in models if m["active"]] == ["default-v002"]
+    assert [m["version"] for m in models if m["active"]] == ["default-v003"]
     assert version in {m["version"] for m in models}
     m = c.get(f"/v1/models/{version}", headers=h).json()
     assert m["thresholds"]["link"] == 0.995 and not m["active"]
@@ -81,7 +82,7 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     w = build_world(tmp_path)
     c = w.client
     for who in ("agency", "researcher", "auditor", "approver"):
-        assert c.post("/v1/models/default-v002/promote", headers=w.h(who)).status_code == 403
+        assert c.post("/v1/models/default-v003/promote", headers=w.h(who)).status_code == 403
     assert c.post("/v1/models/train", headers=w.h("admin")).status_code == 403
     assert c.get("/v1/models", headers=w.h("admin")).status_code == 200
     h = w.h("steward")
@@ -89,8 +90,8 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     r = c.get("/v1/models/Bad..Name/impact", headers=h)
     assert r.status_code == 422 and "Bad..Name" not in r.text
-    assert c.get("/v1/models/default-v002/charts/pie", headers=h).status_code == 422
-    assert c.get("/v1/models/default-v002/charts/m-u?format=svg", headers=h).status_code == 422
+    assert c.get("/v1/models/default-v003/charts/pie", headers=h).status_code == 422
+    assert c.get("/v1/models/default-v003/charts/m-u?format=svg", headers=h).status_code == 422
     r = c.post("/v1/models/train", json={"sample": 0}, headers=h)
     assert r.status_code == 422
     r = c.post("/v1/models/train", json={"name": "default"}, headers=h)
@@ -98,6 +99,6 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     assert [e["field"] for e in r.json()["errors"]] == ["name"]
     r = c.post("/v1/models/train", json={"link": 0.5, "review": 0.9}, headers=h)
     assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["review"]
-    noop = c.post("/v1/models/default-v002/promote", headers=h).json()
+    noop = c.post("/v1/models/default-v003/promote", headers=h).json()
     assert noop["mode"] == "already_active" and noop["records_changing_key"] == 0
     w.registry.close()

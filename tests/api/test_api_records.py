@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the `world` fixture is imported from test_api_support)
 """Records, persons, match, bulk jobs, errors, audit and metrics through the real app.
 
 Owns: agency isolation on records and persons, idempotency keys, all-or-none batches, PUT and
@@ -21,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from test_api_support import RECORDS, A, B, World, world  # noqa: F401
 
 from api.main import create_app
 from mpi.config import Settings
 from mpi.identity.registry import Registry
+from tests.support.api import RECORDS, A, B, World
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
@@ -97,6 +96,7 @@ def test_idempotency_key_replays_and_conflicts(world: World) -> None:
     assert r.status_code == 200
 
 
+@pytest.mark.integration
 def test_idempotency_keys_expire_after_the_retention(world: World) -> None:
     """A key's response is replayed for ``idempotency_retention_hours``; after that the key is
     forgotten (it may carry another request), and expired responses are deleted."""
@@ -241,7 +241,7 @@ def test_body_size_limit_413(tmp_path: Path) -> None:
 
 
 def test_internal_error_is_a_bare_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from test_api_support import build_world
+    from tests.support.api import build_world
     w = build_world(tmp_path)
     w.registry.store.close()  # a real failure under the route: the registry file is gone
     with caplog.at_level(logging.ERROR, logger="mpi.api"):
@@ -288,6 +288,7 @@ def wait_job(w: World, job_id: str, who: str = A) -> dict[str, Any]:
     raise AssertionError("job did not finish")
 
 
+@pytest.mark.integration
 def test_bulk_jsonl_and_parquet_jobs(world: World) -> None:
     w = world
     lines = [json.dumps(r) for r in RECORDS[A][:10]]
@@ -322,6 +323,7 @@ def test_bulk_jsonl_and_parquet_jobs(world: World) -> None:
     assert w.registry.verify_audit().ok
 
 
+@pytest.mark.integration
 def test_metrics_expose_latency_ingest_and_size(world: World) -> None:
     w = world
     w.post_records(A, RECORDS[A][:4])

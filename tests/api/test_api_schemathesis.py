@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -18,7 +19,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_api_support import RECORDS, ROLE_NAMES, A, build_world
+
+from tests.support.api import RECORDS, ROLE_NAMES, A, build_world
+
+pytestmark = pytest.mark.integration  # schemathesis over every operation and role
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]

@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from conftest_https import Served, clean_env, mpi_cmd, serve, ssl_context
 
 from mpi.agency.client import MpiClient, ServiceError
+from tests.support.server import Served, clean_env, mpi_cmd, serve, ssl_context
+
+pytestmark = pytest.mark.integration  # real uvicorn servers with TLS and mTLS
 
 
 @dataclass

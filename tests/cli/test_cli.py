@@ -78,6 +78,7 @@ def test_schema_prints_the_contract_as_json() -> None:
     assert tuple(t["name"] for t in sorted(tokens, key=lambda t: t["since_revision"])) == TOKEN_NAMES
 
 
+@pytest.mark.integration
 def test_secret_new_creates_a_private_file_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "s.secret"
     result = invoke("secret", "new", "--out", path)
@@ -244,7 +245,8 @@ def test_tokenize_keeps_rows_with_dropped_fields_and_says_so(run: Run, tmp_path:
     assert "2139" not in text and "ursula" not in text and "1990-02-30" not in text
 
 
-@pytest.mark.parametrize("mode", [[], ["--embedded"]], ids=["https", "embedded"])
+@pytest.mark.parametrize("mode", [pytest.param([], id="https", marks=pytest.mark.integration),  # real server
+                                  pytest.param(["--embedded"], id="embedded")])
 def test_demo_runs_and_prints_f1(tmp_path: Path, mode: list[str]) -> None:
     result = invoke("demo", "--people", "300", *mode, "--data-dir", tmp_path / "demo")
     assert "F1" in result.stdout

@@ -81,6 +81,7 @@ def test_review_commands(data: Path) -> None:
         assert [p.field for p in zero.exception.problems] == ["limit"]
 
 
+@pytest.mark.integration
 def test_persons_and_labels_commands(data: Path, tmp_path: Path) -> None:
     reg = Registry(Settings(data_dir=data))
     try:

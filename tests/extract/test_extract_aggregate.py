@@ -174,6 +174,7 @@ def count_tables(draw: st.DrawFn) -> tuple[np.ndarray, list[str]]:
     return np.array(flat, dtype=np.int64).reshape(shape), dims
 
 
+@pytest.mark.integration
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(count_tables())
 def test_no_suppressed_count_can_be_recovered(case: tuple[np.ndarray, list[str]]) -> None:

@@ -731,6 +731,7 @@ def test_person_level_k_anonymity_holds_for_any_table(rows: list[tuple[int, str,
         assert k_anonymity(_qi_frame(out, ["agency", "q1", "q2"]), ["agency", "q1", "q2"]) >= k
 
 
+@pytest.mark.integration
 def test_large_index_lookups_in_sorted_order_return_the_same_pairs() -> None:
     """mpi/linkage/index.py looks up queries of more than 4,096 keys in sorted order (an
     extract queries every cohort record); the pairs must equal the one-by-one lookup's."""

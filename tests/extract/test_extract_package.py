@@ -265,6 +265,7 @@ def test_zip_metadata_change_is_reported(package: Path, tmp_path: Path) -> None:
     assert any("data.csv" in p and "metadata" in p for p in check.problems)
 
 
+@pytest.mark.integration
 def test_real_command_line_names_the_altered_file(package: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.zip"
     rewrite(package, bad, flip("data.parquet", 1000))

@@ -1,4 +1,3 @@
-# ruff: noqa: F401, F811  (the `xw` fixture is imported from test_extract_workflow)
 """Review fixes of the research-extract workflow (issue #5): a package is delivered only while
 every released attribute still has its dictionary entry and nobody in it has opted out since
 the build; a build that races a close leaves no project secret; a failed local build ends
@@ -9,25 +8,10 @@ protective release than the issue's.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_api_support import A, B, World
-from test_extract_workflow import (
-    DICTIONARY,
-    RECORDS,
-    _approve_all,
-    _data,
-    _decide,
-    _events,
-    _flow,
-    _pseudonyms,
-    _request,
-    route_cli_to,
-    xw,
-)
 
 from mpi.extract.datasets import validate_dictionary
 from mpi.extract.delivery import read_project_secret, secret_path
@@ -35,6 +19,19 @@ from mpi.extract.generalize import default_generalization
 from mpi.extract.pseudonym import pseudonymize
 from mpi.extract.workflow import ExtractWorkflow
 from mpi.principals import Principal
+from tests.support.api import A, B, World
+from tests.support.extracts import (
+    DICTIONARY,
+    RECORDS,
+    approve_all,
+    audit_events,
+    decide,
+    extract_flow,
+    package_data,
+    pseudonyms,
+    request_extract,
+    route_cli_to,
+)
 
 STEWARD = Principal("cli", "cli", "steward")
 
@@ -43,6 +40,7 @@ def _download(w: World, xid: str) -> Any:
     return w.client.get(f"/v1/extracts/{xid}/download", headers=w.h("researcher"))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("expires_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
 def test_an_expiry_without_a_utc_date_is_a_422_naming_the_field(xw: World, expires_at: str) -> None:
     r = xw.client.post("/v1/extracts", headers=xw.h("researcher"), json={
@@ -54,14 +52,14 @@ def test_an_expiry_without_a_utc_date_is_a_422_naming_the_field(xw: World, expir
 
 
 def test_a_package_is_not_delivered_after_its_dictionary_entry_is_withdrawn(xw: World) -> None:
-    xid = _request(xw)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    approve_all(xw, xid)
     # agency A withdraws birth_year (a released attribute) after the build
     assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
                          json={"attributes": DICTIONARY[2:]}).status_code == 200
     r = _download(xw, xid)
     assert r.status_code == 409 and "agency_a.birth_year" in r.json()["detail"]
-    refused = [e for e in _events(xw, "extracts.download") if e["outcome"] == "denied"]
+    refused = [e for e in audit_events(xw, "extracts.download") if e["outcome"] == "denied"]
     assert refused and "dictionary entry" in refused[-1]["detail"]
     # narrowing the allowed generalizations refuses it too; restoring the entry delivers again
     narrowed = [DICTIONARY[0], {**DICTIONARY[1], "allowed_generalizations": ["suppress"],
@@ -74,10 +72,11 @@ def test_a_package_is_not_delivered_after_its_dictionary_entry_is_withdrawn(xw: 
     assert _download(xw, xid).status_code == 200
 
 
+@pytest.mark.integration
 def test_a_package_is_not_delivered_after_an_included_person_opts_out(xw: World) -> None:
     program_only = [{"agency": a, "dataset": "enrolment", "name": "program"} for a in (A, B)]
-    xid = _request(xw, attributes=program_only)["extract_id"]  # no quasi-identifier but agency
-    _approve_all(xw, xid)
+    xid = request_extract(xw, attributes=program_only)["extract_id"]  # no quasi-identifier but agency
+    approve_all(xw, xid)
     first = _download(xw, xid)
     assert first.status_code == 200
     # a record of an included person now says research_consent = false
@@ -87,24 +86,25 @@ def test_a_package_is_not_delivered_after_an_included_person_opts_out(xw: World)
     assert xw.client.put(f"/v1/records/{sid}", json=body, headers=xw.h(A)).status_code == 200
     r = _download(xw, xid)
     assert r.status_code == 409 and "opted out" in r.json()["detail"]
-    assert _events(xw, "extracts.download")[-1]["outcome"] == "denied"
+    assert audit_events(xw, "extracts.download")[-1]["outcome"] == "denied"
     # a rebuild leaves the person out, and is delivered
     assert xw.client.post(f"/v1/extracts/{xid}/build",
                           headers=xw.h("researcher")).status_code == 202
-    _flow(xw).wait(60)
+    extract_flow(xw).wait(60)
     second = _download(xw, xid)
     assert second.status_code == 200
     key = xw.registry.get_record(A, sid)["person_key"]
     secret = read_project_secret(xw.data_dir, xid)
     gone = pseudonymize(pa.array([key]), secret).to_pylist()[0]
-    before, after = _pseudonyms(_data(first.content)), _pseudonyms(_data(second.content))
+    before, after = pseudonyms(package_data(first.content)), pseudonyms(package_data(second.content))
     assert gone in before and after == before - {gone}
 
 
+@pytest.mark.integration
 def test_a_build_racing_a_close_leaves_no_project_secret(
         xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    xid = _request(xw)["extract_id"]
-    flow: ExtractWorkflow = _flow(xw)
+    xid = request_extract(xw)["extract_id"]
+    flow: ExtractWorkflow = extract_flow(xw)
     original = ExtractWorkflow._check_still_in_dictionary
 
     def close_first(self: ExtractWorkflow, spec: Any) -> None:
@@ -113,7 +113,7 @@ def test_a_build_racing_a_close_leaves_no_project_secret(
 
     monkeypatch.setattr(ExtractWorkflow, "_check_still_in_dictionary", close_first)
     for who in ("approver", "approver_b", "steward"):
-        assert _decide(xw, who, xid).status_code == 200
+        assert decide(xw, who, xid).status_code == 200
     flow.wait(60)
     out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
     assert out["status"] == "closed" and out["build_state"] == "failed"
@@ -123,12 +123,12 @@ def test_a_build_racing_a_close_leaves_no_project_secret(
 
 
 def test_a_failed_local_build_ends_failed_not_running(xw: World) -> None:
-    xid = _request(xw)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    approve_all(xw, xid)
     assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
                          json={"attributes": DICTIONARY[2:]}).status_code == 200
     with pytest.raises(Exception, match="dictionary entry"):
-        _flow(xw).build(xid, actor="cli")
+        extract_flow(xw).build(xid, actor="cli")
     out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
     assert out["build_state"] == "failed" and "agency_a.birth_year" in out["build_error"]
 
@@ -139,6 +139,7 @@ def test_birth_dates_named_dob_default_to_year(name: str, expected: str) -> None
     assert default_generalization(name, "date", "quasi_identifier") == expected
 
 
+@pytest.mark.integration
 def test_no_silent_fallback_to_exact_dates(xw: World) -> None:
     entry = {"name": "enrolled_on", "type": "date", "class": "quasi_identifier",
              "description": "Enrolment date.", "allowed_generalizations": ["none", "year"]}
@@ -155,6 +156,7 @@ def test_no_silent_fallback_to_exact_dates(xw: World) -> None:
     assert month[0]["default_generalization"] == "month"
 
 
+@pytest.mark.integration
 def test_the_whole_workflow_works_from_the_command_line(
         xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue #5: everything works over the API and as `mpi extract ...` commands."""
@@ -201,7 +203,7 @@ def test_the_whole_workflow_works_from_the_command_line(
     for who in ("approver", "steward"):
         r = run(who, "decide", xid, "--decision", "approve", "--reason", "fine")
         assert r.exit_code == 0, r.output
-    _flow(xw).wait(60)
+    extract_flow(xw).wait(60)
     r = run("researcher", "show", xid)
     assert r.exit_code == 0 and json.loads(r.output)["build_state"] == "built"
     assert run("researcher", "show", "a/b").exit_code == 2  # never a different route
@@ -219,11 +221,12 @@ def test_the_whole_workflow_works_from_the_command_line(
     assert r.exit_code == 0 and json.loads(r.output)["by_status"] == {"approved": 1}
 
 
+@pytest.mark.integration
 def test_after_a_split_each_side_keeps_the_history_before_it_and_only_its_own_after(
         xw: World) -> None:
     both = [{"agency": a, "dataset": "enrolment", "name": "program"} for a in (A, B)]
-    x1 = _request(xw, attributes=both)["extract_id"]
-    _approve_all(xw, x1)
+    x1 = request_extract(xw, attributes=both)["extract_id"]
+    approve_all(xw, x1)
     assert _download(xw, x1).status_code == 200
     consenting = {(a, r["source_record_id"]) for a in (A, B) for r in RECORDS[a]
                   if r.get("research_consent") is not False}
@@ -241,8 +244,8 @@ def test_after_a_split_each_side_keeps_the_history_before_it_and_only_its_own_af
             for agency, g in zip((A, B), groups, strict=True)}
     assert side[A] != side[B] and person in side.values()
     # after the split, an extract over agency A's cohort includes only the A side
-    x2 = _request(xw, attributes=both[:1])["extract_id"]
-    _approve_all(xw, x2)
+    x2 = request_extract(xw, attributes=both[:1])["extract_id"]
+    approve_all(xw, x2)
     assert _download(xw, x2).status_code == 200
 
     def listed(key: str, who: str = "steward") -> set[str]:
@@ -271,12 +274,13 @@ def test_disclosure_windows_follow_moves_back_in_time() -> None:
     assert windows(["a", "b"], [("c", "a", t[0]), ("c", "b", t[2])])["c"] == t[2]
 
 
+@pytest.mark.integration
 def test_a_counted_download_is_delivered_even_if_a_close_removes_the_file(xw: World) -> None:
     from mpi.extract.package import verify_package
-    xid = _request(xw)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    approve_all(xw, xid)
     who = Principal(xw.ids["researcher"], "researcher", "researcher")
-    package, name = _flow(xw).download(who, xid)
+    package, name = extract_flow(xw).download(who, xid)
     # the steward closes the project while the bytes are still on their way
     xw.client.post(f"/v1/extracts/{xid}/close", headers=xw.h("steward")).raise_for_status()
     assert not list((xw.data_dir / "extracts").iterdir())
@@ -285,20 +289,21 @@ def test_a_counted_download_is_delivered_even_if_a_close_removes_the_file(xw: Wo
         copy.write_bytes(package.read())
     assert verify_package(copy).ok
     # over HTTP the package arrives whole, named and sized
-    xid = _request(xw)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    approve_all(xw, xid)
     r = _download(xw, xid)
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     assert int(r.headers["content-length"]) == len(r.content) > 0
     assert f'filename="{xid}-b1.zip"' in r.headers["content-disposition"]
 
 
+@pytest.mark.integration
 def test_an_aggregate_accounts_for_the_attributes_it_released_only(xw: World) -> None:
     attrs = [{"agency": A, "dataset": "enrolment", "name": n} for n in ("race_ethnicity", "program")]
     attrs.append({"agency": B, "dataset": "enrolment", "name": "birth_year"})
-    xid = _request(xw, kind="aggregate", attributes=attrs, dimensions=[f"{A}.race_ethnicity"],
+    xid = request_extract(xw, kind="aggregate", attributes=attrs, dimensions=[f"{A}.race_ethnicity"],
                    demographics=[f"{B}.birth_year"])["extract_id"]
-    _approve_all(xw, xid)
+    approve_all(xw, xid)
     assert _download(xw, xid).status_code == 200
     sid = next(r["source_record_id"] for r in RECORDS[A] if r.get("research_consent") is not False)
     key = xw.registry.get_record(A, sid)["person_key"]
@@ -310,12 +315,13 @@ def test_an_aggregate_accounts_for_the_attributes_it_released_only(xw: World) ->
         (A, "race_ethnicity"), (B, "birth_year")}
 
 
+@pytest.mark.integration
 def test_the_manifest_names_the_extract_and_build_it_signs(xw: World) -> None:
     import io
     import json
     import zipfile
-    xid = _request(xw)["extract_id"]
-    out = _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    out = approve_all(xw, xid)
     r = _download(xw, xid)
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
         manifest = json.loads(z.read("manifest.json"))

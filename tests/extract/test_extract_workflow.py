@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the `world` fixture is imported from test_api_support)
 """The research-extract workflow through the real app: data dictionaries, requests, approvals
 (every contributing agency + a steward, separation of duties, denial ends it), background
 builds with per-project secrets, download rules (requester only, full approval, expiry, limit;
@@ -15,121 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api_support import A, B, World, build_world
 
 from mpi.extract.delivery import secret_path
-from mpi.identity.pipeline import demo_secret, tokenize_rows
-from mpi.synth import generate
-
-ATTRS = ("race_ethnicity", "birth_year", "program", "enrolled_on")
-
-
-def _records() -> dict[str, list[dict[str, Any]]]:
-    rows, _truth = generate(people=80, agencies=2, seed=23)
-    return {a: tokenize_rows(r, secret=demo_secret(1), attributes=ATTRS)[0] for a, r in rows.items()}
-
-
-RECORDS = _records()
-DICTIONARY = [
-    {"name": "race_ethnicity", "type": "string", "class": "quasi_identifier",
-     "description": "Self-reported race/ethnicity.", "allowed_generalizations": ["none", "suppress"]},
-    {"name": "birth_year", "type": "integer", "class": "quasi_identifier",
-     "description": "Year of birth.", "allowed_generalizations": ["year", "none", "suppress"],
-     "default_generalization": "year"},
-    {"name": "program", "type": "string", "class": "sensitive", "description": "Program code.",
-     "allowed_generalizations": ["none"]},
-    {"name": "enrolled_on", "type": "date", "class": "other", "description": "Enrolment date.",
-     "allowed_generalizations": ["month", "year", "date_shift", "suppress"]},
-]
-
-
-def _add(w: World, name: str, role: str, agency: str | None = None) -> None:
-    r = w.client.post("/v1/principals", json={"name": name, "role": role, "agency": agency},
-                      headers=w.h("admin"))
-    assert r.status_code == 201, r.text
-    w.keys[name], w.ids[name] = r.json()["api_key"], r.json()["principal"]["principal_id"]
-
-
-@pytest.fixture
-def xw(tmp_path: Path) -> Iterator[World]:
-    """A world with records (attributes + consent) at both agencies, dictionaries, approvers."""
-    w = build_world(tmp_path)
-    for agency in (A, B):
-        assert w.post_records(agency, RECORDS[agency]).status_code == 200
-        r = w.client.put("/v1/datasets/enrolment", headers=w.h(agency),
-                         json={"description": "Program enrolment", "attributes": DICTIONARY})
-        assert r.status_code == 200, r.text
-    _add(w, "approver_b", "approver", B)
-    _add(w, "researcher_2", "researcher")
-    yield w
-    _flow(w).wait(60)
-    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
-    w.registry.close()
-
-
-def _flow(w: World) -> Any:
-    return w.client.app.state.mpi.extracts  # type: ignore[attr-defined]
-
-
-def _request(w: World, who: str = "researcher", **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "title": "Jobs and Medicaid", "purpose": "Program evaluation", "agreement_ref": "DUA-1",
-        "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"},
-                       {"agency": A, "dataset": "enrolment", "name": "birth_year"},
-                       {"agency": B, "dataset": "enrolment", "name": "program"}],
-        "cohort": {"agency": A}, "k": 2,
-        "expires_at": (w.registry.clock() + dt.timedelta(days=30)).isoformat() + "Z",
-        "download_limit": 2}
-    body.update(over)
-    r = w.client.post("/v1/extracts", json=body, headers=w.h(who))
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def _decide(w: World, who: str, xid: str, decision: str = "approve") -> Any:
-    return w.client.post(f"/v1/extracts/{xid}/approvals", headers=w.h(who),
-                         json={"decision": decision, "reason": "ok"})
-
-
-def _approve_all(w: World, xid: str) -> dict[str, Any]:
-    pending = w.client.get(f"/v1/extracts/{xid}", headers=w.h("steward")).json()["pending_approvals"]
-    by = {f"agency:{A}": "approver", f"agency:{B}": "approver_b", "steward": "steward"}
-    for capacity in pending:
-        r = _decide(w, by[capacity], xid)
-        assert r.status_code == 200, r.text
-    _flow(w).wait(60)
-    out = w.client.get(f"/v1/extracts/{xid}", headers=w.h("researcher")).json()
-    assert out["status"] == "approved" and out["build_state"] == "built", out
-    return dict(out)
-
-
-def _events(w: World, action: str) -> list[dict[str, Any]]:
-    return [e for e in w.audit() if e["action"] == action]
-
-
-def _file(content: bytes, name: str) -> bytes:
-    with zipfile.ZipFile(io.BytesIO(content)) as z:
-        return z.read(name)
-
-
-def _data(content: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(_file(content, "data.parquet")))
-
-
-def _pseudonyms(table: pa.Table) -> set[str]:
-    """Values of the pseudonym column (strings starting p_)."""
-    for name in table.column_names:
-        col = table.column(name)
-        if pa.types.is_string(col.type):
-            vals = [v for v in col.to_pylist() if v is not None]
-            if vals and all(v.startswith("p_") for v in vals):
-                return set(vals)
-    raise AssertionError(f"no pseudonym column in {table.column_names}")
+from tests.support.api import A, B, World, build_world, close_world
+from tests.support.extracts import (
+    DICTIONARY,
+    RECORDS,
+    add_principal,
+    approve_all,
+    audit_events,
+    decide,
+    extract_flow,
+    package_data,
+    pseudonyms,
+    request_extract,
+    route_cli_to,
+    zip_member,
+)
 
 
 # ---- dictionaries ---------------------------------------------------------------------------
@@ -153,7 +57,7 @@ def test_dictionary_validation_and_catalogue(xw: World) -> None:
     assert {(d["agency"], d["dataset"]) for d in cat} == {(A, "enrolment"), (B, "enrolment")}
     entry = next(e for e in cat[0]["attributes"] if e["name"] == "enrolled_on")
     assert entry["class"] == "other" and entry["default_generalization"] == "month"
-    assert any(e["outcome"] == "invalid" for e in _events(xw, "datasets.put"))
+    assert any(e["outcome"] == "invalid" for e in audit_events(xw, "datasets.put"))
     # an attribute without a dictionary entry can never be requested
     r = xw.client.post("/v1/extracts", headers=xw.h("researcher"), json={
         "title": "t", "purpose": "p", "agreement_ref": "a", "cohort": {"agency": A},
@@ -168,76 +72,78 @@ def test_dictionary_validation_and_catalogue(xw: World) -> None:
 
 # ---- approvals ------------------------------------------------------------------------------
 def test_every_agency_and_a_steward_must_approve(xw: World) -> None:
-    x = _request(xw)
+    x = request_extract(xw)
     xid = x["extract_id"]
     assert x["status"] == "pending" and x["agencies"] == [A, B]
     assert x["pending_approvals"] == [f"agency:{A}", f"agency:{B}", "steward"]
     for who in ("approver", "steward"):
-        assert _decide(xw, who, xid).status_code == 200
+        assert decide(xw, who, xid).status_code == 200
     out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
     assert out["status"] == "pending" and out["pending_approvals"] == [f"agency:{B}"]
-    r = _decide(xw, "approver", xid)
+    r = decide(xw, "approver", xid)
     assert r.status_code == 409  # a capacity decides once
-    assert _decide(xw, "approver_b", xid).json()["status"] == "approved"
-    assert len(_events(xw, "extracts.approve")) == 4
+    assert decide(xw, "approver_b", xid).json()["status"] == "approved"
+    assert len(audit_events(xw, "extracts.approve")) == 4
 
 
+@pytest.mark.integration
 def test_separation_of_duties(xw: World) -> None:
-    xid = _request(xw)["extract_id"]
+    xid = request_extract(xw)["extract_id"]
     # the researcher role may not decide at all (policy), and it is audited
-    assert _decide(xw, "researcher", xid).status_code == 403
+    assert decide(xw, "researcher", xid).status_code == 403
     # the same person holding an approver principal: refused and audited
     requester_name = "researcher"
-    _add(xw, "twin", "approver", A)
+    add_principal(xw, "twin", "approver", A)
     twin = xw.client.get("/v1/principals", headers=xw.h("admin")).json()["principals"]
     assert any(p["name"] == requester_name for p in twin)
-    _add(xw, requester_name.upper(), "approver", B)  # "RESEARCHER": same name, case-folded
-    r = _decide(xw, requester_name.upper(), xid)
+    add_principal(xw, requester_name.upper(), "approver", B)  # "RESEARCHER": same name, case-folded
+    r = decide(xw, requester_name.upper(), xid)
     assert r.status_code == 403 and "same person" in r.json()["detail"]
-    refused = [e for e in _events(xw, "extracts.approve") if e["outcome"] == "denied"]
+    refused = [e for e in audit_events(xw, "extracts.approve") if e["outcome"] == "denied"]
     assert refused and refused[-1]["principal"] == xw.ids[requester_name.upper()]
     # an approver of an agency that does not contribute cannot see or approve it
-    xid2 = _request(xw, attributes=[{"agency": A, "dataset": "enrolment", "name": "program"}])[
+    xid2 = request_extract(xw, attributes=[{"agency": A, "dataset": "enrolment", "name": "program"}])[
         "extract_id"]
-    assert _decide(xw, "approver_b", xid2).status_code == 404
+    assert decide(xw, "approver_b", xid2).status_code == 404
     assert xw.client.get(f"/v1/extracts/{xid2}", headers=xw.h("approver_b")).status_code == 404
     assert xw.client.get(f"/v1/extracts/{xid2}", headers=xw.h("researcher_2")).status_code == 404
     assert xid2 not in json.dumps(xw.client.get("/v1/extracts", headers=xw.h("approver_b")).json())
 
 
+@pytest.mark.integration
 def test_denial_ends_the_request(xw: World) -> None:
-    xid = _request(xw)["extract_id"]
-    assert _decide(xw, "approver", xid).status_code == 200
-    r = _decide(xw, "approver_b", xid, "deny")
+    xid = request_extract(xw)["extract_id"]
+    assert decide(xw, "approver", xid).status_code == 200
+    r = decide(xw, "approver_b", xid, "deny")
     assert r.status_code == 200 and r.json()["status"] == "denied"
     assert r.json()["pending_approvals"] == []
-    assert _decide(xw, "steward", xid).status_code == 409
+    assert decide(xw, "steward", xid).status_code == 409
     r = xw.client.post(f"/v1/extracts/{xid}/build", headers=xw.h("steward"))
     assert r.status_code == 409
     r = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher"))
     assert r.status_code == 409
-    assert _events(xw, "extracts.deny")[0]["principal"] == xw.ids["approver_b"]
+    assert audit_events(xw, "extracts.deny")[0]["principal"] == xw.ids["approver_b"]
 
 
 # ---- download rules -------------------------------------------------------------------------
 def test_download_rules_are_enforced_and_audited(xw: World) -> None:
-    xid = _request(xw)["extract_id"]
+    xid = request_extract(xw)["extract_id"]
     url = f"/v1/extracts/{xid}/download"
     assert xw.client.get(url, headers=xw.h("researcher")).status_code == 409  # not approved
-    assert _decide(xw, "approver", xid).status_code == 200
-    assert _decide(xw, "approver_b", xid).status_code == 200
+    assert decide(xw, "approver", xid).status_code == 200
+    assert decide(xw, "approver_b", xid).status_code == 200
     assert xw.client.get(url, headers=xw.h("researcher")).status_code == 409  # steward missing
-    _decide(xw, "steward", xid)
-    _flow(xw).wait(60)
+    decide(xw, "steward", xid)
+    extract_flow(xw).wait(60)
     assert xw.client.get(url, headers=xw.h("researcher_2")).status_code == 403  # not requester
     assert xw.client.get(url, headers=xw.h("steward")).status_code == 403       # policy
     r = xw.client.get(url, headers=xw.h("researcher"))
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-    assert _data(r.content).num_rows > 0
+    assert package_data(r.content).num_rows > 0
     assert xw.client.get(url, headers=xw.h("researcher")).status_code == 200
     r = xw.client.get(url, headers=xw.h("researcher"))
     assert r.status_code == 409 and "limit" in r.json()["detail"]  # limit 2 used up
-    events = _events(xw, "extracts.download")
+    events = audit_events(xw, "extracts.download")
     assert [e["outcome"] for e in events] == ["denied"] * 3 + ["ok", "ok", "denied"]
     assert events[2]["principal"] == xw.ids["researcher_2"]
     assert json.loads(events[3]["detail"])["download"] == 1
@@ -246,8 +152,8 @@ def test_download_rules_are_enforced_and_audited(xw: World) -> None:
     out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
     assert out["downloads"] == 2 and out["delivered_at"] is not None
     # after expiry: refused, audited
-    xid2 = _request(xw)["extract_id"]
-    _approve_all(xw, xid2)
+    xid2 = request_extract(xw)["extract_id"]
+    approve_all(xw, xid2)
     real = xw.registry.clock
     xw.registry.clock = lambda: real() + dt.timedelta(days=31)  # type: ignore[method-assign]
     try:
@@ -255,13 +161,13 @@ def test_download_rules_are_enforced_and_audited(xw: World) -> None:
         assert r.status_code == 409 and "expired" in r.json()["detail"]
     finally:
         xw.registry.clock = real  # type: ignore[method-assign]
-    last = _events(xw, "extracts.download")[-1]
+    last = audit_events(xw, "extracts.download")[-1]
     assert last["outcome"] == "denied" and last["target"] == f"extract:{xid2}"
     # a pending request cannot be approved after its expiry
-    xid3 = _request(xw)["extract_id"]
+    xid3 = request_extract(xw)["extract_id"]
     xw.registry.clock = lambda: real() + dt.timedelta(days=31)  # type: ignore[method-assign]
     try:
-        r = _decide(xw, "steward", xid3)
+        r = decide(xw, "steward", xid3)
         assert r.status_code == 409 and "expired" in r.json()["detail"]
     finally:
         xw.registry.clock = real  # type: ignore[method-assign]
@@ -269,15 +175,16 @@ def test_download_rules_are_enforced_and_audited(xw: World) -> None:
 
 
 # ---- pseudonyms, rebuild, close -------------------------------------------------------------
+@pytest.mark.integration
 def test_projects_share_no_pseudonym_rebuild_reproduces_close_destroys(xw: World) -> None:
-    x1, x2 = _request(xw)["extract_id"], _request(xw)["extract_id"]
-    _approve_all(xw, x1)
-    _approve_all(xw, x2)
+    x1, x2 = request_extract(xw)["extract_id"], request_extract(xw)["extract_id"]
+    approve_all(xw, x1)
+    approve_all(xw, x2)
     get = lambda x: xw.client.get(f"/v1/extracts/{x}/download",  # noqa: E731
                                   headers=xw.h("researcher")).content
     z1 = get(x1)
-    d1, d2 = _data(z1), _data(get(x2))
-    p1, p2 = _pseudonyms(d1), _pseudonyms(d2)
+    d1, d2 = package_data(z1), package_data(get(x2))
+    p1, p2 = pseudonyms(d1), pseudonyms(d2)
     assert len(p1) == len(p2) > 10 and not p1 & p2
     # nothing identifying in the delivered package: no person key, source id or token
     keys = xw.registry.export_keys()
@@ -289,12 +196,12 @@ def test_projects_share_no_pseudonym_rebuild_reproduces_close_destroys(xw: World
     # a rebuild within the project reproduces the ids (and the data file, byte for byte)
     r = xw.client.post(f"/v1/extracts/{x1}/build", headers=xw.h("researcher"))
     assert r.status_code == 202
-    _flow(xw).wait(60)
+    extract_flow(xw).wait(60)
     out = xw.client.get(f"/v1/extracts/{x1}", headers=xw.h("researcher")).json()
     assert out["latest_build"]["build_seq"] == 2 and out["build_state"] == "built"
     z1_again = get(x1)
     for name in ("data.parquet", "data.csv"):
-        assert _file(z1_again, name) == _file(z1, name)
+        assert zip_member(z1_again, name) == zip_member(z1, name)
     # close: the secret is destroyed, later builds and downloads refused
     path = secret_path(xw.data_dir, x1)
     assert path.exists() and path.stat().st_mode & 0o777 == 0o600
@@ -305,7 +212,7 @@ def test_projects_share_no_pseudonym_rebuild_reproduces_close_destroys(xw: World
     assert xw.client.post(f"/v1/extracts/{x1}/build", headers=xw.h("steward")).status_code == 409
     assert xw.client.get(f"/v1/extracts/{x1}/download", headers=xw.h("researcher")).status_code == 409
     assert xw.client.post(f"/v1/extracts/{x1}/close", headers=xw.h("steward")).status_code == 409
-    assert [e["outcome"] for e in _events(xw, "extracts.close")] == ["not_found", "ok", "denied"]
+    assert [e["outcome"] for e in audit_events(xw, "extracts.close")] == ["not_found", "ok", "denied"]
 
 
 # ---- accounting of disclosures --------------------------------------------------------------
@@ -315,17 +222,18 @@ def _pseudonym_of(xw: World, xid: str, keys: list[str]) -> dict[str, str]:
     return dict(zip(keys, pseudonymize(keys, secret).to_pylist(), strict=True))
 
 
+@pytest.mark.integration
 def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
-    x_rows = _request(xw)["extract_id"]                                   # downloaded
-    x_b = _request(xw, cohort={"agency": A, "attribute": "enrolled_on",  # downloaded, recent
+    x_rows = request_extract(xw)["extract_id"]                                   # downloaded
+    x_b = request_extract(xw, cohort={"agency": A, "attribute": "enrolled_on",  # downloaded, recent
                                "start": "2016-01-01", "end": "2030-12-31"})["extract_id"]
-    x_kept = _request(xw)["extract_id"]                                   # built, never downloaded
+    x_kept = request_extract(xw)["extract_id"]                                   # built, never downloaded
     for x in (x_rows, x_b, x_kept):
-        _approve_all(xw, x)
-    data = {x: _data(xw.client.get(f"/v1/extracts/{x}/download", headers=xw.h("researcher")).content)
+        approve_all(xw, x)
+    data = {x: package_data(xw.client.get(f"/v1/extracts/{x}/download", headers=xw.h("researcher")).content)
             for x in (x_rows, x_b)}
     keys = sorted({str(k) for k in xw.registry.export_keys().column("person_key").to_pylist()})
-    included = {x: {k for k, p in _pseudonym_of(xw, x, keys).items() if p in _pseudonyms(data[x])}
+    included = {x: {k for k, p in _pseudonym_of(xw, x, keys).items() if p in pseudonyms(data[x])}
                 for x in data}
     assert included[x_b] and included[x_rows] - included[x_b]  # k-anonymity may drop others
     for key in keys:
@@ -360,22 +268,23 @@ def test_accounting_lists_exactly_the_delivered_extracts(xw: World) -> None:
         assert {d["extract_id"] for d in r.json()["disclosures"]} == {x_rows}, key
     assert xw.client.get("/v1/persons/pk_nobody/disclosures",
                          headers=xw.h("steward")).status_code == 404
-    assert all(e["target"].startswith("person:") for e in _events(xw, "persons.disclosures"))
+    assert all(e["target"].startswith("person:") for e in audit_events(xw, "persons.disclosures"))
 
 
 # ---- turnaround report, signing key ---------------------------------------------------------
+@pytest.mark.integration
 def test_request_turnaround_report(xw: World) -> None:
     t0 = dt.datetime(2030, 1, 1)
     now = {"t": t0}
     xw.registry.clock = lambda: now["t"]  # type: ignore[method-assign]
-    ids = [_request(xw)["extract_id"] for _ in range(3)]
+    ids = [request_extract(xw)["extract_id"] for _ in range(3)]
     for hours, xid in zip((2, 4, 10), ids, strict=True):
         now["t"] = t0 + dt.timedelta(hours=hours)
         for who in ("approver", "approver_b", "steward"):
-            _decide(xw, who, xid, "deny" if xid == ids[2] else "approve")
+            decide(xw, who, xid, "deny" if xid == ids[2] else "approve")
             if xid == ids[2]:
                 break
-    _flow(xw).wait(60)
+    extract_flow(xw).wait(60)
     now["t"] = t0 + dt.timedelta(hours=12)
     assert xw.client.get(f"/v1/extracts/{ids[0]}/download", headers=xw.h("researcher")).status_code == 200
     rep = xw.client.get("/v1/reports/requests", headers=xw.h("steward")).json()
@@ -385,13 +294,14 @@ def test_request_turnaround_report(xw: World) -> None:
     assert xw.client.get("/v1/reports/requests", headers=xw.h("researcher")).status_code == 403
 
 
+@pytest.mark.integration
 def test_signing_key_is_published_and_signs_packages(xw: World) -> None:
     r = xw.client.get("/v1/keys/signing")
     assert r.status_code == 200
     key = r.json()
     assert key["public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----")
-    xid = _request(xw)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    approve_all(xw, xid)
     content = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher")).content
     path = xw.data_dir / "x.zip"
     path.write_bytes(content)
@@ -402,6 +312,7 @@ def test_signing_key_is_published_and_signs_packages(xw: World) -> None:
 
 
 # ---- the CLI on a stopped registry ----------------------------------------------------------
+@pytest.mark.integration
 def test_cli_list_build_close_on_a_stopped_registry(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -412,15 +323,14 @@ def test_cli_list_build_close_on_a_stopped_registry(tmp_path: Path) -> None:
             assert w.post_records(agency, RECORDS[agency][:40]).status_code == 200
             assert w.client.put("/v1/datasets/enrolment", headers=w.h(agency),
                                 json={"attributes": DICTIONARY}).status_code == 200
-        _add(w, "approver_b", "approver", B)
-        xid = _request(w)["extract_id"]
-        _approve_all(w, xid)
-        first = _flow(w).get_request(_principal(w, "steward"), xid)["latest_build"]
-        before = _data((w.data_dir / "extracts" / f"{xid}-b1.zip").read_bytes())
+        add_principal(w, "approver_b", "approver", B)
+        xid = request_extract(w)["extract_id"]
+        approve_all(w, xid)
+        first = extract_flow(w).get_request(_principal(w, "steward"), xid)["latest_build"]
+        before = package_data((w.data_dir / "extracts" / f"{xid}-b1.zip").read_bytes())
     finally:
-        _flow(w).wait(60)
-        w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
-        w.registry.close()
+        extract_flow(w).wait(60)
+        close_world(w)
     runner = CliRunner()
     data = ["--data-dir", str(w.data_dir)]
     r = runner.invoke(app, ["extract", "list", *data])
@@ -428,7 +338,7 @@ def test_cli_list_build_close_on_a_stopped_registry(tmp_path: Path) -> None:
     r = runner.invoke(app, ["extract", "build", xid, *data])
     assert r.exit_code == 0, r.output
     assert first["build_seq"] == 1 and "manifest sha256" in r.output
-    assert _data((w.data_dir / "extracts" / f"{xid}-b2.zip").read_bytes()).equals(before)
+    assert package_data((w.data_dir / "extracts" / f"{xid}-b2.zip").read_bytes()).equals(before)
     r = runner.invoke(app, ["extract", "close", xid, *data])
     assert r.exit_code == 0 and "closed" in r.output
     r = runner.invoke(app, ["extract", "build", xid, *data])
@@ -440,12 +350,13 @@ def _principal(w: World, name: str) -> Any:
     return Principal(w.ids[name], name, "steward")
 
 
+@pytest.mark.integration
 def test_aggregate_request_builds_a_signed_package(xw: World) -> None:
-    xid = _request(xw, kind="aggregate", dimensions=["agency_a.program", "birth_year"],
+    xid = request_extract(xw, kind="aggregate", dimensions=["agency_a.program", "birth_year"],
                    attributes=[{"agency": A, "dataset": "enrolment", "name": "program"},
                                {"agency": A, "dataset": "enrolment", "name": "birth_year",
                                 "generalization": "year"}])["extract_id"]
-    out = _approve_all(xw, xid)
+    out = approve_all(xw, xid)
     assert out["kind"] == "aggregate" and out["dimensions"] == [f"{A}.program", f"{A}.birth_year"]
     r = xw.client.get(f"/v1/extracts/{xid}/download", headers=xw.h("researcher"))
     assert r.status_code == 200
@@ -453,12 +364,13 @@ def test_aggregate_request_builds_a_signed_package(xw: World) -> None:
     path.write_bytes(r.content)
     from mpi.extract.package import verify_package
     assert verify_package(path).ok
-    cells = _data(r.content)
+    cells = package_data(r.content)
     assert "count" in cells.column_names and cells.num_rows > 0
     counts = [c for c in cells.column("count").to_pylist() if c is not None]
     assert all(c == 0 or c >= 11 for c in counts)  # cells of 1-10 are never published
 
 
+@pytest.mark.integration
 def test_request_validation_names_fields(xw: World) -> None:
     base = {"title": "t", "purpose": "p", "agreement_ref": "a", "expires_at": "2999-01-01T00:00:00Z",
             "attributes": [{"agency": A, "dataset": "enrolment", "name": "program"}]}
@@ -477,7 +389,7 @@ def test_request_validation_names_fields(xw: World) -> None:
         r = xw.client.post("/v1/extracts", headers=xw.h("researcher"), json={**base, **extra})
         assert r.status_code == 422, (field, r.text)
         assert field in {e["field"] for e in r.json()["errors"]}, (field, r.json())
-    assert all(e["outcome"] == "invalid" for e in _events(xw, "extracts.request"))
+    assert all(e["outcome"] == "invalid" for e in audit_events(xw, "extracts.request"))
 
 
 @given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=50),
@@ -490,31 +402,15 @@ def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
     assert got is not None and abs(got - float(np.percentile(values, q))) <= 1e-6 * (1 + max(values))
 
 
-def route_cli_to(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `mpi extract ... --url` commands talk to ``xw``'s app (MpiClient over its TestClient)."""
-    import mpi.cli.extract as cli_extract
-    from mpi.agency.client import MpiClient
-
-    def client(_url: str, key_file: Path | None, _ca: Path | None) -> MpiClient:
-        assert key_file is not None
-        c = MpiClient("https://testserver", api_key=key_file.read_text().strip(), max_retries=0)
-        c._http.close()
-        c._http = xw.client
-        c._http.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
-        monkeypatch.setattr(c, "close", lambda: None)  # the TestClient outlives the command
-        return c
-
-    monkeypatch.setattr(cli_extract, "_client", client)
-
-
+@pytest.mark.integration
 def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """`mpi extract download` through MpiClient (its HTTP client is the app's TestClient)."""
     from typer.testing import CliRunner
 
     from api.cli import app
     route_cli_to(xw, monkeypatch)
-    xid = _request(xw)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw)["extract_id"]
+    approve_all(xw, xid)
     keys = {}
     for who in ("researcher", "researcher_2"):
         keys[who] = xw.data_dir / f"{who}.key"
@@ -537,7 +433,7 @@ def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) ->
     assert r.exit_code == 0 and xid in r.output and "downloads=1/2" in r.output
     r = runner.invoke(app, ["extract", "build", xid, *server])
     assert r.exit_code == 0 and "build started" in r.output
-    _flow(xw).wait(60)
+    extract_flow(xw).wait(60)
     r = runner.invoke(app, ["extract", "close", xid, *server])
     assert r.exit_code == 0 and "closed" in r.output
     # an id that would change the route is refused before any request; a refusal is one line
@@ -553,18 +449,19 @@ def test_cli_download_then_verify(xw: World, monkeypatch: pytest.MonkeyPatch) ->
     xw.client.headers.pop("Authorization", None)
 
 
+@pytest.mark.integration
 def test_concurrent_downloads_never_exceed_the_limit(xw: World) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from mpi.errors import Conflict
     from mpi.principals import Principal
-    xid = _request(xw, download_limit=3)["extract_id"]
-    _approve_all(xw, xid)
+    xid = request_extract(xw, download_limit=3)["extract_id"]
+    approve_all(xw, xid)
     who = Principal(xw.ids["researcher"], "researcher", "researcher")
 
     def attempt(_i: int) -> str:
         try:
-            package, _name = _flow(xw).download(who, xid)
+            package, _name = extract_flow(xw).download(who, xid)
             package.close()
             return "ok"
         except Conflict:
@@ -574,7 +471,7 @@ def test_concurrent_downloads_never_exceed_the_limit(xw: World) -> None:
         results = list(pool.map(attempt, range(8)))
     assert sorted(results) == ["ok"] * 3 + ["refused"] * 5
     assert xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()["downloads"] == 3
-    outcomes = [e["outcome"] for e in _events(xw, "extracts.download")]
+    outcomes = [e["outcome"] for e in audit_events(xw, "extracts.download")]
     assert sorted(outcomes) == ["denied"] * 5 + ["ok"] * 3
 
 
@@ -585,18 +482,18 @@ def sod_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert w.post_records(agency, RECORDS[agency][:30]).status_code == 200
         assert w.client.put("/v1/datasets/enrolment", headers=w.h(agency),
                             json={"attributes": DICTIONARY}).status_code == 200
-    _add(w, "approver_b", "approver", B)
-    _add(w, "researcher_2", "researcher")
-    _add(w, "Researcher", "approver", B)  # the requester's name on an approver principal
+    add_principal(w, "approver_b", "approver", B)
+    add_principal(w, "researcher_2", "researcher")
+    add_principal(w, "Researcher", "approver", B)  # the requester's name on an approver principal
     yield w
-    _flow(w).wait(60)
-    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
-    w.registry.close()
+    extract_flow(w).wait(60)
+    close_world(w)
 
 
 CAPACITY = {"approver": f"agency:{A}", "approver_b": f"agency:{B}", "steward": "steward"}
 
 
+@pytest.mark.integration
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.tuples(st.sampled_from(["approver", "approver_b", "steward", "researcher",
                                                  "researcher_2", "Researcher", A]),
@@ -605,10 +502,10 @@ def test_decision_sequences_follow_the_rules(sod_world: World, steps: list[tuple
     """Any sequence of decisions: approved iff every capacity approved before any denial; the
     first denial is final; a capacity decides once; SoD and role refusals never count."""
     w = sod_world
-    xid = _request(w)["extract_id"]
+    xid = request_extract(w)["extract_id"]
     status, done = "pending", set()
     for who, decision in steps:
-        r = _decide(w, who, xid, decision)
+        r = decide(w, who, xid, decision)
         if who not in CAPACITY:
             assert r.status_code == 403, (who, r.text)
         elif status != "pending" or CAPACITY[who] in done:
@@ -627,15 +524,16 @@ def test_decision_sequences_follow_the_rules(sod_world: World, steps: list[tuple
     assert w.ids["Researcher"] not in {a["principal_id"] for a in out["approvals"]}
 
 
+@pytest.mark.integration
 def test_failed_builds_are_reported_and_release_nothing(xw: World) -> None:
     # a value that does not parse for its dictionary type fails the build, naming the attribute
     bad = {**RECORDS[A][0], "attributes": {**RECORDS[A][0]["attributes"], "birth_year": "soon"}}
     assert xw.client.put(f"/v1/records/{bad['source_record_id']}", json=bad,
                          headers=xw.h(A)).status_code == 200
-    xid = _request(xw)["extract_id"]
+    xid = request_extract(xw)["extract_id"]
     for who in ("approver", "approver_b", "steward"):
-        assert _decide(xw, who, xid).status_code == 200
-    _flow(xw).wait(60)
+        assert decide(xw, who, xid).status_code == 200
+    extract_flow(xw).wait(60)
     out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
     assert out["build_state"] == "failed" and "birth_year" in out["build_error"]
     assert "soon" not in out["build_error"] and out["latest_build"] is None
@@ -648,7 +546,7 @@ def test_failed_builds_are_reported_and_release_nothing(xw: World) -> None:
     assert xw.client.put("/v1/datasets/enrolment", headers=xw.h(A),
                          json={"attributes": DICTIONARY[2:]}).status_code == 200
     assert xw.client.post(f"/v1/extracts/{xid}/build", headers=xw.h("researcher")).status_code == 202
-    _flow(xw).wait(60)
+    extract_flow(xw).wait(60)
     out = xw.client.get(f"/v1/extracts/{xid}", headers=xw.h("researcher")).json()
     assert out["build_state"] == "failed" and "agency_a.birth_year" in out["build_error"]
     assert not (xw.data_dir / "extracts").exists() or not list((xw.data_dir / "extracts").iterdir())

@@ -27,8 +27,7 @@ from mpi.identity.registry import Registry
 from mpi.store import journal as journal_module
 from mpi.store.journal import Journal, decode, encode
 from mpi.synth import generate
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
 
 _values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8)
@@ -137,6 +136,7 @@ def _stored_keys(reg: Registry) -> dict[str, str]:
     return {f"{a}/{s}": k for a, s, k in rows}
 
 
+@pytest.mark.integration
 def test_acknowledged_single_record_enrols_survive_a_crash(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     acked = _crash_child(data_dir, "crash")
@@ -160,6 +160,7 @@ def test_acknowledged_single_record_enrols_survive_a_crash(tmp_path: Path) -> No
     assert not any(p.stat().st_size for p in data_dir.glob("mpi.duckdb.journal.*"))
 
 
+@pytest.mark.integration
 def test_entries_already_folded_are_not_applied_twice(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     acked = _crash_child(data_dir, "folded-but-kept")
@@ -193,6 +194,7 @@ def test_reads_see_every_acknowledged_write_at_once(tmp_path: Path) -> None:
         reg.close()
 
 
+@pytest.mark.integration
 def test_concurrent_enrols_reads_and_direct_batches_stay_in_order(tmp_path: Path) -> None:
     """Single-record enrols (journaled), 100-record batches (direct) and reads race; every
     acknowledged key is then in the file exactly as acknowledged, and reopening changes

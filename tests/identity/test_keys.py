@@ -12,6 +12,7 @@ import re
 from collections import Counter, defaultdict
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -214,6 +215,7 @@ def _check(seq: np.ndarray, old: np.ndarray, cluster: np.ndarray, rank: np.ndarr
             assert set(rec.minted_from[k]) == {kk for kk, cs in counts.items() if c in cs}
 
 
+@pytest.mark.integration
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
 def test_reconcile_properties(case: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -222,6 +224,7 @@ def test_reconcile_properties(case: tuple[np.ndarray, np.ndarray, np.ndarray, np
     _check(seq, old, cluster, rank, rec)
 
 
+@pytest.mark.integration
 @settings(max_examples=200, deadline=None)
 @given(scenarios(), st.randoms(use_true_random=False))
 def test_reconcile_same_partition_changes_nothing(
@@ -255,6 +258,7 @@ def test_reconcile_is_idempotent(case: tuple[np.ndarray, np.ndarray, np.ndarray,
     assert (second.n_new, second.retired, second.lineage) == (0, [], [])
 
 
+@pytest.mark.integration
 @settings(max_examples=100, deadline=None)
 @given(scenarios(), st.randoms(use_true_random=False))
 def test_reconcile_does_not_depend_on_record_order(

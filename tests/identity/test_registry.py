@@ -28,12 +28,12 @@ from mpi.identity.registry import EnrolResult, Registry
 from mpi.store import journal as journal_module
 from mpi.store import records as rstore
 from mpi.synth import generate
+from tests.support.records import Records, token_records
 
 SECRET = demo_secret(1)
 OTHER_SECRET = demo_secret(2)
 TABLES = ("source_record", "record_version", "person", "key_event", "key_lineage", "review_item",
           "linkage_key", "agency")
-Records = dict[str, list[dict[str, Any]]]
 Partition = frozenset[frozenset[tuple[str, str]]]
 
 
@@ -47,17 +47,12 @@ def tok(rows: list[dict[str, str]], secret: bytes = SECRET) -> list[dict[str, An
 @pytest.fixture(scope="module")
 def synth_records() -> Records:
     """Token records per agency for a small seeded population (3 agencies)."""
-    rows, _truth = generate(people=80, agencies=3, seed=11)
-    out: Records = {}
-    for agency, agency_rows in rows.items():
-        out[agency], _rejected = tokenize_rows(agency_rows, secret=SECRET)
-    return out
+    return token_records(people=80, agencies=3, seed=11, secret=SECRET)
 
 
 @pytest.fixture(scope="module")
 def small_records() -> Records:
-    rows, _truth = generate(people=30, agencies=3, seed=5)
-    return {a: tokenize_rows(r, secret=SECRET)[0] for a, r in rows.items()}
+    return token_records(people=30, agencies=3, seed=5, secret=SECRET)
 
 
 _GIVEN = ("Alice", "Brenda", "Carmen", "Diana", "Elena", "Fiona", "Gloria", "Helena", "Irene",
@@ -363,6 +358,7 @@ def test_tokens_under_a_second_key_id_are_refused_once_the_first_is_pinned(
 
 
 # ---- link ------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_link_twice_changes_no_key(open_registry: Callable[..., Registry],
                                    synth_records: Records) -> None:
     reg = open_registry()
@@ -416,6 +412,7 @@ def test_merge_survivor_follows_key_age_not_record_order(open_registry: Callable
     assert reg.get_person(kx)["superseded_by"] == [kz]
 
 
+@pytest.mark.integration
 def test_split_after_the_bridge_is_withdrawn(open_registry: Callable[..., Registry]) -> None:
     reg = open_registry()
     x, y, z = triple(5)
@@ -437,6 +434,7 @@ def test_split_after_the_bridge_is_withdrawn(open_registry: Callable[..., Regist
     assert_consistent(reg)
 
 
+@pytest.mark.integration
 def test_new_records_change_only_keys_with_key_events(open_registry: Callable[..., Registry],
                                                       synth_records: Records) -> None:
     reg = open_registry()
@@ -510,6 +508,7 @@ def reference_partition(tmp_path_factory: pytest.TempPathFactory, small_records:
     return out
 
 
+@pytest.mark.integration
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), max_batch=st.integers(1, 40))
 def test_same_data_in_any_order_links_to_the_same_partition(
@@ -536,6 +535,7 @@ def linked_registry(tmp_path_factory: pytest.TempPathFactory,
     reg.close()
 
 
+@pytest.mark.integration
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), max_batch=st.integers(1, 30), share=st.floats(0.05, 1.0))
 def test_resending_any_subset_in_any_order_is_a_no_op(linked_registry: Registry,
@@ -569,6 +569,7 @@ def _history(reg: Registry, records: Records) -> None:
     reg.withdraw_records(agencies[1], [records[agencies[1]][0]["source_record_id"]])
 
 
+@pytest.mark.integration
 def test_reopened_registry_has_the_same_state(open_registry: Callable[..., Registry],
                                               synth_records: Records) -> None:
     reg = open_registry("one")

@@ -22,13 +22,15 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest_https import Served, clean_env, mpi_cmd, serve, ssl_context
 
 from mpi.agency.client import MpiClient, read_api_key
 from mpi.config import Settings
 from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.identity.registry import Registry
 from mpi.synth import generate
+from tests.support.server import Served, clean_env, mpi_cmd, serve, ssl_context
+
+pytestmark = pytest.mark.integration  # real `mpi serve` processes killed mid-ingest
 
 AGENCY = "agency_a"  # the name mpi.synth gives the first agency
 NEW_OUTCOMES = {"new", "linked", "review"}
@@ -86,7 +88,7 @@ def create_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(("batch_size", "people"), [(200, 6000), (1, 300)],
                          ids=["batches-direct", "single-records-journaled"])
 def test_sigkill_mid_ingest_loses_nothing_acknowledged(tmp_path: Path, batch_size: int,

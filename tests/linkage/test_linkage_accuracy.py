@@ -145,7 +145,7 @@ def _open_duplicates(reg: Registry) -> list[tuple[str, str]]:
         "AND status = 'open' ORDER BY item_seq").fetchall()]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_relink_keeps_what_online_kept_apart_and_is_idempotent(tmp_path: Path) -> None:
     reg, truth = _enrolled(tmp_path / "d", people=4000, seed=23)
     try:
@@ -167,6 +167,7 @@ def test_relink_keeps_what_online_kept_apart_and_is_idempotent(tmp_path: Path) -
         reg.close()
 
 
+@pytest.mark.integration
 def test_a_revision_1_registry_opens_links_and_promotes_revision_2(tmp_path: Path) -> None:
     """A registry whose stored token lists are 27 long and whose active model follows
     definition v1 keeps working, and promoting a v2 model re-blocks it with the v2 rules."""
@@ -193,10 +194,10 @@ def test_a_revision_1_registry_opens_links_and_promotes_revision_2(tmp_path: Pat
         assert _keys(reg) == before
         reg.link()
         from mpi.steward.modelops import promote_model
-        res = promote_model(reg, "default-v002", principal="test")
+        res = promote_model(reg, "default-v003", principal="test")
         assert res["mode"] == "relink"
         assert reg.model_definition is DEFAULT_DEFINITION
-        assert reg.index.definition is DEFAULT_DEFINITION  # re-blocked with the v2 rules
+        assert reg.index.definition is DEFAULT_DEFINITION  # re-blocked with the newer rules
         after = evaluate(truth, _keys(reg))
         assert after.pairwise.precision >= 0.99
     finally:

@@ -34,6 +34,8 @@ from mpi.linkage.spark_engine import MARKER, SparkOptions
 from mpi.linkage.splink_engine import LinkResult
 from mpi.synth import error_profile, generate
 
+pytestmark = pytest.mark.integration  # Spark jobs (local[2]) next to DuckDB
+
 HAS_PYSPARK = importlib.util.find_spec("pyspark") is not None
 needs_pyspark = pytest.mark.skipif(not HAS_PYSPARK, reason="pyspark is not installed "
                                    "(pip install 'mpi[spark]'); the Spark tests need it")
@@ -109,7 +111,7 @@ def partition(clusters: pa.Table) -> set[frozenset[int]]:
 
 
 # ---- the equivalence test ------------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.integration
 @needs_pyspark
 def test_spark_and_duckdb_relink_agree_and_a_failed_job_changes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ from mpi.linkage.modelfile import default_models_dir, save_version
 from mpi.steward import labels, stewardship
 from mpi.steward.constraints import CANNOT, MUST, Constraint, ConstraintSet, constrain_clusters
 from mpi.store import labels as lstore
-from mpi.store import review as qstore
+from mpi.store import review as review_store
 from mpi.synth import generate
 
 SECRET = demo_secret(1)
@@ -145,7 +145,7 @@ def registry(base_dir: Path, tmp_path: Path) -> Iterator[Registry]:
 
 
 def _refs(reg: Registry, seqs: list[int]) -> dict[int, tuple[str, str]]:
-    info = qstore.records_by_seq(reg.store.cursor(), seqs)
+    info = review_store.records_by_seq(reg.store.cursor(), seqs)
     return {s: (str(r["agency"]), str(r["source_record_id"])) for s, r in info.items()}
 
 
@@ -197,6 +197,7 @@ def _decisions(reg: Registry, draws: list[tuple[int, int, bool]]) -> list[labels
             for a, b, m in pairs]
 
 
+@pytest.mark.integration
 @settings(max_examples=6, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000), st.booleans()),

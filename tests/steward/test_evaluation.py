@@ -132,6 +132,7 @@ def test_synthetic_truth_scores_perfectly(tmp_path: Path) -> None:
     assert ev.true_clusters <= 200
 
 
+@pytest.mark.integration
 def test_large_input_is_fast() -> None:
     n = 300_000
     truth = {("a", str(i)): f"P{i // 2}" for i in range(n)}

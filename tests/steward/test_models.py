@@ -39,6 +39,8 @@ from mpi.steward.training import train_candidate
 from mpi.store import labels as lstore
 from mpi.synth import generate
 
+pytestmark = pytest.mark.integration  # the base registry trains a Splink candidate
+
 TRUTH: dict[tuple[str, str], str] = {}
 
 
@@ -83,11 +85,11 @@ def _groups(keys: dict[tuple[str, str], str]) -> dict[tuple[str, str], frozenset
 
 def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: Registry) -> None:
     listed = {m["version"]: m for m in modelops.list_models(reg)}
-    assert set(listed) == {"default-v001", "default-v002", "candidate-v001"}
+    assert set(listed) == {"default-v001", "default-v002", "default-v003", "candidate-v001"}
     assert not listed["default-v001"]["active"]  # the shipped earlier version stays listed
-    assert listed["default-v002"]["active"] and not listed["candidate-v001"]["active"]
+    assert listed["default-v003"]["active"] and not listed["candidate-v001"]["active"]
     assert listed["candidate-v001"]["location"] == "registry"
-    assert listed["default-v002"]["activated_at"]
+    assert listed["default-v003"]["activated_at"]
     m = modelops.get_model(reg, "candidate-v001")
     # thresholds come from the candidate's own estimate (Decision 56), recorded with it
     from mpi.linkage.thresholds import LINK_GRID, REVIEW_GRID
@@ -102,7 +104,7 @@ def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: R
             assert lv["match_weight"] == pytest.approx(math.log2(lv["m_probability"]
                                                                  / lv["u_probability"]))
     assert m["training_data"]["fingerprint"].startswith("sha256:")
-    assert m["training_data"]["labels"] == 0 and m["parent_version"] == "default-v002"
+    assert m["training_data"]["labels"] == 0 and m["parent_version"] == "default-v003"
     with pytest.raises(NotFound):
         modelops.get_model(reg, "nothing-v001")
     with pytest.raises(InvalidInput):
@@ -126,7 +128,7 @@ def test_training_job_reports_progress_and_never_activates(reg: Registry) -> Non
     assert str(reg.settings.data_dir) not in json.dumps(job, default=str)
     version = job["result"]["version"]
     m = modelops.get_model(reg, version)
-    assert not m["active"] and reg.model.version == "default-v002"
+    assert not m["active"] and reg.model.version == "default-v003"
     assert m["thresholds"]["link"] == 0.995 and m["training_data"]["labels"] == 1
     assert m["training"]["seed"] == 5 and m["training_data"]["sample_fraction"] == 0.9
     assert _keys(reg) == before
@@ -176,7 +178,7 @@ def test_impact_changes_nothing_and_predicts_the_promotion(reg: Registry,
     before, audit_n = _keys(reg), len(reg.list_audit(limit=10_000))
     imp = modelops.model_impact(reg, "candidate-v001", principal="t", sample=5)
     assert calls, "impact must pass through apply_constraints"
-    assert _keys(reg) == before and reg.model.version == "default-v002"
+    assert _keys(reg) == before and reg.model.version == "default-v003"
     assert len(reg.list_audit(limit=10_000)) == audit_n + 1  # the models.impact read event
     assert not imp["same_parameters"] and imp["records"] == len(before)
     assert imp["pairs"]["changed_decision"] >= len(imp["sample"]) > 0
@@ -536,7 +538,7 @@ def test_impact_refuses_when_records_are_enrolled_between_the_two_analyses(
 
     def analyse_active_then_enrol(r: Registry, model: Any) -> Any:
         out = real(r, model)
-        if model.version == "default-v002" and ("agency_new", again[0]["source_record_id"]) \
+        if model.version == "default-v003" and ("agency_new", again[0]["source_record_id"]) \
                 not in r.by_sid:
             assert not r.enrol_records("agency_new", list(enumerate(again, start=1))).problems
         return out

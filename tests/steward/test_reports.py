@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_api_support import World, build_world
 from typer.testing import CliRunner
 
 from api.cli import app
-from api.models import LinkageQualityOut
+from api.schemas.common import LinkageQualityOut
 from mpi import synth
 from mpi.config import Settings
 from mpi.errors import InvalidInput
@@ -29,6 +28,7 @@ from mpi.reports import build_linkage_quality, check_attribute, linkage_quality,
 from mpi.store import labels
 from mpi.store.reports import linkage_quality_counts
 from mpi.synth import generate
+from tests.support.api import World, build_world, close_world
 
 URL = "/v1/reports/linkage-quality"
 
@@ -109,14 +109,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         synth._WEAK_FACTOR = saved
     w.registry.link()
     yield w
-    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
-    w.registry.close()
+    close_world(w)
 
 
 def _active(reg: Registry) -> int:
     return int(reg.stats()["records"]["active"])
 
 
+@pytest.mark.integration
 def test_planted_weak_group_is_flagged_and_no_ordinary_group(world: World) -> None:
     rep = linkage_quality(world.registry, attribute="race_ethnicity")
     by = {g.label: g for g in rep.groups}
@@ -136,6 +136,7 @@ def test_planted_weak_group_is_flagged_and_no_ordinary_group(world: World) -> No
             assert share is not None and 0.0 <= share <= 1.0
 
 
+@pytest.mark.integration
 def test_small_birth_year_groups_are_suppressed(world: World) -> None:
     rep = linkage_quality(world.registry, attribute="birth_year")
     raw = linkage_quality_counts(world.registry.store.cursor(), json_path="$.birth_year")
@@ -151,6 +152,7 @@ def test_small_birth_year_groups_are_suppressed(world: World) -> None:
     assert not set(rep.flagged) & small
 
 
+@pytest.mark.integration
 def test_unknown_attribute_is_one_missing_group(world: World) -> None:
     rep = linkage_quality(world.registry, attribute="shoe_size")
     assert [g.label for g in rep.groups] == ["(missing)"]
@@ -158,6 +160,7 @@ def test_unknown_attribute_is_one_missing_group(world: World) -> None:
     assert rep.flagged == []
 
 
+@pytest.mark.integration
 def test_api_steward_and_admin_only_schema_valid_and_audited(world: World) -> None:
     c = world.client
     r = c.get(URL, params={"by": "race_ethnicity"}, headers=world.h("steward"))
@@ -184,6 +187,7 @@ def test_api_steward_and_admin_only_schema_valid_and_audited(world: World) -> No
 
 
 # ---- the command line --------------------------------------------------------------------
+@pytest.mark.integration
 def test_cli_prints_the_table(tmp_path: Path) -> None:
     data = tmp_path / "data"
     reg = Registry(Settings(data_dir=data))
@@ -215,6 +219,7 @@ def test_cli_prints_the_table(tmp_path: Path) -> None:
     assert bad.exit_code != 0
 
 
+@pytest.mark.integration
 def test_label_precision_and_recall_per_group_match_a_brute_force_count(world: World) -> None:
     reg = world.registry
     cur = reg.store.cursor()

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the `world` fixture machinery is imported from test_api_support)
 """The review queue, decisions, label import, constraints and manual merge/split over the API.
 
 Owns: the steward routes seen from outside on a real app over a real registry (~400 synthetic
@@ -17,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_api_support import A, B, World, build_world
 
 from mpi.audit import key_ref
-from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.store import labels as lstore
-from mpi.synth import generate
+from tests.support.api import A, B, World, build_world, close_world
+from tests.support.records import token_records
 
-TOKENS: dict[str, list[dict[str, Any]]] = {
-    a: tokenize_rows(r, secret=demo_secret(1))[0]
-    for a, r in generate(people=400, agencies=2, seed=12)[0].items()}
+TOKENS = token_records(people=400, agencies=2, seed=13)  # yields both item kinds
 
 
 @pytest.fixture
@@ -37,8 +33,7 @@ def sw(tmp_path: Path) -> Iterator[World]:
         r = w.post_records(agency, TOKENS[agency])
         assert r.status_code == 200, r.text
     yield w
-    w.client.app.state.mpi.jobs.close(timeout=10)  # type: ignore[attr-defined]
-    w.registry.close()
+    close_world(w)
 
 
 def _get(w: World, url: str, who: str = "steward", status: int = 200) -> Any:
@@ -144,6 +139,7 @@ def test_match_decision_merges_now_and_becomes_labels_and_constraints(sw: World)
     _constraints_hold(sw)  # the decision survives a re-link
 
 
+@pytest.mark.integration
 def test_non_match_and_defer(sw: World) -> None:
     items = _get(sw, "/v1/review")["items"]
     assert len(items) >= 2
@@ -179,6 +175,7 @@ def _person_with(w: World, min_records: int) -> tuple[str, list[dict[str, str]]]
     raise AssertionError("no such person")
 
 
+@pytest.mark.integration
 def test_label_import_all_or_none_with_rows_named(sw: World) -> None:
     (_k1, r1), cur = _person_with(sw, 2), sw.registry.store.cursor()
     a, b = r1[0], r1[1]
@@ -215,6 +212,7 @@ def test_label_import_all_or_none_with_rows_named(sw: World) -> None:
     assert refused["errors"][0]["field"] == "agency_b"
 
 
+@pytest.mark.integration
 def test_merge_and_split_follow_key_rules_and_lineage(sw: World) -> None:
     reg = sw.registry
     singles = [k for k in reg.persons if reg.person_count[reg.person_of[k]] == 1][:3]
@@ -293,6 +291,7 @@ def _events(w: World) -> list[dict[str, Any]]:
     return [{"person_key": k, "event_type": t, "cause": c} for k, t, c in rows]
 
 
+@pytest.mark.integration
 def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
     item = _open_item(sw, "possible_duplicate")
     keys = [item["person_key"], item["other_person_key"]]
@@ -311,6 +310,7 @@ def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
     assert closed["status"] == "decided" and closed["labels"] == 0
 
 
+@pytest.mark.integration
 def test_a_relink_that_settles_an_item_resolves_it(sw: World) -> None:
     from mpi.steward.labels import LabelRow, import_labels
     item = _open_item(sw)
@@ -379,6 +379,7 @@ def test_match_decision_never_joins_a_cannot_linked_pair(sw: World) -> None:
     _constraints_hold(sw)
 
 
+@pytest.mark.integration
 def test_a_non_match_keeps_the_two_persons_out_of_the_queue(sw: World) -> None:
     """After a steward's non_match on a possible duplicate, a new record bridging the same two
     persons does not queue them again (every record pair across them is cannot-linked)."""

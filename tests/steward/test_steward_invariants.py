@@ -126,7 +126,7 @@ def _online_change(reg: Registry, op: str, refs: dict[int, tuple[str, str]], seq
 
 def _promote_other(reg: Registry) -> None:
     """Promote the other version; the impact preview predicts the churn exactly."""
-    other = "perturbed-v001" if reg.model.version == "default-v002" else "default-v002"
+    other = "perturbed-v001" if reg.model.version == "default-v003" else "default-v003"
     preview = modelops.model_impact(reg, other, principal="p", sample=0)["promote"]
     done = modelops.promote_model(reg, other, principal="p")
     for figure in ("records_changing_key", "persons_merging", "persons_splitting", "new_keys"):

@@ -16,6 +16,9 @@ from mpi.linkage.modelfile import list_versions, load_version
 from mpi.linkage.spark_engine import SparkOptions
 from mpi.steward.training import sample_rows, train_candidate
 from mpi.synth import generate
+from tests.support.paths import PUBLIC_LINKAGE
+
+pytestmark = pytest.mark.integration  # real Splink training (EM) on synthetic and FEBRL registries
 
 
 def _registry(tmp_path: Path, people: int = 1500) -> Registry:
@@ -58,7 +61,7 @@ def test_train_candidate_saves_a_loadable_version_and_changes_nothing(tmp_path: 
     reg.close()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("pyspark") is None, reason="pyspark not installed")
 def test_train_on_a_sample_taken_on_spark(tmp_path: Path) -> None:
     reg = _registry(tmp_path, people=1500)
@@ -161,7 +164,7 @@ def test_an_empty_registry_is_refused_clearly(tmp_path: Path) -> None:
     assert "nothing to train on" in proc.stderr and "Traceback" not in proc.stderr
 
 
-_FEBRL = Path(__file__).resolve().parents[2] / "shared" / "data" / "public-linkage" / "febrl1"
+_FEBRL = PUBLIC_LINKAGE / "febrl1"
 
 
 @pytest.mark.skipif(not (_FEBRL / "no_id_no_zip" / "orig.csv").exists(),

@@ -1,9 +1,9 @@
-"""Helpers for the tests that run the real ``mpi serve`` as a subprocess on loopback.
+"""Run the real ``mpi serve`` as a subprocess on loopback (TLS, mTLS or plain HTTP).
 
-Not a pytest conftest (pytest only auto-loads ``conftest.py``): test_https and test_reliability
-import ``Served``, ``serve`` and ``ssl_context`` explicitly. Every server is started with a
-fresh ``--data-dir`` and a free port, waits for ``GET /healthz`` (bounded), and is always
-terminated (SIGTERM, then SIGKILL) when its context exits.
+Used by the integration tests that need a real uvicorn server (tests/api/test_https.py,
+tests/identity/test_reliability.py). Every server is started with a fresh ``--data-dir`` and a
+free port, waits for ``GET /healthz`` (bounded), and is always terminated (SIGTERM, then SIGKILL)
+when its context exits.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Agency side: normalization, tokens, the tokenizer and the published token schema."""

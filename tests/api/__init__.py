@@ -1,0 +1,1 @@
+"""The HTTP API: the app, authentication and authorization, records, models, HTTPS, schemathesis."""

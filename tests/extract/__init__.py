@@ -1,0 +1,1 @@
+"""Research extracts: disclosure control, builds, packages, aggregates and the workflow."""

@@ -1,0 +1,1 @@
+"""Identity: the registry, person keys, intake, the journal, the audit chain, crash safety."""

@@ -1,0 +1,1 @@
+"""Linkage: the scorer against Splink, the blocking index, explanations, accuracy, Spark."""

@@ -1,0 +1,1 @@
+"""Stewardship: review, labels, constraints, model versions, training, evaluation, reports."""
