@@ -34,6 +34,7 @@ from mpi.extract.workflow import ExtractWorkflow
 from mpi.identity.registry import Registry
 from mpi.jobs import JobRunner
 from mpi.principals import bootstrap_admin
+from mpi.steward.desk import StewardDesk
 
 log = logging.getLogger("mpi.api")
 DESCRIPTION = """Privacy-preserving master person index (token-only linkage).
@@ -65,6 +66,7 @@ def _open(state: AppState, registry: Registry) -> None:
     state.jobs = JobRunner(registry, uploads_dir=state.settings.data_dir / "uploads",
                            chunk=state.settings.bulk_chunk, on_counts=state.metrics.count_ingest)
     state.extracts = ExtractWorkflow(registry, data_dir=state.settings.data_dir)
+    state.desk = StewardDesk(registry)
     path = bootstrap_admin(registry, data_dir=state.settings.data_dir)
     if path is not None:
         log.warning("first admin API key written to %s (mode 0600)", path)
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
                 state.registry.background.drain(timeout=120)
             if owned and state.registry is not None:
                 state.registry.close()
-                state.registry = state.access = state.jobs = state.extracts = None
+                state.registry = state.access = state.jobs = state.extracts = state.desk = None
 
     app = FastAPI(title="mpi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.mpi = state

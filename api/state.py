@@ -20,6 +20,7 @@ from mpi.config import Settings
 from mpi.extract.workflow import ExtractWorkflow
 from mpi.identity.registry import Registry
 from mpi.jobs import JobRunner
+from mpi.steward.desk import StewardDesk
 
 
 @dataclass
@@ -33,6 +34,7 @@ class AppState:
     access: Access | None = None
     jobs: JobRunner | None = None
     extracts: ExtractWorkflow | None = None
+    desk: StewardDesk | None = None
 
 
 def app_state(request: Request) -> AppState:
@@ -70,4 +72,15 @@ AccessDep = Annotated[Access, Depends(get_access)]
 JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 """Route parameter: the bulk job runner."""
 ExtractsDep = Annotated[ExtractWorkflow, Depends(get_extracts)]
+
+
+async def get_desk(request: Request) -> StewardDesk:
+    """The steward use cases; 503 when the registry is not open."""
+    desk = app_state(request).desk
+    if desk is None:
+        raise NotReady
+    return desk
+
+
+DeskDep = Annotated[StewardDesk, Depends(get_desk)]
 """Route parameter: the research-extract workflow."""

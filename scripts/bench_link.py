@@ -92,7 +92,7 @@ def main() -> None:
     import gc
 
     import mpi.identity.keys
-    from mpi.identity import relink
+    from mpi.linkage.index import BlockingIndex
     phases: dict[str, list[float]] = {}
 
     def wrap(owner: object, name: str, label: str) -> None:
@@ -110,7 +110,7 @@ def main() -> None:
     wrap(rstore, "model_input", "model_input")
     wrap(splink_engine, "predict_and_cluster", "predict_and_cluster")
     wrap(mpi.identity.keys, "reconcile", "reconcile")
-    wrap(relink, "_rows_for", "rows_for")
+    wrap(BlockingIndex, "rows_for", "rows_for")
 
     def settle() -> None:
         if not args.no_gc:

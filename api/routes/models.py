@@ -17,10 +17,9 @@ from api.schemas.lifecycle import (
     PromoteOut,
     TrainIn,
 )
-from api.state import AccessDep, JobsDep
+from api.state import DeskDep, JobsDep
 from mpi.linkage.catalog import VERSION_PATTERN
 from mpi.steward import modelops
-from mpi.steward.modeljobs import trainer_for
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Version = Annotated[str, Path(pattern=VERSION_PATTERN, description="e.g. `candidate-v001`.")]
@@ -38,12 +37,12 @@ ChartName = Literal["match-weights", "m-u", "probability-histogram", "precision-
     "the training-data fingerprint, label count, parameters and thresholds) is written to "
     "DATA_DIR/models and never activated. One training job at a time (else 409). Audited as "
     "`models.train`.")
-def train(caller: Caller, access: AccessDep, jobs: JobsDep,
+def train(caller: Caller, desk: DeskDep, jobs: JobsDep,
           body: Annotated[TrainIn | None, Body()] = None) -> Any:
     """Start a training job."""
     opts = body or TrainIn()
-    job_id = trainer_for(access.registry).submit(
-        caller.principal_id, seed=opts.seed, sample=opts.sample, name=opts.name,
+    job_id = desk.train_model(
+        caller, seed=opts.seed, sample=opts.sample, name=opts.name,
         link=opts.link, review=opts.review)
     return jobs.get_job(caller, job_id)
 
@@ -53,10 +52,9 @@ def train(caller: Caller, access: AccessDep, jobs: JobsDep,
     description="Every version shipped with mpi (or in `MPI_MODELS_DIR`) and trained in this "
     "registry (DATA_DIR/models), with `active` marking the one in use and when each was "
     "activated.")
-def list_models(caller: Caller, access: AccessDep) -> Any:
+def list_models(caller: Caller, desk: DeskDep) -> Any:
     """List versions."""
-    del caller
-    return {"models": modelops.list_models(access.registry)}
+    return {"models": desk.list_models(caller)}
 
 
 @router.get(
@@ -65,10 +63,9 @@ def list_models(caller: Caller, access: AccessDep) -> Any:
     description="m and u probability and match weight log2(m/u) of every comparison level "
     "(the null level has weight 0), the prior, thresholds as probabilities and weights, "
     "training provenance, the accuracy recorded at training and the latest evaluation.")
-def read_model(version: Version, caller: Caller, access: AccessDep) -> Any:
+def read_model(version: Version, caller: Caller, desk: DeskDep) -> Any:
     """Read one version."""
-    del caller
-    return modelops.get_model(access.registry, version)
+    return desk.get_model(caller, version)
 
 
 @router.get(
@@ -82,11 +79,10 @@ def read_model(version: Version, caller: Caller, access: AccessDep) -> Any:
     "per person after a re-link with the version). `format=html` inlines Vega's JavaScript, "
     "so it works offline; `format=png` is an image.")
 def read_chart(version: Version, chart: Annotated[ChartName, Path()], caller: Caller,
-               access: AccessDep,
+               desk: DeskDep,
                format: Annotated[Literal["html", "png"], Query()] = "html") -> Response:  # noqa: A002
     """Render one chart."""
-    del caller
-    body, media = modelops.chart(access.registry, version, chart, format)
+    body, media = desk.chart(caller, version, chart, format)
     return Response(content=body, media_type=media)
 
 
@@ -98,9 +94,9 @@ def read_chart(version: Version, chart: Annotated[ChartName, Path()], caller: Ca
     "diagnostics of a re-link with the version (candidate pairs, pairs linked and in review, "
     "uncertain share, persons, singleton rate, largest person, review items). Stored (it shows "
     "in `GET /v1/models/{version}`) and audited as `models.evaluate`; no key changes.")
-def evaluate(version: Version, caller: Caller, access: AccessDep) -> Any:
+def evaluate(version: Version, caller: Caller, desk: DeskDep) -> Any:
     """Evaluate one version."""
-    return modelops.evaluate_model(access.registry, version, principal=caller.principal_id)
+    return desk.evaluate_model(caller, version)
 
 
 @router.get(
@@ -114,10 +110,10 @@ def evaluate(version: Version, caller: Caller, access: AccessDep) -> Any:
     "each version's match-weight breakdown. Constraints apply as in a promotion. No token or "
     "person key in the output. Audited as `models.impact`. 409 when records were enrolled or "
     "withdrawn while it computed (run it again).")
-def impact(version: Version, caller: Caller, access: AccessDep,
+def impact(version: Version, caller: Caller, desk: DeskDep,
            sample: Annotated[int, Query(ge=0, le=modelops.MAX_SAMPLE)] = 20) -> Any:
     """Preview one version's impact."""
-    return modelops.model_impact(access.registry, version, principal=caller.principal_id,
+    return desk.model_impact(caller, version,
                                  sample=sample)
 
 
@@ -129,6 +125,6 @@ def impact(version: Version, caller: Caller, access: AccessDep,
     "`models.promote` (with the churn) in one transaction; online matching uses the version "
     "from then on. A version with the active one's parameters and thresholds is activated "
     "without a re-link (zero keys change). Returns the churn.")
-def promote(version: Version, caller: Caller, access: AccessDep) -> Any:
+def promote(version: Version, caller: Caller, desk: DeskDep) -> Any:
     """Promote one version."""
-    return modelops.promote_model(access.registry, version, principal=caller.principal_id)
+    return desk.promote_model(caller, version)

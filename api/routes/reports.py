@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.auth import Caller
 from api.schemas.common import LinkageQualityOut
-from api.state import AccessDep
-from mpi import reports
+from api.state import DeskDep
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -28,9 +27,9 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"])
     "than `MPI_DISCLOSURE_THRESHOLD` (default 11) are suppressed. An invalid attribute name "
     "is a 422. Audited as `reports.linkage_quality` on `attribute:<name>`.")
 def linkage_quality(
-    caller: Caller, access: AccessDep,
+    caller: Caller, desk: DeskDep,
     by: Annotated[str, Query(min_length=1, max_length=64, description="Attribute name.")],
 ) -> Any:
     """The equity report by one attribute."""
-    report = reports.linkage_quality(access.registry, attribute=by, principal=caller.principal_id)
+    report = desk.linkage_quality(caller, attribute=by)
     return dataclasses.asdict(report)

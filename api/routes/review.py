@@ -22,8 +22,8 @@ from api.schemas.review import (
     RevokeIn,
     SplitIn,
 )
-from api.state import AccessDep
-from mpi.steward import labels, review, stewardship
+from api.state import DeskDep
+from mpi.steward import labels
 
 router = APIRouter(tags=["stewardship"])
 ItemId = Annotated[int, Path(ge=1, le=2**62)]
@@ -44,7 +44,7 @@ PersonKey = Annotated[str, Path(min_length=1, max_length=64)]
     " sides explained per identifier field (agreement level and match weight: a waterfall from the "
     "prior to the total). Never a token. Audited as `review.list`.", responses=errors(422))
 def list_review(
-    caller: Caller, access: AccessDep,
+    caller: Caller, desk: DeskDep,
     kind: Annotated[Literal["record_person", "possible_duplicate"] | None, Query()] = None,
     status: Annotated[Literal["open", "deferred", "decided", "resolved", "all"], Query()] = "open",
     agency: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
@@ -54,7 +54,7 @@ def list_review(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:
     """A page of review items."""
-    return review.list_review(access.registry, principal=caller.principal_id, kind=kind,
+    return desk.list_review(caller, kind=kind,
                               status=status, agency=agency, min_probability=min_probability,
                               max_probability=max_probability, after=after, limit=limit)
 
@@ -63,9 +63,9 @@ def list_review(
     "/v1/review/{item_id}", response_model=ReviewItemOut, summary="Read one review item",
     description="One item as in `GET /v1/review`. Audited as `review.read`.",
     responses=errors(404))
-def read_review_item(item_id: ItemId, caller: Caller, access: AccessDep) -> Any:
+def read_review_item(item_id: ItemId, caller: Caller, desk: DeskDep) -> Any:
     """One review item, explained."""
-    return review.get_review_item(access.registry, item_id, principal=caller.principal_id)
+    return desk.read_review_item(caller, item_id)
 
 
 @router.post(
@@ -80,10 +80,10 @@ def read_review_item(item_id: ItemId, caller: Caller, access: AccessDep) -> Any:
     "decided item cannot be decided again (409); a contradiction with active constraints is "
     "a 409 and nothing is stored. Audited as `review.decide` in the same transaction.",
     responses=errors(404, 409, 422))
-def decide(item_id: ItemId, body: DecisionIn, caller: Caller, access: AccessDep) -> Any:
+def decide(item_id: ItemId, body: DecisionIn, caller: Caller, desk: DeskDep) -> Any:
     """Record a decision on a review item."""
-    return review.decide_review(access.registry, item_id, decision=body.decision,
-                                reason=body.reason, principal=caller.principal_id)
+    return desk.decide_review(caller, item_id, decision=body.decision,
+                                reason=body.reason)
 
 
 @router.post(
@@ -96,11 +96,11 @@ def decide(item_id: ItemId, body: DecisionIn, caller: Caller, access: AccessDep)
     "unless `constrain` is false, a constraint, which takes effect at the next re-link; "
     "`unmet` counts those the current keys break. Audited as `labels.import`.",
     responses=errors(422))
-def import_labels(body: LabelsIn, caller: Caller, access: AccessDep) -> Any:
+def import_labels(body: LabelsIn, caller: Caller, desk: DeskDep) -> Any:
     """Import labelled pairs."""
-    rows = [labels.LabelRow(**person_ix.model_dump()) for person_ix in body.labels]
+    rows = [labels.LabelRow(**row.model_dump()) for row in body.labels]
     agency = caller.agency if caller.role == "agency" else None
-    return labels.import_labels(access.registry, rows, principal=caller.principal_id,
+    return desk.import_labels(caller, rows,
                                 agency=agency, constrain=body.constrain)
 
 
@@ -110,14 +110,14 @@ def import_labels(body: LabelsIn, caller: Caller, access: AccessDep) -> Any:
     "where each came from (`review`, `import`, `merge`, `split`). `status`: `active` (default), "
     "`revoked` or `all`. Audited as `constraints.list`.", responses=errors(422))
 def list_constraints(
-    caller: Caller, access: AccessDep,
+    caller: Caller, desk: DeskDep,
     status: Annotated[Literal["active", "revoked", "all"], Query()] = "active",
     kind: Annotated[Literal["must_link", "cannot_link"] | None, Query()] = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """A page of constraints."""
-    return labels.list_constraints(access.registry, principal=caller.principal_id,
+    return desk.list_constraints(caller,
                                    status=status, kind=kind, after=after, limit=limit)
 
 
@@ -128,10 +128,9 @@ def list_constraints(
     "revoked them and why). Keys change only at the next re-link. Audited as "
     "`constraints.revoke`.", responses=errors(404, 409, 422))
 def revoke_constraint(constraint_id: Annotated[int, Path(ge=1, le=2**62)], body: RevokeIn,
-                      caller: Caller, access: AccessDep) -> Any:
+                      caller: Caller, desk: DeskDep) -> Any:
     """Revoke one constraint."""
-    return labels.revoke_constraint(access.registry, constraint_id, reason=body.reason,
-                                    principal=caller.principal_id)
+    return desk.revoke_constraint(caller, constraint_id, reason=body.reason)
 
 
 @router.post(
@@ -141,10 +140,10 @@ def revoke_constraint(constraint_id: Annotated[int, Path(ge=1, le=2**62)], body:
     "`merge`). Every record becomes must-linked to the oldest record, so re-links and "
     "promotes keep them together. 409 when a cannot-link stands between them. Audited as "
     "`persons.merge` in the same transaction.", responses=errors(404, 409, 422))
-def merge(person_key: PersonKey, body: MergeIn, caller: Caller, access: AccessDep) -> Any:
+def merge(person_key: PersonKey, body: MergeIn, caller: Caller, desk: DeskDep) -> Any:
     """Merge persons."""
-    return stewardship.merge_persons(access.registry, person_key, others=body.person_keys,
-                                     reason=body.reason, principal=caller.principal_id)
+    return desk.merge_persons(caller, person_key, others=body.person_keys,
+                                     reason=body.reason)
 
 
 @router.post(
@@ -155,8 +154,8 @@ def merge(person_key: PersonKey, body: MergeIn, caller: Caller, access: AccessDe
     "groups becomes cannot-linked. 422 names each record that is not the person's or is "
     "listed twice, and records left out; 409 when a must-link crosses the groups. Audited as "
     "`persons.split` in the same transaction.", responses=errors(404, 409, 422))
-def split(person_key: PersonKey, body: SplitIn, caller: Caller, access: AccessDep) -> Any:
+def split(person_key: PersonKey, body: SplitIn, caller: Caller, desk: DeskDep) -> Any:
     """Split a person."""
     groups = [[(r.agency, r.source_record_id) for r in g] for g in body.groups]
-    return stewardship.split_person(access.registry, person_key, groups=groups,
-                                    reason=body.reason, principal=caller.principal_id)
+    return desk.split_person(caller, person_key, groups=groups,
+                                    reason=body.reason)

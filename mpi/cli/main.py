@@ -23,7 +23,7 @@ from rich.table import Table
 
 from mpi.cli.common import DataDir, settings_for
 from mpi.cli.extract import extract_app
-from mpi.cli.model import register as register_model_commands
+from mpi.cli.model import model_app
 from mpi.cli.steward import constraints_app, labels_app, persons_app, review_app
 from mpi.errors import MpiError
 from mpi.steward.evaluation import Evaluation
@@ -39,6 +39,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(persons_app, name="persons")
 app.add_typer(labels_app, name="labels")
 app.add_typer(constraints_app, name="constraints")
+app.add_typer(model_app, name="model")
 # soft_wrap: never break a path or key across lines when output goes to a log or pipe.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -290,57 +291,6 @@ def submit(
                   f"{summary.rejected[:3]}")
 
 
-model_app = typer.Typer(help="Match model versions.", no_args_is_help=True)
-app.add_typer(model_app, name="model")
-register_model_commands(model_app)  # list, show, chart, evaluate, impact, promote
-
-
-@model_app.command("train")
-def model_train(
-    sample: Annotated[float, typer.Option(help="Fraction of records to train on (0-1].")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed for sampling and training.")] = 42,
-    name: Annotated[str, typer.Option(help="Model name of the new version.")] = "candidate",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the version "
-                                                 "(default DATA_DIR/models).")] = None,
-    spark_snapshot: Annotated[str | None, typer.Option("--spark-snapshot", help="Train on a "
-                                                       "sample of this Parquet snapshot, taken "
-                                                       "on Spark (a registry that lives there).")] = None,
-    spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL.")] = "local[*]",
-    link: Annotated[float | None, typer.Option(help="Link threshold (match probability) of the "
-                                               "version; default: the active one's.")] = None,
-    review: Annotated[float | None, typer.Option(help="Review threshold; default: the active "
-                                                 "one's.")] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Train a candidate model version on a sample (Splink on this machine); never activates it."""
-    from rich.markup import escape
-
-    from mpi.identity.registry import Registry
-    from mpi.linkage.modelfile import Thresholds
-    from mpi.linkage.spark_engine import SparkOptions
-    from mpi.steward.training import train_candidate
-    settings = _settings(data_dir)
-    reg = Registry(settings)
-    try:
-        th = reg.model.thresholds
-        version = train_candidate(reg, out_dir=out_dir or settings.data_dir / "models", name=name,
-                                  seed=seed, fraction=sample, spark_snapshot=spark_snapshot,
-                                  spark=SparkOptions(master=spark_master),
-                                  progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"),
-                                  thresholds=None if link is None and review is None else
-                                  Thresholds(link=th.link if link is None else link,
-                                             review=th.review if review is None else review))
-    except MpiError:
-        raise  # main() prints it as one line, exit 2
-    except Exception as exc:  # a Splink/DuckDB failure: one line, no traceback
-        why = [(str(e).strip().splitlines() or [type(e).__name__])[0]
-               for e in (exc, exc.__cause__) if e is not None]
-        err.print(f"[red]error:[/red] training failed ({type(exc).__name__}): "
-                  f"{escape('; cause: '.join(why)[:400])}")
-        raise typer.Exit(1) from None
-    finally:
-        reg.close()
-    out.print(f"trained {version}; it is not active")
 
 
 admin_app = typer.Typer(help="Agencies and principals: against a running server (--url) or "

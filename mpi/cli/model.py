@@ -1,15 +1,14 @@
-"""The ``mpi model`` lifecycle commands on a local registry: list, show, chart, evaluate,
-impact, promote (``mpi model train`` stays in mpi/cli.py).
+"""The ``mpi model`` command group on a local registry: list, show, chart, evaluate, impact,
+promote and train.
 
-Owns: parsing and printing of those commands; ``register`` adds them to the ``model_app``
-that mpi/cli.py creates. Must not: hold domain logic (mpi/modelops.py) or print tokens or
-person keys. It does not import mpi.cli.main (mpi.cli.main imports it).
+Owns: ``model_app`` and the parsing and printing of its commands; mpi/cli/main.py adds it to
+the root app like every other group (``app.add_typer``). Must not: hold domain logic
+(mpi/steward/modelops.py, training.py) or print tokens or person keys.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,11 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mpi.cli.common import DataDir, open_registry
+from mpi.cli.common import DataDir, open_registry, settings_for
+from mpi.errors import MpiError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 PRINCIPAL = "cli"
+model_app = typer.Typer(help="Match model versions.", no_args_is_help=True)
 
 VersionArg = Annotated[str, typer.Argument(help="Model version, e.g. candidate-v001.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
@@ -33,6 +34,7 @@ def _f(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+@model_app.command("list")
 def model_list(data_dir: DataDir = None) -> None:
     """List model versions (shipped and trained here); the active one is marked."""
     from mpi.steward.modelops import list_models
@@ -52,6 +54,7 @@ def model_list(data_dir: DataDir = None) -> None:
     out.print(table)
 
 
+@model_app.command("show")
 def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """A version's m, u and match weight per comparison level, thresholds and metrics."""
     from mpi.steward.modelops import get_model
@@ -76,6 +79,7 @@ def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir =
     out.print("metrics: " + json.dumps(m["metrics"], default=str))
 
 
+@model_app.command("chart")
 def model_chart(
     version: VersionArg,
     chart: Annotated[str, typer.Argument(help="match-weights, m-u, probability-histogram, "
@@ -94,6 +98,7 @@ def model_chart(
     out.print(f"wrote {escape(str(out_file))} ({len(body)} bytes)")
 
 
+@model_app.command("evaluate")
 def model_evaluate(version: VersionArg, as_json: AsJson = False,
                    data_dir: DataDir = None) -> None:
     """Precision, recall and F1 at the version's thresholds against the labels; diagnostics."""
@@ -118,6 +123,7 @@ def model_evaluate(version: VersionArg, as_json: AsJson = False,
                                           for k, v in ev["diagnostics"].items()))
 
 
+@model_app.command("impact")
 def model_impact(version: VersionArg,
                  sample: Annotated[int, typer.Option(help="Changed pairs to show.")] = 5,
                  as_json: AsJson = False, data_dir: DataDir = None) -> None:
@@ -142,6 +148,7 @@ def model_impact(version: VersionArg,
                   f" -> {s['candidate']['decision']} ({s['candidate']['match_weight']:+.2f})")
 
 
+@model_app.command("promote")
 def model_promote(version: VersionArg, data_dir: DataDir = None) -> None:
     """Activate a version: re-link with key carry-over; prints the churn."""
     from mpi.steward.modelops import promote_model
@@ -154,12 +161,49 @@ def model_promote(version: VersionArg, data_dir: DataDir = None) -> None:
               f"{res['new_keys']} new keys, {res['key_events']} key events")
 
 
-COMMANDS: dict[str, Callable[..., None]] = {
-    "list": model_list, "show": model_show, "chart": model_chart, "evaluate": model_evaluate,
-    "impact": model_impact, "promote": model_promote}
+@model_app.command("train")
+def model_train(
+    sample: Annotated[float, typer.Option(help="Fraction of records to train on (0-1].")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and training.")] = 42,
+    name: Annotated[str, typer.Option(help="Model name of the new version.")] = "candidate",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the version "
+                                                 "(default DATA_DIR/models).")] = None,
+    spark_snapshot: Annotated[str | None, typer.Option("--spark-snapshot", help="Train on a "
+                                                       "sample of this Parquet snapshot, taken "
+                                                       "on Spark (a registry that lives there).")] = None,
+    spark_master: Annotated[str, typer.Option("--spark-master", help="Spark master URL.")] = "local[*]",
+    link: Annotated[float | None, typer.Option(help="Link threshold (match probability) of the "
+                                               "version; default: the active one's.")] = None,
+    review: Annotated[float | None, typer.Option(help="Review threshold; default: the active "
+                                                 "one's.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train a candidate model version on a sample (Splink on this machine); never activates it."""
+    from rich.markup import escape
 
-
-def register(model_app: typer.Typer) -> None:
-    """Add the lifecycle commands to ``mpi model``."""
-    for name, fn in COMMANDS.items():
-        model_app.command(name)(fn)
+    from mpi.identity.registry import Registry
+    from mpi.linkage.modelfile import Thresholds
+    from mpi.linkage.spark_engine import SparkOptions
+    from mpi.steward.training import train_candidate
+    settings = settings_for(data_dir)
+    reg = Registry(settings)
+    try:
+        th = reg.model.thresholds
+        version = train_candidate(reg, out_dir=out_dir or settings.data_dir / "models", name=name,
+                                  seed=seed, fraction=sample, spark_snapshot=spark_snapshot,
+                                  spark=SparkOptions(master=spark_master),
+                                  progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"),
+                                  thresholds=None if link is None and review is None else
+                                  Thresholds(link=th.link if link is None else link,
+                                             review=th.review if review is None else review))
+    except MpiError:
+        raise  # main() prints it as one line, exit 2
+    except Exception as exc:  # a Splink/DuckDB failure: one line, no traceback
+        why = [(str(e).strip().splitlines() or [type(e).__name__])[0]
+               for e in (exc, exc.__cause__) if e is not None]
+        err.print(f"[red]error:[/red] training failed ({type(exc).__name__}): "
+                  f"{escape('; cause: '.join(why)[:400])}")
+        raise typer.Exit(1) from None
+    finally:
+        reg.close()
+    out.print(f"trained {version}; it is not active")

@@ -133,9 +133,9 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
             cur, [{"record_seq_a": p.a, "record_seq_b": p.b, "is_match": p.is_match,
                    "reason": p.reason} for p in pairs],
             principal_id=principal, source=source, now=batch.now)
-        kept = [(p, person_ix) for p, person_ix in zip(pairs, result.labels, strict=True) if p.constrain]
-        rows = [{"record_seq_a": p.a, "record_seq_b": p.b, "label_seq": person_ix,
-                 "kind": MUST if p.is_match else CANNOT, "reason": p.reason} for p, person_ix in kept]
+        kept = [(p, label_seq) for p, label_seq in zip(pairs, result.labels, strict=True) if p.constrain]
+        rows = [{"record_seq_a": p.a, "record_seq_b": p.b, "label_seq": label_seq,
+                 "kind": MUST if p.is_match else CANNOT, "reason": p.reason} for p, label_seq in kept]
         result.constraints = cstore.insert_constraints(
             cur, rows, principal_id=principal, source=source, source_ref=source_ref,
             now=batch.now)
