@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true",
                     help="after the link, train a candidate on the registry (unsupervised, "
                          "thresholds from its estimate), promote it and evaluate again")
+    ap.add_argument("--blank", default="", help="comma-separated fields emptied in every record "
+                    "(e.g. national_id,postal_code,address_line,phone,middle_name,sex: an agency "
+                    "with name, date of birth, city and email only)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
@@ -50,7 +53,7 @@ def main() -> None:
     with error_profile(args.error_scale):
         files, truth_path, prep = bc.synth_and_tokenize(
             people=args.people, agencies=args.agencies, seed=args.seed,
-            out_dir=workdir / "agencies")
+            out_dir=workdir / "agencies", blank=[f for f in args.blank.split(",") if f])
     truth = read_truth(truth_path)
     reg = bc.open_registry(workdir / "data")
     bc.log("enrol")
@@ -86,7 +89,7 @@ def main() -> None:
     result = {
         "benchmark": "accuracy", "machine": bc.machine_info(),
         "args": {"people": args.people, "agencies": args.agencies, "seed": args.seed,
-                 "chunk": args.chunk, "error_scale": args.error_scale},
+                 "chunk": args.chunk, "error_scale": args.error_scale, "blank": args.blank},
         "records": prep["records"], "enrolled": n, "enrol_outcomes": counts,
         "times": {"synthesize_s": prep["synthesize_s"], "tokenize_s": prep["tokenize_s"],
                   "enrol_s": enrol_s, "link_s": link_s},

@@ -139,9 +139,27 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def blank_columns(path: Path, fields: Sequence[str]) -> None:
+    """Empty ``fields`` in every row of a CSV (an agency that does not collect them)."""
+    import csv
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        names, rows = list(reader.fieldnames or []), list(reader)
+    for row in rows:
+        for f in fields:
+            if f in row:
+                row[f] = ""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def synth_and_tokenize(*, people: int, agencies: int, seed: int, out_dir: Path,
-                       secret_seed: int = 1) -> tuple[dict[str, Path], Path, dict[str, float]]:
-    """Synthesize agency CSVs + truth.csv, tokenize each to JSONL; return files, truth, times."""
+                       secret_seed: int = 1, blank: Sequence[str] = ()
+                       ) -> tuple[dict[str, Path], Path, dict[str, float]]:
+    """Synthesize agency CSVs + truth.csv (``blank`` fields emptied), tokenize each to JSONL;
+    return files, truth, times."""
     from mpi.agency.tokenizer import tokenize_file
     from mpi.identity.pipeline import demo_secret
     from mpi.synth import synthesize
@@ -153,6 +171,8 @@ def synth_and_tokenize(*, people: int, agencies: int, seed: int, out_dir: Path,
     files: dict[str, Path] = {}
     t = time.perf_counter()
     for f in s.files:
+        if blank:
+            blank_columns(f, blank)
         out = out_dir / f"{f.stem}.tokens.jsonl"
         tokenize_file(f, secret=secret, out=out)
         files[f.stem] = out
