@@ -4,7 +4,9 @@ Owns: reading ``Authorization: Bearer <key>`` (or ``X-API-Key``) and declaring b
 OpenAPI, authenticating the key, the
 per-principal rate limit, and checking the caller's role against ``api.policy.POLICY`` for the
 matched route. 401 when the key is missing or wrong, 403 when the role is not allowed (audited
-with the principal), 429 when over the rate limit. Must not: log or echo a key.
+with the principal), 429 when over the rate limit or after too many wrong keys from one client
+address (the first wrong key of each window is audited with the address). Must not: log or
+echo a key.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def document_security(schema: dict[str, Any], *, authenticated: set[tuple[str, s
 
 
 _REVOKED = "revoked-key:"  # rate-limit bucket prefix for auditing a revoked key's use
+_UNAUTHENTICATED = "unauthenticated"  # the audit actor of a wrong key
 
 
 def _take_rate(request: Request, principal: Principal) -> None:
@@ -61,24 +64,40 @@ def _take_rate(request: Request, principal: Principal) -> None:
         raise RateLimited("rate limit exceeded for this principal", retry_after=wait)
 
 
+def _authenticate(request: Request, access: Access, key: str, route_path: str) -> Principal:
+    """The key's principal. A wrong key is 401 and counts against the client address (the first
+    of each window is audited with the address); once the address has sent too many in its
+    window, 429 before the key is even looked up."""
+    failures = app_state(request).auth_failures
+    address = request.client.host if request.client else "unknown"
+    wait = failures.blocked(address)
+    if wait > 0:
+        raise RateLimited("too many wrong API keys from this address", retry_after=wait)
+    principal = access.principals.authenticate(key)
+    if principal is not None:
+        return principal
+    target = f"route:{request.method} {route_path}"
+    if failures.fail(address):  # bounded: one audit event per address per window
+        access.audit(_UNAUTHENTICATED, "auth", target, outcome="denied",
+                     detail={"reason": "unknown or revoked key", "client": address})
+    holder = access.principals.find_revoked_holder(key)
+    # A revoked key's use is audited within a rate budget of its own (not the holder's:
+    # a leaked old key must not throttle the principal's current one), so hammering the
+    # service with it cannot turn into an unbounded stream of durable audit writes.
+    if holder is not None and app_state(request).limiter.take(_REVOKED + holder) == 0:
+        access.audit(holder, "auth", target, outcome="denied", detail={"reason": "revoked key"})
+    raise Unauthorized("unknown or revoked API key")
+
+
 def _check(request: Request, access: Access, key: str | None,
            principal: Principal | None) -> Principal:
     """Authenticate (when ``principal`` is not already known) and authorize; may touch the
     database (a key not yet cached, an audited refusal), so it runs on a worker thread."""
     if not key:
         raise Unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
-    if principal is None:
-        principal = access.principals.authenticate(key)
     route_path = getattr(request.scope.get("route"), "path", request.url.path)
     if principal is None:
-        holder = access.principals.find_revoked_holder(key)
-        # A revoked key's use is audited within a rate budget of its own (not the holder's:
-        # a leaked old key must not throttle the principal's current one), so hammering the
-        # service with it cannot turn into an unbounded stream of durable audit writes.
-        if holder is not None and app_state(request).limiter.take(_REVOKED + holder) == 0:
-            access.audit(holder, "auth", f"route:{request.method} {route_path}", outcome="denied",
-                         detail={"reason": "revoked key"})
-        raise Unauthorized("unknown or revoked API key")
+        principal = _authenticate(request, access, key, route_path)
     _take_rate(request, principal)
     if principal.role not in allowed(request.method, route_path):
         access.audit(principal.principal_id, "auth", f"route:{request.method} {route_path}",

@@ -1,7 +1,9 @@
 """The ``mpi serve`` command: the only place the CLI touches the web stack.
 
-Owns: starting uvicorn over the FastAPI app with TLS settings. It lives in ``api/`` so that
-``mpi`` itself never imports fastapi or uvicorn; ``main`` adds it to the ``mpi`` command line.
+Owns: starting uvicorn over the FastAPI app with TLS settings (AEAD suites only for TLS 1.2),
+the h11 protocol with header size and time limits (api/http.py) and no server banner. It
+lives in ``api/`` so that ``mpi`` itself never imports fastapi or uvicorn; ``main`` adds it to
+the ``mpi`` command line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from mpi.cli.common import DataDir
 from mpi.cli.common import settings_for as _settings
 from mpi.cli.main import app, err, out, print_evaluation
 from mpi.cli.main import main as _mpi_main
+from mpi.files import private_dir
 
 
 @app.command()
@@ -28,6 +31,10 @@ def serve(
                                                    "certificates signed by this CA (mutual TLS).")] = None,
     insecure_http: Annotated[bool, typer.Option("--insecure-http", help="Serve plain HTTP (only "
                                                 "behind a TLS-terminating proxy).")] = False,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds a "
+                                                  "client has to send a request's line and "
+                                                  "headers (at most 64 KiB) before the "
+                                                  "connection is closed.")] = 10.0,
     data_dir: DataDir = None,
 ) -> None:
     """Run the HTTPS service (one worker: DuckDB allows one writer process per registry)."""
@@ -35,10 +42,11 @@ def serve(
 
     import uvicorn
 
+    from api.http import HEADER_LIMIT, HeaderTimeoutH11Protocol
     from api.main import create_app
-    from mpi.tls import ensure_self_signed
+    from mpi.tls import TLS12_CIPHERS, ensure_self_signed
     settings = _settings(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     ssl_kwargs: dict[str, object] = {}
     if insecure_http:
         err.print("[yellow]warning:[/yellow] serving plain HTTP; tokens and API keys cross the "
@@ -51,16 +59,21 @@ def serve(
             tls_cert, tls_key = files.cert, files.key
             out.print(f"{'generated' if created else 'using'} a self-signed certificate; clients "
                       f"trust it with CA file {files.ca_cert}")
-        ssl_kwargs = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
+        ssl_kwargs = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key),
+                      "ssl_ciphers": TLS12_CIPHERS}
         if client_ca is not None:
             ssl_kwargs.update(ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
     application = create_app(settings)
     scheme = "http" if insecure_http else "https"
     out.print(f"mpi serving {scheme}://{host}:{port} (registry {settings.registry_path}); "
               f"OpenAPI docs at {scheme}://{host}:{port}/docs")
-    # No access log: request paths can hold person keys and source record ids.
+    # No access log: request paths can hold person keys and source record ids. h11 (not
+    # httptools) so that request line + headers are capped at 64 KiB, and a header time limit
+    # on every connection (api/http.py); no "server: uvicorn" banner.
     uvicorn.run(application, host=host, port=port, workers=1, log_level="warning",
-                access_log=False,
+                access_log=False, server_header=False,
+                http=HeaderTimeoutH11Protocol.with_timeout(header_timeout),
+                h11_max_incomplete_event_size=HEADER_LIMIT,
                 timeout_keep_alive=30, **ssl_kwargs)  # type: ignore[arg-type]
 
 

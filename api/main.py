@@ -72,6 +72,33 @@ def _open(state: AppState, registry: Registry) -> None:
         log.warning("first admin API key written to %s (mode 0600)", path)
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _local_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the files of the installed ``swagger-ui-bundle`` package (no
+    CDN: the page loads nothing from outside the service). ReDoc is not served: it has no
+    offline bundle among the dependencies."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="mpi - Swagger UI",
+                                   oauth2_redirect_url="/docs/oauth2-redirect",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def docs_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
     """Build the app for ``settings`` (from the environment when omitted)."""
     settings = settings or (registry.settings if registry is not None else Settings())
@@ -93,7 +120,9 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
                 state.registry.close()
                 state.registry = state.access = state.jobs = state.extracts = state.desk = None
 
-    app = FastAPI(title="mpi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="mpi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    _local_docs(app)
     app.state.mpi = state
     api_errors.install(app)
     for module in (records, persons, jobs, admin, audit, ops, reports, datasets, extracts, models,

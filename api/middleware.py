@@ -1,8 +1,10 @@
-"""The outer ASGI layer: body-size limits, request latency metrics, and the last-resort 500.
+"""The outer ASGI layer: body-size limits, security headers, request latency metrics, and the
+last-resort 500.
 
 Owns: refusing bodies over the configured size with 413 (by Content-Length, or while
 streaming), timing each request by route template, and turning any unhandled exception into a
-500 problem that logs only the exception type. Must not: log or echo request content.
+500 problem that logs only the exception type, and adding ``Cache-Control: no-store`` to every
+``/v1/`` response and ``Strict-Transport-Security`` over HTTPS. Must not: log or echo request content.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class ServiceMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  *_security_headers(scope)]}
             await send(message)
 
         async def receive_wrapper() -> Message:
@@ -86,6 +90,16 @@ class ServiceMiddleware:
             return {"type": "http.disconnect"}
 
         await response(scope, no_body, send)
+
+
+def _security_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """No caching of any API response (person data, records, matches, new keys); HSTS over TLS."""
+    extra = []
+    if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+        extra.append((b"cache-control", b"no-store"))
+    if scope.get("scheme") == "https":
+        extra.append((b"strict-transport-security", b"max-age=31536000"))
+    return extra
 
 
 def _template(scope: Scope) -> str:

@@ -70,7 +70,6 @@ POLICY: Final[dict[str, frozenset[str]]] = {
     "GET /openapi.json": PUBLIC,
     "GET /docs": PUBLIC,
     "GET /docs/oauth2-redirect": PUBLIC,
-    "GET /redoc": PUBLIC,
 }
 
 

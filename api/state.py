@@ -7,14 +7,14 @@ Must not: open or close anything (api/main.py's lifespan does), or block: the de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from api.errors import NotReady
 from api.metrics import Metrics
-from api.ratelimit import RateLimiter
+from api.ratelimit import FailureLimiter, RateLimiter
 from mpi.access import Access
 from mpi.config import Settings
 from mpi.extract.workflow import ExtractWorkflow
@@ -30,6 +30,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     limiter: RateLimiter
+    auth_failures: FailureLimiter = field(default_factory=FailureLimiter)
     registry: Registry | None = None
     access: Access | None = None
     jobs: JobRunner | None = None

@@ -10,6 +10,7 @@ tokens, secrets or person keys in messages (messages name rows, fields and reaso
     ├── Unauthorized / Forbidden
     ├── RateLimited
     └── ConfigurationError      (missing secret file, bad settings, missing Java/pyspark)
+        └── JournalCorrupt      (a journal segment damaged before its last entry)
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ class ConfigurationError(MpiError):
     """The service or a command is not set up correctly."""
 
     code = "configuration_error"
+
+
+class JournalCorrupt(ConfigurationError):
+    """A journal segment fails its checksum before its last entry: acknowledged writes may be
+    in the damaged part, so the registry does not start (``mpi journal recover``)."""
+
+    code = "journal_corrupt"
 
 
 def audit_outcome(exc: MpiError) -> str:

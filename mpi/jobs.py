@@ -2,7 +2,9 @@
 
 Owns: the life of a bulk job (queued → running → completed | failed; ``interrupted`` when the
 process stopped under it), its progress, outcome counts and per-row errors in the ``job``
-table, and which principal may see which job. Each chunk is enrolled in one transaction with
+table, and which principal may see which job, and the uploaded file (0600 in a 0700
+``uploads`` directory, deleted when its job ends in any state and, for jobs a crashed process
+left behind, at the next start: decision 0066). Each chunk is enrolled in one transaction with
 its audit event; a bad row is refused with row, field and reason and does not stop the file.
 Must not: run SQL (mpi/store/jobs.py) or know about HTTP.
 """
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 from mpi.agency.tokenfile import iter_chunks
 from mpi.audit import AuditEntry
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem
+from mpi.files import open_private, private_dir
 from mpi.principals import Principal
 from mpi.store import jobs as jstore
 
@@ -67,6 +70,14 @@ class JobRunner:
         self._background = registry.background
         with registry.store.transaction() as cur:
             jstore.interrupt_unfinished_jobs(cur, now=registry.clock())
+        self._remove_leftover_uploads()
+
+    def _remove_leftover_uploads(self) -> None:
+        """Delete uploads of jobs just marked interrupted: raw agency tokens, not re-keyed."""
+        if self._uploads.is_dir():
+            private_dir(self._uploads)  # one an earlier version made 0755
+            for path in self._uploads.glob("job_*"):
+                path.unlink(missing_ok=True)
 
     def submit_bulk(self, principal: Principal, *, stream: BinaryIO,
                     filename: str) -> dict[str, Any]:
@@ -80,10 +91,10 @@ class JobRunner:
                 None, "file", "file name must end in .jsonl, .ndjson, .json or .parquet")])
         job_id = "job_" + secrets.token_hex(8)
         self._background.reserve(job_id, group="bulk")
-        self._uploads.mkdir(parents=True, exist_ok=True)
+        private_dir(self._uploads)
         path = self._uploads / f"{job_id}{suffix}"
         try:
-            with path.open("wb") as out:
+            with open_private(path, exclusive=True) as out:
                 shutil.copyfileobj(stream, out, 1 << 20)
             total = _count_rows(path)
             entry = AuditEntry(principal.principal_id, "records.bulk_upload",
@@ -91,11 +102,11 @@ class JobRunner:
             with self._reg.audited_transaction([entry]) as cur:
                 jstore.insert_job(cur, job_id=job_id, principal_id=principal.principal_id,
                                   agency=agency, kind="bulk_enrol", total=total, now=self._reg.clock())
+            self._background.start(job_id, self._run, job_id, principal, path)
         except BaseException:
             path.unlink(missing_ok=True)
             self._background.release(job_id)
             raise
-        self._background.start(job_id, self._run, job_id, principal, path)
         return self.get_job(principal, job_id)
 
     def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:

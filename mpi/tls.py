@@ -1,6 +1,7 @@
 """Self-signed TLS material for ``mpi serve``: a local CA and a server certificate it signs.
 
-Owns: generating (once) and locating the CA and server certificate in ``<data_dir>/tls``.
+Owns: generating (once) and locating the CA and server certificate in ``<data_dir>/tls``, and
+the TLS 1.2 cipher list the server allows (``TLS12_CIPHERS``).
 Must not: overwrite existing material or log key bytes.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mpi.files import private_dir, write_private
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+"""OpenSSL cipher list for TLS 1.2: forward-secret AEAD suites only (no CBC, no static RSA).
+TLS 1.3 suites are all AEAD and are not governed by this list."""
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,6 @@ class TlsFiles:
     ca_cert: Path
     cert: Path
     key: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def _name(common: str) -> x509.Name:
@@ -44,7 +44,7 @@ def ensure_self_signed(tls_dir: Path, *, hosts: tuple[str, ...] = ("localhost", 
     files = TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key")
     if files.ca_cert.exists() and files.cert.exists() and files.key.exists():
         return files, False
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)
     now = now or dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("mpi local CA")).issuer_name(_name("mpi local CA"))
@@ -70,12 +70,12 @@ def ensure_self_signed(tls_dir: Path, *, hosts: tuple[str, ...] = ("localhost", 
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(files.key, key.private_bytes(serialization.Encoding.PEM,
+    write_private(files.ca_cert, ca.public_bytes(serialization.Encoding.PEM))  # 0600 too (0066)
+    write_private(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(files.key, key.private_bytes(serialization.Encoding.PEM,
                                                 serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption()))
-    _write_private(tls_dir / "ca.key", ca_key.private_bytes(
+    write_private(tls_dir / "ca.key", ca_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return files, True

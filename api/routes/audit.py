@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("", response_model=AuditPageOut, summary="Page through the audit log",
-            description="Events with `audit_seq > after`, oldest first. Reading the log is not "
+            description="Events with `audit_seq > after`, oldest first; `next_after` is null on "
+            "the last page. Reading the log is not "
             "itself audited (paging would never reach the end).")
 def list_audit(caller: Caller, access: AccessDep,
                after: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -24,7 +25,8 @@ def list_audit(caller: Caller, access: AccessDep,
     events = access.registry.list_audit(after=after, limit=limit)
     for e in events:
         e["detail"] = json.loads(e["detail"]) if e["detail"] else None
-    return {"events": events, "next_after": events[-1]["audit_seq"] if events else after}
+    # null on the last page (like review items and constraints), so a paging loop ends
+    return {"events": events, "next_after": events[-1]["audit_seq"] if len(events) == limit else None}
 
 
 @router.get("/verify", response_model=AuditVerifyOut, summary="Verify the audit hash chain",

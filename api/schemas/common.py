@@ -215,7 +215,7 @@ class AuditPageOut(BaseModel):
     """A page of audit events; pass `next_after` as `after` for the next page."""
 
     events: list[AuditEventOut]
-    next_after: int
+    next_after: int | None
 
 
 class AuditVerifyOut(BaseModel):

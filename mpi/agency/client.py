@@ -2,7 +2,9 @@
 
 Owns: talking to a running mpi service over HTTPS (httpx), retrying 429/5xx with backoff, and
 the resume state file that makes ``submit`` safe to re-run (each batch carries an idempotency
-key derived from the file and batch number, so a resent batch is never stored twice). Must not:
+key derived from the file and batch number, so a resent batch is never stored twice), splitting
+a batch the service refuses as too large (413), and ``failure_line``: one line for each kind of
+client failure. Must not:
 log tokens or the API key.
 """
 
@@ -59,12 +61,17 @@ class MpiClient:
 
     def __init__(self, base_url: str, *, api_key: str, ca_file: Path | None = None,
                  client_cert: tuple[Path, Path] | None = None, timeout: float = 120.0,
-                 max_retries: int = 8, backoff: float = 0.5) -> None:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        if client_cert is not None:
-            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+                 max_retries: int = 8, backoff: float = 0.5,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        try:
+            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            if client_cert is not None:
+                context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load the CA file or client certificate/key: "
+                                     f"{_reason(exc)}") from None
         self._http = httpx.Client(base_url=base_url.rstrip("/"), verify=context,
-                                  timeout=timeout,
+                                  timeout=timeout, transport=transport,
                                   headers={"Authorization": f"Bearer {api_key}"})
         self.max_retries = max_retries
         self.backoff = backoff
@@ -151,23 +158,59 @@ class MpiClient:
                     progress(len(batch))
                 continue
             key = hashlib.sha256(f"{fingerprint}/{batch_size}/{number}".encode()).hexdigest()
-            try:
-                body = self.post_records(batch, idempotency_key=key)
-            except ServiceError as exc:
-                if exc.status != 422:
-                    raise
-                summary.rejected.extend(exc.problem.get("errors", []))
-            else:
-                for r in body["results"]:
-                    summary.outcomes[r["outcome"]] = summary.outcomes.get(r["outcome"], 0) + 1
-                if on_results is not None:
-                    on_results(body["results"])
+            self._post_batch(batch, key, summary, on_results)
             summary.batches += 1
             summary.records += len(batch)
             _write_state(state_file, fingerprint, number + 1)
             if progress:
                 progress(len(batch))
         return summary
+
+
+    def _post_batch(self, batch: list[dict[str, Any]], key: str, summary: SubmitSummary,
+                    on_results: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        """Post one batch; a 413 splits it in halves (each with its own idempotency key derived
+        from the batch's), down to a single record, whose 413 is raised."""
+        try:
+            body = self.post_records(batch, idempotency_key=key)
+        except ServiceError as exc:
+            if exc.status == 413 and len(batch) > 1:
+                half = len(batch) // 2
+                for part, piece in (("a", batch[:half]), ("b", batch[half:])):
+                    sub = hashlib.sha256(f"{key}/{part}".encode()).hexdigest()
+                    self._post_batch(piece, sub, summary, on_results)
+                return
+            if exc.status != 422:
+                raise
+            summary.rejected.extend(exc.problem.get("errors", []))
+            return
+        for r in body["results"]:
+            summary.outcomes[r["outcome"]] = summary.outcomes.get(r["outcome"], 0) + 1
+        if on_results is not None:
+            on_results(body["results"])
+
+
+def failure_line(exc: BaseException) -> str | None:
+    """One line for a client failure (refusal, TLS, connection), or None if it is not one."""
+    if isinstance(exc, ServiceError):
+        title = exc.problem.get("title") or ""
+        detail = exc.problem.get("detail") or ""
+        return f"the service refused the request: {exc.status} {title}: {detail}".rstrip(": ")
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return (f"TLS certificate verification failed ({_reason(exc)}); pass the server's CA "
+                "with --ca-file")
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to the service: {_reason(exc)}"
+    if isinstance(exc, httpx.TimeoutException):
+        return "the service did not answer in time"
+    if isinstance(exc, httpx.TransportError | ssl.SSLError):
+        return (f"the connection to the service failed ({type(exc).__name__}: {_reason(exc)}); "
+                "a server requiring mutual TLS needs --client-cert and --client-key")
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _batches(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:

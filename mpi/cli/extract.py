@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mpi.cli.common import open_registry
+from mpi.cli.common import ClientCert, ClientKey, Tls, client_pair, open_registry
 
 extract_app = typer.Typer(help="Research extracts: build, sign and verify packages.", no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -67,11 +67,12 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Stopped regist
                                               "(default: $MPI_DATA_DIR or ./mpi-data).")]
 
 
-def _client(url: str, key_file: Path | None, ca_file: Path | None) -> Any:
+def _client(url: str, key_file: Path | None, tls: Tls) -> Any:
     from mpi.agency.client import MpiClient, read_api_key
     if key_file is None:
         raise typer.BadParameter("--url needs --api-key-file")
-    return MpiClient(url, api_key=read_api_key(key_file), ca_file=ca_file, max_retries=2)
+    return MpiClient(url, api_key=read_api_key(key_file), ca_file=tls[0],
+                     client_cert=client_pair(tls[1], tls[2]), max_retries=2)
 
 
 def _local(data_dir: Path | None, action: Callable[[Any, Any], Any]) -> Any:
@@ -93,21 +94,23 @@ def _summary(x: dict[str, Any]) -> str:
 def _fail(exc: Exception) -> typer.Exit:
     from mpi.agency.client import ServiceError
     if isinstance(exc, ServiceError):
-        err.print(f"[red]refused[/red] ({exc.status}): {escape(str(exc.problem.get('detail', '')))}")
+        err.print(f"[red]refused[/red] ({exc.status}): {escape(str(exc.problem.get('detail', '')))}",
+                  soft_wrap=True)
     else:
-        err.print(f"[red]refused[/red]: {escape(getattr(exc, 'message', str(exc)))}")
+        err.print(f"[red]refused[/red]: {escape(getattr(exc, 'message', str(exc)))}", soft_wrap=True)
     return typer.Exit(1)
 
 
 @extract_app.command("list")
 def extract_list(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
                  data_dir: DataDir = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List extract requests (all on a local registry; those the key may see on a server)."""
     from mpi.agency.client import ServiceError
     try:
         if url:
-            with _client(url, api_key_file, ca_file) as c:
+            with _client(url, api_key_file, (ca_file, client_cert, client_key)) as c:
                 res = c.request("GET", "/v1/extracts")
         else:
             res = _local(data_dir, lambda flow, who: flow.list_requests(who))
@@ -124,13 +127,14 @@ def extract_list(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile 
 
 @extract_app.command("build")
 def extract_build(extract_id: str, url: Url = None, api_key_file: KeyFile = None,
-                  ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+                  ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
     """Build (or rebuild) an approved extract: on a server in the background, locally at once."""
     from mpi.agency.client import ServiceError
     from mpi.errors import MpiError
     try:
         if url:
-            with _client(url, api_key_file, ca_file) as c:
+            with _client(url, api_key_file, (ca_file, client_cert, client_key)) as c:
                 res = c.request("POST", f"/v1/extracts/{_segment(extract_id, 'extract id')}/build")
             out.print(f"build started: {_summary(res)}")
             return
@@ -150,11 +154,12 @@ def extract_download(
     api_key_file: Annotated[Path, typer.Option("--api-key-file", help="The requesting researcher's "
                                                "API key file.")],
     ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Download an extract package as its requesting researcher (counts against the limit)."""
     from mpi.agency.client import ServiceError
     try:
-        with _client(url, api_key_file, ca_file) as c:
+        with _client(url, api_key_file, (ca_file, client_cert, client_key)) as c:
             size = c.download(f"/v1/extracts/{_segment(extract_id, 'extract id')}/download",
                               out_file)
     except ServiceError as exc:
@@ -165,13 +170,14 @@ def extract_download(
 
 @extract_app.command("close")
 def extract_close(extract_id: str, url: Url = None, api_key_file: KeyFile = None,
-                  ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+                  ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
     """Close a project: destroy its pseudonym secret and stored packages."""
     from mpi.agency.client import ServiceError
     from mpi.errors import MpiError
     try:
         if url:
-            with _client(url, api_key_file, ca_file) as c:
+            with _client(url, api_key_file, (ca_file, client_cert, client_key)) as c:
                 res = c.request("POST", f"/v1/extracts/{_segment(extract_id, 'extract id')}/close")
         else:
             res = _local(data_dir, lambda flow, who: flow.close(who, extract_id))
@@ -187,12 +193,12 @@ ServerKey = Annotated[Path, typer.Option("--api-key-file", help="API key file of
 AsJson = Annotated[bool, typer.Option("--json", help="Print the JSON response.")]
 
 
-def _call(url: str, key_file: Path, ca_file: Path | None, method: str, path: str,
+def _call(url: str, key_file: Path, tls: Tls, method: str, path: str,
           **kwargs: Any) -> Any:
     """One API call; a refusal prints its status, detail and every located problem (exit 1)."""
     from mpi.agency.client import ServiceError
     try:
-        with _client(url, key_file, ca_file) as c:
+        with _client(url, key_file, tls) as c:
             return c.request(method, path, **kwargs)
     except ServiceError as exc:
         for p in exc.problem.get("errors") or []:
@@ -218,9 +224,11 @@ def _segment(value: str, what: str) -> str:
 
 @extract_app.command("datasets")
 def extract_datasets(url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
                      as_json: AsJson = False) -> None:
     """The catalogue of data dictionaries (GET /v1/datasets)."""
-    res = _call(url, api_key_file, ca_file, "GET", "/v1/datasets")
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "GET", "/v1/datasets")
     if as_json:
         out.print_json(json.dumps(res, default=str))
         return
@@ -241,9 +249,11 @@ def extract_dataset(
                                        "[...]} as PUT /v1/datasets/{dataset} takes it.",
                                        exists=True, dir_okay=False, readable=True)],
     url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Register or replace the agency's dictionary for a dataset (agency key)."""
-    res = _call(url, api_key_file, ca_file, "PUT", f"/v1/datasets/{_segment(dataset, 'dataset')}",
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "PUT", f"/v1/datasets/{_segment(dataset, 'dataset')}",
                 json=_json_file(file))
     out.print(escape(f"stored {res['agency']}/{res['dataset']}: {len(res['attributes'])} attributes"))
 
@@ -253,17 +263,21 @@ def extract_request(
     file: Annotated[Path, typer.Argument(help="JSON request as POST /v1/extracts takes it.",
                                          exists=True, dir_okay=False, readable=True)],
     url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Request an extract (researcher key); prints its id and the approvals it needs."""
-    res = _call(url, api_key_file, ca_file, "POST", "/v1/extracts", json=_json_file(file))
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "POST", "/v1/extracts", json=_json_file(file))
     out.print(f"requested: {_summary(res)}")
 
 
 @extract_app.command("show")
 def extract_show(extract_id: str, url: ServerUrl, api_key_file: ServerKey,
-                 ca_file: CaFile = None) -> None:
+                 ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None) -> None:
     """One request as JSON: status, approvals, pending approvals, build state, latest build."""
-    res = _call(url, api_key_file, ca_file, "GET",
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "GET",
                 f"/v1/extracts/{_segment(extract_id, 'extract id')}")
     out.print_json(json.dumps(res, default=str))
 
@@ -274,11 +288,13 @@ def extract_decide(
     decision: Annotated[str, typer.Option("--decision", help="approve or deny.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (kept with the decision).")],
     url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Approve or deny a request in the key's capacity (an agency's approver, or a steward)."""
     if decision not in ("approve", "deny"):
         raise typer.BadParameter("--decision must be approve or deny")
-    res = _call(url, api_key_file, ca_file, "POST",
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "POST",
                 f"/v1/extracts/{_segment(extract_id, 'extract id')}/approvals",
                 json={"decision": decision, "reason": reason})
     out.print(f"{decision}: {_summary(res)}")
@@ -286,9 +302,11 @@ def extract_decide(
 
 @extract_app.command("disclosures")
 def extract_disclosures(person_key: str, url: ServerUrl, api_key_file: ServerKey,
-                        ca_file: CaFile = None, as_json: AsJson = False) -> None:
+                        ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None, as_json: AsJson = False) -> None:
     """The accounting of disclosures for a person (steward, or an agency linked to them)."""
-    res = _call(url, api_key_file, ca_file, "GET",
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "GET",
                 f"/v1/persons/{_segment(person_key, 'person key')}/disclosures")
     if as_json:
         out.print_json(json.dumps(res, default=str))
@@ -303,7 +321,9 @@ def extract_disclosures(person_key: str, url: ServerUrl, api_key_file: ServerKey
 
 
 @extract_app.command("report")
-def extract_report(url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None) -> None:
+def extract_report(url: ServerUrl, api_key_file: ServerKey, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None) -> None:
     """Request turnaround: median and 90th percentile hours (GET /v1/reports/requests)."""
-    res = _call(url, api_key_file, ca_file, "GET", "/v1/reports/requests")
+    res = _call(url, api_key_file, (ca_file, client_cert, client_key),
+                "GET", "/v1/reports/requests")
     out.print_json(json.dumps(res, default=str))

@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mpi.cli.common import DataDir, settings_for
+from mpi.cli.common import ClientCert, ClientKey, DataDir, Tls, client_pair, settings_for
 from mpi.cli.extract import extract_app
+from mpi.cli.journal import journal_app
 from mpi.cli.model import model_app
 from mpi.cli.steward import constraints_app, labels_app, persons_app, review_app
 from mpi.errors import MpiError
@@ -40,6 +41,7 @@ app.add_typer(persons_app, name="persons")
 app.add_typer(labels_app, name="labels")
 app.add_typer(constraints_app, name="constraints")
 app.add_typer(model_app, name="model")
+app.add_typer(journal_app, name="journal")
 # soft_wrap: never break a path or key across lines when output goes to a log or pipe.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -304,7 +306,7 @@ KeyOut = Annotated[Path | None, typer.Option("--key-out", help="Write the new AP
                                              "instead of printing it.")]
 
 
-def _admin(url: str | None, key_file: Path | None, ca_file: Path | None, data_dir: Path | None,
+def _admin(url: str | None, key_file: Path | None, tls: Tls, data_dir: Path | None,
            remote: tuple[str, str, dict[str, Any] | None],
            local: Callable[[Any], Any]) -> Any:
     """Run an admin action over HTTPS (``--url``) or on a stopped data directory."""
@@ -313,7 +315,8 @@ def _admin(url: str | None, key_file: Path | None, ca_file: Path | None, data_di
         if key_file is None:
             raise typer.BadParameter("--url needs --api-key-file")
         method, path, body = remote
-        with MpiClient(url, api_key=read_api_key(key_file), ca_file=ca_file, max_retries=2) as c:
+        with MpiClient(url, api_key=read_api_key(key_file), ca_file=tls[0],
+                       client_cert=client_pair(tls[1], tls[2]), max_retries=2) as c:
             return c.request(method, path, json=body) if body is not None else c.request(method, path)
     from mpi.identity.registry import Registry
     from mpi.principals import Principals
@@ -337,18 +340,22 @@ def _show_key(result: dict[str, Any], key_out: Path | None) -> None:
 
 @admin_app.command("agency-add")
 def admin_agency_add(agency: str, url: Url = None, api_key_file: KeyFile = None,
-                     ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+                     ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
     """Register an agency."""
-    res = _admin(url, api_key_file, ca_file, data_dir, ("POST", "/v1/agencies", {"agency": agency}),
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                data_dir, ("POST", "/v1/agencies", {"agency": agency}),
                  lambda p: p.create_agency(agency, actor="cli"))
     out.print(json.dumps(res, indent=2, default=str))
 
 
 @admin_app.command("agencies")
 def admin_agencies(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
                    data_dir: DataDir = None) -> None:
     """List agencies."""
-    res = _admin(url, api_key_file, ca_file, data_dir, ("GET", "/v1/agencies", None),
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                data_dir, ("GET", "/v1/agencies", None),
                  lambda p: {"agencies": p.list_agencies()})
     out.print(json.dumps(res, indent=2, default=str))
 
@@ -360,30 +367,36 @@ def admin_principal_add(name: str,
                         agency: Annotated[str | None, typer.Option(help="Agency (roles agency "
                                                                    "and approver).")] = None,
                         key_out: KeyOut = None, url: Url = None, api_key_file: KeyFile = None,
-                        ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+                        ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
     """Create a principal and its API key (shown once)."""
     def local(p: Any) -> dict[str, Any]:
         row, key = p.create_principal(name, role=role, agency=agency, actor="cli")
         return {"principal": row, "api_key": key}
-    res = _admin(url, api_key_file, ca_file, data_dir,
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                data_dir,
                  ("POST", "/v1/principals", {"name": name, "role": role, "agency": agency}), local)
     _show_key(res, key_out)
 
 
 @admin_app.command("principals")
 def admin_principals(url: Url = None, api_key_file: KeyFile = None, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
                      data_dir: DataDir = None) -> None:
     """List principals (never their keys)."""
-    res = _admin(url, api_key_file, ca_file, data_dir, ("GET", "/v1/principals", None),
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                data_dir, ("GET", "/v1/principals", None),
                  lambda p: {"principals": p.list_principals()})
     out.print(json.dumps(res, indent=2, default=str))
 
 
 @admin_app.command("revoke")
 def admin_revoke(principal_id: str, url: Url = None, api_key_file: KeyFile = None,
-                 ca_file: CaFile = None, data_dir: DataDir = None) -> None:
+                 ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
     """Revoke a principal and all its keys."""
-    res = _admin(url, api_key_file, ca_file, data_dir,
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                data_dir,
                  ("POST", f"/v1/principals/{principal_id}/revoke", {}),
                  lambda p: p.revoke_principal(principal_id, actor="cli"))
     out.print(json.dumps(res, indent=2, default=str))
@@ -392,12 +405,14 @@ def admin_revoke(principal_id: str, url: Url = None, api_key_file: KeyFile = Non
 @admin_app.command("rotate")
 def admin_rotate(principal_id: str, key_out: KeyOut = None, url: Url = None,
                  api_key_file: KeyFile = None, ca_file: CaFile = None,
+        client_cert: ClientCert = None, client_key: ClientKey = None,
                  data_dir: DataDir = None) -> None:
     """Issue a new API key for a principal and revoke the old one."""
     def local(p: Any) -> dict[str, Any]:
         row, key = p.rotate_key(principal_id, actor="cli")
         return {"principal": row, "api_key": key}
-    res = _admin(url, api_key_file, ca_file, data_dir,
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                data_dir,
                  ("POST", f"/v1/principals/{principal_id}/rotate", {}), local)
     _show_key(res, key_out)
 
@@ -485,7 +500,15 @@ def main() -> None:
         from mpi.identity.registry import close_all
         close_all()
         from rich.markup import escape
-        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        err.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
         for p in exc.problems[:20]:
             err.print(f"  {escape(p.describe())}")
         sys.exit(2)
+    except Exception as exc:  # a client command's failure: one line, never a traceback
+        from mpi.agency.client import failure_line
+        line = failure_line(exc)
+        if line is None:
+            raise
+        from rich.markup import escape
+        err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
+        sys.exit(1)

@@ -1,11 +1,11 @@
 """The accounting of disclosures (which extracts included a person) and the request
 turnaround report.
 
-Owns: who may read a person's disclosures (a steward, or an agency with a record linked to the
-person), finding them through the person's key lineage (the keys the person holds now, and
-every key whose records moved into those, for its builds before the move), and the
-turnaround figures (median and 90th percentile from
-request to decision and from approval to first delivery). A disclosure is a build that was
+Owns: who may read a person's disclosures (a steward: all; an agency with a record linked to
+the person: those that released its own data), finding them through the person's key lineage
+(the keys the person holds now, and every key whose records moved into those, for its builds
+before the move), and the turnaround figures (median and 90th percentile from request to
+decision and from approval to first delivery). A disclosure is a build that was
 delivered (downloaded) at least once (README Decision 23). Must not: run SQL
 (mpi/store/extracts.py), know about HTTP, or name a person key in an audit event (digests only).
 """
@@ -92,14 +92,22 @@ def windows(current: list[str], edges: list[tuple[str, str, dt.datetime | None]]
     return bound
 
 
+def _concerns(agency: str, spec: dict[str, Any], released: list[dict[str, Any]]) -> bool:
+    """Whether an extract released the agency's own data: its cohort, or its attributes."""
+    cohort = spec.get("cohort") or {}
+    return cohort.get("agency") == agency or any(a["agency"] == agency for a in released)
+
+
 def disclosures(registry: Registry, principal: Principal, person_key: str) -> dict[str, Any]:
     """Every delivered extract that included the person (audited; the caller audits refusals).
 
     The person is who the key stands for now (``current_keys``). Their disclosures are the
     delivered builds of a current key, and of every key whose records moved into theirs,
     from before the move (``windows``): after a split, each side keeps the history before it
-    and only its own builds after it (README Decision 46). An agency may read them only with an
-    active record linked to the person now."""
+    and only its own builds after it (Decision 46). An agency may read them only with an
+    active record linked to the person now, and sees only the extracts that released its own
+    data about the person (its cohort or its attributes), with only its own attributes listed:
+    never another agency's projects, which would tell it who else holds the person."""
     cur = registry.store.cursor()
     if principal.role not in ("agency", STEWARD):
         raise Forbidden("only a steward or a linked agency reads disclosures")
@@ -124,12 +132,16 @@ def disclosures(registry: Registry, principal: Principal, person_key: str) -> di
             continue
         who = prstore.find_principal(cur, row["requester_id"]) or {}
         spec = json.loads(row["spec"])
+        released = released_attributes(row["kind"], spec)
+        if principal.role == "agency":  # only what released this agency's own data about them
+            if not _concerns(principal.agency or "", spec, released):
+                continue
+            released = [a for a in released if a["agency"] == principal.agency]
         out.append({"extract_id": row["extract_id"], "project": row["title"],
                     "purpose": row["purpose"], "agreement_ref": row["agreement_ref"],
                     "recipient": {"principal_id": row["requester_id"], "name": who.get("name")},
                     "disclosed_at": d["first_delivered_at"], "builds": sorted(d["builds"]),
-                    "kind": row["kind"],
-                    "attributes": released_attributes(row["kind"], spec)})
+                    "kind": row["kind"], "attributes": released})
     registry.record_audit([AuditEntry(principal.principal_id, "persons.disclosures",
                                       key_ref(person_key), detail={"extracts": len(out)})])
     return {"person_key": person_key, "disclosures": out}

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mpi.errors import InvalidInput
 from mpi.extract.signing import key_fingerprint, load_public_key, public_key_pem
+from mpi.files import open_private
 
 FORMAT = "mpi-extract-package"
 FORMAT_VERSION = 1
@@ -114,7 +115,8 @@ def write_package(path: Path, files: Mapping[str, bytes], *, signing_key: Ed2551
     signature = _signature_document(signing_key.public_key(), signing_key.sign(manifest), manifest_sha)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        with open_private(tmp) as fh, \
+                zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
             for name, data in ((MANIFEST, manifest), (SIGNATURE, signature), *members.items()):
                 zf.writestr(_zipinfo(name), data)
         os.replace(tmp, path)

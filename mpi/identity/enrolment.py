@@ -20,7 +20,7 @@ from mpi.audit import AuditEntry
 from mpi.errors import Problem
 from mpi.identity import events
 from mpi.identity import keys as keyrules
-from mpi.identity.intake import ParsedRecord, parse_record
+from mpi.identity.intake import ParsedRecord, parse_record, with_consent
 from mpi.identity.results import EnrolResult, RecordResult, WriteBatch
 from mpi.identity.state import RecordRef
 from mpi.steward.constraints import CANNOT, online_rule
@@ -139,7 +139,10 @@ def _prepare(reg: Registry, job: Job, batch: WriteBatch) -> None:
         ref = st.by_sid.get((agency, p.source_record_id))
         if ref is None:
             to_match.append((p, st.next_record_seq(), 1, -1))
-        elif ref.content_hash == p.content_hash and ref.row >= 0:
+            continue
+        if p.research_consent is None and ref.research_consent is not None:
+            p = with_consent(p, ref.research_consent)  # a refresh never drops a consent
+        if ref.content_hash == p.content_hash and ref.row >= 0:
             key = st.persons[int(st.index.label[ref.row])]
             outcomes[p.row] = RecordResult(p.row, p.source_record_id, key, "unchanged")
         else:
@@ -148,7 +151,7 @@ def _prepare(reg: Registry, job: Job, batch: WriteBatch) -> None:
     _match_and_assign(reg, agency, to_match, batch, outcomes, cause=job.cause)
     for i, (p, seq, version, _old) in enumerate(to_match):
         st.set_ref((agency, p.source_record_id),
-                   RecordRef(seq, first_row + i, p.content_hash, version))
+                   RecordRef(seq, first_row + i, p.content_hash, version, p.research_consent))
     job.result.results.extend(outcomes[p.row] for p in job.parsed)
 
 

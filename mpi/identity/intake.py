@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,13 @@ def _content_hash(tokens: npt.NDArray[np.int64], attributes: str | None,
     h.update((attributes or "").encode())
     h.update(b"\x00" + str(consent).encode())
     return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def with_consent(record: ParsedRecord, consent: bool) -> ParsedRecord:
+    """The record with the research consent a refresh without the field keeps (its stored
+    one), and the content hash that goes with it."""
+    return replace(record, research_consent=consent,
+                   content_hash=_content_hash(record.tokens, record.attributes, consent))
 
 
 def _check_attributes(value: Any, row: int, sid: str | None, problems: list[Problem]) -> str | None:

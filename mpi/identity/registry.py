@@ -190,7 +190,9 @@ class Registry:
                    strict=True)
         values = map(RecordRef._make, zip(seqs.tolist(), row_of.tolist(),
                                           table.column("content_hash").to_pylist(),
-                                          table.column("version").to_pylist(), strict=True))
+                                          table.column("version").to_pylist(),
+                                          table.column("research_consent").to_pylist(),
+                                          strict=True))
         self.state.load_refs(dict(zip(keys, values, strict=True)))
 
     @property

@@ -35,12 +35,14 @@ SidKey = tuple[str, str]
 
 class RecordRef(NamedTuple):
     """Where one agency record is: its record_seq, its index row (-1 once withdrawn), the hash
-    of its tokens and its version."""
+    of its tokens, its version and its stored research consent (kept by a refresh that does
+    not carry the field)."""
 
     record_seq: int
     row: int
     content_hash: int
     version: int
+    research_consent: bool | None = None
 
 
 class MatchState:

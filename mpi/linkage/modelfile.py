@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mpi.errors import ConfigurationError, NotFound
+from mpi.files import DIR_MODE, write_private
 from mpi.linkage.definition import DEFAULT_DEFINITION, ModelDefinition, definition_named
 from mpi.linkage.params import ModelParams, params_from_splink, weight_for_probability
 
@@ -115,10 +116,8 @@ def save_version(models_dir: Path, *, name: str, model: dict[str, Any],
     version = f"{name}-v{num:03d}"
     raw = (json.dumps(model, indent=2, sort_keys=True) + "\n").encode()
     meta = {**meta, "version": version, "model_sha256": fingerprint_bytes(raw)}
-    models_dir.mkdir(parents=True, exist_ok=True)
-    path = models_dir / f"{version}.json"
-    with path.open("xb") as fh:
-        fh.write(raw)
-    (models_dir / f"{version}.meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True)
-                                                     + "\n")
+    models_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)  # an existing one is the user's
+    write_private(models_dir / f"{version}.json", raw, exclusive=True)  # 0600: decision 0066
+    write_private(models_dir / f"{version}.meta.json",
+                  json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return version

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import splink
 
 from mpi.errors import ConfigurationError, Conflict
+from mpi.files import DIR_MODE, write_private
 from mpi.linkage.definition import DEFAULT_DEFINITION, ModelDefinition
 from mpi.linkage.params import ModelParams
 from mpi.linkage.splink_engine import UNIQUE_ID, LinkResult, splink_settings
@@ -153,7 +154,7 @@ def predict_and_cluster(records: pa.Table, params: ModelParams, *, work_dir: Pat
 
 def _reset(work_dir: Path) -> None:
     """Remove the marker first, then whatever a previous (failed or other) run left."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     (work_dir / MARKER).unlink(missing_ok=True)
     for name in (EDGES, CLUSTERS, CHECKPOINTS):
         shutil.rmtree(work_dir / name, ignore_errors=True)
@@ -162,7 +163,7 @@ def _reset(work_dir: Path) -> None:
 
 def _write_marker(work_dir: Path, content: dict[str, Any]) -> None:
     tmp = work_dir / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    write_private(tmp, json.dumps(content, indent=2) + "\n")
     os.replace(tmp, work_dir / MARKER)
 
 

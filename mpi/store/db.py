@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, TypeVar
 import duckdb
 
 from mpi.errors import ConfigurationError
+from mpi.files import private_dir, private_file
 from mpi.store import writeset
-from mpi.store.journal import Journal, JournalBusy
+from mpi.store.journal import Journal, JournalBusy, RecoveryMode
 from mpi.store.migrations import MIGRATIONS
 from mpi.store.rows import first_row
 
@@ -50,8 +51,9 @@ class Store:
     """Owns one DuckDB registry file."""
 
     def __init__(self, path: Path, *, now: dt.datetime | None = None,
-                 memory_limit: str | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+                 memory_limit: str | None = None,
+                 journal_recovery: RecoveryMode = "strict") -> None:
+        private_dir(path.parent)  # the data directory: 0700 (decision 0066)
         self.path = path
         config = dict(_CONFIG)
         if memory_limit:
@@ -68,6 +70,7 @@ class Store:
         self._cursors_lock = threading.Lock()
         self.write_lock = threading.RLock()
         self._migrate(now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        self._private_files()
         # The online journal (mpi/store/journal.py): write sets acknowledged but not yet folded
         # into DuckDB. Lock order: write_lock, then _fold_lock.
         self._pending: list[tuple[int, WriteSet]] = []
@@ -79,7 +82,7 @@ class Store:
             self._con.close()
             raise ConfigurationError(f"cannot open registry: {exc}; close it first") from None
         try:
-            self._acked = self._folded = self._replay()
+            self._acked = self._folded = self._replay(journal_recovery)
         except BaseException:
             self.journal.close(all_folded=False)  # keep the entries for the next open
             self._con.close()
@@ -117,12 +120,14 @@ class Store:
         return int(row[0]) if row and row[0] is not None else 0
 
     # ---- the online write journal (mpi/store/journal.py) ------------------------------
-    def _replay(self) -> int:
-        """Fold entries an earlier process acknowledged but did not fold; the last folded seq."""
+    def _replay(self, mode: RecoveryMode) -> int:
+        """Fold entries an earlier process acknowledged but did not fold; the last folded seq.
+
+        ``mode`` says what to do with a damaged segment (mpi/store/journal.py, Decision 65)."""
         cur = self._cursor()
         row = first_row(cur.execute("SELECT applied_seq FROM journal_state").fetchall())
         applied = int(row[0]) if row else 0
-        entries = [(seq, ws) for seq, ws in self.journal.recover() if seq > applied]
+        entries = self.journal.recover(applied, mode=mode)
         self.journal.next_seq = max(self.journal.next_seq, applied + 1)
         if entries:
             log.info("journal: folding %d acknowledged write sets into the registry",
@@ -142,6 +147,7 @@ class Store:
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+        self._private_files()
 
     def write_set(self, ws: WriteSet, *, journal: bool) -> None:
         """Make a write set durable: appended to the journal (small ones) or written directly.
@@ -228,6 +234,13 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+            self._private_files()
+
+    def _private_files(self) -> None:
+        """The registry file and its WAL 0600: DuckDB creates them with the process umask, and
+        the WAL anew at the first write after each checkpoint (decision 0066)."""
+        private_file(self.path)
+        private_file(self.path.with_name(self.path.name + ".wal"), missing_ok=True)
 
     @contextmanager
     def read_snapshot(self, under_lock: Callable[[], T]) -> Iterator[tuple[duckdb.DuckDBPyConnection, T]]:
@@ -254,6 +267,7 @@ class Store:
         with self.write_lock:
             self.flush_journal()
             self._cursor().execute("CHECKPOINT")
+            self._private_files()
 
     def close(self) -> None:
         """Fold the journal, then close every thread's cursor and the file."""
@@ -267,6 +281,10 @@ class Store:
             self._close_duckdb()
 
     def _close_duckdb(self) -> None:
+        try:  # a clean stop leaves everything in mpi.duckdb, nothing only in the WAL (0066)
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error as exc:  # still durable in the WAL; the next open replays it
+            log.warning("registry: checkpoint on close failed (%s)", type(exc).__name__)
         with self._cursors_lock:
             for cur in self._cursors:
                 cur.close()

@@ -194,7 +194,7 @@ def load_state(cur: duckdb.DuckDBPyConnection) -> pa.Table:
     # lists at once doubles the process's peak memory.
     reader = cur.sql(
         "SELECT record_seq, agency, source_record_id, version, status, person_key, content_hash, "
-        "tokens FROM source_record").to_arrow_reader(200_000)
+        "research_consent, tokens FROM source_record").to_arrow_reader(200_000)
     return pa.Table.from_batches(list(reader), schema=reader.schema)
 
 

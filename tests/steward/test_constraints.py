@@ -331,7 +331,7 @@ def test_one_batch_updating_several_constrained_records_keeps_the_constraints(
                              principal="test")
         reg.link()
         keys = {sid: reg.by_sid[("agency_a", sid)] for sid in "rxzw"}
-        key = {sid: reg.persons[int(reg.index.label[row])] for sid, (_s, row, _h, _v)
+        key = {sid: reg.persons[int(reg.index.label[ref.row])] for sid, ref
                in keys.items()}
         assert key["r"] == key["x"] != key["z"] == key["w"], key
         _check(reg, "after link")

@@ -225,7 +225,7 @@ def test_impact_changes_nothing_and_predicts_the_promotion(reg: Registry,
 
 def test_evaluate_scores_labels_at_the_thresholds(reg: Registry) -> None:
     by_person: dict[str, list[int]] = defaultdict(list)
-    for (agency, sid), (seq, row, _h, _v) in reg.by_sid.items():
+    for (agency, sid), (seq, row, *_rest) in reg.by_sid.items():
         if row >= 0:
             by_person[TRUTH[(agency, sid)]].append(seq)
     rng = random.Random(4)
@@ -245,7 +245,7 @@ def test_evaluate_scores_labels_at_the_thresholds(reg: Registry) -> None:
     # Expected figures from the scorer directly.
     cand = modelops.load_model(reg, "candidate-v001")
     scorer = Scorer(reg.model_definition, cand.params)
-    row_of = {seq: row for seq, row, _h, _v in reg.by_sid.values()}
+    row_of = {ref.record_seq: ref.row for ref in reg.by_sid.values()}
     pairs = matches + non
     w = scorer.weights(reg.index.gather(np.array([row_of[a] for a, _, _ in pairs])),
                        reg.index.gather(np.array([row_of[b] for _, b, _ in pairs])))
