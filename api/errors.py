@@ -47,7 +47,8 @@ DESCRIPTIONS = {
     413: "Request body too large.",
     422: "Invalid input; `errors` names each row (1-based position), field and reason.",
     429: "Rate limit exceeded; see `Retry-After`.", 500: "Internal error (no details exposed).",
-    503: "The registry is not open yet."}
+    503: "The registry is not open yet, or its disk is full (`storage_full`, with "
+         "`Retry-After`)."}
 
 
 class ProblemItemOut(BaseModel):

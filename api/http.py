@@ -6,17 +6,21 @@ closed, by h11's ``max_incomplete_event_size``) and ``HeaderTimeoutH11Protocol``
 connection whose request line and headers are not complete ``header_timeout`` seconds after
 their first byte arrived (or after the connection opened). uvicorn's ``timeout_keep_alive`` only
 covers an idle connection, and httptools has no size limit at all: this is why the server does
-not use uvicorn's default HTTP implementation. Must not: touch request bodies (the body limit
+not use uvicorn's default HTTP implementation. A request h11 cannot parse is refused with a
+problem+json 400, like every other 4xx. Must not: touch request bodies (the body limit
 is api/middleware.py's) or log request content.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.errors import PROBLEM_MEDIA, PROBLEM_TYPE
 
 HEADER_LIMIT = 64 * 1024
 """Largest request line plus headers, in bytes."""
@@ -56,6 +60,20 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         """Stop the clock."""
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """Refuse a request h11 cannot parse with an RFC 9457 problem, like every other 4xx
+        (uvicorn's own answer is text/plain); then close the connection."""
+        body = json.dumps({"type": PROBLEM_TYPE + "bad_request", "title": "Bad request",
+                           "status": 400, "code": "bad_request",
+                           "detail": "Malformed HTTP request (request line or headers)."
+                           }).encode()
+        headers = [(b"content-type", PROBLEM_MEDIA.encode()), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()

@@ -9,6 +9,7 @@ streaming), timing each request by route template, and turning any unhandled exc
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Any
@@ -73,9 +74,15 @@ class ServiceMiddleware:
                 await self._reply(scope, send_wrapper, 413, "payload_too_large",
                                   f"The request body exceeds {limit} bytes.")
         except Exception as exc:  # last resort: never a stack trace, never the message
-            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"],
-                      _template(scope))
-            if not state["started"]:
+            full = disk_full(exc)
+            log.error("%s on %s %s", "disk full" if full else f"unhandled {type(exc).__name__}",
+                      scope["method"], _template(scope))
+            if not state["started"] and full:  # the write was refused whole: retry later
+                await self._reply(scope, send_wrapper, 503, "storage_full",
+                                  "The registry's disk has no space left; nothing of this "
+                                  "request was stored. Retry later.",
+                                  headers={"Retry-After": str(DISK_FULL_RETRY_S)})
+            elif not state["started"]:
                 await self._reply(scope, send_wrapper, 500, "internal_error",
                                   "The service could not complete the request.")
         finally:
@@ -83,13 +90,33 @@ class ServiceMiddleware:
                                  status=state["status"], seconds=time.perf_counter() - start)
 
     @staticmethod
-    async def _reply(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
-        response = problem(status, code, detail)
+    async def _reply(scope: Scope, send: Send, status: int, code: str, detail: str, *,
+                     headers: dict[str, str] | None = None) -> None:
+        response = problem(status, code, detail, headers=headers)
 
         async def no_body() -> Message:
             return {"type": "http.disconnect"}
 
         await response(scope, no_body, send)
+
+
+DISK_FULL_RETRY_S = 60
+_FULL_MESSAGES = ("no space left on device", "disk is full", "not enough space")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the disk running out of space (ENOSPC, or
+    DuckDB's message for it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if any(m in str(seen).lower() for m in _FULL_MESSAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _security_headers(scope: Scope) -> list[tuple[bytes, bytes]]:

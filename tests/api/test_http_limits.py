@@ -6,6 +6,7 @@ suites only.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import time
@@ -111,4 +112,16 @@ def test_tls12_cbc_only_client_fails_the_handshake(server: Served) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock, \
             ok.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
         assert "GCM" in tls.cipher()[0] or "CHACHA20" in tls.cipher()[0]
+    _healthy(server)
+
+
+def test_a_malformed_request_gets_problem_json(server: Served) -> None:
+    """Protocol-level errors (h11 refuses the request line) are problem+json too, not text."""
+    with _tls(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost 127.0.0.1 no colon\r\n\r\n")
+        reply = _read_all(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400", reply[:200]
+    assert b"content-type: application/problem+json" in head.lower(), head
+    assert json.loads(body)["code"] == "bad_request"
     _healthy(server)
