@@ -205,3 +205,11 @@ def test_every_decision_record_has_the_sections() -> None:
         for section in ("Status", "Context", "Decision", "Consequences", "Supersedes"):
             assert f"## {section}" in text or f"**{section}" in text, f"{rec.name}: {section}"
         assert rec.name in index, f"{rec.name} missing from the topic index"
+
+
+def test_every_module_is_in_the_module_map() -> None:
+    """docs/architecture.md names every module of mpi/ and api/ (the map cannot drift)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [_rel(p) for p in SOURCES if p.name != "__init__.py"
+               and f"`{p.name}`" not in text and _rel(p) not in text]
+    assert not missing, f"add these to docs/architecture.md's module map: {missing}"
