@@ -18,13 +18,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MPI_", extra="ignore")
 
     data_dir: Path = Field(Path("mpi-data"), description="Directory holding the registry "
-                           "(mpi.duckdb), the server secret, the first admin key, generated "
+                           "(mpi.duckdb), the server secret, the audit key and checkpoints, "
+                           "the first admin key, generated "
                            "TLS certificates, bulk uploads, trained model versions, extract "
                            "packages, their pseudonym secrets and the signing key, and Spark "
                            "work files.")
     server_secret_file: Path | None = Field(None, description="File holding the server re-key "
                                             "secret; default <data_dir>/server.secret, created "
                                             "0600 on first use.")
+    audit_key_file: Path | None = Field(None, description="File holding the audit-log keys "
+                                        "(the HMAC key of the audit chain and the Ed25519 key "
+                                        "that signs audit checkpoints); default "
+                                        "<data_dir>/audit.key, created 0600 on first use. Keep "
+                                        "it off the registry's disk and out of its backups.")
+    audit_checkpoints_file: Path | None = Field(None, description="Append-only file of signed "
+                                                "audit checkpoints (event count and head hash); "
+                                                "default <data_dir>/audit-checkpoints.jsonl, "
+                                                "0600.")
+    audit_checkpoint_every: int = Field(1000, ge=1, description="Write a signed audit "
+                                        "checkpoint after this many new audit events (and at "
+                                        "every open, clean close and checkpoint fetch).")
     models_dir: Path | None = Field(None, description="Directory of versioned model files; "
                                     "default: the linkage_models/ shipped with mpi.")
     model_name: str = Field("default", description="Model name whose newest version is used "
@@ -63,3 +76,13 @@ class Settings(BaseSettings):
     def secret_path(self) -> Path:
         """Where the server re-key secret lives."""
         return self.server_secret_file or self.data_dir / "server.secret"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """Where the audit-log keys live (outside the registry file)."""
+        return self.audit_key_file or self.data_dir / "audit.key"
+
+    @property
+    def audit_checkpoints_path(self) -> Path:
+        """Where signed audit checkpoints are appended (outside the registry file)."""
+        return self.audit_checkpoints_file or self.data_dir / "audit-checkpoints.jsonl"

@@ -10,7 +10,8 @@ tokens, secrets or person keys in messages (messages name rows, fields and reaso
     ├── Unauthorized / Forbidden
     ├── RateLimited
     └── ConfigurationError      (missing secret file, bad settings, missing Java/pyspark)
-        └── JournalCorrupt      (a journal segment damaged before its last entry)
+        ├── JournalCorrupt      (a journal segment damaged before its last entry)
+        └── AuditChainBroken    (the audit log does not reach or match its signed checkpoint)
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ class JournalCorrupt(ConfigurationError):
     in the damaged part, so the registry does not start (``mpi journal recover``)."""
 
     code = "journal_corrupt"
+
+
+class AuditChainBroken(ConfigurationError):
+    """The audit log was truncated, edited or re-hashed since its latest signed checkpoint (or
+    the checkpoint itself is forged), so the registry does not start (decision 0069)."""
+
+    code = "audit_chain_broken"
 
 
 def audit_outcome(exc: MpiError) -> str:

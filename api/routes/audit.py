@@ -1,4 +1,5 @@
-"""Auditor routes: page through the hash-chained audit log and verify it."""
+"""Auditor routes: page through the hash-chained audit log, verify it, fetch its signed
+checkpoints."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.auth import Caller
-from api.schemas.common import AuditPageOut, AuditVerifyOut
+from api.schemas.common import AuditCheckpointsOut, AuditPageOut, AuditVerifyOut
 from api.state import AccessDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -30,9 +31,22 @@ def list_audit(caller: Caller, access: AccessDep,
 
 
 @router.get("/verify", response_model=AuditVerifyOut, summary="Verify the audit hash chain",
-            description="Reports OK on an intact log, or the first edited, deleted or reordered "
-            "event.")
+            description="Reports OK on an intact log that reaches its latest signed checkpoint, "
+            "or the first edited, deleted or reordered event, or the truncation.")
 def verify_audit(caller: Caller, access: AccessDep) -> Any:
     """Verify the chain."""
     v = access.registry.verify_audit()
-    return {"ok": v.ok, "events": v.events, "first_bad_seq": v.first_bad_seq, "reason": v.reason}
+    return {"ok": v.ok, "events": v.events, "first_bad_seq": v.first_bad_seq, "reason": v.reason,
+            "anchored": v.anchored}
+
+
+@router.get("/checkpoints", response_model=AuditCheckpointsOut,
+            summary="Signed audit checkpoints",
+            description="The newest `limit` signed checkpoints (event count and head hash), oldest "
+            "first, with the Ed25519 public key that verifies them; the current head is "
+            "checkpointed first. Keep them: a later log that does not reach a checkpoint's count "
+            "or hash was truncated or re-hashed (decision 0069).")
+def audit_checkpoints(caller: Caller, access: AccessDep,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    """Signed checkpoints and the public key."""
+    return access.registry.audit_anchor.published(limit)

@@ -219,12 +219,36 @@ class AuditPageOut(BaseModel):
 
 
 class AuditVerifyOut(BaseModel):
-    """The result of verifying the whole chain."""
+    """The result of verifying the whole chain and its signed checkpoints."""
 
     ok: bool
     events: int
     first_bad_seq: int | None
     reason: str | None
+    anchored: int | None = Field(None, description="Events covered by the latest signed "
+                                 "checkpoint (when the log verified).")
+
+
+class AuditCheckpointOut(BaseModel):
+    """One signed checkpoint: the log held ``count`` events and the last one hashed ``head``."""
+
+    count: int
+    head: str
+    keyed_from: int = Field(description="First event sealed with the keyed (HMAC) chain; "
+                            "earlier events use the plain SHA-256 rule.")
+    at: str
+    signature: str = Field(description="Base64 Ed25519 signature over `mpi-audit-checkpoint:v1\\n`"
+                           " followed by the compact, key-sorted JSON of count, head, "
+                           "keyed_from and at.")
+
+
+class AuditCheckpointsOut(BaseModel):
+    """Signed audit checkpoints and the public key that verifies them."""
+
+    algorithm: Literal["Ed25519"]
+    public_key_pem: str
+    fingerprint: str
+    checkpoints: list[AuditCheckpointOut]
 
 
 class HealthOut(BaseModel):

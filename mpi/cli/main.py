@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mpi.cli.backup import register as register_backup
 from mpi.cli.common import ClientCert, ClientKey, DataDir, Tls, client_pair, settings_for
 from mpi.cli.extract import extract_app
 from mpi.cli.journal import journal_app
@@ -42,6 +43,7 @@ app.add_typer(labels_app, name="labels")
 app.add_typer(constraints_app, name="constraints")
 app.add_typer(model_app, name="model")
 app.add_typer(journal_app, name="journal")
+register_backup(app)  # mpi backup, mpi restore (Decision 70)
 # soft_wrap: never break a path or key across lines when output goes to a log or pipe.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -423,15 +425,18 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify")
 def audit_verify(data_dir: DataDir = None) -> None:
-    """Check the audit hash chain; name the first edited, deleted or reordered event."""
+    """Check the audit chain and its signed checkpoints; name the first edited, deleted or
+    reordered event, or the truncation."""
     from mpi.identity.registry import Registry
-    reg = Registry(_settings(data_dir))
+    reg = Registry(_settings(data_dir), refuse_broken_audit=False)  # report, do not refuse
     v = reg.verify_audit()
     reg.close()
     if v.ok:
-        out.print(f"OK: {v.events} audit events, chain intact")
+        out.print(f"OK: {v.events} audit events, chain intact, matches the signed checkpoint "
+                  f"at event {v.anchored}")
         return
-    err.print(f"[red]BROKEN[/red] at audit event {v.first_bad_seq}: {v.reason}")
+    where = f" at audit event {v.first_bad_seq}" if v.first_bad_seq is not None else ""
+    err.print(f"[red]BROKEN[/red]{where}: {v.reason}", soft_wrap=True)
     raise typer.Exit(1)
 
 

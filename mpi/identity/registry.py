@@ -26,12 +26,12 @@ import pyarrow.compute as pc
 
 from mpi.agency.schema import TOKEN_COLUMNS
 from mpi.arrays import zero_as_null
-from mpi.audit import GENESIS, AuditChain, AuditEntry, Verification
-from mpi.audit import verify as verify_chain
+from mpi.audit import AuditChain, AuditEntry, Verification
 from mpi.background import Background
 from mpi.config import Settings
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem, audit_outcome
 from mpi.identity import events
+from mpi.identity.audit_anchor import AuditAnchor
 from mpi.identity.enrolment import GroupCommit, Job, parse_batch
 from mpi.identity.intake import parse_record
 from mpi.identity.relink import link_registry
@@ -109,7 +109,8 @@ def token_matrix(tokens: pa.Array, n: int) -> npt.NDArray[np.int64]:
 class Registry:
     """The master person index over one registry file."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow,
+                 refuse_broken_audit: bool = True) -> None:
         self.settings = settings
         self.clock = clock
         self.store = Store(settings.registry_path, now=clock(),
@@ -126,9 +127,15 @@ class Registry:
             with self.store.transaction() as tx:
                 pstore.record_model_activation(tx, version, now=clock())
         self.scorer = Scorer(self.model_definition, self.model.params)
-        head = astore.audit_head(cur)
-        self.audit_chain = AuditChain(seq=head[0], head=head[1]) if head else \
-            AuditChain(seq=0, head=GENESIS)
+        # Keyed chain + signed checkpoints (decision 0069): the tail since the latest
+        # checkpoint is checked here; a broken one refuses the open unless only verifying.
+        try:
+            self.audit_anchor = AuditAnchor(settings, cur, clock=clock,
+                                            lock=self.store.write_lock, refuse=refuse_broken_audit)
+        except MpiError:
+            self.store.close()  # release the file and the journal lock for a repair or retry
+            raise
+        self.audit_chain: AuditChain = self.audit_anchor.chain
         self._committer = GroupCommit(self)
         self.background = Background()  # bulk, training and extract-build jobs (drained on close)
         self._closed = False
@@ -423,8 +430,8 @@ class Registry:
         return row
 
     def verify_audit(self) -> Verification:
-        """Verify the audit hash chain from the first event."""
-        return verify_chain(astore.list_audit(self.store.cursor()))
+        """Verify the audit hash chain from the first event and against its checkpoints."""
+        return self.audit_anchor.verify(astore.list_audit(self.store.cursor()))
 
     def list_audit(self, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """A page of audit events after ``after``."""
@@ -463,5 +470,8 @@ class Registry:
         self._closed = True
         _OPEN.discard(self)
         self.background.drain()
-        self.store.close()
+        try:
+            self.audit_anchor.refresh()  # a clean close anchors the head
+        finally:
+            self.store.close()
         gc.unfreeze()

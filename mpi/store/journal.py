@@ -16,6 +16,7 @@ after, by the same code that writes large batches directly (like SQLite's or Pos
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
@@ -357,7 +358,9 @@ class Journal:
         try:
             written = os.write(self._fd, frame)
             if written != len(frame):
-                raise OSError(f"short write to the journal ({written} of {len(frame)} bytes)")
+                # a regular file takes a short write only when the disk (or quota) is full
+                raise OSError(errno.ENOSPC, f"No space left on device: short write to the "
+                              f"journal ({written} of {len(frame)} bytes)")
             os.fdatasync(self._fd)
         except BaseException:
             # Never leave a failed entry in front of later ones: cut the file back. If even
