@@ -125,3 +125,13 @@ def test_a_malformed_request_gets_problem_json(server: Served) -> None:
     assert b"content-type: application/problem+json" in head.lower(), head
     assert json.loads(body)["code"] == "bad_request"
     _healthy(server)
+
+
+def test_large_bodies_on_a_kept_alive_connection_are_not_counted_as_headers(
+        server: Served) -> None:
+    """Only the request line and headers count towards the 64 KiB limit: several requests
+    with 600 KiB bodies on one connection all succeed (the first cut counted body bytes)."""
+    with httpx.Client(verify=ssl_context(_ca(server)), timeout=30) as c:
+        for _ in range(3):
+            r = c.request("GET", f"{server.url}/healthz", content=b"x" * 600_000)
+            assert r.status_code == 200, r.text
