@@ -8,7 +8,7 @@ Must not: open or close anything (api/main.py's lifespan does), or block: the de
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -21,6 +21,8 @@ from mpi.extract.workflow import ExtractWorkflow
 from mpi.identity.registry import Registry
 from mpi.jobs import JobRunner
 from mpi.steward.desk import StewardDesk
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,44 +46,38 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-async def get_access(request: Request) -> Access:
-    """The use cases over the open registry; 503 when it is not open."""
-    access = app_state(request).access
-    if access is None:
+def _open(part: T | None) -> T:
+    """A part of the open registry's services; 503 (NotReady) while the registry is not open."""
+    if part is None:
         raise NotReady
-    return access
+    return part
+
+
+async def get_access(request: Request) -> Access:
+    """The record and person use cases; 503 when the registry is not open."""
+    return _open(app_state(request).access)
 
 
 async def get_jobs(request: Request) -> JobRunner:
     """The bulk job runner; 503 when the registry is not open."""
-    jobs = app_state(request).jobs
-    if jobs is None:
-        raise NotReady
-    return jobs
+    return _open(app_state(request).jobs)
 
 
 async def get_extracts(request: Request) -> ExtractWorkflow:
     """The research-extract workflow; 503 when the registry is not open."""
-    extracts = app_state(request).extracts
-    if extracts is None:
-        raise NotReady
-    return extracts
-
-
-AccessDep = Annotated[Access, Depends(get_access)]
-"""Route parameter: the registry's use cases."""
-JobsDep = Annotated[JobRunner, Depends(get_jobs)]
-"""Route parameter: the bulk job runner."""
-ExtractsDep = Annotated[ExtractWorkflow, Depends(get_extracts)]
+    return _open(app_state(request).extracts)
 
 
 async def get_desk(request: Request) -> StewardDesk:
     """The steward use cases; 503 when the registry is not open."""
-    desk = app_state(request).desk
-    if desk is None:
-        raise NotReady
-    return desk
+    return _open(app_state(request).desk)
 
 
-DeskDep = Annotated[StewardDesk, Depends(get_desk)]
+AccessDep = Annotated[Access, Depends(get_access)]
+"""Route parameter: the record and person use cases."""
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+"""Route parameter: the bulk job runner."""
+ExtractsDep = Annotated[ExtractWorkflow, Depends(get_extracts)]
 """Route parameter: the research-extract workflow."""
+DeskDep = Annotated[StewardDesk, Depends(get_desk)]
+"""Route parameter: the steward use cases."""
