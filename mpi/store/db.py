@@ -147,7 +147,7 @@ class Store:
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
-        self._private_files()
+        self._private_wal()
 
     def write_set(self, ws: WriteSet, *, journal: bool) -> None:
         """Make a write set durable: appended to the journal (small ones) or written directly.
@@ -234,12 +234,17 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
-            self._private_files()
+            self._private_wal()
 
     def _private_files(self) -> None:
-        """The registry file and its WAL 0600: DuckDB creates them with the process umask, and
-        the WAL anew at the first write after each checkpoint (decision 0066)."""
+        """The registry file and its WAL 0600 (at open): DuckDB creates them with the process
+        umask (decision 0066)."""
         private_file(self.path)
+        self._private_wal()
+
+    def _private_wal(self) -> None:
+        """The WAL 0600 after a write: DuckDB creates it anew at the first write after each
+        checkpoint (the registry file itself is never recreated)."""
         private_file(self.path.with_name(self.path.name + ".wal"), missing_ok=True)
 
     @contextmanager
@@ -267,7 +272,7 @@ class Store:
         with self.write_lock:
             self.flush_journal()
             self._cursor().execute("CHECKPOINT")
-            self._private_files()
+            self._private_wal()
 
     def close(self) -> None:
         """Fold the journal, then close every thread's cursor and the file."""

@@ -20,6 +20,7 @@ from mpi.identity import keys as keyrules
 from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.identity.registry import Registry
 from mpi.steward import stewardship
+from mpi.store import audit as audit_store
 from mpi.synth import generate
 
 ROWS, _TRUTH = generate(people=60, agencies=2, seed=5)
@@ -124,6 +125,16 @@ def test_failed_merge_and_relink_leave_memory_as_stored(reg: Registry,
         with pytest.raises(StoreDown):
             reg.link()
     _same(before, _snapshot(reg))
+    # The write fails at its last statement (the audit rows), after the merge was applied to
+    # memory inside the block: the undo must take it back.
+    with monkeypatch.context() as m:
+        def audit_down(*_a: Any, **_k: Any) -> Any:
+            raise StoreDown("disk full")
+        m.setattr(audit_store, "append_audit", audit_down)
+        with pytest.raises(StoreDown):
+            stewardship.merge_persons(reg, keys[0], others=[keys[1]], reason="t", principal="p")
+    _same(before, _snapshot(reg))
+    assert _memory_keys(reg) == _stored_keys(reg)
     stewardship.merge_persons(reg, keys[0], others=[keys[1]], reason="t", principal="p")
     assert _memory_keys(reg) == _stored_keys(reg)
 
