@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
+from api import console
 from api import errors as api_errors
 from api.auth import document_security
 from api.metrics import Metrics
@@ -26,7 +27,10 @@ from api.middleware import ServiceMiddleware
 from api.policy import POLICY, PUBLIC, route_key
 from api.ratelimit import RateLimiter
 from api.routes import admin, audit, datasets, extracts, jobs, models, ops, persons, records, reports
+from api.routes import consent as consent_routes
 from api.routes import review as review_routes
+from api.routes import stewardjobs as stewardjob_routes
+from api.routes import verifications as verification_routes
 from api.state import AppState
 from mpi.access import Access
 from mpi.config import Settings
@@ -126,8 +130,9 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.mpi = state
     api_errors.install(app)
     for module in (records, persons, jobs, admin, audit, ops, reports, datasets, extracts, models,
-                   review_routes):
+                   review_routes, stewardjob_routes, consent_routes, verification_routes):
         app.include_router(module.router)
+    console.install(app, settings)
     missing = [k for k in route_keys(app.routes) if k not in POLICY]
     if missing:
         raise RuntimeError(f"routes without a role policy entry: {missing}")

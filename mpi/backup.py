@@ -74,6 +74,9 @@ def _data_files(settings: Settings) -> Iterator[tuple[str, Path]]:
     secret = settings.secret_path
     if secret.exists() and root not in secret.resolve().parents:
         yield "server.secret", secret  # kept elsewhere: restored into the data dir
+    scope = settings.key_scope_secret_path
+    if scope.exists() and root not in scope.resolve().parents:
+        yield "key-scope.secret", scope  # likewise: scoped person keys depend on it
 
 
 def _manifest_bytes(manifest: dict[str, Any]) -> bytes:

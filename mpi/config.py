@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     server_secret_file: Path | None = Field(None, description="File holding the server re-key "
                                             "secret; default <data_dir>/server.secret, created "
                                             "0600 on first use.")
+    key_scope_secret_file: Path | None = Field(None, description="File holding the secret that "
+                                               "derives agency-scoped person keys (agencies "
+                                               "with key_scope `agency`); default "
+                                               "<data_dir>/key-scope.secret, created 0600 on "
+                                               "first use. Losing it changes every scoped key.")
     audit_key_file: Path | None = Field(None, description="File holding the audit-log keys "
                                         "(the HMAC key of the audit chain and the Ed25519 key "
                                         "that signs audit checkpoints); default "
@@ -63,6 +68,9 @@ class Settings(BaseSettings):
     idempotency_retention_hours: float = Field(
         168.0, gt=0, description="How long the response to an Idempotency-Key is kept and "
         "replayed (7 days); after that the key is forgotten and may be used again.")
+    console_idle_minutes: float = Field(15.0, gt=0, le=24 * 60, description="Web console "
+                                        "(/console): a signed-in session ends after this many "
+                                        "minutes without a request.")
     disclosure_threshold: int = Field(11, ge=1, description="Linkage-quality (equity) reports, "
                                       "including the one in an extract package, suppress groups "
                                       "with fewer records than this.")
@@ -76,6 +84,11 @@ class Settings(BaseSettings):
     def secret_path(self) -> Path:
         """Where the server re-key secret lives."""
         return self.server_secret_file or self.data_dir / "server.secret"
+
+    @property
+    def key_scope_secret_path(self) -> Path:
+        """Where the secret of agency-scoped person keys lives."""
+        return self.key_scope_secret_file or self.data_dir / "key-scope.secret"
 
     @property
     def audit_key_path(self) -> Path:

@@ -7,6 +7,7 @@ tokens, secrets or person keys in messages (messages name rows, fields and reaso
     ├── InvalidInput            (bad request data; row/field/reason details)
     ├── NotFound                (unknown record, person, model, job)
     ├── Conflict                (state forbids the change)
+    │   └── RebuildRequired     (a package's person opted out since it was built)
     ├── Unauthorized / Forbidden
     ├── RateLimited
     └── ConfigurationError      (missing secret file, bad settings, missing Java/pyspark)
@@ -66,6 +67,13 @@ class Conflict(MpiError):
     """The current state forbids the requested change."""
 
     code = "conflict"
+
+
+class RebuildRequired(Conflict):
+    """A built package includes a person who has opted out since; it is not delivered until
+    the extract is rebuilt (Decision 79)."""
+
+    code = "rebuild_required"
 
 
 class Unauthorized(MpiError):

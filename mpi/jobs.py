@@ -26,6 +26,8 @@ from mpi.agency.tokenfile import iter_chunks
 from mpi.audit import AuditEntry
 from mpi.errors import InvalidInput, MpiError, NotFound, Problem
 from mpi.files import open_private, private_dir
+from mpi.identity.results import EnrolResult
+from mpi.identity.scoped_keys import held_counts
 from mpi.principals import Principal
 from mpi.store import jobs as jstore
 
@@ -127,6 +129,9 @@ class JobRunner:
             jstore.update_job(cur, job_id, state=state, done=done, counts=json.dumps(counts),
                               errors=json.dumps(errors), now=self._reg.clock())
 
+    def _held(self, agency: str) -> Callable[[list[str]], dict[str, int]]:
+        return lambda keys: held_counts(self._reg, agency, keys)
+
     def _run(self, job_id: str, principal: Principal, path: Path) -> None:
         agency = principal.agency
         assert agency is not None
@@ -142,6 +147,9 @@ class JobRunner:
                 entry = AuditEntry(principal.principal_id, "records.bulk", f"agency:{agency}/records",
                                    detail={"job_id": job_id, "rows": len(rows) + len(problems)})
                 res = self._reg.enrol_records(agency, rows, audit=[entry])
+                if self._reg.key_scopes.is_scoped(agency):  # counts as the agency sees them
+                    res = EnrolResult(self._reg.key_scopes.view_results(
+                        agency, res.results, self._held(agency)), res.problems)
                 chunk_counts = res.counts()
                 bad = problems + res.problems
                 chunk_counts.pop("rejected", None)

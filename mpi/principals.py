@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from mpi import humans
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
+from mpi.identity.scoped_keys import SHARED, check_scope
 from mpi.store import principals as pstore
 
 if TYPE_CHECKING:
@@ -110,12 +112,29 @@ class Principals:
         return self._reg.audited_transaction(entries)
 
     # ---- agencies ---------------------------------------------------------------------
-    def create_agency(self, agency: str, *, actor: str) -> dict[str, Any]:
-        """Register an agency; Conflict when it exists."""
+    def create_agency(self, agency: str, *, actor: str,
+                      key_scope: str = SHARED) -> dict[str, Any]:
+        """Register an agency with its key scope; Conflict when it exists."""
         _check_agency_name(agency)
-        with self._audited([AuditEntry(actor, "agencies.create", f"agency:{agency}")]) as cur:
-            if not pstore.insert_agency(cur, agency, now=self._reg.clock()):
+        check_scope(key_scope)
+        with self._audited([AuditEntry(actor, "agencies.create", f"agency:{agency}",
+                                       detail={"key_scope": key_scope})]) as cur:
+            now = self._reg.clock()
+            if not pstore.insert_agency(cur, agency, now=now):
                 raise Conflict("this agency already exists")
+            pstore.set_key_scope(cur, agency, key_scope, now=now)
+        self._reg.key_scopes.remember(agency, key_scope)
+        return next(a for a in self.list_agencies() if a["agency"] == agency)
+
+    def update_agency(self, agency: str, *, actor: str, key_scope: str) -> dict[str, Any]:
+        """Change an agency's key scope; NotFound when it is not registered."""
+        check_scope(key_scope)
+        if not pstore.agency_exists(self._reg.store.cursor(), agency):
+            raise NotFound("no such agency")
+        with self._audited([AuditEntry(actor, "agencies.update", f"agency:{agency}",
+                                       detail={"key_scope": key_scope})]) as cur:
+            pstore.set_key_scope(cur, agency, key_scope, now=self._reg.clock())
+        self._reg.key_scopes.remember(agency, key_scope)
         return next(a for a in self.list_agencies() if a["agency"] == agency)
 
     def list_agencies(self) -> list[dict[str, Any]]:
@@ -123,9 +142,15 @@ class Principals:
         return pstore.list_agencies(self._reg.store.cursor())
 
     # ---- principals -------------------------------------------------------------------
-    def create_principal(self, name: str, *, role: str, agency: str | None,
-                         actor: str) -> tuple[dict[str, Any], str]:
-        """Create a principal and its first key; returns (principal, key shown once)."""
+    def create_principal(self, name: str, *, role: str, agency: str | None, actor: str,
+                         human_email: str | None = None,
+                         require_human: bool = True) -> tuple[dict[str, Any], str]:
+        """Create a principal and its first key; returns (principal, key shown once). A human
+        role needs ``human_email`` unless ``require_human`` is False (the first admin)."""
+        if role in ROLES:
+            humans.check_for_role(role, human_email, required=require_human)
+        if human_email:
+            humans.canonical(human_email)
         problems = []
         if role not in ROLES:
             problems.append(Problem(None, "role", f"must be one of {', '.join(ROLES)}"))
@@ -150,7 +175,22 @@ class Principals:
                                     agency=agency, now=now)
             pstore.insert_api_key(cur, key_hash=hash_key(key), principal_id=principal_id,
                                   key_prefix=key[:12], now=now)
+            if human_email:
+                humans.assign(cur, principal_id=principal_id, human_email=human_email,
+                              set_by=actor, now=now)
         return self.get_principal(principal_id), key
+
+    def set_human(self, principal_id: str, human_email: str, *, actor: str) -> dict[str, Any]:
+        """Give an existing principal of a human role its ``human_email`` (once; Decision 80)."""
+        row = self.get_principal(principal_id)
+        if row["revoked_at"] is not None:
+            raise Conflict("this principal is revoked")
+        humans.check_for_role(row["role"], human_email, required=True)
+        with self._audited([AuditEntry(actor, "principals.human",
+                                       f"principal:{principal_id}")]) as cur:
+            humans.assign(cur, principal_id=principal_id, human_email=human_email, set_by=actor,
+                          now=self._reg.clock())
+        return self.get_principal(principal_id)
 
     def get_principal(self, principal_id: str) -> dict[str, Any]:
         """One principal (never its key); NotFound when unknown."""
@@ -197,7 +237,8 @@ class Principals:
         """On a registry that never had an admin, create one; write its key 0600; the path."""
         if pstore.count_principals(self._reg.store.cursor(), role="admin", active_only=False):
             return None
-        _row, key = self.create_principal("admin", role="admin", agency=None, actor="system")
+        _row, key = self.create_principal("admin", role="admin", agency=None, actor="system",
+                                          require_human=False)
         return write_key_file(data_dir / ADMIN_KEY_FILE, key)
 
 

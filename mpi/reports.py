@@ -2,9 +2,12 @@
 suppression and a test of each group against the rest.
 
 Owns: checking the attribute name, turning per-group counts into rates, the two-proportion
-z-tests (Bonferroni-corrected) that flag groups differing from the rest beyond chance, and
-disclosure suppression. The computation (``build_linkage_quality``) is pure; the one use case
-(``linkage_quality``) reads the counts through mpi/store/reports.py and appends an audit event.
+z-tests (Bonferroni-corrected) that flag groups differing from the rest beyond chance,
+disclosure suppression, and label precision / recall from labels the partition was not made
+to agree with (no active constraint on either record), with their counts and Wilson score
+intervals, withheld under ``MIN_LABELLED_PAIRS`` (Decision 87). The computation
+(``build_linkage_quality``) is pure; the one use case (``linkage_quality``) reads the counts
+through mpi/store/reports.py and appends an audit event.
 Must not: run SQL, know about HTTP, or report a suppressed group's figures.
 """
 
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
     from mpi.identity.registry import Registry
 
 ALPHA = 0.01
+MIN_LABELLED_PAIRS = 10  # label precision / recall from fewer pairs is withheld (its count shown)
+WILSON_Z = 1.959963984540054  # 95 % two-sided
 MISSING_LABEL = "(missing)"
 _ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 ACTION = "reports.linkage_quality"
@@ -34,9 +39,15 @@ NOTES = (
     "linked to a person with other records, i.e. links that passed through the review band; "
     "null where a group has no such record (link_probability_records says how many).",
     "precision and recall: from steward labels (active labelled pairs of active records; a "
-    "pair counts in the group of each of its records): precision = labelled matches among "
-    "labelled pairs now linked, recall = labelled matches now linked among labelled matches; "
-    "null where the group has no such pair (and everywhere when no labels exist).",
+    "pair counts in the group of each of its records), only pairs neither of whose records is "
+    "in an active constraint: a label that became a constraint (review decisions, merges, "
+    "splits, imports with constraints) is one the partition was made to agree with, so it "
+    "would measure itself (constrained_pairs counts those left out). precision = labelled "
+    "matches among labelled pairs now linked, recall = labelled matches now linked among "
+    "labelled matches, each with its pair count and a 95% Wilson score interval; null where "
+    "the group has no such pair (and everywhere when no labels exist), and withheld "
+    "(precision_withheld / recall_withheld, the count still shown) under "
+    + str(MIN_LABELLED_PAIRS) + " pairs.",
     "flagged: two-sided two-proportion z-test of each reported group against all other active "
     "records, on cross-agency link share and on singleton rate; Bonferroni-corrected, flagged "
     "when p < 0.01 / tests. Both outcomes are the person's, so each side's variance carries "
@@ -74,6 +85,13 @@ class GroupQuality:
     cross_agency_test: ProportionTest | None
     singleton_test: ProportionTest | None
     flagged: bool
+    precision_pairs: int | None = None  # labelled pairs now linked (the precision's n)
+    recall_pairs: int | None = None  # labelled matches (the recall's n)
+    precision_interval: tuple[float, float] | None = None
+    recall_interval: tuple[float, float] | None = None
+    precision_withheld: bool = False  # 0 < pairs < MIN_LABELLED_PAIRS
+    recall_withheld: bool = False
+    constrained_pairs: int | None = None  # labelled pairs left out: a record is constrained
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,14 @@ def check_attribute(name: str) -> str:
     return name
 
 
+def require_known_attribute(rows: list[dict[str, Any]], name: str) -> None:
+    """Raise InvalidInput (field ``by``) when records exist but none carries ``name``: an
+    unknown attribute, not one group "(missing)"."""
+    if rows and all(r["grp"] is None for r in rows):
+        raise InvalidInput("unknown attribute", problems=[Problem(
+            None, "by", f"no active record has the attribute {name!r}")])
+
+
 def two_proportion_test(x1: int, n1: int, x2: int, n2: int, *, deff1: float = 1.0,
                         deff2: float = 1.0) -> ProportionTest:
     """Pooled two-proportion z-test of x1/n1 against x2/n2 (two-sided p from the normal).
@@ -118,6 +144,26 @@ def two_proportion_test(x1: int, n1: int, x2: int, n2: int, *, deff1: float = 1.
     return ProportionTest(z, math.erfc(abs(z) / math.sqrt(2)))
 
 
+def wilson_interval(successes: int, n: int, *, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95 % by default); (0, 1) for n = 0."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _label_figure(tp: int, n: int) -> tuple[float | None, tuple[float, float] | None, bool]:
+    """(value, interval, withheld) of one label figure from tp of n pairs."""
+    if n == 0:
+        return None, None, False
+    if n < MIN_LABELLED_PAIRS:
+        return None, None, True
+    return tp / n, wilson_interval(tp, n), False
+
+
 def _suppressed(rows: Sequence[Mapping[str, Any]], threshold: int) -> dict[int, Suppression]:
     """Row index -> suppression reason (small, or complementary for a lone small group)."""
     out: dict[int, Suppression] = {i: "small" for i, r in enumerate(rows)
@@ -130,10 +176,6 @@ def _suppressed(rows: Sequence[Mapping[str, Any]], threshold: int) -> dict[int, 
 
 def _share(x: Any, n: int) -> float:
     return int(x) / n if n else 0.0
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
 
 
 def build_linkage_quality(rows: Sequence[Mapping[str, Any]], *, attribute: str,
@@ -173,10 +215,13 @@ def build_linkage_quality(rows: Sequence[Mapping[str, Any]], *, attribute: str,
         prob_n = int(r["link_probability_n"])
         label_stats = labels.get(r["grp"], {})
         tp, fp, fn = (int(label_stats.get(k, 0)) for k in ("true_links", "false_links", "missed_links"))
+        precision, p_int, p_held = _label_figure(tp, tp + fp)
+        recall, r_int, r_held = _label_figure(tp, tp + fn)
         groups.append(GroupQuality(
             grp, label, False, None, n, _share(cross, n), _share(r["in_review"], n),
             _share(single, n), float(r["link_probability_sum"]) / prob_n if prob_n else None,
-            prob_n, _ratio(tp, tp + fp), _ratio(tp, tp + fn), ct, st, flagged))
+            prob_n, precision, recall, ct, st, flagged, tp + fp, tp + fn, p_int, r_int,
+            p_held, r_held, int(label_stats.get("constrained_pairs", 0))))
     return LinkageQualityReport(attribute, total, threshold, alpha, tests, p_threshold,
                                 bool(labels), groups, [g.label for g in groups if g.flagged])
 
@@ -190,6 +235,7 @@ def linkage_quality(registry: Registry, *, attribute: str,
         name = check_attribute(attribute)
         cur = registry.store.cursor()
         rows = store_reports.linkage_quality_counts(cur, json_path=f"$.{name}")
+        require_known_attribute(rows, name)
         labels = store_reports.label_counts(cur, json_path=f"$.{name}")
     except MpiError:
         registry.record_audit([AuditEntry(principal, ACTION, target, "invalid")])

@@ -120,10 +120,11 @@ def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool,
         try:
             version = train_candidate(reg, out_dir=work / "data" / "models")
             promote_model(reg, version, principal="bench")
-            out["after_train_promote"] = _evaluate(truth, reg)
-            out["after_train_promote"]["model"] = version  # type: ignore[index]
-            out["after_train_promote"]["thresholds"] = vars(reg.model.thresholds)  # type: ignore[index]
-            out["after_train_promote"]["estimate"] = reg.model.meta.get("threshold_estimate")  # type: ignore[index]
+            trained = _evaluate(truth, reg)
+            trained["model"] = version
+            trained["thresholds"] = vars(reg.model.thresholds)
+            trained["estimate"] = reg.model.meta.get("threshold_estimate")
+            out["after_train_promote"] = trained
         except Exception as exc:  # a crash is a result here: report it, go on
             out["after_train_promote"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         out["train_promote_s"] = time.perf_counter() - t
@@ -134,7 +135,7 @@ def run_one(data: Path, dataset: str, variant: str, work: Path, *, train: bool,
 def _line(r: dict[str, Any]) -> str:
     def pf(d: dict[str, Any] | None) -> str:
         if not d or "pairwise" not in d:
-            return (d or {}).get("error", "-")[:40]
+            return str((d or {}).get("error", "-"))[:40]
         p = d["pairwise"]
         return f"P {p['precision']:.3f} R {p['recall']:.3f} F1 {p['f1']:.4f} cF1 {d['cluster']['f1']:.4f}"
     return (f"{r['dataset']:8s} {r['variant']:13s} tok {r['tokenized_share']:.3f} "

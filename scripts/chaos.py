@@ -1,6 +1,7 @@
 """Chaos test of the real ``mpi serve`` (TLS, loopback): no acknowledged record is ever lost.
 
-  python scripts/chaos.py --kills 3 --records 2000 [--seed S] [--work-dir DIR] [--out F.json]
+  python scripts/chaos.py --kills 3 --records 2000 [--extract-kills 4] [--extract-records 3000]
+      [--phases sigkill,extract,disk_full] [--seed S] [--work-dir DIR] [--out F.json]
 
 1. SIGKILL: single-record ``POST /v1/records`` (three clients, half the records) and bulk
    uploads (``POST /v1/bulk``, 200 rows each, acknowledged when the job reports ``completed``)
@@ -10,15 +11,22 @@
    of its first entry is flipped: start-up must refuse (``journal_corrupt``) and
    ``mpi journal recover --report`` must name the segment; the byte is flipped back and the
    server restarts with nothing lost.
-3. Disk full: on a 32 MiB tmpfs (skipped with a message where ``mount`` is not permitted) the
+3. SIGKILL during extract builds: a research extract (agency data dictionary, researcher,
+   agency approver and steward, all through the HTTP API) is approved and built once to time a
+   build; then ``--extract-kills`` times a rebuild is started with ``POST .../build`` and the
+   server killed at a random moment inside the measured build time. After each restart the
+   extract must be either built with a package that verifies (signature and every file's
+   SHA-256, against ``GET /v1/keys/signing``) or refused for download without serving any
+   file, and a new build through the API must succeed and verify; no temporary package file
+   may be left in ``extracts/`` and, at the end, only the latest build's package; every
+   acknowledged record is still there and the audit chain verifies.
+4. Disk full: on a 32 MiB tmpfs (skipped with a message where ``mount`` is not permitted) the
    free space is filled up to ~1 MiB while single records are posted; once writes fail the space
    is freed and posting resumes.
 
 At the end the server is stopped, the registry opened directly and every acknowledged (2xx)
 record checked: present exactly once, with the key it was acknowledged with (single posts).
-Prints a JSON summary (acknowledged, lost, duplicated, kills, ...) with machine info. Kills
-during extract builds are not exercised (a build needs a project, approvals and a dictionary;
-an interrupted build is marked failed at start, Decision 22).
+Prints a JSON summary (acknowledged, lost, duplicated, kills, ...) with machine info.
 """
 
 from __future__ import annotations
@@ -259,6 +267,178 @@ def sigkill_phase(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return result
 
 
+# ---- SIGKILL during extract builds ---------------------------------------------------------
+
+EXTRACT_ATTRS = ("race_ethnicity", "birth_year", "program", "enrolled_on")
+_HUMANS = {"researcher": "researcher@chaos.example", "approver": "approver@chaos.example",
+           "steward": "steward@chaos.example"}
+
+
+def extract_tokens(n: int, seed: int) -> list[dict[str, Any]]:
+    """At least ``n`` token records of one agency with the extract attributes (seeded)."""
+    people = max(200, int(n * 0.9))
+    while True:
+        rows, _truth = generate(people=people, agencies=1, seed=seed)
+        records, _rejected = tokenize_rows(rows[AGENCY], secret=demo_secret(1),
+                                           attributes=EXTRACT_ATTRS)
+        if len(records) >= n:
+            return records[:n]
+        people = int(people * 1.3)
+
+
+def _ok(r: httpx.Response, *statuses: int) -> Any:
+    if r.status_code not in (statuses or (200,)):
+        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:300]}")
+    return r.json()
+
+
+def extract_setup(s: Served, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Agency, researcher, approver and steward; records and a dictionary; a request approved
+    (which starts its first build). All through the HTTP API."""
+    from tests.support.extracts import DICTIONARY
+    keys: dict[str, str] = {}
+    with _client(s, s.admin_key) as admin:
+        _ok(admin.post("/v1/agencies", json={"agency": AGENCY}), 201)
+        for name, role, agency in (("agency", "agency", AGENCY), ("researcher", "researcher", None),
+                                   ("approver", "approver", AGENCY), ("steward", "steward", None)):
+            body: dict[str, Any] = {"name": f"chaos-{name}", "role": role, "agency": agency}
+            if name in _HUMANS:
+                body["human_email"] = _HUMANS[name]
+            keys[name] = _ok(admin.post("/v1/principals", json=body), 201)["api_key"]
+    with _client(s, keys["agency"]) as c:
+        for i in range(0, len(records), 1000):
+            _ok(c.post("/v1/records", json={"records": records[i:i + 1000]}))
+        _ok(c.put("/v1/datasets/enrolment", json={"description": "Program enrolment",
+                                                  "attributes": DICTIONARY}))
+    import datetime as dt
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).replace(tzinfo=None)
+    with _client(s, keys["researcher"]) as c:
+        xid = _ok(c.post("/v1/extracts", json={
+            "title": "Chaos", "purpose": "Reliability test", "agreement_ref": "DUA-chaos",
+            "attributes": [{"agency": AGENCY, "dataset": "enrolment", "name": "program"},
+                           {"agency": AGENCY, "dataset": "enrolment", "name": "birth_year"}],
+            "cohort": {"agency": AGENCY}, "k": 2, "download_limit": 50,
+            "expires_at": expires.isoformat() + "Z"}), 201)["extract_id"]
+    by = {f"agency:{AGENCY}": "approver", "steward": "steward"}
+    with _client(s, keys["steward"]) as c:
+        pending = _ok(c.get(f"/v1/extracts/{xid}"))["pending_approvals"]
+    for capacity in pending:
+        with _client(s, keys[by[capacity]]) as c:
+            _ok(c.post(f"/v1/extracts/{xid}/approvals", json={"decision": "approve",
+                                                                "reason": "chaos"}))
+    return {"keys": keys, "extract_id": xid}
+
+
+def wait_build(s: Served, key: str, xid: str, timeout: float = 600) -> dict[str, Any]:
+    """Poll the extract until its build is neither queued nor running."""
+    deadline = time.monotonic() + timeout
+    with _client(s, key) as c:
+        while True:
+            out: dict[str, Any] = _ok(c.get(f"/v1/extracts/{xid}"))
+            if out["build_state"] not in ("queued", "running") or time.monotonic() > deadline:
+                return out
+            time.sleep(0.05)
+
+
+def download_check(s: Served, key: str, xid: str, work: Path) -> dict[str, Any]:
+    """Download the extract: a package must verify; a refusal must serve nothing."""
+    from mpi.extract.package import verify_package
+    with _client(s, key) as c:
+        pem = _ok(c.get("/v1/keys/signing"))["public_key_pem"]
+        r = c.get(f"/v1/extracts/{xid}/download")
+    if r.status_code != 200:
+        return {"served": False, "status": r.status_code,
+                "problem_json": r.headers.get("content-type", "").startswith("application/problem")}
+    path = work / "downloaded.zip"
+    path.write_bytes(r.content)
+    check = verify_package(path, public_key_pem=pem)
+    return {"served": True, "status": 200, "verifies": check.ok, "bytes": len(r.content)}
+
+
+def package_files(data: Path) -> dict[str, list[str]]:
+    """The packages directory: finished packages and leftover temporary files."""
+    from mpi.extract.delivery import PACKAGES_DIR
+    folder = data / PACKAGES_DIR
+    names = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return {"zips": [n for n in names if n.endswith(".zip") and not n.startswith(".")],
+            "temporary": [n for n in names if n.startswith(".") or n.endswith(".tmp")]}
+
+
+def extract_phase(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed + 2)
+    data = work / "extract-data"
+    records = extract_tokens(args.extract_records, args.seed + 2)
+    with serve(data, log_dir=work / "extract-log") as s:
+        setup = extract_setup(s, records)
+        keys, xid = setup["keys"], setup["extract_id"]
+        t0 = time.perf_counter()  # the approval started the first build
+        first = wait_build(s, keys["researcher"], xid)
+        if first["build_state"] != "built":
+            raise RuntimeError(f"the first build did not finish: {first.get('build_error')}")
+        t1 = time.perf_counter()
+        with _client(s, keys["researcher"]) as c:  # time a rebuild: the kills aim inside one
+            _ok(c.post(f"/v1/extracts/{xid}/build"), 202)
+        _ok_state = wait_build(s, keys["researcher"], xid)["build_state"]
+        build_s = time.perf_counter() - t1
+        log(f"extract: {len(records)} records, first build {t1 - t0:.1f}s, rebuild "
+            f"{build_s:.1f}s ({_ok_state})")
+        baseline = download_check(s, keys["researcher"], xid, work)
+    rounds = []
+    for i in range(args.extract_kills):
+        with serve(data, log_dir=work / "extract-log") as s:
+            with _client(s, keys["researcher"]) as c:
+                _ok(c.post(f"/v1/extracts/{xid}/build"), 202)
+            delay = rng.uniform(0.02, build_s * 1.1)
+            time.sleep(delay)
+            with _client(s, keys["researcher"]) as c:  # where the build was when killed
+                at_kill = _ok(c.get(f"/v1/extracts/{xid}"))["build_state"]
+            s.kill()
+        with serve(data, log_dir=work / "extract-log") as s:
+            with _client(s, keys["researcher"]) as c:
+                after = _ok(c.get(f"/v1/extracts/{xid}"))
+            left = package_files(data)
+            served = download_check(s, keys["researcher"], xid, work)
+            with _client(s, keys["researcher"]) as c:
+                rebuild_status = c.post(f"/v1/extracts/{xid}/build").status_code
+            rebuilt = wait_build(s, keys["researcher"], xid)
+            again = download_check(s, keys["researcher"], xid, work)
+        rounds.append({"kill_after_s": round(delay, 2), "state_at_kill": at_kill,
+                       "state_after_restart": after["build_state"],
+                       "build_error": after.get("build_error"), "download_after_restart": served,
+                       "packages_after_restart": left, "rebuild_http": rebuild_status,
+                       "rebuild_state": rebuilt["build_state"], "download_after_rebuild": again})
+        log(f"extract kill {i + 1}/{args.extract_kills} after {delay:.2f}s ({at_kill}): "
+            f"{after['build_state']}, download {served['status']}, rebuild "
+            f"{rebuilt['build_state']}, temporary files {left['temporary']}")
+    final_files = package_files(data)
+    reg = Registry(Settings(data_dir=data))
+    try:
+        from mpi.store import extracts as xstore
+        stored = reg.export_keys().num_rows
+        audit_ok = reg.verify_audit().ok
+        latest = xstore.latest_build(reg.store.cursor(), xid)
+    finally:
+        reg.close()
+    expected_zip = f"{xid}-b{latest['build_seq']}.zip" if latest else None
+    bad_served = sum(1 for r in rounds for d in (r["download_after_restart"],
+                                                r["download_after_rebuild"])
+                     if d["served"] and not d["verifies"])
+    return {"records_acknowledged": len(records), "records_stored_active": stored,
+            "lost": max(0, len(records) - stored), "audit_chain_ok": audit_ok,
+            "build_seconds": round(build_s, 2), "kills": len(rounds),
+            "baseline_download": baseline,
+            "states_at_kill": dict(Counter(r["state_at_kill"] for r in rounds)),
+            "states_after_restart": dict(Counter(r["state_after_restart"] for r in rounds)),
+            "downloads_served_after_kill": sum(r["download_after_restart"]["served"]
+                                               for r in rounds),
+            "downloads_that_did_not_verify": bad_served,
+            "rebuilds_built": sum(r["rebuild_state"] == "built" for r in rounds),
+            "temporary_package_files_left": final_files["temporary"],
+            "package_files_at_end": final_files["zips"],
+            "only_latest_build_package_at_end": final_files["zips"] == [expected_zip],
+            "rounds": rounds}
+
+
 @contextmanager
 def small_fs(path: Path, size_mib: int) -> Iterator[bool]:
     path.mkdir(parents=True, exist_ok=True)
@@ -309,6 +489,12 @@ def main() -> None:
     p.add_argument("--records", type=int, default=2000, help="records offered (default 2000)")
     p.add_argument("--max-run-s", type=float, default=4.0,
                    help="longest run before a kill, seconds (default 4)")
+    p.add_argument("--extract-kills", type=int, default=4,
+                   help="SIGKILLs during extract builds (default 4)")
+    p.add_argument("--extract-records", type=int, default=3000,
+                   help="records with attributes behind the extract (default 3000)")
+    p.add_argument("--phases", default="sigkill,extract,disk_full",
+                   help="comma-separated phases to run (default all)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--skip-disk-full", action="store_true")
     p.add_argument("--work-dir", type=Path, default=None, help="default: a temporary directory")
@@ -319,18 +505,27 @@ def main() -> None:
     t0 = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "chaos", "machine": machine_info(),
                               "command": " ".join(["python", "scripts/chaos.py", *sys.argv[1:]])}
-    result["sigkill"] = sigkill_phase(args, work)
-    result["disk_full"] = ({"skipped": "--skip-disk-full"} if args.skip_disk_full
+    wanted = set(args.phases.split(","))
+    result["sigkill"] = (sigkill_phase(args, work) if "sigkill" in wanted
+                         else {"skipped": "--phases"})
+    result["extract"] = (extract_phase(args, work) if "extract" in wanted
+                         else {"skipped": "--phases"})
+    result["disk_full"] = ({"skipped": "--skip-disk-full or --phases"}
+                           if args.skip_disk_full or "disk_full" not in wanted
                            else disk_full_phase(args, work))
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    phases = [result["sigkill"], result["disk_full"]]
+    phases = [result["sigkill"], result["disk_full"], result["extract"]]
     result["lost"] = sum(int(ph.get("lost", 0)) for ph in phases)
     result["duplicated"] = sum(int(ph.get("duplicated", 0)) for ph in phases)
     result["acknowledged"] = sum(int(ph.get("acknowledged", 0)) for ph in phases)
     emit_after_run(result, args.out)
     if args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
-    if result["lost"] or result["duplicated"]:
+    ex = result["extract"]
+    if result["lost"] or result["duplicated"] or ex.get("downloads_that_did_not_verify") or \
+            ex.get("rebuilds_built", ex.get("kills", 0)) != ex.get("kills", 0) or \
+            ex.get("temporary_package_files_left") or \
+            ex.get("only_latest_build_package_at_end") is False:
         sys.exit(1)
 
 

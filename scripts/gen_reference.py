@@ -314,6 +314,24 @@ def openapi_schema() -> dict[str, Any]:
     return create_app(Settings()).openapi()
 
 
+def console_routes() -> list[list[str]]:
+    """The web console's routes (api/console): ``METHOD /path``, summary and roles, by path."""
+    from api.main import create_app, flat_routes
+    from api.policy import POLICY, PUBLIC
+    from mpi.config import Settings
+    rows = []
+    for route in flat_routes(create_app(Settings()).routes):
+        path = getattr(route, "path", "")
+        if not path.startswith("/console"):
+            continue
+        summary = (getattr(route, "endpoint", None).__doc__ or "").strip().split("\n")[0]
+        for method in sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}):
+            roles = POLICY[f"{method} {path}"]
+            rows.append([_code(f"{method} {path}"), _cell(summary),
+                         "public" if roles == PUBLIC else ", ".join(sorted(roles))])
+    return sorted(rows, key=lambda r: (r[0].split(" ", 1)[1], r[0]))
+
+
 def iter_operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Every (METHOD, path, operation) of an OpenAPI document, by path then method."""
     for path in sorted(schema.get("paths", {})):
@@ -375,6 +393,10 @@ def render_api(schema: dict[str, Any] | None = None) -> str:
               "public" if not op.get("security") else "API key"] for m, p, op in ops]
     body += ["## Operations", _table(["Method", "Path", "Summary", "Auth"], index)]
     body += [_operation(m, p, op) for m, p, op in ops]
+    body += ["## Web console (HTML pages)", _paragraphs(
+        "Served under `/console` for a browser (not in the OpenAPI document): signed in with a "
+        "session cookie, or an API key header; every POST form carries the session's CSRF token "
+        "(docs/guide/console.md)."), _table(["Route", "Summary", "Roles"], console_routes())]
     intro = (f"Every operation of the HTTP API ({_code(str(info.get('title', '')))} "
              f"{info.get('version', '')}, OpenAPI {schema.get('openapi', '')}), generated from "
              "`api.main.create_app(Settings()).openapi()`, sorted by path then method. A running "

@@ -8,8 +8,11 @@ name each replaced by another value in 2%),
 one without SSN and ZIP, one with name, date of birth, city and email only, and one with
 ZIP and city but no SSN, street address or phone. Its thresholds
 are chosen from the trained model's own estimated precision and recall
-(mpi/linkage/thresholds.py). The accuracy recorded in the sidecar is measured on the training
-mix and is no evidence of generalisation: scripts/bench_public.py measures that on public data.
+(mpi/linkage/thresholds.py), after the evidence of a level shared by two comparisons is
+counted once (mpi/linkage/shared_levels.py, Decision 90) and the levels whose weights came out
+of order are pooled (mpi/linkage/monotone.py, Decision 89). The accuracy recorded in the
+sidecar is measured on the training mix and is no evidence of generalisation:
+scripts/bench_public.py measures that on public data.
 
 Usage: python scripts/train_default_model.py [--scale 1.0] [--seed 7] [--out linkage_models]
 Writes the next version of the `default` model with its .meta.json sidecar (immutable files).
@@ -33,7 +36,9 @@ from mpi.identity.pipeline import demo_secret, model_table, parse_all, tokenize_
 from mpi.linkage import splink_engine as se
 from mpi.linkage.definition import CURRENT, DEFAULT_DEFINITION
 from mpi.linkage.modelfile import fingerprint_bytes, save_version
+from mpi.linkage.monotone import enforce_monotone
 from mpi.linkage.params import params_from_splink
+from mpi.linkage.shared_levels import count_once
 from mpi.linkage.thresholds import choose_thresholds
 from mpi.steward.evaluation import evaluate
 
@@ -98,6 +103,10 @@ def main() -> None:
     t0 = time.perf_counter()
     model = se.train(table, config=se.TrainingConfig(seed=args.seed), progress=print)
     train_s = time.perf_counter() - t0
+    once = count_once(model, DEFAULT_DEFINITION)  # Decision 90: before pooling
+    print(f"shared levels counted once: {once or 'none'}")
+    pooled = enforce_monotone(model, DEFAULT_DEFINITION)  # Decision 89
+    print(f"pooled out-of-order levels: {pooled or 'none'}")
     params = params_from_splink(model, DEFAULT_DEFINITION)
     pairs = se.predict_probabilities(table, params, definition=DEFAULT_DEFINITION)
     th, estimate = choose_thresholds(pairs)
@@ -116,7 +125,7 @@ def main() -> None:
               f" F1 {pe.pairwise.f1:.4f}; cluster F1 {pe.cluster.f1:.4f}")
     if args.dry_run:
         return
-    meta = {
+    meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "definition": CURRENT,
         "splink_version": splink.__version__,
@@ -128,7 +137,8 @@ def main() -> None:
         "training": {"seed": args.seed, "seconds": round(train_s, 1),
                      "u_max_pairs": se.TrainingConfig().u_max_pairs,
                      "em_max_pairs": se.TrainingConfig().em_max_pairs,
-                     "em_blocking_rules": [list(r) for r in DEFAULT_DEFINITION.training_blocking_rules]},
+                     "em_blocking_rules": [list(r) for r in DEFAULT_DEFINITION.training_blocking_rules],
+                     "counted_once": once, "pooled_levels": pooled},
         "thresholds": {"link": th.link, "review": th.review},
         "threshold_estimate": estimate,
         "accuracy": {"dataset": "training mix (seeded synth; not evidence of generalisation)",

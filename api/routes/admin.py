@@ -15,6 +15,8 @@ from api.schemas.common import (
     AgenciesOut,
     AgencyIn,
     AgencyOut,
+    AgencyUpdateIn,
+    HumanIn,
     PrincipalIn,
     PrincipalKeyOut,
     PrincipalOut,
@@ -33,7 +35,18 @@ PrincipalId = Annotated[str, Path(min_length=1, max_length=64)]
              "are bound to them.", responses=errors(409))
 def create_agency(body: AgencyIn, caller: Caller, access: AccessDep) -> Any:
     """Register an agency."""
-    return access.create_agency(caller, body.agency)
+    return access.create_agency(caller, body.agency, key_scope=body.key_scope)
+
+
+@router.patch("/v1/agencies/{agency}", response_model=AgencyOut,
+              summary="Change an agency's key scope",
+              description="`key_scope` `agency` gives the agency keys derived for it alone; "
+              "keys it was given before under the other scope no longer resolve for it "
+              "(Decision 72).", responses=errors(404))
+def update_agency(agency: Annotated[str, Path(min_length=1, max_length=64)],
+                  body: AgencyUpdateIn, caller: Caller, access: AccessDep) -> Any:
+    """Change an agency's settings."""
+    return access.update_agency(caller, agency, key_scope=body.key_scope)
 
 
 @router.get("/v1/agencies", response_model=AgenciesOut, summary="List agencies",
@@ -46,11 +59,27 @@ def list_agencies(caller: Caller, access: AccessDep) -> Any:
 @router.post("/v1/principals", response_model=PrincipalKeyOut, status_code=201,
              summary="Create a principal and its API key",
              description="The key is returned this once and stored only as a SHA-256 hash. Roles "
-             "`agency` and `approver` need an existing `agency`.")
+             "`agency` and `approver` need an existing `agency`. Roles held by a person need "
+             "`human_email`; one human holds at most one active principal (409 otherwise; "
+             "Decision 80).", responses=errors(409, 422))
 def create_principal(body: PrincipalIn, caller: Caller, access: AccessDep) -> Any:
     """Create a principal."""
-    row, key = access.create_principal(caller, body.name, role=body.role, agency=body.agency)
+    row, key = access.create_principal(caller, body.name, role=body.role, agency=body.agency,
+                                       human_email=body.human_email)
     return {"principal": row, "api_key": key}
+
+
+@router.put("/v1/principals/{principal_id}/human", response_model=PrincipalOut,
+            summary="Set the person behind a principal",
+            description="For a principal created before Decision 80 (it may not approve until "
+            "it has one). Set once: 409 when it has one already, when another active principal "
+            "belongs to the same human (address case-folded, `+tag` ignored), or when it is "
+            "revoked; 422 for role `agency` or a malformed address. Audited.",
+            responses=errors(404, 409, 422))
+def set_human(principal_id: PrincipalId, body: HumanIn, caller: Caller,
+              access: AccessDep) -> Any:
+    """Set a principal's human identity."""
+    return access.set_human(caller, principal_id, body.human_email)
 
 
 @router.get("/v1/principals", response_model=PrincipalsOut, summary="List principals",

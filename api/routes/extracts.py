@@ -54,7 +54,9 @@ def list_extracts(caller: Caller, extracts: ExtractsDep) -> Any:
 @router.get(
     "/v1/extracts/{extract_id}", response_model=ExtractOut, summary="One extract request",
     description="Its status, approvals, the approvals still pending, build state and latest "
-    "build (row count, manifest SHA-256). 404 when the caller may not see it.",
+    "build (row count, manifest SHA-256), and `recall`: delivered builds that include persons "
+    "who have opted out since (counts only; the recipient destroys them) and whether a rebuild "
+    "is required before the next download (Decision 79). 404 when the caller may not see it.",
     responses=errors(404))
 def read_extract(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> Any:
     """Read one request."""
@@ -66,7 +68,9 @@ def read_extract(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -
     summary="Approve or deny a request",
     description="An approver decides for its own agency (a contributing one), a steward for "
     "the disclosure settings. Any denial ends the request. Nobody decides on their own request, "
-    "nor a principal with the requester's name (one person with two roles). A capacity decides "
+    "nor a principal with the requester's name or human (`human_email`), and one human acts in "
+    "one capacity per request: an approver principal without a `human_email` cannot decide "
+    "(403, Decision 80). A capacity decides "
     "once (409 again); decisions on a request that is no longer pending or has expired are "
     "409. The last approval starts the build in the background. Audited, refusals too.",
     responses=errors(403, 404, 409))
@@ -94,7 +98,8 @@ def build(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> Any:
     "reports, manifest signed with the key of `GET /v1/keys/signing`). Only the requesting "
     "researcher (403 otherwise), only when approved, built and not expired, and within the "
     "download limit (409 otherwise); 409 too when a released attribute has lost its dictionary "
-    "entry or a person in the build has opted out since it was built (rebuild). Every download "
+    "entry, and 409 `rebuild_required` when a person in the build has opted out since it was "
+    "built (by a record or a person-level opt-out) until it is rebuilt. Every download "
     "and every refusal is audited.",
     responses={200: {"content": {"application/zip": {}}}, **errors(403, 404, 409)})
 def download(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> StreamingResponse:
@@ -125,7 +130,8 @@ def close(extract_id: ExtractId, caller: Caller, extracts: ExtractsDep) -> Any:
     description="Every extract delivered (downloaded) with the person in it: project, purpose, "
     "agreement, recipient, date of first delivery, attributes released. Found through retired "
     "keys too (merges and splits forward). A steward, or an agency with a record linked to "
-    "the person (404 otherwise). Audited.", responses=errors(404))
+    "the person (otherwise the same 404 as an unknown key; a scoped agency names the person "
+    "by its own key, Decision 72). Audited.", responses=errors(404))
 def disclosures(person_key: Annotated[str, Path(min_length=1, max_length=64)], caller: Caller,
                 extracts: ExtractsDep) -> Any:
     """List disclosures of one person."""

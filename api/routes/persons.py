@@ -21,7 +21,9 @@ router = APIRouter(tags=["persons"])
 @router.post(
     "/v1/match", response_model=MatchOut, summary="Score a tokenized record without storing it",
     description="Candidates are graded in the manner of FHIR `$match`: `certain` at or above the "
-    "model's link threshold, `probable` in the review band, `possible` above probability 0.05.")
+    "model's link threshold, `probable` in the review band, `possible` above probability 0.05. "
+    "An agency with `key_scope` `agency` gets only persons it holds, by its own keys: a person "
+    "held only by other agencies is no candidate (Decision 72).")
 async def match(body: MatchIn, caller: Caller, access: AccessDep,
                 limit: Annotated[int, Query(ge=1, le=50)] = 10) -> Any:
     """Score one record."""
@@ -34,7 +36,10 @@ async def match(body: MatchIn, caller: Caller, access: AccessDep,
     "/v1/persons/{person_key}", response_model=PersonOut, summary="Read a person key",
     description="Status `active` or `retired`, `superseded_by` for a retired key, and the linked "
     "records the caller may see: an agency sees only its own records, never other agencies' "
-    "source ids; a steward sees all.", responses=errors(404))
+    "source ids; a steward sees all. An agency reads only a person it holds (an active record "
+    "on the key, or on a successor of a retired key), and only the successors it holds; any "
+    "other key is the same 404 as an unknown one. An agency with `key_scope` `agency` names "
+    "persons by its own keys only (Decision 72).", responses=errors(404))
 async def read_person(person_key: Annotated[str, Path(min_length=1, max_length=64)],
                       caller: Caller, access: AccessDep) -> Any:
     """Read one person key."""

@@ -66,7 +66,7 @@ async def replace_record(source_record_id: Sid, body: RecordReplaceIn, caller: C
 @router.delete(
     "/{source_record_id}", response_model=RecordResultOut, summary="Withdraw one record",
     description="Withdraws the record (kept as a tombstone). A person key left with no records "
-    "is retired and stays resolvable.", responses=errors(404))
+    "is retired and stays resolvable by a steward.", responses=errors(404))
 async def withdraw_record(source_record_id: Sid, caller: Caller, access: AccessDep) -> Any:
     """Withdraw one record."""
     return await run_in_threadpool(access.withdraw_record, caller, source_record_id)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.auth import Caller
+from api.errors import errors
 from api.schemas.common import LinkageQualityOut
 from api.state import DeskDep
 
@@ -25,7 +26,8 @@ router = APIRouter(prefix="/v1/reports", tags=["reports"])
     "all other records (cross-agency link share, singleton rate; design effect for records "
     "of one person) gives p below the Bonferroni-corrected 0.01. Groups with fewer records "
     "than `MPI_DISCLOSURE_THRESHOLD` (default 11) are suppressed. An invalid attribute name "
-    "is a 422. Audited as `reports.linkage_quality` on `attribute:<name>`.")
+    "is a 422, and so is an attribute no active record carries (naming `by`). Audited as "
+    "`reports.linkage_quality` on `attribute:<name>`.", responses=errors(422))
 def linkage_quality(
     caller: Caller, desk: DeskDep,
     by: Annotated[str, Query(min_length=1, max_length=64, description="Attribute name.")],

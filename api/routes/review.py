@@ -22,6 +22,7 @@ from api.schemas.review import (
     RevokeIn,
     SplitIn,
 )
+from api.schemas.verification import ReopenIn
 from api.state import DeskDep
 from mpi.steward import labels
 
@@ -39,7 +40,11 @@ PersonKey = Annotated[str, Path(min_length=1, max_length=64)]
     "`resolved` (settled by a re-link, a merge or a split: the record joined the person, or a person it "
     "names was retired; "
     "still decidable), `all`), `agency` (items involving a record of that agency), "
-    "`min_probability`/`max_probability`. Each item shows its two sides as they are now (a retired key "
+    "`min_probability`/`max_probability` (on the current probability: items are rescored with the "
+    "active model after every promote and re-link, and those below its review threshold are "
+    "resolved with `decision_reason` `below_threshold_after_rescore`). `sort`: `id` (default), "
+    "`probability_desc` or `probability_asc` (current probability; then `after`/`next_after` "
+    "count items to skip). Each item shows its two sides as they are now (a retired key "
     "is followed to its successors), the agencies involved, and the best-scoring record pair across the"
     " sides explained per identifier field (agreement level and match weight: a waterfall from the "
     "prior to the total). Never a token. Audited as `review.list`.", responses=errors(422))
@@ -52,16 +57,20 @@ def list_review(
     max_probability: Annotated[float | None, Query(ge=0, le=1)] = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    sort: Annotated[Literal["id", "probability_desc", "probability_asc"], Query()] = "id",
 ) -> Any:
     """A page of review items."""
     return desk.list_review(caller, kind=kind,
                               status=status, agency=agency, min_probability=min_probability,
-                              max_probability=max_probability, after=after, limit=limit)
+                              max_probability=max_probability, after=after, limit=limit,
+                              sort=sort)
 
 
 @router.get(
     "/v1/review/{item_id}", response_model=ReviewItemOut, summary="Read one review item",
-    description="One item as in `GET /v1/review`. Audited as `review.read`.",
+    description="One item as in `GET /v1/review`, with every record pair across the sides as "
+    "an agreement pattern (`pairs`) and the verification tasks asked of agencies "
+    "(`verifications`). Audited as `review.read`.",
     responses=errors(404))
 def read_review_item(item_id: ItemId, caller: Caller, desk: DeskDep) -> Any:
     """One review item, explained."""
@@ -87,6 +96,18 @@ def decide(item_id: ItemId, body: DecisionIn, caller: Caller, desk: DeskDep) -> 
 
 
 @router.post(
+    "/v1/review/{item_id}/reopen", response_model=ReviewItemOut, summary="Reopen a review item",
+    description="A decided, deferred or resolved item becomes `open` again, its decision fields "
+    "cleared (the audit event `review.reopen` keeps what it was). Only the item reopens: labels "
+    "and constraints its decision stored stay until revoked (`POST /v1/constraints/{id}/revoke`) "
+    "and a merge it made stays until split. 409 when the item is open already.",
+    responses=errors(404, 409, 422))
+def reopen(item_id: ItemId, body: ReopenIn, caller: Caller, desk: DeskDep) -> Any:
+    """Reopen a review item."""
+    return desk.reopen_review(caller, item_id, reason=body.reason)
+
+
+@router.post(
     "/v1/labels", response_model=LabelsOut, summary="Import labelled record pairs",
     description="Pairs of records named by (agency, source_record_id) judged the same person "
     "(`is_match`) or not, e.g. duplicates an agency found with its own plaintext. All or none: "
@@ -108,17 +129,24 @@ def import_labels(body: LabelsIn, caller: Caller, desk: DeskDep) -> Any:
     "/v1/constraints", response_model=ConstraintsPageOut, summary="List link constraints",
     description="Must-link and cannot-link constraints between records, oldest first, with "
     "where each came from (`review`, `import`, `merge`, `split`). `status`: `active` (default), "
-    "`revoked` or `all`. Audited as `constraints.list`.", responses=errors(422))
+    "`revoked` or `all`. Filters: `person_key` (constraints on a record the person holds now), "
+    "`agency` (on a record of that agency) and `agency` + `source_record_id` (on that record). "
+    "`next_after` is set when the page is full: pass it as `after` for the next page. Audited "
+    "as `constraints.list`.", responses=errors(422))
 def list_constraints(
     caller: Caller, desk: DeskDep,
     status: Annotated[Literal["active", "revoked", "all"], Query()] = "active",
     kind: Annotated[Literal["must_link", "cannot_link"] | None, Query()] = None,
+    person_key: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    agency: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    source_record_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """A page of constraints."""
-    return desk.list_constraints(caller,
-                                   status=status, kind=kind, after=after, limit=limit)
+    return desk.list_constraints(caller, status=status, kind=kind, after=after, limit=limit,
+                                 person_key=person_key, agency=agency,
+                                 source_record_id=source_record_id)
 
 
 @router.post(
@@ -138,7 +166,9 @@ def revoke_constraint(constraint_id: Annotated[int, Path(ge=1, le=2**62)], body:
     description="Merge the listed active persons with the one in the path. The oldest key "
     "survives; the others are retired with it as successor (lineage and key events, cause "
     "`merge`). Every record becomes must-linked to the oldest record, so re-links and "
-    "promotes keep them together. 409 when a cannot-link stands between them. Audited as "
+    "promotes keep them together. 409 when a cannot-link stands between them; the 409 names "
+    "each blocking constraint (`#id (kind)` in `detail`, and `errors[].field` `constraint_id`). "
+    "Audited as "
     "`persons.merge` in the same transaction.", responses=errors(404, 409, 422))
 def merge(person_key: PersonKey, body: MergeIn, caller: Caller, desk: DeskDep) -> Any:
     """Merge persons."""
@@ -152,7 +182,8 @@ def merge(person_key: PersonKey, body: MergeIn, caller: Caller, desk: DeskDep) -
     "group with most records keeps the key (tie: the one with the oldest record); the others "
     "get new keys with split lineage (key events, cause `split`). Every record pair across "
     "groups becomes cannot-linked. 422 names each record that is not the person's or is "
-    "listed twice, and records left out; 409 when a must-link crosses the groups. Audited as "
+    "listed twice, and records left out; 409 when a must-link crosses the groups, naming each "
+    "blocking constraint (`#id (kind)`; `errors[].field` `constraint_id`). Audited as "
     "`persons.split` in the same transaction.", responses=errors(404, 409, 422))
 def split(person_key: PersonKey, body: SplitIn, caller: Caller, desk: DeskDep) -> Any:
     """Split a person."""

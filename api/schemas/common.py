@@ -140,6 +140,13 @@ class JobOut(BaseModel):
                                           "`{\"version\": \"candidate-v001\"}` for training.")
 
 
+KeyScope = Literal["shared", "agency"]
+_KEY_SCOPE_DOC = ("`shared` (default): the agency sees master person keys, shared by every "
+                  "agency, and `/v1/match` may return persons held only by other agencies. "
+                  "`agency`: the agency sees keys derived for it alone, and no route tells it "
+                  "that another agency holds a person (Decision 72).")
+
+
 class AgencyIn(BaseModel):
     """A new agency."""
 
@@ -147,6 +154,15 @@ class AgencyIn(BaseModel):
 
     agency: str = Field(min_length=1, max_length=64,
                         description="Letters, digits, `_`, `.` or `-`, starting with a letter or digit.")
+    key_scope: KeyScope = Field("shared", description=_KEY_SCOPE_DOC)
+
+
+class AgencyUpdateIn(BaseModel):
+    """A change to an agency's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_scope: KeyScope = Field(description=_KEY_SCOPE_DOC)
 
 
 class AgencyOut(BaseModel):
@@ -154,6 +170,7 @@ class AgencyOut(BaseModel):
 
     agency: str
     created_at: UtcTime
+    key_scope: KeyScope = Field(description=_KEY_SCOPE_DOC)
 
 
 class AgenciesOut(BaseModel):
@@ -170,6 +187,19 @@ class PrincipalIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: Role
     agency: str | None = None
+    human_email: str | None = Field(None, max_length=254, description="The person who holds "
+                                    "the key: required for roles steward, approver, researcher, "
+                                    "auditor and admin, refused for `agency`. One human holds "
+                                    "at most one active principal (409), and acts in one "
+                                    "capacity per extract request (Decision 80).")
+
+
+class HumanIn(BaseModel):
+    """The person behind an existing principal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    human_email: str = Field(min_length=3, max_length=254)
 
 
 class PrincipalOut(BaseModel):
@@ -182,6 +212,9 @@ class PrincipalOut(BaseModel):
     created_at: UtcTime
     revoked_at: UtcTime | None
     key_prefix: str | None
+    human_email: str | None = Field(None, description="The person who holds it (null for an "
+                                    "agency's system, or a principal created before Decision "
+                                    "80: such a principal may not approve).")
 
 
 class PrincipalsOut(BaseModel):
@@ -289,11 +322,26 @@ class GroupQualityOut(BaseModel):
                                                 "probability of linked records (see notes).")
     link_probability_records: int | None = Field(description="Records behind "
                                                  "`mean_link_probability`.")
-    precision: float | None = Field(description="Label-based; null until labels exist.")
-    recall: float | None = Field(description="Label-based; null until labels exist.")
+    precision: float | None = Field(description="From labels on records without an active "
+                                    "constraint (see notes); null without such pairs or when "
+                                    "withheld.")
+    recall: float | None = Field(description="As `precision`, among labelled matches.")
     cross_agency_test: ProportionTestOut | None
     singleton_test: ProportionTestOut | None
     flagged: bool = Field(description="Differs from the rest beyond chance on either test.")
+    precision_pairs: int | None = Field(default=None, description="Labelled pairs now linked "
+                                        "(the precision's count).")
+    recall_pairs: int | None = Field(default=None, description="Labelled matches (the "
+                                     "recall's count).")
+    precision_interval: tuple[float, float] | None = Field(
+        default=None, description="95% Wilson score interval of `precision`.")
+    recall_interval: tuple[float, float] | None = Field(
+        default=None, description="95% Wilson score interval of `recall`.")
+    precision_withheld: bool = Field(default=False, description="Fewer than 10 pairs: "
+                                     "`precision` is withheld, `precision_pairs` shown.")
+    recall_withheld: bool = Field(default=False, description="As `precision_withheld`.")
+    constrained_pairs: int | None = Field(default=None, description="Labelled pairs left out "
+                                          "because a record is in an active constraint.")
 
 
 class LinkageQualityOut(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import UtcTime
+from api.schemas.consent import RecallOut
 
 Generalization = str
 Klass = Literal["quasi_identifier", "sensitive", "other"]
@@ -37,6 +38,13 @@ class DictionaryEntryIn(BaseModel):
     default_generalization: Generalization | None = Field(
         None, description="Default: dates to month, birth dates to year, ages top-coded at 90, "
         "ZIP codes to ZIP3, else none (when allowed).")
+    non_identifying_signed_off_by: str | None = Field(
+        None, max_length=200, description="A steward's principal id signing this `other` "
+        "attribute off as non-identifying (then it is not a quasi-identifier); never for "
+        "dates, ZIPs, ages or birth fields.")
+    hierarchy: dict[str, str] | list[dict[str, str]] | None = Field(
+        None, description="String attributes: grouping map(s) value -> group (-> larger "
+        "group), the levels the risk search may generalize to before suppressing.")
 
 
 class DatasetIn(BaseModel):
@@ -59,6 +67,8 @@ class DictionaryEntryOut(BaseModel):
     klass: str = Field(alias="class", serialization_alias="class")
     allowed_generalizations: list[str]
     default_generalization: str
+    non_identifying_signed_off_by: str | None = None
+    hierarchy: dict[str, str] | list[dict[str, str]] | None = None
 
 
 class DatasetOut(BaseModel):
@@ -120,6 +130,10 @@ class ExtractIn(BaseModel):
     threshold: int = Field(11, description="Aggregates: smallest published cell (>= 11).")
     date_shift: bool = Field(False, description="Shift each person's dates by a per-person "
                              "offset (keeps intervals within a person).")
+    l: int = Field(2, description="Rows: l-diversity of sensitive attributes (1-20).")  # noqa: E741
+    l_entropy: bool = Field(False, description="Rows: entropy l-diversity as well as distinct.")
+    max_suppression: float = Field(0.05, description="Rows: share of rows global recoding may "
+                                   "leave to local recoding and suppression (0-0.5).")
     expires_at: UtcTime = Field(description="After this, no approval or download (<= 730 days).")
     download_limit: int = Field(3, description="Most downloads (1-50).")
 
@@ -172,6 +186,12 @@ class ExtractOut(BaseModel):
     k: int
     threshold: int
     date_shift: bool
+    l: int = 2  # noqa: E741
+    l_entropy: bool = False
+    max_suppression: float = 0.05
+    risk_report: dict[str, Any] | None = Field(None, description="Rows: the disclosure risk "
+                                               "computed when the request was made, before "
+                                               "approval (Decision 74).")
     expires_at: UtcTime
     expired: bool
     download_limit: int
@@ -186,6 +206,8 @@ class ExtractOut(BaseModel):
     approvals: list[ApprovalOut]
     pending_approvals: list[str]
     latest_build: BuildOut | None
+    recall: RecallOut = Field(description="Persons in delivered builds who have opted out "
+                              "since (counts only; Decision 79).")
 
 
 class ExtractsOut(BaseModel):

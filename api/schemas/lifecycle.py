@@ -75,6 +75,16 @@ class ComparisonOut(BaseModel):
     levels: list[LevelOut]
 
 
+class LevelOrderViolationOut(BaseModel):
+    """Two levels of one comparison whose weights are out of order (Decision 89)."""
+
+    comparison: str
+    stronger: str = Field(description="The level whose pairs also satisfy `weaker`.")
+    stronger_weight: float
+    weaker: str
+    weaker_weight: float
+
+
 class ModelOut(ModelSummaryOut):
     """A version's parameters, thresholds and metrics."""
 
@@ -82,6 +92,9 @@ class ModelOut(ModelSummaryOut):
     probability_two_random_records_match: float
     prior_weight: float
     comparisons: list[ComparisonOut]
+    level_order_violations: list[LevelOrderViolationOut] = Field(
+        description="Level pairs where a stronger agreement weighs less than a weaker one in "
+                    "the same comparison; empty for a sane model (training pools them).")
     training: dict[str, Any] | None
     training_data: dict[str, Any] | None
     splink_version: str | None

@@ -42,6 +42,55 @@ class ComparisonOut(BaseModel):
     label: str = Field(description="The level's name, e.g. `exact`, `phonetic equal`.")
     match_weight: float
     agrees: bool
+    detail: str | None = Field(default=None, description="What else was checked: when no "
+                               "level agrees, each level as `differs` or `not comparable`; for "
+                               "a date of birth its parts (year, month, day, one digit).")
+
+
+class NameFrequencyOut(BaseModel):
+    """How common each name token of a record is in the registry, as a band (never the token
+    or a count): `unique`, `rare`, `uncommon`, `common`, `very common`; null when missing."""
+
+    given_name: str | None = None
+    family_name: str | None = None
+
+
+class SidesNameFrequencyOut(BaseModel):
+    """Name-frequency bands of the explained pair's two records."""
+
+    left: NameFrequencyOut
+    right: NameFrequencyOut
+
+
+class PairPatternOut(BaseModel):
+    """One record pair across an item's sides as an agreement pattern."""
+
+    left: RecordRefOut
+    right: RecordRefOut
+    match_weight: float
+    match_probability: float
+    agreement: dict[str, str] = Field(description="Comparison -> level label, as in "
+                                      "`explanation.agreement`.")
+
+
+class PairsOut(BaseModel):
+    """Every record pair across the sides, best first (at most 200; `total` counts them)."""
+
+    total: int
+    pairs: list[PairPatternOut]
+
+
+class VerificationTaskOut(BaseModel):
+    """A verification task as the steward sees it on the item (no record ids)."""
+
+    task_id: int
+    agency: str
+    status: Literal["open", "answered"]
+    question: str
+    answer: Literal["same", "different", "unsure"] | None
+    answer_note: str | None
+    created_at: UtcTime
+    answered_at: UtcTime | None
 
 
 class ExplanationOut(BaseModel):
@@ -55,6 +104,7 @@ class ExplanationOut(BaseModel):
     match_weight: float = Field(description="prior_weight + every comparison's match_weight.")
     match_probability: float
     agreement: dict[str, str] = Field(description="Comparison -> agreement level label.")
+    name_frequency: SidesNameFrequencyOut | None = None
 
 
 class SideCountsOut(BaseModel):
@@ -74,6 +124,11 @@ class ReviewItemOut(BaseModel):
     match_weight: float
     model_version: str | None
     created_at: UtcTime
+    current_probability: float = Field(description="The best pair's probability under the "
+                                       "model that last scored the item (rescored after every "
+                                       "promote and re-link); filters and sorts use it.")
+    current_weight: float
+    scored_model_version: str | None
     person_key: str = Field(description="The candidate person (record_person) or the person the "
                             "bridging record joined (possible_duplicate).")
     other_person_key: str | None = Field(description="The other person (possible_duplicate).")
@@ -86,10 +141,15 @@ class ReviewItemOut(BaseModel):
     decision_reason: str | None
     decided_by: str | None
     decided_at: UtcTime | None
+    pairs: PairsOut | None = Field(default=None, description="Every record pair across the "
+                                   "sides (one item's page only).")
+    verifications: list[VerificationTaskOut] | None = Field(
+        default=None, description="Verification tasks asked of agencies (one item's page only).")
 
 
 class ReviewPageOut(BaseModel):
-    """A page of review items; pass `next_after` as `after` for the next page."""
+    """A page of review items; pass `next_after` as `after` for the next page (sorted by
+    probability, it is the number of items to skip)."""
 
     items: list[ReviewItemOut]
     next_after: int | None

@@ -23,9 +23,11 @@ from rich.table import Table
 
 from mpi.cli.backup import register as register_backup
 from mpi.cli.common import ClientCert, ClientKey, DataDir, Tls, client_pair, settings_for
+from mpi.cli.consent import consent_app
 from mpi.cli.extract import extract_app
 from mpi.cli.journal import journal_app
 from mpi.cli.model import model_app
+from mpi.cli.remote import Remote, call, download, local_principal, namespace, remote_options, wait_job
 from mpi.cli.steward import constraints_app, labels_app, persons_app, review_app
 from mpi.errors import MpiError
 from mpi.steward.evaluation import Evaluation
@@ -43,6 +45,7 @@ app.add_typer(labels_app, name="labels")
 app.add_typer(constraints_app, name="constraints")
 app.add_typer(model_app, name="model")
 app.add_typer(journal_app, name="journal")
+app.add_typer(consent_app, name="consent")
 register_backup(app)  # mpi backup, mpi restore (Decision 70)
 # soft_wrap: never break a path or key across lines when output goes to a log or pipe.
 out = Console(soft_wrap=True)
@@ -149,6 +152,7 @@ def ingest(
 
 
 @app.command()
+@remote_options
 def link(
     data_dir: DataDir = None,
     engine: Annotated[str, typer.Option("--engine", help="duckdb (in process) or spark.")] = "duckdb",
@@ -159,8 +163,12 @@ def link(
     work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Spark snapshot and output "
                                                   "directory, shared by every executor (default "
                                                   "DATA_DIR/spark-work/<run id>).")] = None,
+    remote: Remote | None = None,
 ) -> None:
-    """Re-link the whole registry with Splink and reconcile to stable person keys."""
+    """Re-link the whole registry with Splink and reconcile to stable person keys.
+
+    With --url the running service does it as a background job (POST /v1/link) and keeps
+    serving while Splink computes; this command follows the job's progress."""
     from rich.markup import escape
 
     from mpi.errors import InvalidInput
@@ -179,14 +187,23 @@ def link(
     if engine != "spark" and (pairs or work_dir or spark_master != "local[*]"):
         raise InvalidInput("--spark-master, --spark-conf and --work-dir apply to --engine spark")
     spark = SparkOptions(master=spark_master, conf=tuple(pairs), work_dir=work_dir)
-    reg = Registry(_settings(data_dir))
     t0 = time.perf_counter()
-    try:
-        s = reg.link(engine="spark" if engine == "spark" else "duckdb", spark=spark,
-                     progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
-        advice = retrain_advice(reg, data_dir=str(reg.settings.data_dir))
-    finally:
-        reg.close()
+    if remote is not None:
+        if pairs or work_dir or spark_master != "local[*]":
+            raise InvalidInput("--spark-master, --spark-conf and --work-dir apply to a stopped "
+                               "registry; the server uses its own Spark settings")
+        job = call(remote, "POST", "/v1/link", json={"engine": engine})
+        job = wait_job(remote, job, say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+        s, advice = namespace(job["result"]), None
+    else:
+        reg = Registry(_settings(data_dir))
+        try:
+            s = reg.link(engine="spark" if engine == "spark" else "duckdb", spark=spark,
+                         progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"),
+                         principal=local_principal())
+            advice = retrain_advice(reg, data_dir=str(reg.settings.data_dir))
+        finally:
+            reg.close()
     table = Table(title=f"mpi link ({engine}, {time.perf_counter() - t0:.1f}s, "
                   f"model {s.model_version})")
     for col in ("records", "persons", "merges", "splits", "keys changed", "new keys"):
@@ -199,20 +216,36 @@ def link(
 
 
 @keys_app.command("export")
+@remote_options
 def keys_export(out_file: Annotated[Path, typer.Option("--out", help="CSV to write.")],
-                data_dir: DataDir = None) -> None:
-    """Write agency,source_record_id,person_key for every active record."""
+                data_dir: DataDir = None, remote: Remote | None = None) -> None:
+    """Write agency,source_record_id,person_key for every active record (with --url: the
+    server's export job, POST /v1/keys/export, then its file)."""
+    if remote is not None:
+        job = wait_job(remote, call(remote, "POST", "/v1/keys/export"))
+        download(remote, f"/v1/jobs/{job['job_id']}/result", out_file)
+        out.print(f"wrote {job['result']['rows']} keys to {out_file}")
+        return
+    from mpi.audit import AuditEntry
     from mpi.identity.registry import Registry
     reg = Registry(_settings(data_dir))
-    table = reg.export_keys()
-    pacsv.write_csv(table, out_file, pacsv.WriteOptions(quoting_style="needed"))
+    try:
+        table = reg.export_keys()
+        pacsv.write_csv(table, out_file, pacsv.WriteOptions(quoting_style="needed"))
+        reg.record_audit([AuditEntry(local_principal(), "keys.export", "registry",
+                                     detail={"rows": table.num_rows})])
+    finally:
+        reg.close()
     out.print(f"wrote {table.num_rows} keys to {out_file}")
-    reg.close()
 
 
 @keys_app.command("show")
-def keys_show(person_key: str, data_dir: DataDir = None) -> None:
+@remote_options
+def keys_show(person_key: str, data_dir: DataDir = None, remote: Remote | None = None) -> None:
     """Show a key's status, successors (if retired) and records."""
+    if remote is not None:
+        print(json.dumps(call(remote, "GET", f"/v1/persons/{person_key}"), indent=2))
+        return
     from mpi.identity.registry import Registry
     reg = Registry(_settings(data_dir))
     print(json.dumps(reg.get_person(person_key), indent=2, default=str))
@@ -340,14 +373,32 @@ def _show_key(result: dict[str, Any], key_out: Path | None) -> None:
         out.print(f"API key (shown once): {result['api_key']}")
 
 
+KeyScopeOpt = Annotated[str, typer.Option(
+    "--key-scope", help="shared: master person keys (default); agency: keys derived for this "
+    "agency alone, and nothing tells it that another agency holds a person (Decision 72).")]
+
+
 @admin_app.command("agency-add")
 def admin_agency_add(agency: str, url: Url = None, api_key_file: KeyFile = None,
                      ca_file: CaFile = None,
-        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
+        client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None,
+                     key_scope: KeyScopeOpt = "shared") -> None:
     """Register an agency."""
     res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
-                data_dir, ("POST", "/v1/agencies", {"agency": agency}),
-                 lambda p: p.create_agency(agency, actor="cli"))
+                data_dir, ("POST", "/v1/agencies", {"agency": agency, "key_scope": key_scope}),
+                 lambda p: p.create_agency(agency, actor="cli", key_scope=key_scope))
+    out.print(json.dumps(res, indent=2, default=str))
+
+
+@admin_app.command("agency-scope")
+def admin_agency_scope(agency: str, key_scope: Annotated[str, typer.Argument(
+        help="shared or agency.")], url: Url = None, api_key_file: KeyFile = None,
+        ca_file: CaFile = None, client_cert: ClientCert = None, client_key: ClientKey = None,
+        data_dir: DataDir = None) -> None:
+    """Change an agency's key scope (keys it holds under the other scope stop resolving)."""
+    res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
+                 data_dir, ("PATCH", f"/v1/agencies/{agency}", {"key_scope": key_scope}),
+                 lambda p: p.update_agency(agency, actor="cli", key_scope=key_scope))
     out.print(json.dumps(res, indent=2, default=str))
 
 
@@ -368,16 +419,21 @@ def admin_principal_add(name: str,
                                                           "researcher, auditor or admin.")],
                         agency: Annotated[str | None, typer.Option(help="Agency (roles agency "
                                                                    "and approver).")] = None,
+                        human_email: Annotated[str | None, typer.Option(
+                            help="The person who holds the key (required for every role but "
+                                 "agency; one active principal per person).")] = None,
                         key_out: KeyOut = None, url: Url = None, api_key_file: KeyFile = None,
                         ca_file: CaFile = None,
         client_cert: ClientCert = None, client_key: ClientKey = None, data_dir: DataDir = None) -> None:
     """Create a principal and its API key (shown once)."""
     def local(p: Any) -> dict[str, Any]:
-        row, key = p.create_principal(name, role=role, agency=agency, actor="cli")
+        row, key = p.create_principal(name, role=role, agency=agency, actor="cli",
+                                      human_email=human_email)
         return {"principal": row, "api_key": key}
     res = _admin(url, api_key_file, (ca_file, client_cert, client_key),
                 data_dir,
-                 ("POST", "/v1/principals", {"name": name, "role": role, "agency": agency}), local)
+                 ("POST", "/v1/principals", {"name": name, "role": role, "agency": agency,
+                                             "human_email": human_email}), local)
     _show_key(res, key_out)
 
 
@@ -444,26 +500,41 @@ report_app = typer.Typer(help="Reports over the registry.", no_args_is_help=True
 app.add_typer(report_app, name="report")
 
 
+def _label_fig(value: float | None, interval: tuple[float, float] | None, n: int | None,
+               withheld: bool) -> str:
+    """A label figure with its 95% interval and count, or why it is not shown."""
+    if withheld:
+        return f"supp. (n={n})"
+    if value is None or interval is None:
+        return "-"
+    return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}] n={n}"
+
+
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
 @report_app.command("linkage-quality")
+@remote_options
 def report_linkage_quality(
     by: Annotated[str, typer.Option("--by", help="Record attribute to group by, e.g. "
                                     "race_ethnicity.")],
-    data_dir: DataDir = None,
+    data_dir: DataDir = None, remote: Remote | None = None,
 ) -> None:
     """Equity report: linkage quality per group, flagged groups, small groups suppressed."""
     from rich.markup import escape
 
     from mpi.identity.registry import Registry
     from mpi.reports import linkage_quality
-    reg = Registry(_settings(data_dir))
-    try:
-        rep = linkage_quality(reg, attribute=by)
-    finally:
-        reg.close()
+    rep: Any
+    if remote is not None:
+        rep = namespace(call(remote, "GET", "/v1/reports/linkage-quality", params={"by": by}))
+    else:
+        reg = Registry(_settings(data_dir))
+        try:
+            rep = linkage_quality(reg, attribute=by, principal=local_principal())
+        finally:
+            reg.close()
     from rich import box
     out.print(f"linkage quality by {escape(rep.attribute)}: {rep.total_records} active records, "
               f"groups under {rep.disclosure_threshold} records suppressed")
@@ -472,7 +543,7 @@ def report_linkage_quality(
     for col in ("n", "x-agency", "review", "single", "link p", "z x/single", "flag"):
         table.add_column(col, justify="right", no_wrap=True)
     labelled = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("group", "label precision", "label recall"):
+    for col in ("group", "label precision", "label recall", "constrained"):
         labelled.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
     for g in rep.groups:
         if g.suppressed:
@@ -483,7 +554,10 @@ def report_linkage_quality(
         table.add_row(escape(g.label), str(g.records), _fmt(g.cross_agency_link_share),
                       _fmt(g.review_share), _fmt(g.singleton_rate), _fmt(g.mean_link_probability),
                       z, "[red]yes[/red]" if g.flagged else "")
-        labelled.add_row(escape(g.label), _fmt(g.precision), _fmt(g.recall))
+        labelled.add_row(escape(g.label), _label_fig(g.precision, g.precision_interval,
+                                                     g.precision_pairs, g.precision_withheld),
+                         _label_fig(g.recall, g.recall_interval, g.recall_pairs,
+                                    g.recall_withheld), str(g.constrained_pairs or 0))
     out.print(table)
     if rep.labels_available:
         out.print(labelled)

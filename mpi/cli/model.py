@@ -19,11 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from mpi.cli.common import DataDir, open_registry, settings_for
+from mpi.cli.remote import Remote, call, download, local_principal, remote_options, wait_job
 from mpi.errors import MpiError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-PRINCIPAL = "cli"
 model_app = typer.Typer(help="Match model versions.", no_args_is_help=True)
 
 VersionArg = Annotated[str, typer.Argument(help="Model version, e.g. candidate-v001.")]
@@ -35,11 +35,15 @@ def _f(value: Any, spec: str = ".4f") -> str:
 
 
 @model_app.command("list")
-def model_list(data_dir: DataDir = None) -> None:
+@remote_options
+def model_list(data_dir: DataDir = None, remote: Remote | None = None) -> None:
     """List model versions (shipped and trained here); the active one is marked."""
     from mpi.steward.modelops import list_models
-    with open_registry(data_dir) as reg:
-        rows = list_models(reg)
+    if remote is not None:
+        rows = call(remote, "GET", "/v1/models")["models"]
+    else:
+        with open_registry(data_dir) as reg:
+            rows = list_models(reg)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     widest = max([len(r["version"]) for r in rows] + [7])
     table.add_column("version", no_wrap=True, min_width=widest)
@@ -55,11 +59,16 @@ def model_list(data_dir: DataDir = None) -> None:
 
 
 @model_app.command("show")
-def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir = None) -> None:
+@remote_options
+def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir = None,
+               remote: Remote | None = None) -> None:
     """A version's m, u and match weight per comparison level, thresholds and metrics."""
     from mpi.steward.modelops import get_model
-    with open_registry(data_dir) as reg:
-        m = get_model(reg, version)
+    if remote is not None:
+        m = call(remote, "GET", f"/v1/models/{version}")
+    else:
+        with open_registry(data_dir) as reg:
+            m = get_model(reg, version)
     if as_json:
         out.print_json(json.dumps(m, default=str))
         return
@@ -76,10 +85,21 @@ def model_show(version: VersionArg, as_json: AsJson = False, data_dir: DataDir =
             table.add_row(comp["comparison"], escape(lv["label"]), _f(lv["m_probability"], ".4g"),
                           _f(lv["u_probability"], ".4g"), f"{lv['match_weight']:+.3f}")
     out.print(table)
+    bad = m["level_order_violations"]
+    if bad:  # Decision 89: a stronger agreement must never weigh less than a weaker one
+        out.print(f"[bold]warning[/bold]: {len(bad)} level pair(s) out of order "
+                  "(retrain: training pools them):")
+        for v in bad:
+            out.print(f"  {v['comparison']}: {escape(v['stronger'])} "
+                      f"{v['stronger_weight']:+.3f} < {escape(v['weaker'])} "
+                      f"{v['weaker_weight']:+.3f}")
+    else:
+        out.print("level order: every stronger agreement weighs at least as much as a weaker one")
     out.print("metrics: " + json.dumps(m["metrics"], default=str))
 
 
 @model_app.command("chart")
+@remote_options
 def model_chart(
     version: VersionArg,
     chart: Annotated[str, typer.Argument(help="match-weights, m-u, probability-histogram, "
@@ -87,11 +107,15 @@ def model_chart(
     out_file: Annotated[Path, typer.Option("--out", help="Output file (.html or .png).")],
     fmt: Annotated[str | None, typer.Option("--format", help="html or png (default: from "
                                             "the --out suffix).")] = None,
-    data_dir: DataDir = None,
+    data_dir: DataDir = None, remote: Remote | None = None,
 ) -> None:
     """Write a chart of a version as self-contained HTML (works offline) or PNG."""
     from mpi.steward.modelops import chart as render
     kind = fmt or out_file.suffix.lstrip(".").lower()
+    if remote is not None:
+        size = download(remote, f"/v1/models/{version}/charts/{chart}?format={kind}", out_file)
+        out.print(f"wrote {escape(str(out_file))} ({size} bytes)")
+        return
     with open_registry(data_dir) as reg:
         body, _media = render(reg, version, chart, kind)
     out_file.write_bytes(body)
@@ -99,12 +123,16 @@ def model_chart(
 
 
 @model_app.command("evaluate")
+@remote_options
 def model_evaluate(version: VersionArg, as_json: AsJson = False,
-                   data_dir: DataDir = None) -> None:
+                   data_dir: DataDir = None, remote: Remote | None = None) -> None:
     """Precision, recall and F1 at the version's thresholds against the labels; diagnostics."""
     from mpi.steward.modelops import evaluate_model
-    with open_registry(data_dir) as reg:
-        ev = evaluate_model(reg, version, principal=PRINCIPAL)
+    if remote is not None:
+        ev = call(remote, "POST", f"/v1/models/{version}/evaluate")
+    else:
+        with open_registry(data_dir) as reg:
+            ev = evaluate_model(reg, version, principal=local_principal())
     if as_json:
         out.print_json(json.dumps(ev, default=str))
         return
@@ -124,13 +152,18 @@ def model_evaluate(version: VersionArg, as_json: AsJson = False,
 
 
 @model_app.command("impact")
+@remote_options
 def model_impact(version: VersionArg,
                  sample: Annotated[int, typer.Option(help="Changed pairs to show.")] = 5,
-                 as_json: AsJson = False, data_dir: DataDir = None) -> None:
+                 as_json: AsJson = False, data_dir: DataDir = None,
+                 remote: Remote | None = None) -> None:
     """Preview what promoting a version would change (nothing is changed)."""
     from mpi.steward.modelops import model_impact as run
-    with open_registry(data_dir) as reg:
-        imp = run(reg, version, principal=PRINCIPAL, sample=sample)
+    if remote is not None:
+        imp = call(remote, "GET", f"/v1/models/{version}/impact", params={"sample": sample})
+    else:
+        with open_registry(data_dir) as reg:
+            imp = run(reg, version, principal=local_principal(), sample=sample)
     if as_json:
         out.print_json(json.dumps(imp, default=str))
         return
@@ -149,12 +182,17 @@ def model_impact(version: VersionArg,
 
 
 @model_app.command("promote")
-def model_promote(version: VersionArg, data_dir: DataDir = None) -> None:
+@remote_options
+def model_promote(version: VersionArg, data_dir: DataDir = None,
+                  remote: Remote | None = None) -> None:
     """Activate a version: re-link with key carry-over; prints the churn."""
     from mpi.steward.modelops import promote_model
-    with open_registry(data_dir) as reg:
-        res = promote_model(reg, version, principal=PRINCIPAL,
-                            progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+    if remote is not None:
+        res = call(remote, "POST", f"/v1/models/{version}/promote")
+    else:
+        with open_registry(data_dir) as reg:
+            res = promote_model(reg, version, principal=local_principal(),
+                                progress=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
     out.print(f"{res['to_version']} active (was {res['from_version']}; {res['mode']}): "
               f"{res['records_changing_key']} of {res['records']} records changed key, "
               f"{res['persons_merging']} merges, {res['persons_splitting']} splits, "
@@ -162,6 +200,7 @@ def model_promote(version: VersionArg, data_dir: DataDir = None) -> None:
 
 
 @model_app.command("train")
+@remote_options
 def model_train(
     sample: Annotated[float, typer.Option(help="Fraction of records to train on (0-1].")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for sampling and training.")] = 42,
@@ -176,11 +215,22 @@ def model_train(
                                                "version; default: the active one's.")] = None,
     review: Annotated[float | None, typer.Option(help="Review threshold; default: the active "
                                                  "one's.")] = None,
-    data_dir: DataDir = None,
+    data_dir: DataDir = None, remote: Remote | None = None,
 ) -> None:
-    """Train a candidate model version on a sample (Splink on this machine); never activates it."""
+    """Train a candidate model version on a sample (Splink on this machine, or the server's
+    background job with --url); never activates it. Audited as ``models.train``."""
     from rich.markup import escape
 
+    if remote is not None:
+        if out_dir is not None or spark_snapshot is not None:
+            raise typer.BadParameter("--out and --spark-snapshot apply to a stopped registry; "
+                                     "the server writes DATA_DIR/models")
+        job = call(remote, "POST", "/v1/models/train", json={
+            "sample": sample, "seed": seed, "name": name, "link": link, "review": review})
+        job = wait_job(remote, job, say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+        out.print(f"trained {(job['result'] or {}).get('version')}; it is not active")
+        return
+    from mpi.audit import AuditEntry
     from mpi.identity.registry import Registry
     from mpi.linkage.modelfile import Thresholds
     from mpi.linkage.spark_engine import SparkOptions
@@ -189,6 +239,7 @@ def model_train(
     reg = Registry(settings)
     try:
         th = reg.model.thresholds
+        audit = {"seed": seed, "sample": sample, "name": name, "link": link, "review": review}
         version = train_candidate(reg, out_dir=out_dir or settings.data_dir / "models", name=name,
                                   seed=seed, fraction=sample, spark_snapshot=spark_snapshot,
                                   spark=SparkOptions(master=spark_master),
@@ -196,9 +247,13 @@ def model_train(
                                   thresholds=None if link is None and review is None else
                                   Thresholds(link=th.link if link is None else link,
                                              review=th.review if review is None else review))
+        reg.record_audit([AuditEntry(local_principal(), "models.train", f"model:{name}",
+                                     detail={**audit, "version": version})])
     except MpiError:
+        _audit_failure(reg, name, "invalid")
         raise  # main() prints it as one line, exit 2
     except Exception as exc:  # a Splink/DuckDB failure: one line, no traceback
+        _audit_failure(reg, name, "failed")
         why = [(str(e).strip().splitlines() or [type(e).__name__])[0]
                for e in (exc, exc.__cause__) if e is not None]
         err.print(f"[red]error:[/red] training failed ({type(exc).__name__}): "
@@ -207,3 +262,14 @@ def model_train(
     finally:
         reg.close()
     out.print(f"trained {version}; it is not active")
+
+
+def _audit_failure(reg: Any, name: str, outcome: str) -> None:
+    """Audit a refused or failed training on the command line (best effort: the registry may
+    be what failed)."""
+    import contextlib
+
+    from mpi.audit import AuditEntry
+    with contextlib.suppress(Exception):
+        reg.record_audit([AuditEntry(local_principal(), "models.train", f"model:{name}",
+                                     outcome)])

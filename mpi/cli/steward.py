@@ -1,8 +1,9 @@
 """The steward command groups: ``mpi review``, ``mpi persons``, ``mpi labels``, ``mpi constraints``.
 
-Owns: the typer sub-apps mpi/cli.py registers, their parsing and printing, on a local registry
-(``--data-dir``, the registry must not be open in a running server). Each command calls one
-use case of mpi/review.py, mpi/stewardship.py or mpi/labels.py as principal ``cli``. Must not:
+Owns: the typer sub-apps mpi/cli.py registers, their parsing and printing. Each command works
+against a running service (``--url``, through its API as the key's principal) or on a stopped
+registry (``--data-dir``), where it calls one use case of mpi/steward/review.py, stewardship.py
+or labels.py as the OS user (``os:<name>``, Decision 85). Must not:
 hold domain logic or print tokens (person keys are printed: stewards act on them). It does not
 import mpi.cli.main (mpi.cli.main imports it).
 """
@@ -10,6 +11,7 @@ import mpi.cli.main (mpi.cli.main imports it).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mpi.cli.common import DataDir, open_registry
+from mpi.cli.remote import Remote, call, local_principal, remote_options
 from mpi.errors import InvalidInput, Problem
 
 if TYPE_CHECKING:
@@ -29,7 +32,6 @@ persons_app = typer.Typer(help="Fix persons by hand: merge and split.", no_args_
 labels_app = typer.Typer(help="Labelled record pairs.", no_args_is_help=True)
 constraints_app = typer.Typer(help="Must-link / cannot-link constraints.", no_args_is_help=True)
 out = Console(soft_wrap=True)
-PRINCIPAL = "cli"
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the full JSON result.")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept with the decision and audited).")]
@@ -44,43 +46,61 @@ def _item_line(item: dict[str, Any]) -> str:
     agree = ""
     if ex is not None:
         agree = ", ".join(f"{k}={v}" for k, v in ex["agreement"].items())
-    return (f"#{item['item_id']} {item['kind']} {item['status']} p={item['match_probability']:.3f} "
+    current = item.get("current_probability", item["match_probability"])
+    return (f"#{item['item_id']} {item['kind']} {item['status']} p={current:.3f} "
+            f"(queued {item['match_probability']:.3f}) "
             f"agencies={','.join(item['agencies'])} records={item['records']['a']}+"
             f"{item['records']['b']} {agree}")
 
 
 @review_app.command("list")
+@remote_options
 def review_list(
     kind: Annotated[str | None, typer.Option(help="record_person or possible_duplicate.")] = None,
     status: Annotated[str, typer.Option(help="open, deferred, decided, resolved or all.")] = "open",
     agency: Annotated[str | None, typer.Option(help="Items involving this agency.")] = None,
     min_probability: Annotated[float | None, typer.Option()] = None,
     max_probability: Annotated[float | None, typer.Option()] = None,
-    after: Annotated[int, typer.Option(help="Start after this item id.")] = 0,
+    after: Annotated[int, typer.Option(help="Start after this item id (with a probability "
+                                       "sort: skip this many items).")] = 0,
     limit: Annotated[int, typer.Option()] = 50,
-    as_json: AsJson = False, data_dir: DataDir = None,
+    sort: Annotated[str, typer.Option(help="id, probability_desc or probability_asc (the "
+                                      "current probability, as rescored after a promote or "
+                                      "re-link).")] = "id",
+    as_json: AsJson = False, data_dir: DataDir = None, remote: Remote | None = None,
 ) -> None:
-    """List review items with their agreement pattern (never a token)."""
+    """List review items with their current probability and agreement pattern (never a
+    token); filters and the probability sort use the current probability."""
     from mpi.steward.review import list_review
-    with open_registry(data_dir) as reg:
-        page = list_review(reg, principal=PRINCIPAL, kind=kind, status=status, agency=agency,
-                           min_probability=min_probability, max_probability=max_probability,
-                           after=after, limit=limit)
+    query = {"kind": kind, "status": status, "agency": agency,
+             "min_probability": min_probability, "max_probability": max_probability,
+             "after": after, "limit": limit, "sort": sort}
+    if remote is not None:
+        page = call(remote, "GET", "/v1/review", params=query)
+    else:
+        with open_registry(data_dir) as reg:
+            page = list_review(reg, principal=local_principal(), **query)  # type: ignore[arg-type]
     if as_json:
         _json(page)
         return
     for item in page["items"]:
         out.print(escape(_item_line(item)))
-    out.print(f"{len(page['items'])} items" + (f"; next: --after {page['next_after']}"
-                                              if page["next_after"] else ""))
+    out.print(f"{len(page['items'])} items" + (
+        f"; the page stopped at --limit {limit}: more with --after {page['next_after']}"
+        if page["next_after"] else ""))
 
 
 @review_app.command("show")
-def review_show(item_id: int, as_json: AsJson = False, data_dir: DataDir = None) -> None:
+@remote_options
+def review_show(item_id: int, as_json: AsJson = False, data_dir: DataDir = None,
+                remote: Remote | None = None) -> None:
     """One review item with its match-weight waterfall."""
     from mpi.steward.review import get_review_item
-    with open_registry(data_dir) as reg:
-        item = get_review_item(reg, item_id, principal=PRINCIPAL)
+    if remote is not None:
+        item = call(remote, "GET", f"/v1/review/{item_id}")
+    else:
+        with open_registry(data_dir) as reg:
+            item = get_review_item(reg, item_id, principal=local_principal())
     if as_json:
         _json(item)
         return
@@ -95,19 +115,28 @@ def review_show(item_id: int, as_json: AsJson = False, data_dir: DataDir = None)
     out.print(f"  prior {ex['prior_weight']:+.2f}")
     for c in ex["comparisons"]:
         out.print(escape(f"  {c['comparison']:<14} {c['label']:<34} {c['match_weight']:+.2f}"))
+        if c.get("detail"):
+            out.print(escape(f"  {'':<14} {c['detail']}"))
     out.print(f"  total {ex['match_weight']:+.2f} (p={ex['match_probability']:.4f})")
 
 
 @review_app.command("decide")
+@remote_options
 def review_decide(
     item_id: int,
     decision: Annotated[str, typer.Option("--decision", help="match, non_match or defer.")],
     reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
+    remote: Remote | None = None,
 ) -> None:
     """Decide an item: match (merge + must-link), non_match (cannot-link) or defer."""
     from mpi.steward.review import decide_review
-    with open_registry(data_dir) as reg:
-        res = decide_review(reg, item_id, decision=decision, reason=reason, principal=PRINCIPAL)
+    if remote is not None:
+        res = call(remote, "POST", f"/v1/review/{item_id}/decision",
+                   json={"decision": decision, "reason": reason})
+    else:
+        with open_registry(data_dir) as reg:
+            res = decide_review(reg, item_id, decision=decision, reason=reason,
+                                principal=local_principal())
     if as_json:
         _json(res)
         return
@@ -123,15 +152,22 @@ def _regroup_line(res: dict[str, Any]) -> str:
 
 
 @persons_app.command("merge")
+@remote_options
 def persons_merge(
     person_key: str,
     with_keys: Annotated[list[str], typer.Option("--with", help="Another person key (repeat).")],
     reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
+    remote: Remote | None = None,
 ) -> None:
     """Merge persons (the oldest key survives; the others forward to it; must-links)."""
     from mpi.steward.stewardship import merge_persons
-    with open_registry(data_dir) as reg:
-        res = merge_persons(reg, person_key, others=with_keys, reason=reason, principal=PRINCIPAL)
+    if remote is not None:
+        res = call(remote, "POST", f"/v1/persons/{person_key}/merge",
+                   json={"person_keys": with_keys, "reason": reason})
+    else:
+        with open_registry(data_dir) as reg:
+            res = merge_persons(reg, person_key, others=with_keys, reason=reason,
+                                principal=local_principal())
     _json(res) if as_json else out.print(escape(f"merged into {res['person_key']}; "
                                                 + _regroup_line(res)))
 
@@ -148,17 +184,25 @@ def _group(text: str, index: int) -> list[tuple[str, str]]:
 
 
 @persons_app.command("split")
+@remote_options
 def persons_split(
     person_key: str,
     group: Annotated[list[str], typer.Option("--group", help="AGENCY:ID,AGENCY:ID,... (repeat; "
                                              "every active record in exactly one group).")],
     reason: Reason, as_json: AsJson = False, data_dir: DataDir = None,
+    remote: Remote | None = None,
 ) -> None:
     """Split a person into groups of records (cannot-links across groups)."""
     from mpi.steward.stewardship import split_person
     groups = [_group(g, i) for i, g in enumerate(group)]
-    with open_registry(data_dir) as reg:
-        res = split_person(reg, person_key, groups=groups, reason=reason, principal=PRINCIPAL)
+    if remote is not None:
+        res = call(remote, "POST", f"/v1/persons/{person_key}/split", json={
+            "reason": reason, "groups": [[{"agency": a, "source_record_id": sid} for a, sid in g]
+                                         for g in groups]})
+    else:
+        with open_registry(data_dir) as reg:
+            res = split_person(reg, person_key, groups=groups, reason=reason,
+                               principal=local_principal())
     _json(res) if as_json else out.print(escape(f"split {person_key}; " + _regroup_line(res)))
 
 
@@ -195,12 +239,13 @@ def _label_rows(reader: csv.DictReader[str]) -> list[LabelRow]:
 
 
 @labels_app.command("import")
+@remote_options
 def labels_import(
     path: Annotated[Path, typer.Argument(help="CSV: agency_a, source_record_id_a, agency_b, "
                                          "source_record_id_b, is_match (true/false), reason.",
                                          exists=True, dir_okay=False, readable=True)],
     constrain: Annotated[bool, typer.Option(help="Also make each pair a constraint.")] = True,
-    data_dir: DataDir = None,
+    data_dir: DataDir = None, remote: Remote | None = None,
 ) -> None:
     """Import labelled record pairs (all or none; bad rows named by row and field)."""
     from mpi.steward.labels import import_labels
@@ -211,22 +256,40 @@ def labels_import(
             raise InvalidInput("bad label file", problems=[
                 Problem(None, c, "column missing") for c in missing])
         rows = _label_rows(reader)
-    with open_registry(data_dir) as reg:
-        res = import_labels(reg, rows, principal=PRINCIPAL, constrain=constrain)
+    if remote is not None:
+        res = call(remote, "POST", "/v1/labels", json={
+            "constrain": constrain, "labels": [dataclasses.asdict(r) for r in rows]})
+    else:
+        with open_registry(data_dir) as reg:
+            res = import_labels(reg, rows, principal=local_principal(), constrain=constrain)
     out.print(f"{res['labels']} labels, {len(res['constraint_ids'])} constraints "
               f"({res['unmet']} take effect at the next `mpi link`)")
 
 
 @constraints_app.command("list")
+@remote_options
 def constraints_list(
     status: Annotated[str, typer.Option(help="active, revoked or all.")] = "active",
-    after: Annotated[int, typer.Option()] = 0, limit: Annotated[int, typer.Option()] = 100,
-    as_json: AsJson = False, data_dir: DataDir = None,
+    kind: Annotated[str | None, typer.Option(help="must_link or cannot_link.")] = None,
+    person_key: Annotated[str | None, typer.Option(help="Only constraints on a record this "
+                                                   "person holds now.")] = None,
+    agency: Annotated[str | None, typer.Option(help="Only constraints on a record of this "
+                                               "agency.")] = None,
+    source_record_id: Annotated[str | None, typer.Option(help="With --agency: only "
+                                                         "constraints on this record.")] = None,
+    after: Annotated[int, typer.Option(help="Start after this constraint id.")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many (a page).")] = 100,
+    as_json: AsJson = False, data_dir: DataDir = None, remote: Remote | None = None,
 ) -> None:
-    """List constraints."""
+    """List constraints, oldest first, a page at a time."""
     from mpi.steward.labels import list_constraints
-    with open_registry(data_dir) as reg:
-        page = list_constraints(reg, principal=PRINCIPAL, status=status, after=after, limit=limit)
+    query = {"status": status, "kind": kind, "person_key": person_key, "agency": agency,
+             "source_record_id": source_record_id, "after": after, "limit": limit}
+    if remote is not None:
+        page = call(remote, "GET", "/v1/constraints", params=query)
+    else:
+        with open_registry(data_dir) as reg:
+            page = list_constraints(reg, principal=local_principal(), **query)  # type: ignore[arg-type]
     if as_json:
         _json(page)
         return
@@ -238,12 +301,20 @@ def constraints_list(
         state = "revoked" if c["revoked_at"] else "active"
         out.print(escape(f"#{c['constraint_id']} {c['kind']} {fmt(c['records'][0])} "
                          f"{fmt(c['records'][1])} {c['source']} {state}"))
+    out.print(f"{len(page['constraints'])} constraints" + (
+        f"; the page stopped at --limit {limit}: more with --after {page['next_after']}"
+        if page["next_after"] else ""))
 
 
 @constraints_app.command("revoke")
-def constraints_revoke(constraint_id: int, reason: Reason, data_dir: DataDir = None) -> None:
+@remote_options
+def constraints_revoke(constraint_id: int, reason: Reason, data_dir: DataDir = None,
+                       remote: Remote | None = None) -> None:
     """Revoke a constraint (and its label); keys change at the next `mpi link`."""
     from mpi.steward.labels import revoke_constraint
-    with open_registry(data_dir) as reg:
-        revoke_constraint(reg, constraint_id, reason=reason, principal=PRINCIPAL)
+    if remote is not None:
+        call(remote, "POST", f"/v1/constraints/{constraint_id}/revoke", json={"reason": reason})
+    else:
+        with open_registry(data_dir) as reg:
+            revoke_constraint(reg, constraint_id, reason=reason, principal=local_principal())
     out.print(f"constraint #{constraint_id} revoked")

@@ -114,7 +114,7 @@ def disclosures(registry: Registry, principal: Principal, person_key: str) -> di
     current = current_keys(registry, person_key)
     if principal.role == "agency" and not (principal.agency and xstore.has_key_records_at(
             cur, current, agency=principal.agency)):
-        raise NotFound("no such person key among this agency's records")
+        raise NotFound("no such person key")  # the same answer as an unknown key
     bound = windows(current, xstore.lineage_into(cur, current))
     found: dict[str, dict[str, Any]] = {}
     for b in xstore.delivered_builds(cur, sorted(bound)):

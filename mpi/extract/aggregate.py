@@ -33,6 +33,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
 from mpi.errors import InvalidInput
+from mpi.extract.linked_tables import PublishedTable, level_text, protect_jointly
 
 TOTAL = "_total"
 MAX_CELLS = 20_000
@@ -46,6 +47,7 @@ class AggregateResult:
     cells: pa.Table
     margins: dict[str, pa.Table]
     report: dict[str, Any] = field(default_factory=dict)
+    published: PublishedTable | None = None  # with true counts: for the registry, never a file
 
 
 @dataclass
@@ -236,8 +238,12 @@ def _published(values: npt.NDArray[np.int64], suppressed: npt.NDArray[np.bool_])
     return (pa.array(values, type=pa.int64(), mask=suppressed), pa.array(suppressed, type=pa.bool_()))
 
 
-def aggregate(table: pa.Table, dimensions: Sequence[str], *, threshold: int = 11) -> AggregateResult:
-    """Counts over the dimensions with primary and complementary suppression, LP-audited."""
+def aggregate(table: pa.Table, dimensions: Sequence[str], *, threshold: int = 11,
+              linked: Sequence[PublishedTable] | None = None,
+              population: str = "") -> AggregateResult:
+    """Counts over the dimensions with primary and complementary suppression, LP-audited;
+    with ``linked`` (tables already released to the researcher, possibly none), also protected
+    jointly with them (mpi/extract/linked_tables.py, Decision 77)."""
     dims = list(dimensions)
     if not dims or len(set(dims)) != len(dims):
         raise InvalidInput("aggregate needs one or more distinct dimensions")
@@ -255,7 +261,16 @@ def aggregate(table: pa.Table, dimensions: Sequence[str], *, threshold: int = 11
     counts = np.bincount(flat, minlength=int(np.prod(shape))).astype(np.int64).reshape(shape)
     system, offsets = _system(counts)
     system.suppressed[:] = (system.values >= 1) & (system.values < threshold)
-    stats = _protect(system)
+    stats: dict[str, Any] = dict(_protect(system))
+    published = None
+    if linked is not None:
+        published, stats["joint"] = protect_jointly(PublishedTable(
+            dims=tuple(dims), levels=tuple(tuple(level_text(v) for v in lv.to_pylist()) or (None,)
+                                           for lv in levels),
+            values=tuple(int(v) for v in system.values),
+            suppressed=tuple(bool(s) for s in system.suppressed), population=population), linked,
+            threshold=threshold)
+        system.suppressed[:] = published.suppressed
     n = counts.size
     grid = np.unravel_index(np.arange(n), shape)
     cell_cols = {d: levels[a].take(pa.array(grid[a])) if len(levels[a]) else pa.nulls(n)
@@ -287,4 +302,4 @@ def aggregate(table: pa.Table, dimensions: Sequence[str], *, threshold: int = 11
                             "min < max",
                   **stats},
     }
-    return AggregateResult(cells=cells, margins=margins, report=report)
+    return AggregateResult(cells=cells, margins=margins, report=report, published=published)

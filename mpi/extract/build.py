@@ -3,7 +3,7 @@ aggregate tables, linkage quality, and the data files (issue #5 §3).
 
 Owns: the ``ExtractSpec`` the build runs from and ``build_extract``, which reads one consistent
 state of the registry (rows through mpi/store/extracts_read.py and the in-memory index under the
-registry's write lock), applies the disclosure library (pseudonym, generalize, kanon, aggregate)
+registry's write lock), applies the disclosure library (pseudonym, generalize, protect, aggregate)
 and turns the result into the package's files (mpi/extract/files.py makes the bytes). Must not:
 run SQL, store anything, zip or sign (the workflow does), or put a token, person key, source
 record id, record number or key id into any file.
@@ -11,10 +11,11 @@ record id, record number or key id into any file.
 Shape of a row extract: one row per active record of a cohort person at a requested agency,
 columns ``person_id`` (project pseudonym), ``agency``, one ``<agency>.<attribute>`` column per
 released attribute (null on other agencies' rows) and ``link_match_probability``.
-k-anonymity holds at two levels: first on rows (``enforce_k_anonymity`` over the quasi-
-identifiers and ``agency``, generalizing further along a ladder where that suppresses fewer
-rows), then on persons: a person's signature is the set of their rows' quasi-identifier tuples,
-and persons whose signature fewer than k persons share are suppressed whole. Persons with equal
+Disclosure control (issue #16, mpi/extract/protect.py): every released column but the
+pseudonym is a quasi-identifier unless signed off; hierarchies, global and local recoding and
+suppression give every class at least k rows and l-diverse sensitive columns; then on persons:
+a person's signature is the set of their rows' classes, and a person whose signature fewer than
+k persons share loses their other agencies' rows first, then all rows. Persons with equal
 signatures hold the same tuples, so every released row's class has at least k persons.
 An aggregate extract counts persons per cell of the dimensions (a person with several values of
 a dimension counts once in each); cells go through ``aggregate`` (primary and complementary
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +56,10 @@ from mpi.extract.generalize import (
     is_birth_attribute,
     pool_old_birth_years,
 )
-from mpi.extract.kanon import KReport, class_ids, enforce_k_anonymity
+from mpi.extract.linked_tables import PublishedTable, population_id
+from mpi.extract.protect import protect_rows
 from mpi.extract.pseudonym import DEFAULT_MAX_SHIFT_DAYS, date_shift_days, pseudonymize
+from mpi.extract.recoding import Policy
 from mpi.store import extracts_read as xread
 from mpi.store.labels import active_labels
 
@@ -67,13 +70,6 @@ KINDS = ("rows", "aggregate")
 LINK_DECIMALS = 3
 _SEQ, _KEY, _MISSED, _LINK = "__record_seq", "__person_key", "__missed", "__link"
 _MISSED_CAL = "__missed_calibrated"
-_SIG = "__signature"
-# A quasi-identifier's further steps when k-anonymity asks for them (kanon.LADDER_STEPS), by its
-# released form: "<generalization>" or "none:<type>".
-LADDERS: Mapping[str, tuple[str, ...]] = {
-    "none:date": ("month", "year"), "date_shift": ("month", "year"), "month": ("year",),
-    "top_code_90": ("age_band_5", "age_band_10"), "age_band_5": ("age_band_10",),
-}
 
 
 @dataclass(frozen=True)
@@ -87,6 +83,10 @@ class AttributeSpec:
     klass: str          # quasi_identifier | sensitive | other
     description: str
     generalization: str  # the chosen one; already validated against the allowed ones
+    # issue #16: a steward's sign-off that the attribute is not identifying (then it is not a
+    # quasi-identifier), and the dictionary's grouping maps for a categorical attribute
+    non_identifying_signed_off_by: str | None = None
+    hierarchy: Any = None
 
     @property
     def column(self) -> str:
@@ -121,6 +121,12 @@ class ExtractSpec:
     # Birth years that could mean an age of 90+ on this date are pooled (default: build date);
     # the workflow passes the request's date so rebuilds release the same values.
     reference_date: dt.date | None = None
+    # issue #16: l-diversity of sensitive attributes, the global suppression budget and the
+    # records-at-risk threshold (default 1/k) of mpi/extract/protect.py
+    l: int = 2  # noqa: E741
+    l_entropy: bool = False
+    max_suppression: float = 0.05
+    risk_threshold: float | None = None
 
 
 @dataclass
@@ -132,6 +138,7 @@ class BuiltExtract:
     rows: int
     disclosure_report: dict[str, Any]
     linkage_quality: dict[str, Any]
+    published: PublishedTable | None = None  # an aggregate's table with true counts (registry only)
 
 
 # ---- checking the spec ----------------------------------------------------------------------
@@ -290,38 +297,6 @@ def _generalized(table: pa.Table, plan: _Plan, *, shifted: Sequence[str],
     return base
 
 
-def _ladders(plan: _Plan, released: Sequence[str]) -> dict[str, list[str]]:
-    """Further generalization steps for each released quasi-identifier."""
-    out: dict[str, list[str]] = {}
-    for col in released:
-        a = plan.columns[col]
-        key = f"none:{a.type}" if a.generalization == "none" else a.generalization
-        steps = LADDERS.get(key, ())
-        if steps:
-            out[col] = list(steps)
-    return out
-
-
-def _person_k(table: pa.Table, qis: Sequence[str], k: int) -> tuple[pa.Table, KReport]:
-    """Suppress whole persons whose set of quasi-identifier tuples fewer than k persons share."""
-    tuples = class_ids([table.column(q) for q in qis], table.num_rows)
-    keyed = pa.table({PERSON_ID: table.column(PERSON_ID), "t": pa.array(tuples, pa.int64())})
-    distinct = keyed.group_by([PERSON_ID, "t"], use_threads=False).aggregate([])
-    distinct = distinct.sort_by([(PERSON_ID, "ascending"), ("t", "ascending")])
-    sig = distinct.group_by(PERSON_ID, use_threads=False).aggregate([("t", "list")])
-    text = pc.cast(sig.column("t_list"), pa.list_(pa.string()))
-    persons = pa.table({PERSON_ID: sig.column(PERSON_ID), _SIG: pc.binary_join(text, ",")})
-    kept, report = enforce_k_anonymity(persons, [_SIG], k=k)
-    mask = pc.is_in(table.column(PERSON_ID), value_set=kept.column(PERSON_ID))
-    return table.filter(mask), report
-
-
-def _k_report_dict(r: KReport) -> dict[str, Any]:
-    d = dataclasses.asdict(r)
-    d["quasi_identifiers"] = list(d["quasi_identifiers"])
-    return d
-
-
 # ---- the build ----------------------------------------------------------------------------------
 MULTIPLE_GROUP = "(multiple)"
 
@@ -357,32 +332,31 @@ def _values_generalized(table: pa.Table, plan: _Plan, released: Sequence[str],
     return out
 
 
-def _rows_extract(table: pa.Table, spec: ExtractSpec, plan: _Plan,
-                  released: list[str]) -> tuple[pa.Table, dict[str, Any]]:
-    """k-anonymity on rows, then on persons; returns the released rows (hidden columns kept)."""
-    qis = [AGENCY] + [c for c in released if plan.columns[c].klass == "quasi_identifier"]
-    step1, rows_k = enforce_k_anonymity(table, qis, k=spec.k, ladders=_ladders(plan, qis[1:]))
-    step2, persons_k = _person_k(step1, qis, spec.k)
-    suppressed = table.num_rows - step2.num_rows
-    further = dict(rows_k.generalized_further)
-    report = {
-        "k": spec.k, "quasi_identifiers": qis,
-        "records_in": table.num_rows, "records_out": step2.num_rows,
-        "records_suppressed": suppressed,
-        "records_suppressed_row_level": rows_k.records_suppressed,
-        "records_suppressed_person_level": step1.num_rows - step2.num_rows,
-        "persons_suppressed": persons_k.records_suppressed,
-        "generalized_further": further,
-        "records_generalized_further": sum(
-            step2.num_rows - step2.column(c).null_count for c in further),
-        "row_level": _k_report_dict(rows_k), "person_level": _k_report_dict(persons_k),
-        "method": "rows: enforce_k_anonymity over agency and the quasi-identifiers, generalizing "
-                  "a quasi-identifier one step further where that suppresses fewer records; "
-                  "persons: a person's signature is the set of their rows' quasi-identifier "
-                  "tuples, and persons whose signature fewer than k persons share are removed "
-                  "with all their rows.",
-    }
-    return step2, report
+def _population(reg: Registry, spec: ExtractSpec, plan: _Plan, *, project_secret: bytes,
+                floor_year: int) -> pa.Table | None:
+    """The cohort agency's consented population in released form (journalist risk), when a
+    date window makes the cohort narrower than it; else None (the cohort is the population)."""
+    if spec.cohort.attribute is None:
+        return None
+    whole = dataclasses.replace(spec, cohort=CohortSpec(agency=spec.cohort.agency))
+    table = _read(reg, whole, plan).table
+    keys = table.column(_KEY)
+    table = table.add_column(0, PERSON_ID, pseudonymize(keys, project_secret))
+    shifted = _shifted_columns(spec, plan)
+    shift = date_shift_days(keys, project_secret) if shifted else None
+    table = _generalized(table, plan, shifted=shifted, shift=shift)
+    return _pool_birth_years(table, plan, floor_year=floor_year)[0]
+
+
+def _rows_extract(table: pa.Table, spec: ExtractSpec, plan: _Plan, released: list[str],
+                  population: pa.Table | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """Disclosure control over every released column (mpi/extract/protect.py); returns the
+    released rows (hidden columns kept) and the report."""
+    policy = Policy(k=spec.k, l=spec.l, entropy=spec.l_entropy,
+                    max_suppression=spec.max_suppression)
+    done = protect_rows(table, plan.columns, released, cohort_agency=spec.cohort.agency,
+                        policy=policy, risk_threshold=spec.risk_threshold, population=population)
+    return done.table, done.report
 
 
 def _person_cells(table: pa.Table, dims: Sequence[str]) -> pa.Table:
@@ -396,29 +370,39 @@ def _person_cells(table: pa.Table, dims: Sequence[str]) -> pa.Table:
     return out
 
 
-def _aggregate_extract(table: pa.Table, spec: ExtractSpec,
-                       dims: list[str]) -> tuple[pa.Table, dict[str, bytes], dict[str, Any]]:
-    """Cells (dimension columns, count, suppressed), the margins file and the report."""
+def _aggregate_extract(table: pa.Table, spec: ExtractSpec, dims: list[str],
+                       linked: Sequence[PublishedTable] | None = None
+                       ) -> tuple[pa.Table, dict[str, bytes], dict[str, Any], PublishedTable | None]:
+    """Cells (dimension columns, count, suppressed), the margins file, the report and the
+    published table (with ``linked``: protected jointly with those, Decision 77)."""
     cells_in = _person_cells(table, dims)
-    result = aggregate(cells_in.select(dims), dims, threshold=spec.threshold)
+    result = aggregate(cells_in.select(dims), dims, threshold=spec.threshold, linked=linked,
+                       population=population_id(pc.unique(table.column(_KEY)).to_pylist()))
     margins = {name: sort_rows(m).to_pylist() for name, m in sorted(result.margins.items())}
     persons = int(pc.count_distinct(table.column(PERSON_ID)).as_py())
     small = 0 < persons < spec.threshold
     report = {"dimensions": dims, "threshold": spec.threshold, "unit": "persons",
               "persons": None if small else persons,
               "person_cells": None if small else cells_in.num_rows, **dict(result.report)}
-    return sort_rows(result.cells), {"margins.json": json_bytes(margins)}, report
+    return sort_rows(result.cells), {"margins.json": json_bytes(margins)}, report, result.published
 
 
 def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, now: dt.datetime,
-                  progress: Callable[[str], None] | None = None) -> BuiltExtract:
+                  progress: Callable[[str], None] | None = None,
+                  withhold: Collection[str] = (),
+                  linked: Sequence[PublishedTable] | None = None) -> BuiltExtract:
     """Build an extract's files from the registry's current state (deterministic per state,
-    spec and secret). Raises InvalidInput for a bad spec or attribute values."""
+    spec and secret). Raises InvalidInput for a bad spec or attribute values. ``withhold``:
+    person keys left out so that releases do not difference (mpi/extract/differencing.py);
+    ``linked``: aggregate tables already released to the researcher (Decision 77)."""
     say = progress or (lambda _msg: None)
     plan = check_spec(spec)
     say("reading the cohort and scoring its links")
     snap = _read(reg, spec, plan)
     table = snap.table
+    if withhold:
+        table = table.filter(pc.invert(pc.is_in(
+            table.column(_KEY), value_set=pa.array(sorted(withhold), pa.string()))))
     keys = table.column(_KEY)
     table = table.add_column(0, PERSON_ID, pseudonymize(keys, project_secret))
     shifted = _shifted_columns(spec, plan)
@@ -429,16 +413,19 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
     table, pooled = _pool_birth_years(table, plan, floor_year=floor_year)
     released = [c for c in plan.columns if c in table.column_names]
     extra: dict[str, bytes] = {}
+    published: PublishedTable | None = None
     if spec.kind == "rows":
-        say("k-anonymity")
-        out, control = _rows_extract(table, spec, plan, released)
+        population = _population(reg, spec, plan, project_secret=project_secret,
+                                 floor_year=floor_year)
+        say("disclosure control: risk search")
+        out, control = _rows_extract(table, spec, plan, released, population)
         quality_rows = out
         person_keys = out.column(_KEY)
         data = sort_rows(out.select([PERSON_ID, AGENCY, *released, LINK_PROBABILITY]))
         further = control["generalized_further"]
     else:
         say("aggregating")
-        data, extra, control = _aggregate_extract(table, spec, plan.dimensions)
+        data, extra, control, published = _aggregate_extract(table, spec, plan.dimensions, linked)
         quality_rows, person_keys, further = table, table.column(_KEY), {}
     say("linkage quality")
     quality_rows = _person_groups(quality_rows, plan.demographics)
@@ -516,4 +503,5 @@ def build_extract(reg: Registry, spec: ExtractSpec, *, project_secret: bytes, no
         **extra,
     }
     return BuiltExtract(files=files, person_keys=persons, rows=data.num_rows,
-                        disclosure_report=disclosure, linkage_quality=lq)
+                        disclosure_report=disclosure, linkage_quality=lq,
+                        published=published)

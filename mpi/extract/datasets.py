@@ -25,8 +25,10 @@ from mpi.extract.generalize import (
     GENERALIZATIONS,
     default_generalization,
 )
+from mpi.extract.hierarchy import groupings, identifying_kind
 from mpi.principals import Principal
 from mpi.store import extracts as xstore
+from mpi.store import principals as prstore
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
@@ -43,6 +45,36 @@ def check_dataset_name(dataset: str) -> None:
     if not NAME_RE.match(dataset):
         raise InvalidInput("invalid dataset name", problems=[Problem(
             None, "dataset", "1-64 letters, digits or '_', not starting with a digit")])
+
+
+def _release_fields(i: int, entry: Mapping[str, Any], name: str, type_: str, klass: str,
+                    allowed: Sequence[str], problems: list[Problem]
+                    ) -> tuple[str | None, list[dict[str, str]]]:
+    """Issue #16: identifying fields never class other with none; the steward sign-off and the
+    grouping maps of an entry."""
+    signed = entry.get("non_identifying_signed_off_by")
+    identifying = identifying_kind(name, type_)
+    if identifying and klass == "other" and "none" in allowed:
+        problems.append(Problem(i, "class", f"attribute {name!r}: dates, ZIPs, ages and birth "
+                                "fields identify people; class other with generalization none "
+                                "is refused (use quasi_identifier, or drop 'none')"))
+    if signed is not None:
+        if not isinstance(signed, str) or not 0 < len(signed) <= 200:
+            problems.append(Problem(i, "non_identifying_signed_off_by", "a steward's principal id"))
+        elif identifying:
+            problems.append(Problem(i, "non_identifying_signed_off_by", f"attribute {name!r}: "
+                                    "a date, ZIP, age or birth field cannot be signed off as "
+                                    "non-identifying"))
+        elif klass != "other":
+            problems.append(Problem(i, "non_identifying_signed_off_by", "only for class other"))
+    try:
+        maps = groupings(entry.get("hierarchy"))
+    except InvalidInput as exc:
+        problems.append(Problem(i, "hierarchy", exc.message))
+        maps = []
+    if maps and type_ != "string":
+        problems.append(Problem(i, "hierarchy", "grouping maps are for string attributes"))
+    return signed, maps
 
 
 def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
@@ -92,8 +124,12 @@ def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
         problems.append(Problem(i, "default_generalization", "must be one of the allowed "
                                 "generalizations"))
         return None
-    return {"name": name, "type": type_, "description": desc.strip(), "klass": klass,  # type: ignore[union-attr]
-            "allowed_generalizations": list(allowed), "default_generalization": default}
+    before = len(problems)
+    signed, maps = _release_fields(i, entry, name, type_, klass, allowed, problems)
+    return None if len(problems) > before else {
+        "name": name, "type": type_, "description": desc.strip(), "klass": klass,  # type: ignore[union-attr]
+        "allowed_generalizations": list(allowed), "default_generalization": default,
+        "non_identifying_signed_off_by": signed, "hierarchy": maps or None}
 
 
 def validate_dictionary(attributes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -124,7 +160,25 @@ def _entry_out(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": row["name"], "type": row["type"], "description": row["description"],
             "class": row["klass"], "allowed_generalizations": json.loads(
                 row["allowed_generalizations"]),
-            "default_generalization": row["default_generalization"]}
+            "default_generalization": row["default_generalization"],
+            "non_identifying_signed_off_by": row.get("non_identifying_signed_off_by"),
+            "hierarchy": json.loads(row["hierarchy"]) if row.get("hierarchy") else None}
+
+
+def _check_sign_offs(registry: Registry, entries: Sequence[Mapping[str, Any]]) -> None:
+    """A sign-off must name an existing steward principal (issue #16)."""
+    cur = registry.store.cursor()
+    problems = []
+    for i, e in enumerate(entries, start=1):
+        who = e.get("non_identifying_signed_off_by")
+        if who is None:
+            continue
+        found = prstore.find_principal(cur, who)
+        if found is None or found["role"] != "steward":
+            problems.append(Problem(i, "non_identifying_signed_off_by",
+                                    f"attribute {e['name']!r}: not a steward's principal id"))
+    if problems:
+        raise InvalidInput("a non-identifying sign-off must name a steward", problems=problems)
 
 
 def put_dataset(registry: Registry, principal: Principal, dataset: str, *,
@@ -141,11 +195,13 @@ def put_dataset(registry: Registry, principal: Principal, dataset: str, *,
             raise InvalidInput("invalid dataset", problems=[Problem(
                 None, "description", f"at most {MAX_TEXT} characters")])
         entries = validate_dictionary(attributes)
+        _check_sign_offs(registry, entries)
     except (InvalidInput, Forbidden) as exc:
         outcome = "denied" if isinstance(exc, Forbidden) else "invalid"
         registry.record_audit([AuditEntry(principal.principal_id, "datasets.put", target, outcome)])
         raise
-    rows = [{**e, "allowed_generalizations": json.dumps(e["allowed_generalizations"])}
+    rows = [{**e, "allowed_generalizations": json.dumps(e["allowed_generalizations"]),
+             "hierarchy": json.dumps(e["hierarchy"]) if e["hierarchy"] else None}
             for e in entries]
     entry = AuditEntry(principal.principal_id, "datasets.put", target,
                        detail={"attributes": [e["name"] for e in entries]})

@@ -3,7 +3,8 @@
 Owns: the project secret of each extract (32 random bytes from ``new_project_secret``, kept in
 ``<data_dir>/extract-secrets/<extract_id>.key`` with mode 0600, created on the first build and
 destroyed by close: overwritten, flushed and unlinked), where each build's signed package lives
-(``<data_dir>/extracts/<extract_id>-b<N>.zip``), and the service's Ed25519 signing key
+(``<data_dir>/extracts/<extract_id>-b<N>.zip``; what a killed build left there is removed at
+start-up), and the service's Ed25519 signing key
 (``<data_dir>/signing.key``). Must not: decide who may build, download or close (workflow.py),
 or ever print or log a secret.
 """
@@ -94,6 +95,24 @@ def remove_packages(data_dir: Path, extract_id: str, *, keep: int | None = None)
     for path in folder.glob(prefix + "*.zip"):
         if keep is None or path.name != f"{prefix}{keep}.zip":
             path.unlink(missing_ok=True)
+
+
+def remove_stray_packages(data_dir: Path, keep: set[str]) -> list[str]:
+    """Delete what killed builds left in the packages folder: temporary files of a package
+    write (``.<name>.<pid>.tmp``) and packages no recorded build names (renamed into place, then
+    killed before the build's transaction); keep the file names in ``keep`` (each extract's
+    latest recorded build). Never served either way, but they hold pseudonymized rows. Call at
+    start-up, before any build runs; the names removed."""
+    folder = data_dir / PACKAGES_DIR
+    if not folder.exists():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.name.endswith(".tmp") or
+                               (path.suffix == ".zip" and path.name not in keep)):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 def signing_key_path(data_dir: Path) -> Path:

@@ -2,7 +2,8 @@
 the stored specification the build runs from.
 
 Owns: checking a request body (title, purpose, agreement, attributes with their chosen
-generalizations, cohort, kind and dimensions, k, date shifting, expiry, download limit) with a
+generalizations, cohort, kind and dimensions, k, l, the suppression budget, date shifting,
+expiry, download limit) with a
 field and reason for every problem; the contributing agencies; and turning the stored
 specification into the build's ``ExtractSpec``. Pure: the dictionaries, agencies and ``now``
 come in. Must not: run SQL, know about HTTP, or read record values.
@@ -27,6 +28,8 @@ MAX_DIMENSIONS = 4
 MAX_EXPIRY_DAYS = 730
 MAX_DOWNLOADS = 50
 DEFAULT_DOWNLOADS = 3
+MAX_L = 20                  # l-diversity of sensitive attributes (issue #16), default 2
+DEFAULT_SUPPRESSION, MAX_SUPPRESSION = 0.05, 0.5
 _TEXT = {"title": 200, "purpose": 4000, "agreement_ref": 200}
 
 Entries = Mapping[tuple[str, str, str], Mapping[str, Any]]
@@ -115,7 +118,9 @@ def _attributes(items: Any, entries: Entries, problems: list[Problem]) -> list[d
             continue
         out.append({"agency": agency, "dataset": dataset, "name": name, "type": entry["type"],
                     "klass": entry["class"], "description": entry["description"],
-                    "generalization": gen})
+                    "generalization": gen,
+                    "non_identifying_signed_off_by": entry.get("non_identifying_signed_off_by"),
+                    "hierarchy": entry.get("hierarchy")})
     return out
 
 
@@ -194,12 +199,23 @@ def validate_request(body: Mapping[str, Any], *, entries: Entries, agencies: set
     if not isinstance(date_shift, bool):
         problems.append(Problem(None, "date_shift", "true or false"))
         date_shift = False
+    l_div = _int(body, "l", 2, 1, MAX_L, problems)
+    l_entropy = body.get("l_entropy", False)
+    if not isinstance(l_entropy, bool):
+        problems.append(Problem(None, "l_entropy", "true or false"))
+        l_entropy = False
+    max_supp = body.get("max_suppression", DEFAULT_SUPPRESSION)
+    if isinstance(max_supp, bool) or not isinstance(max_supp, int | float) or \
+            not 0 <= max_supp <= MAX_SUPPRESSION:
+        problems.append(Problem(None, "max_suppression", f"a number from 0 to {MAX_SUPPRESSION}"))
+        max_supp = DEFAULT_SUPPRESSION
     expires = _expiry(body.get("expires_at"), now, problems)
     if problems:
         raise InvalidInput("the extract request is invalid", problems=problems)
     involved = sorted({a["agency"] for a in attrs} | {cohort["agency"]})
     spec = {"attributes": attrs, "cohort": cohort, "k": k, "date_shift": date_shift,
-            "dimensions": dims, "threshold": threshold, "demographics": demographics}
+            "dimensions": dims, "threshold": threshold, "demographics": demographics,
+            "l": l_div, "l_entropy": l_entropy, "max_suppression": float(max_supp)}
     return {"title": title, "purpose": purpose, "agreement_ref": agreement, "kind": kind,
             "spec": spec, "agencies": involved, "expires_at": expires, "download_limit": limit}
 
@@ -215,8 +231,12 @@ def extract_spec(extract_id: str, *, title: str, kind: str, spec: Mapping[str, A
                         end=dt.date.fromisoformat(c["end"]) if c.get("end") else None)
     attrs = tuple(AttributeSpec(agency=a["agency"], dataset=a["dataset"], name=a["name"],
                                 type=a["type"], klass=a["klass"], description=a["description"],
-                                generalization=a["generalization"]) for a in spec["attributes"])
+                                generalization=a["generalization"],
+                                non_identifying_signed_off_by=a.get("non_identifying_signed_off_by"),
+                                hierarchy=a.get("hierarchy")) for a in spec["attributes"])
     return ExtractSpec(extract_id=extract_id, title=title, kind=kind, attributes=attrs,
                        cohort=cohort, k=int(spec["k"]), date_shift=bool(spec["date_shift"]),
                        dimensions=tuple(spec["dimensions"]), threshold=int(spec["threshold"]),
-                       demographics=tuple(spec["demographics"]), reference_date=reference_date)
+                       demographics=tuple(spec["demographics"]), reference_date=reference_date,
+                       l=int(spec.get("l", 2)), l_entropy=bool(spec.get("l_entropy", False)),
+                       max_suppression=float(spec.get("max_suppression", DEFAULT_SUPPRESSION)))

@@ -21,14 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from mpi import humans
 from mpi.audit import AuditEntry, key_ref
-from mpi.errors import Conflict, Forbidden, InvalidInput, MpiError, NotFound
-from mpi.extract import accounting, datasets, delivery
+from mpi.errors import Conflict, Forbidden, InvalidInput, MpiError, NotFound, RebuildRequired
+from mpi.extract import accounting, datasets, delivery, differencing, linked_tables
+from mpi.extract.recall import recall_status, refusal_message
 from mpi.extract.request import extract_spec, validate_request
+from mpi.identity.scoped_keys import resolve
 from mpi.principals import Principal
 from mpi.store import extracts as xstore
 from mpi.store import extracts_read as xread
 from mpi.store import principals as prstore
+from mpi.store import releases as rstore
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -66,6 +70,13 @@ class ExtractWorkflow:
                 if row["build_state"] in ("queued", "running"):
                     xstore.update_request(cur, row["extract_id"], build_state="failed",
                                           build_error="interrupted by a service stop")
+            keep = set()  # only each extract's latest recorded build keeps its package
+            for row in xstore.list_requests(cur):
+                latest = xstore.latest_build(cur, row["extract_id"])
+                if latest is not None and row["status"] != "closed":
+                    keep.add(delivery.package_path(data_dir, row["extract_id"],
+                                                   int(latest["build_seq"])).name)
+        delivery.remove_stray_packages(data_dir, keep)  # what a killed build left
 
     # ---- audit helpers ----------------------------------------------------------------
     def _audit(self, who: str, action: str, target: str, outcome: str = "ok",
@@ -103,7 +114,9 @@ class ExtractWorkflow:
             checked = validate_request(body, entries=datasets.dictionary_entries(self._reg),
                                        agencies=agencies, now=now)
         extract_id = delivery.new_extract_id()
+        risk = self._risk_preview(extract_id, checked, now)  # issue #16: before any approval
         row = {**checked, "extract_id": extract_id, "requester_id": principal.principal_id,
+               "risk_report": None if risk is None else json.dumps(risk, sort_keys=True, default=str),
                "spec": json.dumps(checked["spec"], sort_keys=True),
                "agencies": json.dumps(checked["agencies"]), "status": "pending", "downloads": 0,
                "build_state": "none", "build_error": None, "created_at": now,
@@ -114,6 +127,14 @@ class ExtractWorkflow:
         with self._reg.audited_transaction([entry]) as cur:
             xstore.insert_request(cur, row)
         return self._out(self._find(extract_id))
+
+    def _risk_preview(self, extract_id: str, checked: Mapping[str, Any],
+                      now: Any) -> dict[str, Any] | None:
+        """The rows extract's risk report as it would be built now (mpi/extract/preview.py)."""
+        from mpi.extract.preview import risk_preview
+        spec = extract_spec(extract_id, title=checked["title"], kind=checked["kind"],
+                            spec=checked["spec"], reference_date=now.date())
+        return risk_preview(self._reg, spec, now=now)
 
     def _find(self, extract_id: str) -> dict[str, Any]:
         row = xstore.find_request(self._reg.store.cursor(), extract_id)
@@ -147,7 +168,9 @@ class ExtractWorkflow:
                 "status", "expires_at", "download_limit", "downloads", "build_state",
                 "build_error", "created_at", "decided_at", "approved_at", "delivered_at",
                 "closed_at")
+        risk = row.get("risk_report")
         return {**{k: row[k] for k in keep}, **spec, "agencies": agencies,
+                "risk_report": json.loads(risk) if risk else None,
                 "expired": row["expires_at"] <= self._reg.clock(),
                 "approvals": [{k: a[k] for k in ("principal_id", "capacity", "decision", "reason",
                                                  "decided_at")} for a in approvals],
@@ -155,7 +178,8 @@ class ExtractWorkflow:
                 if row["status"] == "pending" else [],
                 "latest_build": None if build is None else {
                     k: build[k] for k in ("build_seq", "built_at", "rows", "persons",
-                                          "manifest_sha256", "first_delivered_at")}}
+                                          "manifest_sha256", "first_delivered_at")},
+                "recall": recall_status(cur, row, build)}
 
     def list_requests(self, principal: Principal) -> dict[str, Any]:
         """The requests the principal may see (own, own agency's, or all for stewards)."""
@@ -181,6 +205,11 @@ class ExtractWorkflow:
         if requester is not None and _same_person(requester["name"], principal.name):
             raise Forbidden("the requester and an approver may not be the same person "
                             "(same principal name)")
+        cur = self._reg.store.cursor()  # and by human: one person, one capacity (Decision 80)
+        humans.check_one_capacity(cur, approver_id=principal.principal_id,
+                                  requester_id=row["requester_id"], earlier_ids=[
+                                      a["principal_id"]
+                                      for a in xstore.list_approvals(cur, row["extract_id"])])
         if principal.role == STEWARD:
             return STEWARD
         if principal.role == "approver" and principal.agency in json.loads(row["agencies"]):
@@ -327,7 +356,11 @@ class ExtractWorkflow:
         now = self._reg.clock()
         spec = extract_spec(extract_id, title=row["title"], kind=row["kind"], spec=stored,
                             reference_date=row["created_at"].date())
-        built = build_extract(self._reg, spec, project_secret=secret, now=now, progress=progress)
+        # checked against earlier releases to this researcher (Decisions 77 and 78)
+        built = differencing.guarded_build(
+            self._reg, spec, requester_id=str(row["requester_id"]), project_secret=secret,
+            build=lambda **guard: build_extract(self._reg, spec, project_secret=secret, now=now,
+                                                progress=progress, **guard))
         seq = xstore.next_build_seq(self._reg.store.cursor(), extract_id)
         path = delivery.package_path(self._dir, extract_id, seq)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -345,6 +378,11 @@ class ExtractWorkflow:
                 xstore.insert_build(cur, extract_id=extract_id, build_seq=seq, built_at=now,
                                     rows=built.rows, manifest_sha256=manifest,
                                     person_keys=sorted(set(built.person_keys)))
+                if built.published is not None:
+                    rstore.insert_release(cur, extract_id=extract_id, build_seq=seq,
+                                          requester_id=str(row["requester_id"]),
+                                          population=built.published.population,
+                                          tables=linked_tables.dumps([built.published]))
                 xstore.update_request(cur, extract_id, build_state="built", build_error=None)
         except BaseException:
             path.unlink(missing_ok=True)
@@ -411,8 +449,7 @@ class ExtractWorkflow:
             raise Conflict("this extract has not been built yet")
         if xread.build_has_opted_out(self._reg.store.cursor(), extract_id=row["extract_id"],
                                      build_seq=int(build["build_seq"])):
-            raise Conflict("a person in this build has opted out of research since it was "
-                           "built; rebuild the extract")
+            raise RebuildRequired(refusal_message())
         return build
 
     def close(self, principal: Principal, extract_id: str) -> dict[str, Any]:
@@ -438,7 +475,13 @@ class ExtractWorkflow:
     def disclosures(self, principal: Principal, person_key: str) -> dict[str, Any]:
         """Every delivered extract that included the person (following key lineage)."""
         with self._refusals(principal, "persons.disclosures", key_ref(person_key)):
-            return accounting.disclosures(self._reg, principal, person_key)
+            if principal.role != "agency" or not principal.agency:
+                return accounting.disclosures(self._reg, principal, person_key)
+            # An agency names a person it holds, by its scoped key when scoped (Decision 72).
+            master = resolve(self._reg.key_scopes, self._reg.store.cursor(), principal.agency,
+                             person_key)
+            return {**accounting.disclosures(self._reg, principal, master),
+                    "person_key": person_key}
 
     def request_report(self, principal: Principal) -> dict[str, Any]:
         """Turnaround: median and 90th percentile request -> decision and approval -> delivery."""

@@ -41,6 +41,7 @@ from mpi.identity.results import (
     RecordResult,
     WriteBatch,
 )
+from mpi.identity.scoped_keys import KeyScopes
 from mpi.identity.state import MatchState, RecordRef
 from mpi.linkage.catalog import find_version_dir, model_dirs
 from mpi.linkage.definition import ALL_COLUMNS, ModelDefinition
@@ -52,6 +53,7 @@ from mpi.steward.constraints import ConstraintSet
 from mpi.store import Store, writeset
 from mpi.store import audit as astore
 from mpi.store import persons as pstore
+from mpi.store import principals as prstore
 from mpi.store import records as rstore
 
 __all__ = ["EnrolResult", "LinkSummary", "RecordResult", "Registry", "load_server_secret", "utcnow"]
@@ -116,6 +118,9 @@ class Registry:
         self.store = Store(settings.registry_path, now=clock(),
                            memory_limit=settings.duckdb_memory_limit)
         self.server_secret = load_server_secret(settings.secret_path)
+        # Agency-scoped person keys (decision 0072): the secret and each agency's setting.
+        self.key_scopes = KeyScopes(load_server_secret(settings.key_scope_secret_path),
+                                    prstore.key_scopes(self.store.cursor()))
         self.models_dir = settings.models_dir or default_models_dir()
         cur = self.store.cursor()
         active = pstore.active_model_version(cur)

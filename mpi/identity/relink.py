@@ -30,6 +30,7 @@ from mpi.linkage import blocking, spark_engine, splink_engine
 from mpi.linkage.clustering import cautious_clusters
 from mpi.linkage.spark_engine import SparkOptions
 from mpi.linkage.splink_engine import LinkResult
+from mpi.steward.rescore import rescore_queue
 from mpi.store import persons as pstore
 from mpi.store import review as review_store
 
@@ -50,18 +51,31 @@ _POS = {c: i for i, c in enumerate(TOKEN_COLUMNS)}
 def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptions | None = None,
                   cause: str = "relink", audit: Sequence[AuditEntry] = (),
                   progress: Callable[[str], None] | None = None,
-                  model: ModelVersion | None = None, also: Writer | None = None) -> LinkSummary:
+                  model: ModelVersion | None = None, also: Writer | None = None,
+                  live: bool = False) -> LinkSummary:
     """Predict + cluster every active record on ``engine``, then carry keys over to clusters.
 
     Nothing is written to the registry unless the engine returned a complete result, so a
     failed Spark job leaves the registry as it was; running again is safe. With ``model``
     (a promotion) the link uses that version, ``also`` writes in the same transaction, and the
     registry switches to the version once it is committed.
+
+    ``live`` (a re-link on a running service, Decision 84): Splink computes on a copy of the
+    records without the write lock, so online matching keeps serving; the lock is taken only to
+    commit, with the records enrolled meanwhile kept in their persons (``with_late_records``).
+    If records were updated or withdrawn meanwhile it computes again; after ``LIVE_ATTEMPTS``
+    such tries it computes under the lock.
     """
 
     if engine not in ENGINES:
         raise InvalidInput(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     say = progress or (lambda _m: None)
+    if live and model is None and also is None:
+        done = _link_live(reg, engine=engine, spark=spark, cause=cause, audit=audit, say=say)
+        if done is not None:
+            return done
+        say(f"{COMMIT_MESSAGE} records kept changing while the link computed; computing again "
+            "under the lock (online writes wait)")
     use = model or reg.model
     with reg.store.write_lock:
         say("exporting records")
@@ -85,20 +99,100 @@ def link_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: 
 
     A blocking rule whose blocks would explode on this table is left out, and said
     (mpi/linkage/blocking.py)."""
+    raw = _engine_result(reg, table, model=model, engine=engine, spark=spark, say=say)
+    return _finish(reg, raw, table, model)
+
+
+def _engine_result(reg: Registry, table: pa.Table, *, model: ModelVersion, engine: Engine,
+                   spark: SparkOptions | None, say: Callable[[str], None]) -> LinkResult:
+    """Splink's predict + cluster of ``table``: reads no registry state but settings."""
     definition, dropped = blocking.guard(table, model.definition)
     for msg in dropped:
         say(msg)
     if engine == "spark":
-        result = _spark_result(reg, table, spark or SparkOptions(), say, model, definition)
-    else:
-        say(f"Splink (DuckDB) predict + cluster over {table.num_rows} records")
-        th = model.thresholds
-        result = splink_engine.predict_and_cluster(
-            table, model.params, definition=definition,
-            edge_threshold=th.review, cluster_threshold=th.link)
-    result = cautious(reg, canonical_clusters(result, records=table),
+        return _spark_result(reg, table, spark or SparkOptions(), say, model, definition)
+    say(f"Splink (DuckDB) predict + cluster over {table.num_rows} records")
+    th = model.thresholds
+    return splink_engine.predict_and_cluster(
+        table, model.params, definition=definition,
+        edge_threshold=th.review, cluster_threshold=th.link)
+
+
+def _finish(reg: Registry, raw: LinkResult, table: pa.Table, model: ModelVersion) -> LinkResult:
+    """Canonical clusters, refined for kept-apart persons and constraints (under the lock)."""
+    result = cautious(reg, canonical_clusters(raw, records=table),
                       link_threshold=model.thresholds.link)
     return apply_constraints(reg, result, model=model)
+
+
+LIVE_ATTEMPTS = 2
+"""Tries of a live re-link that compute without the write lock before it takes the lock."""
+COMMIT_MESSAGE = "write lock held:"
+"""How a live re-link's progress message starts once it holds the write lock."""
+
+
+def generation(reg: Registry) -> tuple[int, int]:
+    """What changes with every enrol, update and withdrawal: (rows in the blocking index,
+    active rows). Rows are only appended (an update appends a new row), so equal pairs mean
+    no record changed. Call it under the write lock."""
+    n = reg.index.n
+    return n, int(np.count_nonzero(reg.index.active[:n]))
+
+
+def _link_live(reg: Registry, *, engine: Engine, spark: SparkOptions | None, cause: str,
+               audit: Sequence[AuditEntry], say: Callable[[str], None]) -> LinkSummary | None:
+    """The re-link computed without the write lock and committed under it, or None when the
+    records changed on every attempt."""
+    for attempt in range(LIVE_ATTEMPTS):
+        with reg.store.write_lock:
+            if attempt == 0:
+                say("exporting records")
+            seen, use = generation(reg), reg.model
+            table = reg.model_table(use.definition)
+        if table.num_rows == 0:
+            return None  # nothing to compute: the locked path writes the audit event
+        raw = _engine_result(reg, table, model=use, engine=engine, spark=spark, say=say)
+        with reg.store.write_lock:
+            now = generation(reg)
+            added = now[0] - seen[0]
+            if reg.model is not use or now[1] - seen[1] != added:
+                say("records changed or were withdrawn while the link computed; computing again")
+                continue
+            say(f"{COMMIT_MESSAGE} applying constraints and committing"
+                + (f" ({added} records enrolled meanwhile keep their persons)" if added else ""))
+            result = canonical_clusters(raw, records=table)
+            if added:
+                result = with_late_records(reg, result, first_row=seen[0])
+            result = apply_constraints(reg, cautious(reg, result,
+                                                     link_threshold=use.thresholds.link),
+                                       model=use)
+            return write_link(reg, result, cause=cause, say=say, audit=audit)
+    return None
+
+
+def with_late_records(reg: Registry, result: LinkResult, *, first_row: int) -> LinkResult:
+    """A canonical result extended by the records enrolled after it was computed (index rows
+    from ``first_row`` on, every one of them active and new): each joins the cluster of the
+    oldest record its person had in the result, or is a cluster of its own. Online matching
+    placed them against the old partition; this keeps that placement through the re-link.
+    Call it under the write lock."""
+    seq = result.clusters.column("unique_id").to_numpy().astype(np.int64)
+    cluster = result.clusters.column("cluster_id").to_numpy().astype(np.int64)
+    n = reg.index.n
+    late_rows = np.arange(first_row, n, dtype=np.int64)
+    late_seq = reg.row_seq[late_rows].astype(np.int64)
+    rows, _live = reg.state.rows_for(seq)
+    person = reg.index.label[rows]
+    first_cluster: dict[int, int] = {}
+    for p, c in zip(person.tolist(), cluster.tolist(), strict=True):  # seq ascending: oldest first
+        first_cluster.setdefault(int(p), int(c))
+    late_cluster = np.array([first_cluster.setdefault(int(p), int(s)) for p, s in zip(
+        reg.index.label[late_rows].tolist(), late_seq.tolist(), strict=True)], dtype=np.int64)
+    all_seq = np.concatenate([seq, late_seq])
+    extended = LinkResult(edges=result.edges, clusters=pa.table({
+        "unique_id": pa.array(all_seq, pa.int64()),
+        "cluster_id": pa.array(np.concatenate([cluster, late_cluster]), pa.int64())}))
+    return canonical_clusters(extended, records=pa.table({"unique_id": pa.array(np.sort(all_seq))}))
 
 
 def kept_apart(reg: Registry) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
@@ -318,6 +412,7 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
             if also is not None:
                 also(cur)
         reg.use_model(use)
+        _rescore(reg, audit, cause)
         return LinkSummary(records=len(seq), persons=int((cluster == seq).sum()), merges=0,
                            splits=0, keys_changed=0, new_keys=0,
                            edges=result.edges.num_rows, model_version=use.version)
@@ -337,10 +432,17 @@ def write_link(reg: Registry, result: LinkResult, *, cause: str,
         # model of another definition reloads the state from the store, so it switches last.)
         regroup.apply(st, plan)
     reg.use_model(use)
+    _rescore(reg, audit, cause)
     persons = len(sorted_unique(rec.record_key))
     return LinkSummary(records=len(seq), persons=persons, merges=rec.merges,
                        splits=rec.splits, keys_changed=len(plan.changed), new_keys=rec.n_new,
                        edges=result.edges.num_rows, model_version=use.version)
+
+
+def _rescore(reg: Registry, audit: Sequence[AuditEntry], cause: str) -> None:
+    """Rescore the open review items with the model now active (its own transaction, under the
+    write lock still held; Decision 86), audited as whoever asked for the re-link."""
+    rescore_queue(reg, principal=audit[0].principal if audit else "system", cause=cause)
 
 
 def _split_items(reg: Registry, cur: duckdb.DuckDBPyConnection,

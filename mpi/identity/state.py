@@ -1,8 +1,9 @@
 """The match state in memory: who is who, as the online path and the re-link read it.
 
 Owns: the person keys by label (``persons``, ``person_of``), each person's count of active
-records, ``by_sid`` ((agency, source_record_id) -> ``RecordRef``), the blocking index with its
-person labels and active flags, the accepted linkage key ids, the known agencies, and the
+records, ``by_sid`` ((agency, source_record_id) -> ``RecordRef``) and the agency of each index
+row (built on first use, for agency-scoped keys), the blocking index with its person labels and
+active flags, the accepted linkage key ids, the known agencies, and the
 event, review-item and record sequence counters. No other module assigns any of these: every
 change goes through a verb here (an architecture test checks it).
 
@@ -61,6 +62,10 @@ class MatchState:
         self.item_seq = item_seq
         self.record_seq = record_seq
         self._undo: list[Callable[[], None]] | None = None
+        # The agency of each index row (a code), built on first use by an agency-scoped read
+        # and then kept by set_ref; rows are append-only and never change agency.
+        self._row_agency: npt.NDArray[np.int32] | None = None
+        self._agency_code: dict[str, int] = {}
 
     # ---- the consistency rule ---------------------------------------------------------
     @contextmanager
@@ -167,6 +172,8 @@ class MatchState:
         """Point an agency record id at its current version."""
         before = self.by_sid.get(sid_key)
         self.by_sid[sid_key] = ref
+        if ref.row >= 0 and self._row_agency is not None:
+            self._tag_row(ref.row, sid_key[0])
 
         def undo() -> None:
             if before is None:
@@ -178,6 +185,7 @@ class MatchState:
     def load_refs(self, refs: dict[SidKey, RecordRef]) -> None:
         """Replace ``by_sid`` wholesale (loading the registry)."""
         self.by_sid = refs
+        self._row_agency = None
 
     def add_key_id(self, key_id: str) -> bool:
         """Accept a linkage key id; False when it was known already."""
@@ -207,6 +215,35 @@ class MatchState:
         rows = np.flatnonzero(np.isin(self.index.label[:n], np.asarray(labels, dtype=np.int64))
                               & self.index.active[:n])
         return rows[np.argsort(self.row_seq[rows], kind="stable")]
+
+    def _tag_row(self, row: int, agency: str) -> None:
+        arr = self._row_agency
+        assert arr is not None
+        if row >= len(arr):
+            grown = np.zeros(max(row + 1, 2 * len(arr)), dtype=np.int32)
+            grown[: len(arr)] = arr
+            self._row_agency = arr = grown
+        arr[row] = self._agency_code.setdefault(agency, len(self._agency_code) + 1)
+
+    def agency_record_counts(self, agency: str, labels: Sequence[int]) -> dict[int, int]:
+        """person label -> the agency's active records on it, for the given labels (labels
+        without any are left out). Read under the write lock; the first call builds the row ->
+        agency table from ``by_sid`` (once per loaded state)."""
+        if self._row_agency is None:
+            self._row_agency = np.zeros(max(self.index.n, 1024), dtype=np.int32)
+            for (ag, _sid), ref in self.by_sid.items():
+                if ref.row >= 0:
+                    self._tag_row(ref.row, ag)
+        code = self._agency_code.get(agency)
+        if code is None or not labels:
+            return {}
+        n = self.index.n
+        rows = np.flatnonzero(np.isin(self.index.label[:n], np.asarray(labels, dtype=np.int64))
+                              & self.index.active[:n])
+        rows = rows[rows < len(self._row_agency)]
+        rows = rows[self._row_agency[rows] == code]
+        found, counts = np.unique(self.index.label[rows], return_counts=True)
+        return {int(k): int(c) for k, c in zip(found.tolist(), counts.tolist(), strict=True)}
 
     def rows_of_records(self, record_seqs: Sequence[int]) -> dict[int, int]:
         """record_seq -> index row, for the given records that are active."""

@@ -90,6 +90,11 @@ def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
     return any(left[x] != 0 and left[x] == right[y] for x in c for y in c)
 
 
+def level_holds(level: Level, left: Mapping[str, int], right: Mapping[str, int]) -> bool:
+    """Whether one level's test holds for one pair of token rows (0 = missing)."""
+    return _level_holds(level.kind, level.columns, left, right, level.percent)
+
+
 _FEW_PAIRS = 24  # up to this many pairs, plain Python beats NumPy's per-call set-up
 
 

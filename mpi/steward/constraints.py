@@ -125,6 +125,25 @@ class ConstraintSet:
         return [(c.b if c.a == record_seq else c.a, c.kind)
                 for c in self.by_seq.get(record_seq, ())]
 
+    def between(self, a: int, b: int, kind: str) -> Constraint | None:
+        """The active constraint of ``kind`` between two records, if any."""
+        lo, hi = min(a, b), max(a, b)
+        return next((c for c in self.by_seq.get(lo, ()) if c.b == hi and c.kind == kind), None)
+
+    def blocking(self, new: Sequence[tuple[int, int, str]], *,
+                 limit: int = 10) -> list[Constraint]:
+        """The active constraints that make ``new`` inconsistent (up to ``limit``, oldest first):
+        the cannot-links must-links would join, and the must-links joining a contradicted pair."""
+        uf = _Union()
+        every = [(c.a, c.b, c.kind) for c in self.items.values()] + list(new)
+        for a, b, kind in every:
+            if kind == MUST:
+                uf.union(a, b, check=False)
+        roots = {uf.find(a) for a, b, kind in every if kind == CANNOT and uf.find(a) == uf.find(b)}
+        found = [c for c in self.items.values()
+                 if uf.find(c.a) in roots and (c.kind == MUST or uf.find(c.b) == uf.find(c.a))]
+        return sorted(found, key=lambda c: c.constraint_seq)[:limit]
+
     def conflicts(self, new: Sequence[tuple[int, int, str]]) -> list[tuple[int, int]]:
         """Cannot-link pairs that would be joined through must-links if ``new`` were added.
 

@@ -10,12 +10,15 @@ object of the open registry, the authenticated principal first. Must not: hold d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mpi import reports
+from mpi.errors import Forbidden
 from mpi.principals import Principal
-from mpi.steward import labels, modelops, review, stewardship
+from mpi.steward import labels, modelops, rescore, review, stewardship, verification
 from mpi.steward.modeljobs import TrainingJobs
+from mpi.steward.registryjobs import RegistryJobs
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
@@ -31,15 +34,47 @@ class StewardDesk:
     def list_review(self, principal: Principal, *, kind: str | None = None, status: str = "open",
                     agency: str | None = None, min_probability: float | None = None,
                     max_probability: float | None = None, after: int = 0,
-                    limit: int = 50) -> dict[str, Any]:
+                    limit: int = 50, sort: str = "id") -> dict[str, Any]:
         """A page of review items (``review.list_review``)."""
         return review.list_review(self.registry, principal=principal.principal_id, kind=kind,
                                   status=status, agency=agency, min_probability=min_probability,
-                                  max_probability=max_probability, after=after, limit=limit)
+                                  max_probability=max_probability, after=after, limit=limit,
+                                  sort=sort)
 
     def read_review_item(self, principal: Principal, item_id: int) -> dict[str, Any]:
-        """One review item, explained (``review.get_review_item``)."""
-        return review.get_review_item(self.registry, item_id, principal=principal.principal_id)
+        """One review item, explained, with its verification tasks (``review.get_review_item``,
+        ``verification.item_tasks``)."""
+        out = review.get_review_item(self.registry, item_id, principal=principal.principal_id)
+        return {**out, "verifications": verification.item_tasks(self.registry, item_id)}
+
+    def reopen_review(self, principal: Principal, item_id: int, *, reason: str) -> dict[str, Any]:
+        """Reopen a review item (``review.reopen_review``)."""
+        return review.reopen_review(self.registry, item_id, reason=reason,
+                                    principal=principal.principal_id)
+
+    def rescore_review(self, principal: Principal) -> dict[str, Any]:
+        """Rescore the open items with the active model (``rescore.rescore_queue``)."""
+        return rescore.rescore_queue(self.registry, principal=principal.principal_id,
+                                     cause="steward")
+
+    def request_verification(self, principal: Principal, item_id: int, *,
+                             question: str | None = None) -> dict[str, Any]:
+        """Ask the agencies to verify an item's pair (``verification.request_verification``)."""
+        return verification.request_verification(self.registry, item_id, question=question,
+                                                 principal=principal.principal_id)
+
+    def list_verifications(self, principal: Principal, *, status: str | None = None,
+                           after: int = 0, limit: int = 50) -> dict[str, Any]:
+        """The calling agency's verification tasks (``verification.list_tasks``)."""
+        return verification.list_tasks(self.registry, agency=_agency_of(principal),
+                                       principal=principal.principal_id, status=status,
+                                       after=after, limit=limit)
+
+    def answer_verification(self, principal: Principal, task_id: int, *, answer: str,
+                            note: str | None = None) -> dict[str, Any]:
+        """Answer one of the calling agency's tasks (``verification.answer``)."""
+        return verification.answer(self.registry, task_id, agency=_agency_of(principal),
+                                   principal=principal.principal_id, value=answer, note=note)
 
     def decide_review(self, principal: Principal, item_id: int, *, decision: str,
                       reason: str) -> dict[str, Any]:
@@ -55,11 +90,14 @@ class StewardDesk:
                                     agency=agency, constrain=constrain)
 
     def list_constraints(self, principal: Principal, *, status: str = "active",
-                         kind: str | None = None, after: int = 0,
-                         limit: int = 100) -> dict[str, Any]:
+                         kind: str | None = None, after: int = 0, limit: int = 100,
+                         person_key: str | None = None, agency: str | None = None,
+                         source_record_id: str | None = None) -> dict[str, Any]:
         """A page of constraints (``labels.list_constraints``)."""
         return labels.list_constraints(self.registry, principal=principal.principal_id,
-                                       status=status, kind=kind, after=after, limit=limit)
+                                       status=status, kind=kind, after=after, limit=limit,
+                                       person_key=person_key, agency=agency,
+                                       source_record_id=source_record_id)
 
     def revoke_constraint(self, principal: Principal, constraint_id: int, *,
                           reason: str) -> dict[str, Any]:
@@ -115,9 +153,29 @@ class StewardDesk:
         """Promote a version (``modelops.promote_model``)."""
         return modelops.promote_model(self.registry, version, principal=principal.principal_id)
 
+    # ---- long actions as jobs (Decision 84) ------------------------------------------
+    def relink(self, principal: Principal, *, engine: str = "duckdb") -> str:
+        """Start a live re-link job; its id (``registryjobs.RegistryJobs.submit_relink``)."""
+        return RegistryJobs(self.registry).submit_relink(principal.principal_id, engine=engine)
+
+    def export_keys(self, principal: Principal) -> str:
+        """Start a keys export job; its id (``registryjobs.RegistryJobs.submit_keys_export``)."""
+        return RegistryJobs(self.registry).submit_keys_export(principal.principal_id)
+
+    def job_result_file(self, principal: Principal, job_id: str) -> Path:
+        """The file a finished export job wrote (``registryjobs.RegistryJobs.result_file``)."""
+        return RegistryJobs(self.registry).result_file(principal.principal_id, job_id)
+
     # ---- reports ----------------------------------------------------------------------
     def linkage_quality(self, principal: Principal, *,
                         attribute: str) -> reports.LinkageQualityReport:
         """The linkage-quality report by an attribute (``reports.linkage_quality``)."""
         return reports.linkage_quality(self.registry, attribute=attribute,
                                        principal=principal.principal_id)
+
+
+def _agency_of(principal: Principal) -> str:
+    """The agency an agency principal acts for (Forbidden for a principal without one)."""
+    if principal.agency is None:
+        raise Forbidden("only an agency's principals have verification tasks")
+    return principal.agency

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mpi.audit import AuditEntry
+from mpi.audit import AuditEntry, key_ref
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
 from mpi.steward.constraints import CANNOT, MUST
 from mpi.steward.stewardship import (
@@ -125,9 +125,16 @@ def _constraint_out(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_constraints(reg: Registry, *, principal: str, status: str = "active",
-                     kind: str | None = None, after: int = 0, limit: int = 100) -> dict[str, Any]:
-    """A page of constraints (audited read)."""
+                     kind: str | None = None, after: int = 0, limit: int = 100,
+                     person_key: str | None = None, agency: str | None = None,
+                     source_record_id: str | None = None) -> dict[str, Any]:
+    """A page of constraints (audited read), optionally only those touching a record of the
+    person ``person_key`` (its current records), of ``agency``, or the record (``agency``,
+    ``source_record_id``)."""
     with reg.refusals_audited(principal, "constraints.list", "constraints"):
+        if source_record_id is not None and agency is None:
+            raise InvalidInput("bad filter", problems=[
+                Problem(None, "source_record_id", "give agency with source_record_id")])
         if status not in ("active", "revoked", "all"):
             raise InvalidInput("bad status", problems=[
                 Problem(None, "status", "active, revoked or all")])
@@ -137,9 +144,14 @@ def list_constraints(reg: Registry, *, principal: str, status: str = "active",
         if limit < 1:
             raise InvalidInput("bad limit", problems=[Problem(None, "limit", "at least 1")])
     rows = cstore.list_constraints(reg.store.cursor(), status=status, kind=kind, after=after,
-                                   limit=limit)
-    reg.record_audit([AuditEntry(principal, "constraints.list", "constraints",
-                                 detail={"rows": len(rows)})])
+                                   limit=limit, person_key=person_key, agency=agency,
+                                   source_record_id=source_record_id)
+    detail: dict[str, Any] = {"rows": len(rows)}
+    if person_key is not None:
+        detail["person"] = key_ref(person_key)
+    if agency is not None:
+        detail["agency"] = agency
+    reg.record_audit([AuditEntry(principal, "constraints.list", "constraints", detail=detail)])
     items = [_constraint_out(r) for r in rows]
     return {"constraints": items,
             "next_after": items[-1]["constraint_id"] if len(items) == limit else None}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -180,10 +181,26 @@ def cluster_sizes(analysis: Analysis) -> list[dict[str, int]]:
     return [{"size": int(s), "persons": int(p)} for s, p in zip(sizes, persons, strict=True)]
 
 
-def probability_histogram(analysis: Analysis, *, bins: int = 50) -> list[dict[str, Any]]:
-    """Candidate pairs per match-probability bin of width 1/bins."""
-    counts, edges = np.histogram(analysis.probability, bins=bins, range=(0.0, 1.0))
-    return [{"start": round(float(edges[i]), 4), "end": round(float(edges[i + 1]), 4),
+def histogram_edges(*, bins: int = 50, cuts: Sequence[float] = ()) -> npt.NDArray[np.float64]:
+    """Bin edges of width 1/bins over [0, 1] with every cut (a threshold) added as an edge, so
+    no bin straddles a threshold."""
+    grid = np.linspace(0.0, 1.0, bins + 1)
+    extra = [float(c) for c in cuts if 0.0 < c < 1.0]
+    edges: npt.NDArray[np.float64] = np.unique(
+        np.round(np.concatenate([grid, np.array(extra, dtype=np.float64)]), 12))
+    return edges
+
+
+def probability_histogram(analysis: Analysis, *, bins: int = 50,
+                          cuts: Sequence[float] = ()) -> list[dict[str, Any]]:
+    """Candidate pairs per match-probability bin of width 1/bins, split at each cut (e.g. the
+    link and review thresholds) so that a bin lies wholly on one side of it. A bin holds
+    probabilities in [start, end) (the last one also 1.0), as the thresholds compare."""
+    edges = histogram_edges(bins=bins, cuts=cuts)
+    p = analysis.probability
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
+    counts = np.bincount(idx, minlength=len(edges) - 1)
+    return [{"start": round(float(edges[i]), 6), "end": round(float(edges[i + 1]), 6),
              "pairs": int(c)} for i, c in enumerate(counts)]
 
 

@@ -26,6 +26,7 @@ from mpi.linkage.catalog import find_version_dir, list_all, model_dirs
 from mpi.linkage.describe import describe_params, same_parameters
 from mpi.linkage.explain import explain_with
 from mpi.linkage.modelfile import ModelVersion, load_version
+from mpi.linkage.monotone import violations as order_violations
 from mpi.linkage.scorer import Scorer
 from mpi.linkage.splink_engine import LinkResult
 from mpi.steward import modelanalysis as ma
@@ -102,6 +103,7 @@ def get_model(reg: Registry, version: str) -> dict[str, Any]:
         "probability_two_random_records_match": mv.params.probability_two_random_records_match,
         "prior_weight": mv.params.prior_weight,
         "comparisons": describe_params(mv.definition, mv.params),
+        "level_order_violations": order_violations(mv.definition, mv.params),  # Decision 89
         "training": mv.meta.get("training"), "training_data": mv.meta.get("training_data"),
         "splink_version": mv.meta.get("splink_version"),
         "metrics": {"recorded": mv.meta.get("accuracy"),
@@ -130,8 +132,9 @@ def chart(reg: Registry, version: str, name: str, fmt: str) -> tuple[bytes, str]
                                             review=th.review)
     else:
         an = ma.analyse(reg, mv)
-        spec = (charts.histogram_spec(mv.version, ma.probability_histogram(an), link=th.link,
-                                      review=th.review)
+        spec = (charts.histogram_spec(mv.version,
+                                      ma.probability_histogram(an, cuts=(th.review, th.link)),
+                                      link=th.link, review=th.review)
                 if name == "probability-histogram"
                 else charts.cluster_sizes_spec(mv.version, ma.cluster_sizes(an)))
     media = "text/html; charset=utf-8" if fmt == "html" else "image/png"

@@ -1,11 +1,14 @@
 """Use cases of the review queue: list and explain items, and record stewards' decisions.
 
-Owns: how an item is shown (its two sides' current records, the agencies involved, and the
-best-scoring record pair across the sides explained comparison by comparison with the active
-model, never a token) and what a decision does: ``match`` merges the sides' persons now and
-must-links them, ``non_match`` cannot-links every record pair across the sides, ``defer``
-parks the item. Match and non-match decisions become labels. Split out of registry.py by use
-case. Must not: run SQL itself (mpi/store) or import splink.
+Owns: how an item is shown (its two sides' current records, the agencies involved, its
+current score under the active model, the best-scoring record pair across the sides explained
+comparison by comparison, the frequency band of each name token and every record pair across
+the sides as an agreement pattern, never a token), scoring items on their current sides
+(``item_scores``, for the rescore), what a decision does: ``match`` merges the sides'
+persons now and must-links them, ``non_match`` cannot-links every record pair across the
+sides, ``defer`` parks the item; and ``reopen`` (the item only: labels, constraints and
+merges it caused stay; Decision 88). Match and non-match decisions become labels. Split out
+of registry.py by use case. Must not: run SQL itself (mpi/store) or import splink.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 
 from mpi.audit import AuditEntry
 from mpi.errors import Conflict, InvalidInput, NotFound, Problem
-from mpi.linkage.explain import explain_with
+from mpi.linkage.explain import ELSE_LABEL, NULL_LABEL, explain_with
+from mpi.linkage.params import probability
+from mpi.steward.namefreq import name_bands
 from mpi.steward.stewardship import (
     PairDecision,
     commit_decision,
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
 KINDS = ("record_person", "possible_duplicate")
 STATUSES = ("open", "deferred", "decided", "resolved")
 DECISIONS = ("match", "non_match", "defer")
+SORTS = review_store.SORTS
+MAX_PAIRS = 200  # record pairs shown per item (the count says how many there are)
 
 
 @dataclass
@@ -108,12 +115,65 @@ def _best_pair(reg: Registry, sides: _Sides) -> tuple[int, int] | None:
     return sa[i // len(sb)], sb[i % len(sb)]
 
 
+def item_scores(reg: Registry, items: Sequence[dict[str, Any]]
+                ) -> list[tuple[float, float] | None]:
+    """Each item's best match weight and probability across its current sides with the active
+    model (None when a side has no active record). The caller holds the write lock."""
+    look = _Lookup(reg, items)
+    out: list[tuple[float, float] | None] = []
+    for item in items:
+        sides = _sides(reg, item, look)
+        best = _best_pair(reg, sides)
+        if best is None:
+            out.append(None)
+            continue
+        w = float(reg.scorer.weights(reg.index.gather(np.array([sides.a[best[0]]])),
+                                     reg.index.gather(np.array([sides.b[best[1]]])))[0])
+        out.append((w, probability(w)))
+    return out
+
+
+def best_records(reg: Registry, item: dict[str, Any]) -> tuple[int, int] | None:
+    """The record_seqs of the best-scoring record pair across an item's current sides (None
+    when a side has no active record). The caller holds the write lock."""
+    return _best_pair(reg, _sides(reg, item, _Lookup(reg, [item])))
+
+
+def _all_pairs(reg: Registry, sides: _Sides, ref: Any) -> dict[str, Any]:
+    """Every record pair across the sides (up to MAX_PAIRS, best first) as agreement patterns."""
+    if not sides.a or not sides.b:
+        return {"total": 0, "pairs": []}
+    sa, sb = list(sides.a), list(sides.b)
+    la = np.repeat(np.array([sides.a[s] for s in sa], dtype=np.int64), len(sb))
+    rb = np.tile(np.array([sides.b[s] for s in sb], dtype=np.int64), len(sa))
+    left, right = reg.index.gather(la), reg.index.gather(rb)
+    weights = reg.scorer.weights(left, right)
+    levels = reg.scorer.levels(left, right)
+    comps = reg.scorer.definition.comparisons
+    order = np.argsort(-weights, kind="stable")[:MAX_PAIRS]
+    pairs = []
+    for k in order.tolist():
+        pattern = {}
+        for comp, lv in zip(comps, levels, strict=True):
+            i = int(lv[k])
+            pattern[comp.name] = (NULL_LABEL if i < 0 else ELSE_LABEL if i == len(comp.levels)
+                                  else comp.levels[i].label)
+        a, b = sa[k // len(sb)], sb[k % len(sb)]
+        pairs.append({"left": ref(a, sides.a), "right": ref(b, sides.b),
+                      "match_weight": float(weights[k]),
+                      "match_probability": probability(float(weights[k])),
+                      "agreement": pattern})
+    return {"total": len(weights), "pairs": pairs}
+
+
 def _token_row(reg: Registry, row: int) -> dict[str, int]:
     return {c: int(reg.index.data[c][row]) for c in reg.index.columns}
 
 
-def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) -> dict[str, Any]:
-    """An item as stewards see it: sides, agencies, the explained best pair; no token."""
+def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None, *,
+          full: bool = False) -> dict[str, Any]:
+    """An item as stewards see it: sides, agencies, current score, the explained best pair
+    (with ``full``, the item page: name-frequency bands and every record pair); no token."""
     look = lookup or _Lookup(reg, [item])
     sides = _sides(reg, item, look)
     best = _best_pair(reg, sides)
@@ -131,10 +191,18 @@ def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) ->
         explanation = {"model_version": reg.model.version, "left": ref(best[0], sides.a),
                        "right": ref(best[1], sides.b), **ex.as_dict(),
                        "agreement": {c.comparison: c.label for c in ex.comparisons}}
+        if full:  # the item page only: the list stays cheap
+            bands = name_bands(reg, [sides.a[best[0]], sides.b[best[1]]])
+            explanation["name_frequency"] = {"left": bands[0], "right": bands[1]}
     agencies = sorted({str(info[s]["agency"]) for s in [*sides.a, *sides.b] if s in info})
-    return {"item_id": item["item_seq"], "kind": item["kind"], "status": item["status"],
+    current_p = item.get("current_probability")
+    current_w = item.get("current_weight")
+    out = {"item_id": item["item_seq"], "kind": item["kind"], "status": item["status"],
             "match_probability": item["match_probability"], "match_weight": item["match_weight"],
             "model_version": item["model_version"], "created_at": item["created_at"],
+            "current_probability": item["match_probability"] if current_p is None else current_p,
+            "current_weight": item["match_weight"] if current_w is None else current_w,
+            "scored_model_version": item.get("scored_model_version") or item["model_version"],
             "person_key": item["person_key"], "other_person_key": item["other_person_key"],
             "record": ref(next(iter(sides.a)), sides.a)
             if item["kind"] == "record_person" and sides.a else None,
@@ -142,14 +210,20 @@ def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None) ->
             "explanation": explanation, "decision": item["decision"],
             "decision_reason": item["decision_reason"], "decided_by": item["decided_by"],
             "decided_at": item["decided_at"]}
+    if full:
+        out["pairs"] = _all_pairs(reg, sides, ref)
+    return out
 
 
 def list_review(reg: Registry, *, principal: str, kind: str | None = None,
                 status: str = "open", agency: str | None = None,
                 min_probability: float | None = None, max_probability: float | None = None,
-                after: int = 0, limit: int = 50) -> dict[str, Any]:
-    """A page of review items matching the filters, each explained (audited read)."""
+                after: int = 0, limit: int = 50, sort: str = "id") -> dict[str, Any]:
+    """A page of review items matching the filters on current scores, each explained, by id
+    or by current probability (``after`` then counts items to skip) (audited read)."""
     problems = []
+    if sort not in SORTS:
+        problems.append(Problem(None, "sort", f"one of {', '.join(SORTS)}"))
     if kind is not None and kind not in KINDS:
         problems.append(Problem(None, "kind", f"one of {', '.join(KINDS)}"))
     if status not in (*STATUSES, "all"):
@@ -167,12 +241,15 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
         rows = review_store.list_review_items(
             reg.store.cursor(), kind=kind, statuses=statuses, agency=agency,
             min_probability=min_probability, max_probability=max_probability, after=after,
-            limit=limit)
+            limit=limit, sort=sort)
         lookup = _Lookup(reg, rows)
         items = [_show(reg, r, lookup) for r in rows]
     reg.record_audit([AuditEntry(principal, "review.list", "review",
                                  detail={"items": len(items)})])
-    return {"items": items, "next_after": items[-1]["item_id"] if len(items) == limit else None}
+    if len(items) < limit:
+        return {"items": items, "next_after": None}
+    return {"items": items,
+            "next_after": items[-1]["item_id"] if sort == "id" else after + len(items)}
 
 
 def _item(reg: Registry, item_id: int) -> dict[str, Any]:
@@ -186,9 +263,27 @@ def get_review_item(reg: Registry, item_id: int, *, principal: str) -> dict[str,
     """One review item, explained (audited read)."""
     target = f"review:{item_id}"
     with reg.refusals_audited(principal, "review.read", target), reg.store.write_lock:
-        out = _show(reg, _item(reg, item_id))
+        out = _show(reg, _item(reg, item_id), full=True)
     reg.record_audit([AuditEntry(principal, "review.read", target)])
     return out
+
+
+def reopen_review(reg: Registry, item_id: int, *, reason: str, principal: str) -> dict[str, Any]:
+    """Open a decided, deferred or resolved item again (audited with what it had). Only the
+    item reopens: labels, constraints and merges its decision made stay until revoked or split
+    (Decision 88)."""
+    target = f"review:{item_id}"
+    with reg.refusals_audited(principal, "review.reopen", target), reg.store.write_lock:
+        text = required_reason(reason)
+        item = _item(reg, item_id)
+        if item["status"] == "open":
+            raise Conflict("this review item is already open")
+        entry = AuditEntry(principal, "review.reopen", target, detail={
+            "reason": text, "was": item["status"], "decision": item["decision"],
+            "decided_by": item["decided_by"]})
+        with reg.audited_transaction([entry]) as cur:
+            review_store.reopen_review_item(cur, item_id)
+        return _show(reg, _item(reg, item_id))
 
 
 def decide_review(reg: Registry, item_id: int, *, decision: str, reason: str,

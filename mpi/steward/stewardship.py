@@ -79,11 +79,11 @@ def _plan_regroup(reg: Registry, rows: I64, group_of_row: I64, batch: WriteBatch
     return plan if len(plan.changed) else None
 
 
-def _cannot_links_joined(reg: Registry, rows: I64, group_of_row: I64) -> int:
-    """Active cannot-link pairs a regroup would newly put in one person: both records among
-    ``rows`` (whole persons), in one group, in different persons now."""
+def _cannot_links_joined(reg: Registry, rows: I64, group_of_row: I64) -> list[Constraint]:
+    """Active cannot-link constraints a regroup would newly put in one person: both records
+    among ``rows`` (whole persons), in one group, in different persons now."""
     if not reg.constraints:
-        return 0
+        return []
     where = {int(s): i for i, s in enumerate(reg.row_seq[rows].tolist())}
     label = reg.index.label[rows]
     joined = set()
@@ -93,7 +93,18 @@ def _cannot_links_joined(reg: Registry, rows: I64, group_of_row: I64) -> int:
             if kind == CANNOT and j is not None and group_of_row[i] == group_of_row[j] \
                     and label[i] != label[j]:
                 joined.add((min(s, other), max(s, other)))
-    return len(joined)
+    found = (reg.constraints.between(a, b, CANNOT) for a, b in sorted(joined))
+    return sorted((c for c in found if c is not None), key=lambda c: c.constraint_seq)
+
+
+def blocked_by(constraints: Sequence[Constraint], *, limit: int = 10) -> tuple[str, list[Problem]]:
+    """How a 409 names the constraints that block a decision: "#12 (cannot_link), ..." and
+    one problem per constraint (field ``constraint_id``). Never a token or person key."""
+    shown = list(constraints)[:limit]
+    more = f" and {len(constraints) - limit} more" if len(constraints) > limit else ""
+    text = ", ".join(f"#{c.constraint_seq} ({c.kind})" for c in shown) + more
+    return text, [Problem(None, "constraint_id", f"{c.constraint_seq} ({c.kind}) blocks this")
+                  for c in shown]
 
 
 _SETTLED_BY = {"merge": "settled by a merge", "split": "settled by a split",
@@ -115,14 +126,19 @@ def commit_decision(reg: Registry, pairs: Sequence[PairDecision], *, principal: 
     new = [(p.a, p.b, MUST if p.is_match else CANNOT) for p in pairs if p.constrain]
     clash = reg.constraints.conflicts(new)
     if clash:
-        raise Conflict(f"{len(clash)} cannot-link pair(s) would be joined by must-links; revoke "
-                       "the contradicting constraints first (GET /v1/constraints)")
+        names, problems = blocked_by(reg.constraints.blocking(new))
+        raise Conflict(f"{len(clash)} cannot-link pair(s) would be joined by must-links; "
+                       f"blocked by constraint {names or '(this decision)'}; revoke the "
+                       "contradicting constraints first (POST /v1/constraints/{id}/revoke)",
+                       problems=problems)
     if regroup is not None:
         joined = _cannot_links_joined(reg, regroup[0], regroup[1])
         if joined:
-            raise Conflict(f"this would put {joined} cannot-linked record pair(s) in one person; "
-                           "split the persons involved first or revoke those constraints "
-                           "(GET /v1/constraints)")
+            names, problems = blocked_by(joined)
+            raise Conflict(f"this would put {len(joined)} cannot-linked record pair(s) in one "
+                           f"person; blocked by constraint {names}; split the persons involved "
+                           "first or revoke those constraints (POST /v1/constraints/{id}/revoke)",
+                           problems=problems)
     result = DecisionResult()
     batch = WriteBatch(now=reg.clock())
     plan = _plan_regroup(reg, regroup[0], regroup[1], batch, cause=cause) \

@@ -25,7 +25,9 @@ from mpi.linkage.catalog import model_dirs
 from mpi.linkage.definition import CURRENT as CURRENT_DEFINITION
 from mpi.linkage.definition import DEFAULT_DEFINITION
 from mpi.linkage.modelfile import Thresholds, list_versions, save_version
+from mpi.linkage.monotone import enforce_monotone
 from mpi.linkage.params import params_from_splink
+from mpi.linkage.shared_levels import count_once
 from mpi.linkage.thresholds import choose_thresholds
 from mpi.store import labels as lstore
 
@@ -180,6 +182,13 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     if neutral:
         say(f"{len(neutral)} levels neither observed in training nor in the parent "
             f"{reg.model.version} get weight 0 (no evidence): {', '.join(neutral)}")
+    once = count_once(model, DEFAULT_DEFINITION)  # Decision 90: shared evidence counted once
+    if once:
+        say(f"evidence of a level in more than one comparison counted once: {'; '.join(once)}")
+    pooled = enforce_monotone(model, DEFAULT_DEFINITION)  # Decision 89: after EM, before thresholds
+    if pooled:
+        say("pooled levels whose trained weights were out of order (a stronger agreement "
+            f"weighed less than a weaker one): {'; '.join(pooled)}")
     params = params_from_splink(model, DEFAULT_DEFINITION)  # check: every level has m and u
     if thresholds is None:
         say("choosing thresholds from the model's estimated precision and recall")
@@ -212,6 +221,8 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
         "parent_version": reg.model.version,
         "inherited_levels": inherited,
         "neutral_levels": neutral,
+        "counted_once": once,
+        "pooled_levels": pooled,
         "trained_at": reg.clock().isoformat(timespec="seconds") + "Z",
         "python": platform.python_version(),
     }

@@ -72,11 +72,24 @@ def find_constraint(cur: duckdb.DuckDBPyConnection, constraint_seq: int) -> dict
 
 
 def list_constraints(cur: duckdb.DuckDBPyConnection, *, status: str = "active",
-                     kind: str | None = None, after: int = 0,
-                     limit: int = 100) -> list[dict[str, Any]]:
-    """A page of constraints after ``after`` (status active, revoked or all; optional kind)."""
+                     kind: str | None = None, after: int = 0, limit: int = 100,
+                     person_key: str | None = None, agency: str | None = None,
+                     source_record_id: str | None = None) -> list[dict[str, Any]]:
+    """A page of constraints after ``after`` (status active, revoked or all; optional kind;
+    optionally only those with a record of ``person_key`` now, of ``agency``, or the record
+    ``agency``/``source_record_id``)."""
     where = ["c.constraint_seq > ?"]
     params: list[Any] = [after]
+    if person_key is not None:
+        where.append("(ra.person_key = ? OR rb.person_key = ?)")
+        params += [person_key, person_key]
+    if agency is not None and source_record_id is not None:
+        where.append("((ra.agency = ? AND ra.source_record_id = ?) "
+                     "OR (rb.agency = ? AND rb.source_record_id = ?))")
+        params += [agency, source_record_id, agency, source_record_id]
+    elif agency is not None:
+        where.append("(ra.agency = ? OR rb.agency = ?)")
+        params += [agency, agency]
     if status == "active":
         where.append("c.revoked_at IS NULL")
     elif status == "revoked":

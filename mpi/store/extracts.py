@@ -20,11 +20,12 @@ from mpi.store.records import append_rows
 from mpi.store.rows import first_row
 
 ATTRIBUTE_COLUMNS = ("agency", "dataset", "name", "type", "description", "klass",
-                     "allowed_generalizations", "default_generalization")
+                     "allowed_generalizations", "default_generalization",
+                     "non_identifying_signed_off_by", "hierarchy")
 REQUEST_COLUMNS = ("extract_id", "requester_id", "title", "purpose", "agreement_ref", "kind",
                    "spec", "agencies", "status", "expires_at", "download_limit", "downloads",
                    "build_state", "build_error", "created_at", "decided_at", "approved_at",
-                   "delivered_at", "closed_at")
+                   "delivered_at", "closed_at", "risk_report")
 _UPDATABLE = frozenset(REQUEST_COLUMNS) - {"extract_id", "requester_id", "created_at"}
 APPROVAL_COLUMNS = ("extract_id", "principal_id", "capacity", "decision", "reason", "decided_at")
 BUILD_COLUMNS = ("extract_id", "build_seq", "built_at", "rows", "persons", "manifest_sha256",
@@ -50,7 +51,7 @@ def replace_dataset(cur: duckdb.DuckDBPyConnection, *, agency: str, dataset: str
         marks = ", ".join("?" * len(ATTRIBUTE_COLUMNS))
         cur.executemany(f"INSERT INTO dataset_attribute ({', '.join(ATTRIBUTE_COLUMNS)}) "
                         f"VALUES ({marks})",
-                        [[agency, dataset] + [a[c] for c in ATTRIBUTE_COLUMNS[2:]]
+                        [[agency, dataset] + [a.get(c) for c in ATTRIBUTE_COLUMNS[2:]]
                          for a in attributes])
 
 
@@ -73,7 +74,7 @@ def insert_request(cur: duckdb.DuckDBPyConnection, row: Mapping[str, Any]) -> No
     """Insert a new extract request (every column of REQUEST_COLUMNS)."""
     marks = ", ".join("?" * len(REQUEST_COLUMNS))
     cur.execute(f"INSERT INTO extract_request ({', '.join(REQUEST_COLUMNS)}) VALUES ({marks})",
-                [row[c] for c in REQUEST_COLUMNS])
+                [row.get(c) for c in REQUEST_COLUMNS])
 
 
 def find_request(cur: duckdb.DuckDBPyConnection, extract_id: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ Consent rule: a person is opted out when any record that names them, active or w
 last had; that key is followed forward through ``key_lineage`` (merges and splits) so that an
 opt-out survives re-linking. A later version of a record with consent true or unknown replaces
 an earlier ``false`` (the agency corrected it or the person consented again).
+A person is also opted out by a person-level consent record (mpi/store/consent.py, Decision 79).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from mpi.store.consent import OPTED_OUT_CTES
 from mpi.store.rows import first_row
 
 
@@ -36,12 +38,7 @@ class CohortFilter:
     end: dt.date | None = None
 
 
-_OPTED_OUT = """
-opted_out(person_key) AS (
-    SELECT person_key FROM source_record
-    WHERE research_consent = false AND person_key IS NOT NULL
-    UNION
-    SELECT l.to_key FROM key_lineage l JOIN opted_out o ON l.from_key = o.person_key)"""
+_OPTED_OUT = OPTED_OUT_CTES  # the consent rule, record- and person-level (store/consent.py)
 
 _COHORT = """
 cohort AS (

@@ -249,4 +249,61 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "UPDATE source_record SET tokens = list_resize(tokens, 49, 0) WHERE len(tokens) < 49",
         "UPDATE record_version SET tokens = list_resize(tokens, 49, 0) WHERE len(tokens) < 49",
     )),
+    (9, "review queue freshness (current score per item) and agency verification tasks", (
+        "ALTER TABLE review_item ADD COLUMN current_weight DOUBLE",
+        "ALTER TABLE review_item ADD COLUMN current_probability DOUBLE",
+        "ALTER TABLE review_item ADD COLUMN scored_model_version VARCHAR",
+        "ALTER TABLE review_item ADD COLUMN scored_at TIMESTAMP",
+        """CREATE TABLE verification_task (
+            task_seq BIGINT PRIMARY KEY,
+            item_seq BIGINT NOT NULL,
+            agency VARCHAR NOT NULL,
+            record_seq BIGINT NOT NULL,
+            other_record_seq BIGINT,
+            question VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            answer VARCHAR,
+            answer_note VARCHAR,
+            created_by VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            answered_by VARCHAR,
+            answered_at TIMESTAMP)""",
+    )),
+    (10, "agency key scope: shared master keys or agency-scoped keys (Decision 72)", (
+        """CREATE TABLE agency_key_scope (
+            agency VARCHAR PRIMARY KEY,
+            key_scope VARCHAR NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""",
+    )),
+    (11, "released aggregate tables per build, for joint protection across releases (Decision 77)", (
+        """CREATE TABLE extract_release (
+            extract_id VARCHAR NOT NULL,
+            build_seq INTEGER NOT NULL,
+            requester_id VARCHAR NOT NULL,
+            population VARCHAR NOT NULL,
+            tables VARCHAR NOT NULL,
+            PRIMARY KEY (extract_id, build_seq))""",
+    )),
+    (12, "person-level research consent; the human behind a principal (Decisions 79-80)", (
+        """CREATE TABLE person_consent (
+            consent_seq BIGINT PRIMARY KEY,
+            person_key VARCHAR NOT NULL,
+            decision VARCHAR NOT NULL,
+            source_agency VARCHAR,
+            effective_date DATE NOT NULL,
+            reason VARCHAR,
+            recorded_by VARCHAR NOT NULL,
+            recorded_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE principal_human (
+            principal_id VARCHAR PRIMARY KEY,
+            human_email VARCHAR NOT NULL,
+            human_id VARCHAR NOT NULL,
+            set_by VARCHAR NOT NULL,
+            set_at TIMESTAMP NOT NULL)""",
+    )),
+    (13, "dictionary sign-off and grouping maps; the risk report approvers see (Decision 74)", (
+        "ALTER TABLE dataset_attribute ADD COLUMN non_identifying_signed_off_by VARCHAR",
+        "ALTER TABLE dataset_attribute ADD COLUMN hierarchy VARCHAR",
+        "ALTER TABLE extract_request ADD COLUMN risk_report VARCHAR",
+    )),
 )

@@ -107,6 +107,17 @@ def person_records(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[tupl
     return [(str(a), str(s)) for a, s in rows]
 
 
+def agency_record_counts(cur: duckdb.DuckDBPyConnection, person_keys: list[str], *,
+                         agency: str) -> dict[str, int]:
+    """person key -> the agency's active records on it (keys without any are left out)."""
+    if not person_keys:
+        return {}
+    rows = cur.execute("SELECT person_key, count(*) FROM source_record WHERE agency = ? "
+                       "AND status = 'active' AND person_key IN (SELECT unnest(?)) "
+                       "GROUP BY person_key", [agency, list(person_keys)]).fetchall()
+    return {str(k): int(n) for k, n in rows}
+
+
 def max_seqs(cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """Highest event_seq and item_seq in use."""
     e = _first(cur.execute("SELECT coalesce(max(event_seq), 0) FROM key_event").fetchall())

@@ -1,8 +1,8 @@
 """SQL for agencies, principals, their API keys (hashes only) and idempotency keys.
 
-Owns: reading and writing the ``agency``, ``principal``, ``api_key`` and ``idempotency_key``
-tables. Must not: see a plaintext API key (callers pass SHA-256 hashes) or decide who may do
-what (mpi/principals.py and api/ do).
+Owns: reading and writing the ``agency``, ``agency_key_scope``, ``principal``, ``api_key`` and
+``idempotency_key`` tables. Must not: see a plaintext API key (callers pass SHA-256 hashes) or
+decide who may do what (mpi/principals.py and api/ do).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from mpi.store.rows import dict_rows, first_row
 
 _PRINCIPAL_COLS = ("p.principal_id, p.name, p.role, p.agency, p.created_at, p.revoked_at, "
                    "(SELECT k.key_prefix FROM api_key k WHERE k.principal_id = p.principal_id "
-                   "AND k.revoked_at IS NULL ORDER BY k.created_at DESC LIMIT 1) AS key_prefix")
+                   "AND k.revoked_at IS NULL ORDER BY k.created_at DESC LIMIT 1) AS key_prefix, "
+                   "(SELECT h.human_email FROM principal_human h "
+                   "WHERE h.principal_id = p.principal_id) AS human_email")
 
 
 def insert_agency(cur: duckdb.DuckDBPyConnection, agency: str, *, now: dt.datetime) -> bool:
@@ -27,8 +29,24 @@ def insert_agency(cur: duckdb.DuckDBPyConnection, agency: str, *, now: dt.dateti
 
 
 def list_agencies(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every agency, by name."""
-    return dict_rows(cur.execute("SELECT agency, created_at FROM agency ORDER BY agency"))
+    """Every agency, by name, with its key scope (``shared`` unless set)."""
+    return dict_rows(cur.execute(
+        "SELECT a.agency, a.created_at, coalesce(s.key_scope, 'shared') AS key_scope "
+        "FROM agency a LEFT JOIN agency_key_scope s ON s.agency = a.agency ORDER BY a.agency"))
+
+
+def set_key_scope(cur: duckdb.DuckDBPyConnection, agency: str, key_scope: str, *,
+                  now: dt.datetime) -> None:
+    """Set an agency's key scope."""
+    cur.execute("INSERT INTO agency_key_scope VALUES (?, ?, ?) ON CONFLICT (agency) DO UPDATE "
+                "SET key_scope = excluded.key_scope, updated_at = excluded.updated_at",
+                [agency, key_scope, now])
+
+
+def key_scopes(cur: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """agency -> key scope, for the agencies whose scope was set."""
+    return {str(a): str(s) for a, s in cur.execute(
+        "SELECT agency, key_scope FROM agency_key_scope").fetchall()}
 
 
 def agency_exists(cur: duckdb.DuckDBPyConnection, agency: str) -> bool:

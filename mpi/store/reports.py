@@ -78,18 +78,27 @@ WITH label_stats AS (""" + ACTIVE_LABELS_SQL + """),
 r AS (
     SELECT record_seq, person_key, json_extract_string(attributes, ?) AS grp
     FROM source_record WHERE status = 'active'),
+constrained AS (
+    SELECT record_seq_a AS record_seq FROM link_constraint WHERE revoked_at IS NULL
+    UNION
+    SELECT record_seq_b FROM link_constraint WHERE revoked_at IS NULL),
 pair AS (
-    SELECT label_stats.is_match, ra.person_key = rb.person_key AS linked, ra.grp AS ga, rb.grp AS gb
+    SELECT label_stats.is_match, ra.person_key = rb.person_key AS linked, ra.grp AS ga,
+           rb.grp AS gb,
+           (ca.record_seq IS NOT NULL OR cb.record_seq IS NOT NULL) AS held
     FROM label_stats JOIN r ra ON ra.record_seq = label_stats.record_seq_a
-             JOIN r rb ON rb.record_seq = label_stats.record_seq_b),
+             JOIN r rb ON rb.record_seq = label_stats.record_seq_b
+             LEFT JOIN constrained ca ON ca.record_seq = label_stats.record_seq_a
+             LEFT JOIN constrained cb ON cb.record_seq = label_stats.record_seq_b),
 per_group AS (
-    SELECT ga AS grp, is_match, linked FROM pair
+    SELECT ga AS grp, is_match, linked, held FROM pair
     UNION ALL
-    SELECT gb, is_match, linked FROM pair WHERE gb IS DISTINCT FROM ga)
+    SELECT gb, is_match, linked, held FROM pair WHERE gb IS DISTINCT FROM ga)
 SELECT grp,
-       count(*) FILTER (WHERE is_match AND linked) AS true_links,
-       count(*) FILTER (WHERE NOT is_match AND linked) AS false_links,
-       count(*) FILTER (WHERE is_match AND NOT linked) AS missed_links
+       count(*) FILTER (WHERE NOT held AND is_match AND linked) AS true_links,
+       count(*) FILTER (WHERE NOT held AND NOT is_match AND linked) AS false_links,
+       count(*) FILTER (WHERE NOT held AND is_match AND NOT linked) AS missed_links,
+       count(*) FILTER (WHERE held) AS constrained_pairs
 FROM per_group GROUP BY grp
 """
 
@@ -97,9 +106,12 @@ FROM per_group GROUP BY grp
 def label_counts(cur: duckdb.DuckDBPyConnection, *, json_path: str) -> dict[str | None, dict[str, int]]:
     """Per value of one record attribute: active labelled pairs of active records that are
     linked and labelled a match (``true_links``), linked but labelled a non-match
-    (``false_links``) and labelled a match but not linked (``missed_links``). A pair counts in
-    the group of each of its two records (once when both share the group).
+    (``false_links``) and labelled a match but not linked (``missed_links``), counting only
+    pairs neither of whose records is in an active constraint (those the partition was made
+    to agree with); ``constrained_pairs`` counts the pairs left out. A pair counts in the group
+    of each of its two records (once when both share the group).
     """
     rows = cur.execute(_LABEL_COUNTS_SQL, [json_path]).fetchall()
-    return {grp: {"true_links": int(tp), "false_links": int(fp), "missed_links": int(fn)}
-            for grp, tp, fp, fn in rows}
+    return {grp: {"true_links": int(tp), "false_links": int(fp), "missed_links": int(fn),
+                  "constrained_pairs": int(held)}
+            for grp, tp, fp, fn, held in rows}

@@ -18,7 +18,11 @@ from mpi.store.rows import dict_rows
 
 _ITEM_COLUMNS = ("item_seq", "kind", "record_seq", "person_key", "other_person_key",
                  "match_weight", "match_probability", "status", "model_version", "created_at",
-                 "decision", "decision_reason", "decided_by", "decided_at")
+                 "decision", "decision_reason", "decided_by", "decided_at", "current_weight",
+                 "current_probability", "scored_model_version", "scored_at")
+# The score an item has now: the last rescore's (after a promote or re-link), else as queued.
+_CURRENT = "COALESCE(r.current_probability, r.match_probability)"
+SORTS = ("id", "probability_desc", "probability_asc")
 _AGENCY_INVOLVED = (
     "EXISTS (SELECT 1 FROM source_record s WHERE s.agency = ? AND (s.record_seq = r.record_seq "
     "OR (s.status = 'active' AND (s.person_key = r.person_key "
@@ -28,10 +32,12 @@ _AGENCY_INVOLVED = (
 def list_review_items(cur: duckdb.DuckDBPyConnection, *, kind: str | None = None,
                       statuses: Sequence[str] = ("open",), agency: str | None = None,
                       min_probability: float | None = None, max_probability: float | None = None,
-                      after: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-    """A page of review items (item_seq > ``after``, ascending) matching every filter given."""
-    where = ["r.item_seq > ?"]
-    params: list[Any] = [after]
+                      after: int = 0, limit: int = 50, sort: str = "id") -> list[dict[str, Any]]:
+    """A page of review items matching every filter given, on current scores: by id
+    (item_seq > ``after``, ascending), or by current probability (then ``after`` is the number
+    of items to skip; ties by id)."""
+    where = ["r.item_seq > ?"] if sort == "id" else ["TRUE"]
+    params: list[Any] = [after] if sort == "id" else []
     if kind is not None:
         where.append("r.kind = ?")
         params.append(kind)
@@ -39,18 +45,60 @@ def list_review_items(cur: duckdb.DuckDBPyConnection, *, kind: str | None = None
         where.append("r.status IN (" + ", ".join("?" * len(statuses)) + ")")
         params.extend(statuses)
     if min_probability is not None:
-        where.append("r.match_probability >= ?")
+        where.append(f"{_CURRENT} >= ?")
         params.append(min_probability)
     if max_probability is not None:
-        where.append("r.match_probability <= ?")
+        where.append(f"{_CURRENT} <= ?")
         params.append(max_probability)
     if agency is not None:
         where.append(_AGENCY_INVOLVED)
         params.append(agency)
     cols = ", ".join(f"r.{c}" for c in _ITEM_COLUMNS)
+    if sort == "id":
+        order, offset = "r.item_seq", 0
+    else:
+        direction = "DESC" if sort == "probability_desc" else "ASC"
+        order, offset = f"{_CURRENT} {direction}, r.item_seq", int(after)
     return dict_rows(cur.execute(
         f"SELECT {cols} FROM review_item r WHERE {' AND '.join(where)} "
-        "ORDER BY r.item_seq LIMIT ?", [*params, int(limit)]))
+        f"ORDER BY {order} LIMIT ? OFFSET ?", [*params, int(limit), offset]))
+
+
+def open_items(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every open or deferred item (what a rescore looks at), by id."""
+    cols = ", ".join(_ITEM_COLUMNS)
+    return dict_rows(cur.execute(f"SELECT {cols} FROM review_item "
+                                 "WHERE status IN ('open', 'deferred') ORDER BY item_seq"))
+
+
+def set_current_scores(cur: duckdb.DuckDBPyConnection, scores: Sequence[tuple[int, float, float]],
+                       *, model_version: str, now: dt.datetime) -> None:
+    """Store each item's current (item_seq, match weight, probability) under a model."""
+    if not scores:
+        return
+    seqs, weights, probs = (list(col) for col in zip(*scores, strict=True))
+    cur.execute(
+        "UPDATE review_item SET current_weight = q.w, current_probability = q.p, "
+        "scored_model_version = ?, scored_at = ? FROM (SELECT unnest(?::BIGINT[]) AS s, "
+        "unnest(?::DOUBLE[]) AS w, unnest(?::DOUBLE[]) AS p) q WHERE review_item.item_seq = q.s",
+        [model_version, now, seqs, weights, probs])
+
+
+def resolve_items(cur: duckdb.DuckDBPyConnection, item_seqs: Sequence[int], *, reason: str,
+                  now: dt.datetime) -> None:
+    """Close open or deferred items with a cause (``decided_by`` 'system')."""
+    if not item_seqs:
+        return
+    cur.execute("UPDATE review_item SET status = 'resolved', decision_reason = ?, "
+                "decided_by = 'system', decided_at = ? WHERE status IN ('open', 'deferred') "
+                "AND item_seq IN (SELECT unnest(?::BIGINT[]))",
+                [reason, now, [int(s) for s in item_seqs]])
+
+
+def reopen_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int) -> None:
+    """Open an item again: its decision fields are cleared (the audit log keeps them)."""
+    cur.execute("UPDATE review_item SET status = 'open', decision = NULL, decision_reason = NULL, "
+                "decided_by = NULL, decided_at = NULL WHERE item_seq = ?", [item_seq])
 
 
 def find_review_item(cur: duckdb.DuckDBPyConnection, item_seq: int) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ import pytest
 from mpi.identity.pipeline import demo_secret, tokenize_rows
 from mpi.synth import generate
 from tests.support.api import World, build_world
+from tests.support.models import LATEST_DEFAULT
 
 
 def _world(tmp_path: Path) -> World:
@@ -47,11 +48,16 @@ def test_steward_trains_inspects_evaluates_previews_and_promotes(tmp_path: Path)
     assert version == "candidate-v001"
 
     models = c.get("/v1/models", headers=h).json()["models"]
-    assert [m["version"] for m in models if m["active"]] == ["default-v003"]
+    assert [m["version"] for m in models if m["active"]] == [LATEST_DEFAULT]
     assert version in {m["version"] for m in models}
     m = c.get(f"/v1/models/{version}", headers=h).json()
     assert m["thresholds"]["link"] == 0.995 and not m["active"]
     assert all(lv["match_weight"] is not None for comp in m["comparisons"] for lv in comp["levels"])
+    assert m["level_order_violations"] == []  # training pooled them (Decision 89)
+    old = c.get("/v1/models/default-v003", headers=h).json()["level_order_violations"]
+    assert {(v["comparison"], v["weaker"]) for v in old} == {
+        ("household", "phone equal"),
+        ("national_id", "one digit or two neighbours differ (not the last)")}
 
     html = c.get(f"/v1/models/{version}/charts/cluster-sizes", headers=h)
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
@@ -82,7 +88,7 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     w = build_world(tmp_path)
     c = w.client
     for who in ("agency", "researcher", "auditor", "approver"):
-        assert c.post("/v1/models/default-v003/promote", headers=w.h(who)).status_code == 403
+        assert c.post(f"/v1/models/{LATEST_DEFAULT}/promote", headers=w.h(who)).status_code == 403
     assert c.post("/v1/models/train", headers=w.h("admin")).status_code == 403
     assert c.get("/v1/models", headers=w.h("admin")).status_code == 200
     h = w.h("steward")
@@ -90,8 +96,8 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     r = c.get("/v1/models/Bad..Name/impact", headers=h)
     assert r.status_code == 422 and "Bad..Name" not in r.text
-    assert c.get("/v1/models/default-v003/charts/pie", headers=h).status_code == 422
-    assert c.get("/v1/models/default-v003/charts/m-u?format=svg", headers=h).status_code == 422
+    assert c.get(f"/v1/models/{LATEST_DEFAULT}/charts/pie", headers=h).status_code == 422
+    assert c.get(f"/v1/models/{LATEST_DEFAULT}/charts/m-u?format=svg", headers=h).status_code == 422
     r = c.post("/v1/models/train", json={"sample": 0}, headers=h)
     assert r.status_code == 422
     r = c.post("/v1/models/train", json={"name": "default"}, headers=h)
@@ -99,6 +105,6 @@ def test_refusals_and_bad_input(tmp_path: Path) -> None:
     assert [e["field"] for e in r.json()["errors"]] == ["name"]
     r = c.post("/v1/models/train", json={"link": 0.5, "review": 0.9}, headers=h)
     assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["review"]
-    noop = c.post("/v1/models/default-v003/promote", headers=h).json()
+    noop = c.post(f"/v1/models/{LATEST_DEFAULT}/promote", headers=h).json()
     assert noop["mode"] == "already_active" and noop["records_changing_key"] == 0
     w.registry.close()

@@ -25,6 +25,7 @@ from mpi.linkage.definition import DEFAULT_DEFINITION, DEFINITION_V1
 from mpi.linkage.thresholds import DEFAULT, LINK_GRID, LINK_PRECISION, choose_thresholds
 from mpi.steward.evaluation import evaluate
 from mpi.synth import generate
+from tests.support.models import LATEST_DEFAULT
 
 
 def _edges(pairs: list[tuple[int, int, float]]) -> pa.Table:
@@ -194,7 +195,7 @@ def test_a_revision_1_registry_opens_links_and_promotes_revision_2(tmp_path: Pat
         assert _keys(reg) == before
         reg.link()
         from mpi.steward.modelops import promote_model
-        res = promote_model(reg, "default-v003", principal="test")
+        res = promote_model(reg, LATEST_DEFAULT, principal="test")
         assert res["mode"] == "relink"
         assert reg.model_definition is DEFAULT_DEFINITION
         assert reg.index.definition is DEFAULT_DEFINITION  # re-blocked with the newer rules

@@ -5,6 +5,7 @@ audited, the online scorer switches) and the ``mpi model`` commands."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
 import random
@@ -38,6 +39,7 @@ from mpi.steward.modeljobs import trainer_for
 from mpi.steward.training import train_candidate
 from mpi.store import labels as lstore
 from mpi.synth import generate
+from tests.support.models import LATEST_DEFAULT, SHIPPED_DEFAULTS
 
 pytestmark = pytest.mark.integration  # the base registry trains a Splink candidate
 
@@ -85,11 +87,11 @@ def _groups(keys: dict[tuple[str, str], str]) -> dict[tuple[str, str], frozenset
 
 def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: Registry) -> None:
     listed = {m["version"]: m for m in modelops.list_models(reg)}
-    assert set(listed) == {"default-v001", "default-v002", "default-v003", "candidate-v001"}
+    assert set(listed) == {*SHIPPED_DEFAULTS, "candidate-v001"}
     assert not listed["default-v001"]["active"]  # the shipped earlier version stays listed
-    assert listed["default-v003"]["active"] and not listed["candidate-v001"]["active"]
+    assert listed[LATEST_DEFAULT]["active"] and not listed["candidate-v001"]["active"]
     assert listed["candidate-v001"]["location"] == "registry"
-    assert listed["default-v003"]["activated_at"]
+    assert listed[LATEST_DEFAULT]["activated_at"]
     m = modelops.get_model(reg, "candidate-v001")
     # thresholds come from the candidate's own estimate (Decision 56), recorded with it
     from mpi.linkage.thresholds import LINK_GRID, REVIEW_GRID
@@ -97,6 +99,7 @@ def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: R
     meta = modelops.load_model(reg, "candidate-v001").meta
     assert meta["threshold_estimate"]["at_link"]["threshold"] == m["thresholds"]["link"]
     assert len(m["comparisons"]) == len(reg.model_definition.comparisons)
+    assert m["level_order_violations"] == []  # training pools out-of-order levels (Decision 89)
     for comp in m["comparisons"]:
         null, *levels = comp["levels"]
         assert null["level"] == -1 and null["match_weight"] == 0.0
@@ -104,7 +107,7 @@ def test_list_and_show_mark_the_active_version_and_give_weights_per_level(reg: R
             assert lv["match_weight"] == pytest.approx(math.log2(lv["m_probability"]
                                                                  / lv["u_probability"]))
     assert m["training_data"]["fingerprint"].startswith("sha256:")
-    assert m["training_data"]["labels"] == 0 and m["parent_version"] == "default-v003"
+    assert m["training_data"]["labels"] == 0 and m["parent_version"] == LATEST_DEFAULT
     with pytest.raises(NotFound):
         modelops.get_model(reg, "nothing-v001")
     with pytest.raises(InvalidInput):
@@ -128,7 +131,7 @@ def test_training_job_reports_progress_and_never_activates(reg: Registry) -> Non
     assert str(reg.settings.data_dir) not in json.dumps(job, default=str)
     version = job["result"]["version"]
     m = modelops.get_model(reg, version)
-    assert not m["active"] and reg.model.version == "default-v003"
+    assert not m["active"] and reg.model.version == LATEST_DEFAULT
     assert m["thresholds"]["link"] == 0.995 and m["training_data"]["labels"] == 1
     assert m["training"]["seed"] == 5 and m["training_data"]["sample_fraction"] == 0.9
     assert _keys(reg) == before
@@ -178,7 +181,7 @@ def test_impact_changes_nothing_and_predicts_the_promotion(reg: Registry,
     before, audit_n = _keys(reg), len(reg.list_audit(limit=10_000))
     imp = modelops.model_impact(reg, "candidate-v001", principal="t", sample=5)
     assert calls, "impact must pass through apply_constraints"
-    assert _keys(reg) == before and reg.model.version == "default-v003"
+    assert _keys(reg) == before and reg.model.version == LATEST_DEFAULT
     assert len(reg.list_audit(limit=10_000)) == audit_n + 1  # the models.impact read event
     assert not imp["same_parameters"] and imp["records"] == len(before)
     assert imp["pairs"]["changed_decision"] >= len(imp["sample"]) > 0
@@ -366,6 +369,16 @@ def test_cli_train_takes_thresholds(base: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (d / "models").glob("*-v*.json")
                   if not p.name.endswith(".meta.json")) == ["candidate-v001.json",
                                                              "candidate-v002.json"]
+    # Issue 17: the command line audits training as the OS user, refusals too.
+    reg = Registry(Settings(data_dir=d))
+    try:
+        trained = [e for e in reg.list_audit(limit=100_000) if e["action"] == "models.train"]
+    finally:
+        reg.close()
+    assert {e["principal"] for e in trained} == {f"os:{getpass.getuser()}"}
+    assert [json.loads(e["detail"])["version"] for e in trained if e["outcome"] == "ok"] \
+        == ["candidate-v002"]
+    assert [e["outcome"] for e in trained if e["outcome"] != "ok"] == ["invalid"] * 4
 
 
 def test_impact_of_a_same_parameter_version_agrees_with_its_activation_only_promote(
@@ -538,7 +551,7 @@ def test_impact_refuses_when_records_are_enrolled_between_the_two_analyses(
 
     def analyse_active_then_enrol(r: Registry, model: Any) -> Any:
         out = real(r, model)
-        if model.version == "default-v003" and ("agency_new", again[0]["source_record_id"]) \
+        if model.version == LATEST_DEFAULT and ("agency_new", again[0]["source_record_id"]) \
                 not in r.by_sid:
             assert not r.enrol_records("agency_new", list(enumerate(again, start=1))).problems
         return out

@@ -34,6 +34,7 @@ from mpi.steward import labels, modelops, review, stewardship
 from mpi.steward.constraints import MUST
 from mpi.store import review as review_store
 from mpi.synth import generate
+from tests.support.models import LATEST_DEFAULT
 
 pytestmark = pytest.mark.integration  # a long hypothesis search over steward operations
 
@@ -126,7 +127,7 @@ def _online_change(reg: Registry, op: str, refs: dict[int, tuple[str, str]], seq
 
 def _promote_other(reg: Registry) -> None:
     """Promote the other version; the impact preview predicts the churn exactly."""
-    other = "perturbed-v001" if reg.model.version == "default-v003" else "default-v003"
+    other = "perturbed-v001" if reg.model.version == LATEST_DEFAULT else LATEST_DEFAULT
     preview = modelops.model_impact(reg, other, principal="p", sample=0)["promote"]
     done = modelops.promote_model(reg, other, principal="p")
     for figure in ("records_changing_key", "persons_merging", "persons_splitting", "new_keys"):

@@ -64,8 +64,9 @@ def build_world(tmp_path: Path, **settings: Any) -> World:
     for name, role, agency in ((A, "agency", A), (B, "agency", B), ("steward", "steward", None),
                                ("approver", "approver", A), ("researcher", "researcher", None),
                                ("auditor", "auditor", None)):
-        r = client.post("/v1/principals", json={"name": name, "role": role, "agency": agency},
-                        headers=w.h("admin"))
+        human: str | None = None if role == "agency" else f"{name}@example.org"  # Decision 80
+        r = client.post("/v1/principals", json={"name": name, "role": role, "agency": agency,
+                                                "human_email": human}, headers=w.h("admin"))
         assert r.status_code == 201, r.text
         w.keys[name], w.ids[name] = r.json()["api_key"], r.json()["principal"]["principal_id"]
     w.keys["agency"] = w.keys[A]

@@ -40,8 +40,13 @@ DICTIONARY = [
 ]
 
 
-def add_principal(w: World, name: str, role: str, agency: str | None = None) -> None:
-    r = w.client.post("/v1/principals", json={"name": name, "role": role, "agency": agency},
+def add_principal(w: World, name: str, role: str, agency: str | None = None, *,
+                  human_email: str | None = None) -> None:
+    """Create a principal (a human role gets a distinct address unless one is given)."""
+    if human_email is None and role != "agency":
+        human_email = f"{name.casefold().replace(' ', '.')}.{role}.{agency or 'any'}@example.org"
+    r = w.client.post("/v1/principals", json={"name": name, "role": role, "agency": agency,
+                                               "human_email": human_email},
                       headers=w.h("admin"))
     assert r.status_code == 201, r.text
     w.keys[name], w.ids[name] = r.json()["api_key"], r.json()["principal"]["principal_id"]
