@@ -28,6 +28,7 @@ from api.policy import POLICY, PUBLIC, route_key
 from api.ratelimit import RateLimiter
 from api.routes import admin, audit, datasets, extracts, jobs, models, ops, persons, records, reports
 from api.routes import consent as consent_routes
+from api.routes import lineage as lineage_routes
 from api.routes import review as review_routes
 from api.routes import stewardjobs as stewardjob_routes
 from api.routes import verifications as verification_routes
@@ -130,7 +131,8 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.mpi = state
     api_errors.install(app)
     for module in (records, persons, jobs, admin, audit, ops, reports, datasets, extracts, models,
-                   review_routes, stewardjob_routes, consent_routes, verification_routes):
+                   review_routes, stewardjob_routes, consent_routes, verification_routes,
+                   lineage_routes):
         app.include_router(module.router)
     console.install(app, settings)
     missing = [k for k in route_keys(app.routes) if k not in POLICY]

@@ -1,9 +1,13 @@
 """Prometheus metrics of one app: request latency per route template, ingest outcomes, size.
 
-Owns: a private ``CollectorRegistry`` per app (so several apps can live in one process), the
-latency histogram, the ingest counter and the registry-size gauges (read at scrape time). Must
-not: label anything with a token, a record id or a person key (labels are route templates,
-methods, statuses and outcome names).
+Owns: two private ``CollectorRegistry`` objects per app (so several apps can live in one
+process): the public one (the latency histogram and the ingest counter: operational figures
+that read the same whether a scoped agency's record joins another agency's person or mints a
+new one) and the registry-size one (records, persons and open review items, read at scrape
+time; these move with cross-agency membership, so only an authenticated operator gets them,
+Decision 93). Must not: label anything with a token, a record id or a person key (labels are
+route templates, methods, statuses and outcome names), or put a figure that depends on who
+holds a person into the public registry.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class Metrics:
                                  registry=self.registry)
         self.ingest = Counter("mpi_ingest_records_total", "Records ingested, by outcome.",
                               ["outcome"], registry=self.registry)
-        self.registry.register(_RegistrySize(stats))
+        self.size = CollectorRegistry()
+        self.size.register(_RegistrySize(stats))
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
         """Record one request's latency."""
@@ -64,5 +69,9 @@ class Metrics:
                 self.ingest.labels(outcome).inc(n)
 
     def render(self) -> bytes:
-        """The exposition text."""
+        """The public exposition text: request latency and ingest outcomes only."""
         return generate_latest(self.registry)
+
+    def render_size(self) -> bytes:
+        """The registry-size gauges (records, persons, open review items) for an operator."""
+        return generate_latest(self.size)

@@ -8,20 +8,25 @@ prebuilt registry such as scripts/bench_build_registry.py makes, so the original
 changed): ``--people`` synthetic people at two agencies posted through ``POST /v1/records``.
 Signs a steward in to the console through the real app in process (``TestClient`` over
 https://testserver: routing, session, CSRF, templates and the domain calls, no TLS or socket),
-then times ``--requests`` sequential GETs of each page: the review queue (25 and 100 items),
-one review item, and, for comparison, the JSON ``GET /v1/review`` of the same 25 items.
-Prints p50/p95/p99 in ms with the registry's size (records, persons, open review items).
+then times ``--requests`` sequential GETs of each page: the review queue (25 and 100 items,
+and 25 filtered by agency ``agency_b``), the keys export page,
+one review item, its person's page (with the lineage drawing), and, for comparison, the JSON
+``GET /v1/review`` of the same 25 items.
+Prints p50/p95/p99 in ms with the registry's size (records, persons, open review items), and
+the console queue page's p50 over the JSON route's in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import emit, log, machine_info, percentiles_ms, working_copy  # noqa: E402
@@ -38,14 +43,15 @@ AGENCIES = ("agency_a", "agency_b")
 
 def _fill(client: TestClient, admin: str, people: int) -> dict[str, str]:
     h = {"Authorization": f"Bearer {admin}"}
+    run = secrets.token_hex(3)  # principals named per run: --no-copy reopens the same registry
     keys = {}
     for agency in AGENCIES:
         client.post("/v1/agencies", json={"agency": agency}, headers=h)
-        r = client.post("/v1/principals", json={"name": agency, "role": "agency", "agency": agency},
-                        headers=h)
+        r = client.post("/v1/principals", json={"name": f"{agency}-{run}", "role": "agency",
+                                                "agency": agency}, headers=h)
         keys[agency] = r.json()["api_key"]
-    r = client.post("/v1/principals", json={"name": "steward", "role": "steward",
-                                            "human_email": "steward@example.org"}, headers=h)
+    r = client.post("/v1/principals", json={"name": f"steward-{run}", "role": "steward",
+                                            "human_email": f"steward-{run}@example.org"}, headers=h)
     r.raise_for_status()
     keys["steward"] = r.json()["api_key"]
     if people:
@@ -78,9 +84,17 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--no-copy", action="store_true",
+                    help="open --data-dir itself (it must be your own disposable copy, e.g. "
+                    "cp -r /tmp/mpi-bench-1m /tmp/console-1m): no second copy per run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = working_copy(args.data_dir, parent=Path(tmp)) if args.data_dir else Path(tmp) / "d"
+        if args.data_dir and args.no_copy:
+            data = args.data_dir
+        elif args.data_dir:
+            data = working_copy(args.data_dir, parent=Path(tmp))
+        else:
+            data = Path(tmp) / "d"
         reg = Registry(Settings(data_dir=data))
         try:
             client = TestClient(create_app(reg.settings, registry=reg),
@@ -99,11 +113,19 @@ def main() -> None:
                 "requests_per_page": args.requests,
                 "console_review_25_ms": _time(client, "/console/review?limit=25", args.requests),
                 "console_review_100_ms": _time(client, "/console/review?limit=100", args.requests),
+                "console_review_agency_25_ms": _time(
+                    client, "/console/review?limit=25&agency=agency_b", args.requests),
+                "console_keys_ms": _time(client, "/console/keys", args.requests),
                 "json_review_25_ms": _time(client, "/v1/review?limit=25", args.requests, headers={
                     "Authorization": f"Bearer {keys['steward']}"}),
             }
             if item is not None:
                 result["console_item_ms"] = _time(client, f"/console/review/{item}", args.requests)
+                person = quote(queue[0]["person_key"], safe="")
+                result["console_person_ms"] = _time(client, f"/console/persons/{person}",
+                                                    args.requests)
+            result["ratio_console_to_json_review_25_p50"] = round(
+                result["console_review_25_ms"]["p50"] / result["json_review_25_ms"]["p50"], 3)
             emit(result, args.json_out)
         finally:
             reg.background.drain(timeout=60)

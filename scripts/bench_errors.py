@@ -16,7 +16,7 @@ measure the end-to-end figures). Baseline: the counts are of the true pairs of e
 
     python scripts/bench_errors.py [--febrl febrl1/us_shaped ... | --no-febrl]
         [--people 20000 --error-scale 1 --blank national_id,...]
-        [--rule date_of_birth,family_name_prefix3 ...] [--json-out F]
+        [--rule date_of_birth,family_name_prefix3 ...] [--model V --models-dir D] [--json-out F]
 """
 
 from __future__ import annotations
@@ -210,11 +210,13 @@ def main() -> None:
     ap.add_argument("--rule", action="append", default=[],
                     help="a candidate blocking rule, comma-separated token columns")
     ap.add_argument("--model", default=None, help="model version (default: newest shipped)")
+    ap.add_argument("--models-dir", type=Path, default=None,
+                    help="directory of model files (default: the shipped linkage_models/)")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
     from mpi.linkage.modelfile import default_models_dir, latest_version, load_version
-    d = default_models_dir()
+    d = args.models_dir or default_models_dir()
     model = load_version(d, args.model or latest_version(d, name="default"))
     rules = [tuple(r.split(",")) for r in args.rule]
     sets = args.febrl or [f"{ds}/{v}" for ds in ("febrl1", "febrl2")

@@ -5,7 +5,8 @@
 Starts the real ``mpi serve`` over TLS on a temporary registry filled as the console's browser
 tests fill it (tests/support/console.py: 400 synthetic people at two agencies, one principal
 per role, data dictionaries, plus one extract request; the steward also asks the agencies to
-verify one item and starts a re-link), signs in as each role in headless
+verify one item and starts a re-link and a keys export; one person is split and the split-off
+key merged into another, so that its page shows a lineage), signs in as each role in headless
 Chromium (Debian's ``/usr/bin/chromium``, Decision 83) and writes ``<role>-<page>.png`` to
 OUT_DIR. Prints the files written.
 """
@@ -43,6 +44,29 @@ def _request_extract(site: ConsoleSite) -> str:
         return str(r.json()["extract_id"])
 
 
+def _split_and_merge(site: ConsoleSite) -> str:
+    """Split a two-record person and merge the split-off key into another person, over the
+    API; the surviving key (its lineage has a split and a merge)."""
+    with site.client("steward") as c:
+        keys = []
+        for rec in site.records[A][:60]:
+            r = c.get(f"/v1/records/{rec['source_record_id']}", params={"agency": A})
+            if r.status_code == 200 and r.json().get("person_key"):
+                keys.append(r.json()["person_key"])
+        person = next(p for p in (c.get(f"/v1/persons/{k}").json() for k in keys)
+                      if len(p["records"]) >= 2)
+        recs = person["records"]
+        r = c.post(f"/v1/persons/{person['person_key']}/split",
+                   json={"groups": [[recs[0]], recs[1:]], "reason": "two people"})
+        r.raise_for_status()
+        new = r.json()["new_keys"][0]
+        other = next(k for k in keys if k not in (person["person_key"], new))
+        r = c.post(f"/v1/persons/{new}/merge", json={"person_keys": [other],
+                                                     "reason": "one person"})
+        r.raise_for_status()
+        return str(r.json()["person_key"])
+
+
 def _sign_in(page: Page, site: ConsoleSite, who: str) -> None:
     page.goto(site.url + "/console/login")
     page.fill("#api_key", site.keys[who])
@@ -60,6 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, console_site(Path(tmp)) as site, \
             sync_playwright() as p:
         xid = _request_extract(site)
+        lineage = _split_and_merge(site)
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         written = []
 
@@ -77,7 +102,9 @@ def main() -> None:
         shoot(ctx.new_page(), "login", "/console/login")
         ctx.close()
         pages = {
-            "steward": ["/console", "/console/review", "@item", "@person", "/console/persons",
+            "steward": ["/console", "/console/review", "@item", "@person",
+                        f"/console/persons/{lineage}", "/console/persons", "/console/keys",
+                        "@keys",
                         "/console/constraints?status=all", "/console/models", "@model",
                         "/console/reports/equity?by=race_ethnicity", f"/console/extracts/{xid}",
                         "@verify", "@relink"],
@@ -100,8 +127,12 @@ def main() -> None:
                 elif path == "@person":
                     person = re.findall(r'href="/console/persons/(pk_[^"]+)"', page.content())[0]
                     path = f"/console/persons/{person}"
-                elif path in ("@verify", "@relink"):
-                    if path == "@verify":
+                elif path in ("@verify", "@relink", "@keys"):
+                    if path == "@keys":
+                        page.goto(site.url + "/console/keys")
+                        page.click("button:has-text('Start a keys export')")
+                        page.wait_for_selector("#job[data-running='false']", timeout=120_000)
+                    elif path == "@verify":
                         page.goto(site.url + "/console/review?sort=probability_asc")
                         item = re.findall(r'href="/console/review/(\d+)"', page.content())[0]
                         page.goto(site.url + f"/console/review/{item}")

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mpi.config import Settings
 
-from . import routes_office, routes_session, routes_steward
+from . import routes_keys, routes_office, routes_session, routes_steward
 from .guard import ConsoleRefusal
 from .render import page
 from .session import SessionStore
@@ -34,7 +34,7 @@ def _refused(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the console to ``app``: routes, static files, sessions, the refusal page."""
     app.state.console_sessions = SessionStore(settings.console_idle_minutes * 60)
-    for module in (routes_session, routes_steward, routes_office):
+    for module in (routes_session, routes_steward, routes_keys, routes_office):
         app.include_router(module.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_exception_handler(ConsoleRefusal, _refused)

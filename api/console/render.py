@@ -37,7 +37,8 @@ TEMPLATES.env.filters["when"] = when
 NAV: dict[str, list[tuple[str, str]]] = {
     "steward": [("/console/review", "Review queue"), ("/console/persons", "Persons"),
                 ("/console/constraints", "Constraints"), ("/console/models", "Models"),
-                ("/console/reports/equity", "Equity report"), ("/console/extracts", "Extracts")],
+                ("/console/reports/equity", "Equity report"), ("/console/keys", "Keys export"),
+                ("/console/extracts", "Extracts")],
     "approver": [("/console/extracts", "Extract requests")],
     "researcher": [("/console/datasets", "Catalogue and request"),
                    ("/console/extracts", "My requests")],

@@ -22,6 +22,7 @@ from api.schemas.lifecycle import TrainIn
 from api.state import get_access, get_desk, get_jobs
 from mpi.errors import MpiError
 
+from . import lineage_svg
 from .guard import SignedIn
 from .render import failure, harden, page
 
@@ -97,7 +98,8 @@ async def review_queue(request: Request, viewer: SignedIn) -> HTMLResponse:
         try:
             result = await run_in_threadpool(
                 desk.list_review, viewer.principal, kind=kind, status=status, agency=agency,
-                min_probability=lo, max_probability=hi, after=after, limit=limit, sort=sort)
+                min_probability=lo, max_probability=hi, after=after, limit=limit, sort=sort,
+                explained=False)  # the list shows no explanation: skip scoring the best pairs
         except MpiError as exc:
             code, message = failure(exc)
             errors.append(message)
@@ -248,19 +250,24 @@ async def _person_page(request: Request, viewer: SignedIn, person_key: str, *,
                        status: int = 200, message: str | None = None,
                        notice: str | None = None) -> HTMLResponse:
     access = await get_access(request)
+    desk = await get_desk(request)
     try:
         person = await run_in_threadpool(access.read_person, viewer.principal, person_key)
+        lineage = await run_in_threadpool(desk.person_lineage, viewer.principal, person_key)
     except MpiError as exc:
         code, text = failure(exc)
         return page(request, "persons.html", viewer, status=code, agency="", sid="",
                     message=f"{text} ({'person key'})")
     return page(request, "person.html", viewer, status=status, person=person, message=message,
-                notice=notice or request.query_params.get("notice"))
+                notice=notice or request.query_params.get("notice"), lineage=lineage,
+                drawing=lineage_svg.layout(lineage),
+                lineage_text=[lineage_svg.describe(e) for e in lineage["events"]],
+                kind_words=lineage_svg.KIND_WORDS)
 
 
 @router.get("/persons/{person_key}")
 async def person(request: Request, person_key: str, viewer: SignedIn) -> HTMLResponse:
-    """A person: status, records, and the merge and split forms."""
+    """A person: status, lineage graph, records, and the merge and split forms."""
     return await _person_page(request, viewer, person_key)
 
 

@@ -1,4 +1,5 @@
-"""Public operational routes: liveness, readiness, metrics and the linkage schema."""
+"""Operational routes: liveness, readiness, metrics and the linkage schema (public), and the
+registry-size metrics (an authenticated operator only, Decision 93)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from api.auth import Caller
 from api.errors import NotReady, errors
 from api.metrics import CONTENT_TYPE
 from api.schemas.common import HealthOut, ReadyOut
@@ -32,14 +34,33 @@ async def readyz(request: Request) -> Any:
     return {"status": "ready", "model_version": reg.model.version}
 
 
+_EXPOSITION: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+          "description": "Prometheus text exposition format."}}
+
+
 @router.get("/metrics", summary="Prometheus metrics", tags=["ops"], response_class=Response,
-            description="Request latency histograms per route template, ingest counts by outcome "
-            "and registry size gauges (aggregates only: no ids, tokens or keys).",
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition format."}})
+            description="Operational figures only: request latency histograms per route "
+            "template and ingest counts by outcome (as each agency was told them). Registry "
+            "size (records, persons, open review items) moves when a scoped agency's record "
+            "joins another agency's person, so it is at `GET /metrics/registry`, for an "
+            "authenticated operator (Decision 93).", responses=_EXPOSITION)
 def metrics(request: Request) -> Response:
-    """The metrics in Prometheus text format."""
+    """The public metrics in Prometheus text format."""
     return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/metrics/registry", summary="Registry-size metrics", tags=["ops"],
+            response_class=Response, responses=_EXPOSITION,
+            description="Prometheus gauges `mpi_registry_records` (by status), "
+            "`mpi_registry_persons` (by status) and `mpi_registry_review_open` (by kind), read "
+            "at scrape time. Admin, steward or auditor only: these counts tell whether an "
+            "enrolment joined an existing person. Not audited (a scraper reads it every few "
+            "seconds); the answer is never cached (`Cache-Control: no-store`).")
+def registry_metrics(request: Request, caller: Caller) -> Response:
+    """The registry-size gauges in Prometheus text format."""
+    return Response(app_state(request).metrics.render_size(), media_type=CONTENT_TYPE,
+                    headers={"Cache-Control": "no-store"})
 
 
 @router.get("/v1/schema", response_model=dict[str, Any], tags=["schema"],

@@ -39,9 +39,10 @@ class DictionaryEntryIn(BaseModel):
         None, description="Default: dates to month, birth dates to year, ages top-coded at 90, "
         "ZIP codes to ZIP3, else none (when allowed).")
     non_identifying_signed_off_by: str | None = Field(
-        None, max_length=200, description="A steward's principal id signing this `other` "
-        "attribute off as non-identifying (then it is not a quasi-identifier); never for "
-        "dates, ZIPs, ages or birth fields.")
+        None, max_length=200, description="Refused (422) when set: an agency cannot sign off "
+        "its own attribute. A steward does, with `POST /v1/datasets/{agency}/{dataset}/"
+        "attributes/{attribute}/sign-off` (Decision 94); a re-PUT keeps that sign-off unless "
+        "the attribute's type or class changes.")
     hierarchy: dict[str, str] | list[dict[str, str]] | None = Field(
         None, description="String attributes: grouping map(s) value -> group (-> larger "
         "group), the levels the risk search may generalize to before suppressing.")
@@ -67,8 +68,21 @@ class DictionaryEntryOut(BaseModel):
     klass: str = Field(alias="class", serialization_alias="class")
     allowed_generalizations: list[str]
     default_generalization: str
-    non_identifying_signed_off_by: str | None = None
+    non_identifying_signed_off_by: str | None = Field(
+        None, description="The steward principal that signed this `other` attribute off as "
+        "non-identifying (then it is not a quasi-identifier of rows extracts), if one did.")
+    non_identifying_signed_off_at: UtcTime | None = None
+    non_identifying_sign_off_reason: str | None = None
     hierarchy: dict[str, str] | list[dict[str, str]] | None = None
+
+
+class SignOffIn(BaseModel):
+    """A steward's sign-off of an attribute as non-identifying, or its revocation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, description="Why the attribute does not "
+                        "identify anyone (or why the sign-off is withdrawn).")
 
 
 class DatasetOut(BaseModel):
@@ -134,6 +148,11 @@ class ExtractIn(BaseModel):
     l_entropy: bool = Field(False, description="Rows: entropy l-diversity as well as distinct.")
     max_suppression: float = Field(0.05, description="Rows: share of rows global recoding may "
                                    "leave to local recoding and suppression (0-0.5).")
+    max_risk: float | None = Field(None, description="Rows: the largest prosecutor risk any "
+                                   "released row may carry (default 1/k; at most 1/k, at least "
+                                   "0.01). Classes grow to meet it; a request or build that "
+                                   "cannot meet it is refused (422 `max_risk`; a build fails "
+                                   "409-style with `build_error`), Decision 94.")
     expires_at: UtcTime = Field(description="After this, no approval or download (<= 730 days).")
     download_limit: int = Field(3, description="Most downloads (1-50).")
 
@@ -189,9 +208,13 @@ class ExtractOut(BaseModel):
     l: int = 2  # noqa: E741
     l_entropy: bool = False
     max_suppression: float = 0.05
+    max_risk: float | None = Field(None, description="Rows: the request's maximum prosecutor "
+                                   "risk (null: 1/k).")
     risk_report: dict[str, Any] | None = Field(None, description="Rows: the disclosure risk "
                                                "computed when the request was made, before "
-                                               "approval (Decision 74).")
+                                               "approval (Decision 74); `policy` says whether "
+                                               "it meets the request's maximum risk (Decision "
+                                               "94).")
     expires_at: UtcTime
     expired: bool
     download_limit: int

@@ -442,9 +442,13 @@ def name_set(given: str, family: str) -> str:
 
 
 def derive_record_variants(values: Mapping[str, str]) -> dict[str, str]:
-    """Token name -> value for the variants that combine fields (today: the name pair)."""
+    """Token name -> value for the variants that combine fields: the unordered name pair and
+    its name-order-free similarity token (contract revision 3)."""
     given, family = values.get("given_name"), values.get("family_name")
-    return {"family_name.name_set": name_set(given, family)} if given and family else {}
+    if not (given and family):
+        return {}
+    pair = name_set(given, family)
+    return {"family_name.name_set": pair, "family_name.name_set_bloom": pair}
 
 
 def derive_variants(values: Mapping[str, str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ SCHEMA_VERSION = 1
 # Revisions of contract v1 add optional tokens only: a record from an earlier tokenizer stays
 # valid (its new tokens are simply absent). Stored token lists keep the positions of earlier
 # revisions; tokens a revision adds are appended after them (TOKEN_NAMES).
-CONTRACT_REVISION = 2
+CONTRACT_REVISION = 3
 _MASKED_DATE = "YYYYMMDD"
 
 
@@ -65,7 +65,13 @@ FIELDS: tuple[Field, ...] = (
            Variant("name_set", "given and family name as an unordered pair: the two "
                    "normalized names sorted and joined by '|' (swapped names agree); present "
                    "only when both names are", since=2),
-           Variant("bloom", _BLOOM, since=2))),
+           Variant("bloom", _BLOOM, since=2),
+           Variant("name_set_bloom", "name-order-free similarity token: a 64-bit Bloom filter "
+                   "of the letter pairs of BOTH names, each padded with '_' on its own (the "
+                   "union of the given name's and the family name's pairs, so it does not "
+                   "depend on their order; filter bits as for the other similarity tokens, "
+                   "the value hashed being name_set's 'A|B'); present only when both names "
+                   "are. Swapped names with a typo stay similar", since=3))),
     Field("date_of_birth", "date of birth",
           "ISO 8601 YYYY-MM-DD (other formats only when declared); 1900-01-01 and similar "
           "placeholders are missing",
@@ -132,7 +138,8 @@ SHARED_DOMAINS: dict[str, str] = {
 
 # Tokens compared by similarity of their bits, not equality: the service keeps their bits
 # (permuted under its own key) instead of re-keying them.
-SIMILARITY_TOKENS = frozenset({"given_name.bloom", "family_name.bloom", "address_line.bloom"})
+SIMILARITY_TOKENS = frozenset({"given_name.bloom", "family_name.bloom", "address_line.bloom",
+                               "family_name.name_set_bloom"})
 
 
 def token_domain(name: str) -> str:
@@ -182,7 +189,8 @@ def schema_document() -> dict[str, Any]:
             "similarity_tokens": {
                 "names": sorted(SIMILARITY_TOKENS),
                 "digest": "instead of the HMAC: a 64-bit Bloom filter of the value's letter "
-                          "pairs; for each pair of '_' + value + '_', d = HMAC-SHA256(secret, "
+                          "pairs; for each pair of '_' + part + '_' of every '|'-separated part "
+                          "of the value (one part but for name_set_bloom), d = HMAC-SHA256(secret, "
                           "b'mpi/v{schema_version}/{domain}' + 0x00 + utf8(pair)) sets bits "
                           "d[0] mod 64 and d[1] mod 64; digest = the 8 filter bytes "
                           "(little-endian) + 24 zero bytes",

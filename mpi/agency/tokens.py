@@ -58,6 +58,7 @@ class TokenMaker:
         self._memo: dict[tuple[str, str], str] = {}
         self._memo_max = memo
         self._pair_bits: dict[tuple[bytes, str], int] = {}  # (domain prefix, letter pair) -> bits
+        self._part_bits: dict[tuple[bytes, str], int] = {}  # (domain prefix, one name) -> bits
 
     def __call__(self, name: str, value: str) -> str:
         """The token of one normalized value (a Bloom filter for a similarity token)."""
@@ -91,15 +92,33 @@ class TokenMaker:
     def bloom(self, name: str, value: str) -> str:
         """The similarity token of a normalized name: a 64-bit Bloom filter of its letter pairs
         (the name padded with '_' at both ends), BLOOM_HASHES bits per pair at positions taken
-        from the pair's HMAC, as 8 bytes followed by 24 zero bytes."""
+        from the pair's HMAC, as 8 bytes followed by 24 zero bytes. A value of several
+        '|'-separated names (the unordered name pair) pads each name on its own: the filter is
+        the union of the names' pairs, whatever their order."""
         key = (name, value)
-        tok = self._memo.get(key)
+        memo = name not in _UNIQUE  # a memo of (nearly) one person's own values only churns
+        tok = self._memo.get(key) if memo else None
         if tok is not None:
             return tok
         prefix = self._prefix(name)
         bits = 0
-        padded = f"_{value}_"
+        for part in value.split("|"):
+            bits |= self._part_bits.get((prefix, part)) or self._filter(prefix, part)
+        raw = bits.to_bytes(8, "little") + bytes(24)
+        tok = self._head + _b2a(raw, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()
+        if memo:
+            if len(self._memo) >= self._memo_max:
+                self._memo.clear()
+            self._memo[key] = tok
+        return tok
+
+
+    def _filter(self, prefix: bytes, part: str) -> int:
+        """The filter bits of one name padded with '_' (memoized: a name recurs in many
+        records, while the name pair it is part of is nearly unique)."""
+        bits = 0
         pairs = self._pair_bits
+        padded = f"_{part}_"
         for i in range(len(padded) - 1):
             pair = (prefix, padded[i:i + 2])
             mask = pairs.get(pair)
@@ -112,17 +131,16 @@ class TokenMaker:
                     pairs.clear()
                 pairs[pair] = mask
             bits |= mask
-        raw = bits.to_bytes(8, "little") + bytes(24)
-        tok = self._head + _b2a(raw, newline=False)[:_DIGEST_B64_LEN].translate(_URLSAFE).decode()
-        if len(self._memo) >= self._memo_max:
-            self._memo.clear()
-        self._memo[key] = tok
-        return tok
+        if len(self._part_bits) >= 1 << 17:
+            self._part_bits.clear()
+        self._part_bits[(prefix, part)] = bits
+        return bits
 
 
 BLOOM_HASHES = 2  # bits set per letter pair in a similarity token
 # Tokens whose values are (nearly) one person's own: the TokenMaker memo skips them.
-_UNIQUE = frozenset({"national_id", "family_name.name_set", "address_line", "phone", "email",
+_UNIQUE = frozenset({"national_id", "family_name.name_set", "family_name.name_set_bloom",
+                     "address_line", "phone", "email",
                      *(f"national_id.mask{i}" for i in range(1, 8))})
 
 

@@ -122,7 +122,7 @@ class ExtractSpec:
     # the workflow passes the request's date so rebuilds release the same values.
     reference_date: dt.date | None = None
     # issue #16: l-diversity of sensitive attributes, the global suppression budget and the
-    # records-at-risk threshold (default 1/k) of mpi/extract/protect.py
+    # request's maximum prosecutor risk (default 1/k; Decision 94) of mpi/extract/protect.py
     l: int = 2  # noqa: E741
     l_entropy: bool = False
     max_suppression: float = 0.05

@@ -3,7 +3,8 @@ may be released.
 
 Owns: validating a dataset dictionary (names, types, classes, allowed generalizations and the
 default one, with a row/field/reason for every problem) and the two use cases over it:
-``put_dataset`` (an agency replaces its own dataset's dictionary) and ``list_catalogue`` (what
+``put_dataset`` (an agency replaces its own dataset's dictionary; it cannot sign an
+attribute off as non-identifying, a steward does, mpi/extract/signoff.py) and ``list_catalogue`` (what
 researchers choose from). An attribute without an entry can never be released: requests are
 checked against these entries (mpi/extract/workflow.py). Must not: run SQL (mpi/store/extracts.py)
 or know about HTTP.
@@ -28,7 +29,7 @@ from mpi.extract.generalize import (
 from mpi.extract.hierarchy import groupings, identifying_kind
 from mpi.principals import Principal
 from mpi.store import extracts as xstore
-from mpi.store import principals as prstore
+from mpi.store import signoffs
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
@@ -48,25 +49,21 @@ def check_dataset_name(dataset: str) -> None:
 
 
 def _release_fields(i: int, entry: Mapping[str, Any], name: str, type_: str, klass: str,
-                    allowed: Sequence[str], problems: list[Problem]
-                    ) -> tuple[str | None, list[dict[str, str]]]:
-    """Issue #16: identifying fields never class other with none; the steward sign-off and the
-    grouping maps of an entry."""
+                    allowed: Sequence[str], problems: list[Problem]) -> list[dict[str, str]]:
+    """Issue #16: identifying fields never class other with none; no sign-off from the agency;
+    the grouping maps of an entry."""
     signed = entry.get("non_identifying_signed_off_by")
     identifying = identifying_kind(name, type_)
     if identifying and klass == "other" and "none" in allowed:
         problems.append(Problem(i, "class", f"attribute {name!r}: dates, ZIPs, ages and birth "
                                 "fields identify people; class other with generalization none "
                                 "is refused (use quasi_identifier, or drop 'none')"))
-    if signed is not None:
-        if not isinstance(signed, str) or not 0 < len(signed) <= 200:
-            problems.append(Problem(i, "non_identifying_signed_off_by", "a steward's principal id"))
-        elif identifying:
-            problems.append(Problem(i, "non_identifying_signed_off_by", f"attribute {name!r}: "
-                                    "a date, ZIP, age or birth field cannot be signed off as "
-                                    "non-identifying"))
-        elif klass != "other":
-            problems.append(Problem(i, "non_identifying_signed_off_by", "only for class other"))
+    if signed is not None:   # Decision 94: the steward's own action, never the agency's word
+        problems.append(Problem(i, "non_identifying_signed_off_by", f"attribute {name!r}: an "
+                                "agency cannot sign off its own attribute; a steward signs an "
+                                "attribute off as non-identifying through its sign-off action"
+                                + (" (never a date, ZIP, age or birth field)"
+                                   if identifying else "")))
     try:
         maps = groupings(entry.get("hierarchy"))
     except InvalidInput as exc:
@@ -74,7 +71,7 @@ def _release_fields(i: int, entry: Mapping[str, Any], name: str, type_: str, kla
         maps = []
     if maps and type_ != "string":
         problems.append(Problem(i, "hierarchy", "grouping maps are for string attributes"))
-    return signed, maps
+    return maps
 
 
 def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
@@ -125,11 +122,11 @@ def _check_entry(i: int, entry: Mapping[str, Any], seen: set[str],
                                 "generalizations"))
         return None
     before = len(problems)
-    signed, maps = _release_fields(i, entry, name, type_, klass, allowed, problems)
+    maps = _release_fields(i, entry, name, type_, klass, allowed, problems)
     return None if len(problems) > before else {
         "name": name, "type": type_, "description": desc.strip(), "klass": klass,  # type: ignore[union-attr]
         "allowed_generalizations": list(allowed), "default_generalization": default,
-        "non_identifying_signed_off_by": signed, "hierarchy": maps or None}
+        "hierarchy": maps or None}
 
 
 def validate_dictionary(attributes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -162,23 +159,9 @@ def _entry_out(row: Mapping[str, Any]) -> dict[str, Any]:
                 row["allowed_generalizations"]),
             "default_generalization": row["default_generalization"],
             "non_identifying_signed_off_by": row.get("non_identifying_signed_off_by"),
+            "non_identifying_signed_off_at": row.get("signed_off_at"),
+            "non_identifying_sign_off_reason": row.get("sign_off_reason"),
             "hierarchy": json.loads(row["hierarchy"]) if row.get("hierarchy") else None}
-
-
-def _check_sign_offs(registry: Registry, entries: Sequence[Mapping[str, Any]]) -> None:
-    """A sign-off must name an existing steward principal (issue #16)."""
-    cur = registry.store.cursor()
-    problems = []
-    for i, e in enumerate(entries, start=1):
-        who = e.get("non_identifying_signed_off_by")
-        if who is None:
-            continue
-        found = prstore.find_principal(cur, who)
-        if found is None or found["role"] != "steward":
-            problems.append(Problem(i, "non_identifying_signed_off_by",
-                                    f"attribute {e['name']!r}: not a steward's principal id"))
-    if problems:
-        raise InvalidInput("a non-identifying sign-off must name a steward", problems=problems)
 
 
 def put_dataset(registry: Registry, principal: Principal, dataset: str, *,
@@ -195,7 +178,6 @@ def put_dataset(registry: Registry, principal: Principal, dataset: str, *,
             raise InvalidInput("invalid dataset", problems=[Problem(
                 None, "description", f"at most {MAX_TEXT} characters")])
         entries = validate_dictionary(attributes)
-        _check_sign_offs(registry, entries)
     except (InvalidInput, Forbidden) as exc:
         outcome = "denied" if isinstance(exc, Forbidden) else "invalid"
         registry.record_audit([AuditEntry(principal.principal_id, "datasets.put", target, outcome)])
@@ -203,8 +185,13 @@ def put_dataset(registry: Registry, principal: Principal, dataset: str, *,
     rows = [{**e, "allowed_generalizations": json.dumps(e["allowed_generalizations"]),
              "hierarchy": json.dumps(e["hierarchy"]) if e["hierarchy"] else None}
             for e in entries]
+    new = {e["name"]: (e["type"], e["klass"]) for e in entries}
+    dropped = [s["name"] for s in signoffs.list_sign_offs(registry.store.cursor(), agency=agency,
+                                                         dataset=dataset)
+               if new.get(s["name"]) != (s["type"], s["klass"])]
     entry = AuditEntry(principal.principal_id, "datasets.put", target,
-                       detail={"attributes": [e["name"] for e in entries]})
+                       detail={"attributes": [e["name"] for e in entries],
+                               "sign_offs_dropped": dropped})
     with registry.audited_transaction([entry]) as cur:
         xstore.replace_dataset(cur, agency=agency, dataset=dataset, description=description,
                                attributes=rows, principal_id=principal.principal_id,

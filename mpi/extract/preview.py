@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from mpi.errors import MpiError
 from mpi.extract.build import ExtractSpec, build_extract
+from mpi.extract.protect import PolicyNotMet
 from mpi.extract.pseudonym import new_project_secret
 
 if TYPE_CHECKING:
     from mpi.identity.registry import Registry
 
-KEPT = ("k", "l", "l_model", "max_suppression", "quasi_identifiers", "sensitive",
+KEPT = ("policy", "k", "l", "l_model", "max_suppression", "quasi_identifiers", "sensitive",
         "signed_off_non_identifying", "records_in", "records_out", "records_suppressed",
         "records_fully_generalized", "cohort_agency_rows", "suppression", "generalization_levels",
         "risk_before", "risk", "utility", "l_diversity", "search")
@@ -28,13 +29,18 @@ KEPT = ("k", "l", "l_model", "max_suppression", "quasi_identifiers", "sensitive"
 
 def risk_preview(reg: Registry, spec: ExtractSpec, *, now: dt.datetime) -> dict[str, Any] | None:
     """The disclosure-control figures of a rows extract as it would be built now (None for an
-    aggregate; ``{"error": ...}`` when the build would be refused)."""
+    aggregate; ``{"error": ...}`` when the build would fail otherwise); PolicyNotMet when it
+    cannot meet its disclosure policy."""
     if spec.kind != "rows":
         return None
     try:
         built = build_extract(reg, spec, project_secret=new_project_secret(), now=now)
+    except PolicyNotMet:
+        raise   # the request is refused (mpi/extract/workflow.py, Decision 94)
     except MpiError as exc:
         return {"error": exc.message}
+    except RuntimeError:   # protect.py refuses to release what misses k or l
+        return {"error": "disclosure control did not reach its policy; the build would refuse"}
     report = built.disclosure_report["k_anonymity"]
     return {**{k: report[k] for k in KEPT if k in report}, "computed_at": now.isoformat(),
             "note": "computed on the registry when the request was made; the build recomputes "

@@ -4,13 +4,17 @@ Owns: which released columns are quasi-identifiers (all but the pseudonym, excep
 steward signed off as non-identifying; dates, ZIPs, ages and birth fields always; the agency
 and the link probability always), which are l-diversity targets (``sensitive`` ones), and
 ``protect_rows``: hierarchies -> global + local recoding (mpi/extract/recoding.py) -> person
-signatures (cohort-agency rows kept first) -> a final k / l check, with the risk report before
-and after and the utility report. Must not: run SQL, read the registry, or put a value in the
-report (counts, level names and column names only).
+signatures (cohort-agency rows kept first) -> the policy gate (largest prosecutor risk at most
+the request's maximum, default 1/k; k; l; something released: else ``PolicyNotMet``, nothing
+is released; Decision 94), with the risk report before and after and the utility report.
+Must not: run SQL, read the registry, or put a value in the report or a refusal (counts, level
+names and column names only).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mpi.errors import Conflict
 from mpi.extract.files import AGENCY, LINK_PROBABILITY, PERSON_ID
 from mpi.extract.hierarchy import (
     Hierarchy,
@@ -83,6 +88,38 @@ def is_quasi_identifier(a: Attribute) -> bool:
     if identifying_kind(a.name, a.type):
         return True
     return not a.non_identifying_signed_off_by
+
+
+class PolicyNotMet(Conflict):
+    """The released rows would not meet the request's disclosure policy (largest prosecutor
+    risk, k, l), or only by suppressing every row: nothing is released (Decision 94)."""
+
+    code = "policy_not_met"
+
+
+def _gate(ids: npt.NDArray[np.int64], records_in: int, *, threshold: float, k: int,
+          l_fails: bool) -> dict[str, Any]:
+    """The policy check after the search: the largest prosecutor risk of a released row at
+    most ``threshold``, every class at least k rows, every sensitive column l-diverse, and
+    something left to release. PolicyNotMet (counts and ratios only) when it fails."""
+    worst = round(1.0 / float(np.bincount(ids).min()), 6) if len(ids) else 0.0
+    reasons = []
+    if worst > threshold + 1e-12:
+        reasons.append(f"the largest prosecutor risk of a released row would be {worst}, above "
+                       f"the maximum {round(threshold, 6)}")
+    if len(ids) and np.bincount(ids).min() < k:
+        reasons.append(f"a class would have fewer than k = {k} rows")
+    if l_fails:
+        reasons.append("a sensitive column would not be l-diverse in every class")
+    if records_in and not len(ids):
+        reasons.append(f"all {records_in} rows would have to be suppressed to meet it")
+    if reasons:
+        raise PolicyNotMet("the extract cannot meet its disclosure policy (maximum prosecutor "
+                           f"risk {round(threshold, 6)}, k = {k}): " + "; ".join(reasons)
+                           + "; nothing is released (ask for coarser generalizations, fewer "
+                           "attributes or a larger cohort)")
+    return {"max_prosecutor_risk": round(threshold, 6), "prosecutor_max": worst,
+            "k": k, "meets": True}
 
 
 @dataclass
@@ -186,6 +223,8 @@ def protect_rows(table: pa.Table, attributes: Mapping[str, Attribute], released:
     persons = _codes(table.column(PERSON_ID)) if n else np.zeros(0, np.int64)
     rows = np.arange(n, dtype=np.int64)
     threshold = risk_threshold if risk_threshold is not None else 1.0 / policy.k
+    # a maximum risk stricter than 1/k is met by larger classes, then checked by the gate
+    policy = dataclasses.replace(policy, k=max(policy.k, math.ceil(1.0 / threshold - 1e-9)))
     zero = np.zeros((len(hs), n_total), dtype=np.int64)
     before_ids = row_class_ids(hs, zero, rows)
     before = risk_measures(before_ids, threshold=threshold,
@@ -196,9 +235,9 @@ def protect_rows(table: pa.Table, attributes: Mapping[str, Attribute], released:
                                        sensitive, policy)
     idx = np.flatnonzero(keep)
     ids = row_class_ids(hs, rec.row_levels, idx)
-    if len(ids) and (np.bincount(ids).min() < policy.k
-                     or failing(hs, rec.row_levels, idx, sensitive, policy).any()):
-        raise RuntimeError("disclosure control did not reach its policy; nothing is released")
+    verdict = _gate(ids, n, threshold=threshold, k=policy.k,
+                    l_fails=bool(len(ids)) and bool(failing(hs, rec.row_levels, idx, sensitive,
+                                                            policy).any()))
     out = sample
     further: dict[str, str] = {}
     levels_report: dict[str, Any] = {}
@@ -252,6 +291,7 @@ def protect_rows(table: pa.Table, attributes: Mapping[str, Attribute], released:
                                    for q, h in enumerate(hs) if h.kind != "fixed"},
                    "rows_failing_at_global_node": rec.failing_at_global,
                    "local_recoding_passes": rec.passes, "nodes_evaluated": rec.evaluations},
+        "policy": verdict,
         "risk_before": before,
         "risk": risk_measures(ids, threshold=threshold, population_rows=_population_rows(
             hs, rec.row_levels, idx, n, n_total)),

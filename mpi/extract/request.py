@@ -174,6 +174,25 @@ def _columns(values: Any, field: str, attrs: list[dict[str, Any]], problems: lis
     return out
 
 
+def _max_risk(body: Mapping[str, Any], k: int, kind: Any,
+              problems: list[Problem]) -> float | None:
+    """The request's maximum prosecutor risk per released row (Decision 94): default 1/k; the
+    request may only make it stricter, down to 1/MAX_K."""
+    value = body.get("max_risk")
+    if value is None:
+        return None
+    if kind != "rows":
+        problems.append(Problem(None, "max_risk", "only for kind rows"))
+        return None
+    top = 1.0 / max(k, MIN_K)
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 1.0 / MAX_K - 1e-12 <= value <= top + 1e-12:
+        problems.append(Problem(None, "max_risk", f"a number from {1.0 / MAX_K} to 1/k = "
+                                f"{round(top, 6)} (the policy never allows more than 1/k)"))
+        return None
+    return float(value)
+
+
 def validate_request(body: Mapping[str, Any], *, entries: Entries, agencies: set[str],
                      now: dt.datetime) -> dict[str, Any]:
     """A checked request: the columns of ``extract_request`` plus ``spec`` (a dict)."""
@@ -209,13 +228,15 @@ def validate_request(body: Mapping[str, Any], *, entries: Entries, agencies: set
             not 0 <= max_supp <= MAX_SUPPRESSION:
         problems.append(Problem(None, "max_suppression", f"a number from 0 to {MAX_SUPPRESSION}"))
         max_supp = DEFAULT_SUPPRESSION
+    max_risk = _max_risk(body, k, kind, problems)
     expires = _expiry(body.get("expires_at"), now, problems)
     if problems:
         raise InvalidInput("the extract request is invalid", problems=problems)
     involved = sorted({a["agency"] for a in attrs} | {cohort["agency"]})
     spec = {"attributes": attrs, "cohort": cohort, "k": k, "date_shift": date_shift,
             "dimensions": dims, "threshold": threshold, "demographics": demographics,
-            "l": l_div, "l_entropy": l_entropy, "max_suppression": float(max_supp)}
+            "l": l_div, "l_entropy": l_entropy, "max_suppression": float(max_supp),
+            "max_risk": max_risk}
     return {"title": title, "purpose": purpose, "agreement_ref": agreement, "kind": kind,
             "spec": spec, "agencies": involved, "expires_at": expires, "download_limit": limit}
 
@@ -239,4 +260,5 @@ def extract_spec(extract_id: str, *, title: str, kind: str, spec: Mapping[str, A
                        dimensions=tuple(spec["dimensions"]), threshold=int(spec["threshold"]),
                        demographics=tuple(spec["demographics"]), reference_date=reference_date,
                        l=int(spec.get("l", 2)), l_entropy=bool(spec.get("l_entropy", False)),
-                       max_suppression=float(spec.get("max_suppression", DEFAULT_SUPPRESSION)))
+                       max_suppression=float(spec.get("max_suppression", DEFAULT_SUPPRESSION)),
+                       risk_threshold=spec.get("max_risk"))

@@ -23,8 +23,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mpi import humans
 from mpi.audit import AuditEntry, key_ref
-from mpi.errors import Conflict, Forbidden, InvalidInput, MpiError, NotFound, RebuildRequired
-from mpi.extract import accounting, datasets, delivery, differencing, linked_tables
+from mpi.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MpiError,
+    NotFound,
+    Problem,
+    RebuildRequired,
+)
+from mpi.extract import accounting, datasets, delivery, differencing, linked_tables, signoff
+from mpi.extract.protect import PolicyNotMet
 from mpi.extract.recall import recall_status, refusal_message
 from mpi.extract.request import extract_spec, validate_request
 from mpi.identity.scoped_keys import resolve
@@ -99,6 +108,18 @@ class ExtractWorkflow:
         return datasets.put_dataset(self._reg, principal, dataset, description=description,
                                     attributes=attributes)
 
+    def sign_off(self, principal: Principal, agency: str, dataset: str, attribute: str, *,
+                 reason: Any) -> dict[str, Any]:
+        """A steward signs an attribute off as non-identifying (Decision 94)."""
+        return signoff.sign_off(self._reg, principal, agency=agency, dataset=dataset,
+                                attribute=attribute, reason=reason)
+
+    def revoke_sign_off(self, principal: Principal, agency: str, dataset: str, attribute: str,
+                        *, reason: Any) -> dict[str, Any]:
+        """A steward withdraws an attribute's sign-off (Decision 94)."""
+        return signoff.revoke_sign_off(self._reg, principal, agency=agency, dataset=dataset,
+                                       attribute=attribute, reason=reason)
+
     def list_datasets(self, principal: Principal) -> dict[str, Any]:
         """The catalogue."""
         return datasets.list_catalogue(self._reg, principal)
@@ -113,8 +134,12 @@ class ExtractWorkflow:
             agencies = {a["agency"] for a in prstore.list_agencies(self._reg.store.cursor())}
             checked = validate_request(body, entries=datasets.dictionary_entries(self._reg),
                                        agencies=agencies, now=now)
-        extract_id = delivery.new_extract_id()
-        risk = self._risk_preview(extract_id, checked, now)  # issue #16: before any approval
+            extract_id = delivery.new_extract_id()
+            try:   # issue #16: the risk report before any approval; refused if off policy
+                risk = self._risk_preview(extract_id, checked, now)
+            except PolicyNotMet as exc:
+                raise InvalidInput("the extract request cannot meet the disclosure policy",
+                                   problems=[Problem(None, "max_risk", exc.message)]) from None
         row = {**checked, "extract_id": extract_id, "requester_id": principal.principal_id,
                "risk_report": None if risk is None else json.dumps(risk, sort_keys=True, default=str),
                "spec": json.dumps(checked["spec"], sort_keys=True),
@@ -352,6 +377,7 @@ class ExtractWorkflow:
         extract_id = str(row["extract_id"])
         stored = json.loads(row["spec"])
         self._check_still_in_dictionary(stored)
+        stored = self._current_sign_offs(stored)
         secret = delivery.load_or_create_project_secret(self._dir, extract_id)
         now = self._reg.clock()
         spec = extract_spec(extract_id, title=row["title"], kind=row["kind"], spec=stored,
@@ -398,6 +424,16 @@ class ExtractWorkflow:
             if entry is None or a["generalization"] not in entry["allowed_generalizations"]:
                 raise Conflict(f"{a['agency']}.{a['name']} no longer has a dictionary entry "
                                "allowing this generalization; request the extract again")
+
+    def _current_sign_offs(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The spec with a sign-off kept only where approvers saw it on the request and it
+        still stands (a revoked one makes the attribute a quasi-identifier again, a newer one
+        waits for a new request; Decision 94)."""
+        entries = datasets.dictionary_entries(self._reg)
+        attrs = [{**a, "non_identifying_signed_off_by": (entries.get(
+            (a["agency"], a["dataset"], a["name"])) or {}).get("non_identifying_signed_off_by")
+            if a.get("non_identifying_signed_off_by") else None} for a in spec["attributes"]]
+        return {**spec, "attributes": attrs}
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for running builds (tests; shutdown drains the registry's runner)."""

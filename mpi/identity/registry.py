@@ -55,6 +55,7 @@ from mpi.store import audit as astore
 from mpi.store import persons as pstore
 from mpi.store import principals as prstore
 from mpi.store import records as rstore
+from mpi.store import review as review_store
 
 __all__ = ["EnrolResult", "LinkSummary", "RecordResult", "Registry", "load_server_secret", "utcnow"]
 
@@ -451,12 +452,23 @@ class Registry:
         row = pstore.find_person(cur, person_key)
         if row is None:
             raise NotFound("no such person key")
+        found = review_store.records_by_seq(cur, self._active_record_seqs(person_key))
+        records = sorted((str(r["agency"]), str(r["source_record_id"])) for r in found.values()
+                         if r["status"] == "active" and r["person_key"] == person_key)
         out = {"person_key": person_key, "status": row["status"],
                "superseded_by": pstore.active_successors(cur, person_key)
                if row["status"] == "retired" else [],
-               "records": [r for r in pstore.person_records(cur, person_key)
-                           if agency is None or r[0] == agency]}
+               "records": [r for r in records if agency is None or r[0] == agency]}
         return out
+
+    def _active_record_seqs(self, person_key: str) -> list[int]:
+        """record_seqs of a key's active records, from the match state: a lookup by record_seq
+        (the primary key) instead of a scan of every record for the key (~50 ms at 1M)."""
+        with self.store.write_lock:
+            person_ix = self.state.person_of.get(person_key)
+            if person_ix is None or self.state.person_count[person_ix] <= 0:
+                return []
+            return [int(s) for s in self.row_seq[self.state.rows_of_persons([person_ix])]]
 
     def export_keys(self) -> pa.Table:
         """agency, source_record_id, person_key for every active record."""

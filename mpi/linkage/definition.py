@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 LevelKind = Literal["equal", "cross", "any_equal", "all_equal", "overlap", "similar",
-                    "equal_unknown"]
+                    "equal_unknown", "similar_swapped"]
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,12 @@ class Level:
     ``all_equal`` (every listed column equal), ``cross`` (l.a = r.b or l.b = r.a, e.g. date vs.
     day/month-swapped date), ``overlap`` (any of the listed columns on the left equals any
     on the right, e.g. name parts or nickname groups), ``similar`` (the Dice coefficient of
-    the one similarity-token column's bits is at least ``percent`` / 100) and
+    the one similarity-token column's bits is at least ``percent`` / 100),
     ``equal_unknown`` (the first column equal while each other one is missing on a side:
-    e.g. the same city where there is no street address to compare).
+    e.g. the same city where there is no street address to compare) and ``similar_swapped``
+    (the first similarity column similar while neither other one is, all three present: the
+    name-order-free name filter similar while neither the given names nor the family names
+    are, i.e. the names swapped, with a typo; Decision 91).
     """
 
     label: str
@@ -46,14 +49,20 @@ class Level:
         if self.kind == "equal_unknown":
             unknown = " AND ".join(f"({x}_l IS NULL OR {x}_r IS NULL)" for x in c[1:])
             return f"({c[0]}_l = {c[0]}_r) AND {unknown}"
-        if self.kind == "similar":  # 2|l & r| / (|l| + |r|) >= percent / 100, in integers
-            x = c[0]
-
-            def bits(e: str) -> str:  # DuckDB's bit_count is a TINYINT: widen before arithmetic
-                return f"CAST(bit_count({e}) AS INTEGER)"
-            return (f"(200 * {bits(f'{x}_l & {x}_r')} >= "
-                    f"{int(self.percent)} * ({bits(f'{x}_l')} + {bits(f'{x}_r')}))")
+        if self.kind == "similar":
+            return _dice_sql(c[0], self.percent)
+        if self.kind == "similar_swapped":  # NOT of a NULL is NULL: a missing filter never holds
+            return (f"{_dice_sql(c[0], self.percent)} AND "
+                    + " AND ".join(f"NOT {_dice_sql(x, self.percent)}" for x in c[1:]))
         return " OR ".join(f"({a}_l = {b}_r)" for a in c for b in c)
+
+
+def _dice_sql(x: str, percent: int) -> str:
+    """2|l & r| / (|l| + |r|) >= percent / 100 over one similarity column, in integers."""
+    def bits(e: str) -> str:  # DuckDB's bit_count is a TINYINT: widen before arithmetic
+        return f"CAST(bit_count({e}) AS INTEGER)"
+    return (f"(200 * {bits(f'{x}_l & {x}_r')} >= "
+            f"{int(percent)} * ({bits(f'{x}_l')} + {bits(f'{x}_r')}))")
 
 
 @dataclass(frozen=True)
@@ -273,16 +282,43 @@ _HOUSEHOLD_V3 = Comparison("household", (*_HOUSEHOLD_FIELDS, "city"), (
     Level("city equal, no address line to compare", "equal_unknown", ("city", "address_line")),
     *_SAME_AREA,
 ))
-DEFAULT_DEFINITION = ModelDefinition(
+DEFINITION_V3 = ModelDefinition(
     comparisons=tuple(_HOUSEHOLD_V3 if c.name == "household" else c
                       for c in DEFINITION_V2.comparisons),
     blocking_rules=DEFINITION_V2.blocking_rules,
     training_blocking_rules=_TRAINING_RULES,
 )
 
+
+# Version 4 (contract revision 3): swapped names with a typo. Each name token is hashed under
+# its own field's key, so the service cannot compare a given name with a family name, and the
+# unordered name pair needs both names exact. The name-order-free similarity token (a Bloom
+# filter of both names' letter pairs) is similar for "MASON BLAKE" / "BLAKF MASON" while
+# neither the given names nor the family names are: that is the level, in both name
+# comparisons right below the exact swap, one predicate, so training counts it once
+# (Decision 90). A record without the token (revision 2) is not comparable on it (Decision 91).
+_NAMES_SWAPPED_TYPO = Level("given and family names swapped, with a typo", "similar_swapped",
+                            ("family_name_name_set_bloom", "given_name_bloom",
+                             "family_name_bloom"), _SIMILAR)
+
+
+def _after_swap(comp: Comparison) -> Comparison:
+    levels = list(comp.levels)
+    levels.insert(levels.index(_NAMES_SWAPPED) + 1, _NAMES_SWAPPED_TYPO)
+    return Comparison(comp.name, comp.null_columns, tuple(levels))
+
+
+DEFINITION_V4 = ModelDefinition(
+    comparisons=tuple(_after_swap(c) if _NAMES_SWAPPED in c.levels else c
+                      for c in DEFINITION_V3.comparisons),
+    blocking_rules=DEFINITION_V3.blocking_rules,
+    training_blocking_rules=_TRAINING_RULES,
+)
+
 DEFINITIONS: dict[str, ModelDefinition] = {"v1": DEFINITION_V1, "v2": DEFINITION_V2,
-                                           "v3": DEFAULT_DEFINITION}
-CURRENT = "v3"
+                                           "v3": DEFINITION_V3, "v4": DEFINITION_V4}
+CURRENT = "v4"  # what candidates are trained on (a retrain upgrades)
+DEFAULT_DEFINITION = DEFINITIONS[CURRENT]
 # Every column some definition reads: what the registry keeps in memory, so a model of any
 # definition can be trained, previewed and promoted from the in-memory copy.
 ALL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(c for d in DEFINITIONS.values()

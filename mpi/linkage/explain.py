@@ -62,7 +62,8 @@ class PairExplanation:
 
 def _comparable(level: Level, left: Mapping[str, int], right: Mapping[str, int]) -> bool:
     """Whether a level's tokens are there on both sides (else its test cannot hold)."""
-    cols = level.columns if level.kind in ("all_equal", "cross") else level.columns[:1]
+    cols = (level.columns if level.kind in ("all_equal", "cross", "similar_swapped")
+            else level.columns[:1])
     if level.kind in ("any_equal", "overlap"):
         return any(left.get(c, 0) and right.get(c, 0) for c in level.columns)
     return all(left.get(c, 0) and right.get(c, 0) for c in cols)

@@ -23,9 +23,9 @@ from mpi.agency.schema import FIELDS, column_name, token_name
 from mpi.linkage.definition import Comparison, Level, ModelDefinition
 from mpi.linkage.params import ModelParams
 
-# Variants that are not a function of their field's value alone: the unordered name pair needs
-# both names; the swapped date is compared across columns (a ``cross`` level).
-_NOT_DERIVED = {"name_set", "swap"}
+# Variants that are not a function of their field's value alone: the unordered name pair and
+# its similarity token need both names; the swapped date is compared across columns (a ``cross`` level).
+_NOT_DERIVED = {"name_set", "name_set_bloom", "swap"}
 _DERIVED: dict[str, frozenset[str]] = {
     f.name: frozenset(column_name(token_name(f.name, v.name)) for v in f.variants
                       if v.name not in _NOT_DERIVED)
@@ -40,7 +40,7 @@ def _certain(level: Level) -> frozenset[str]:
         cols: tuple[str, ...] = level.columns[:1]
     elif level.kind == "all_equal":
         cols = level.columns
-    else:  # any_equal, overlap, cross, similar: no one column is certain
+    else:  # any_equal, overlap, cross, similar(_swapped): no one column is certain
         return frozenset()
     out: set[str] = set()
     for c in cols:

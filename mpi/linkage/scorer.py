@@ -47,13 +47,13 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
             known &= (left[x] == 0) | (right[x] == 0)
         return known
     if level.kind == "similar":
-        # as unsigned: NumPy counts the bits of a signed value's magnitude, SQL its 64 bits
-        ux, uy = left[c[0]].view(np.uint64), right[c[0]].view(np.uint64)
-        common = np.bitwise_count(ux & uy).astype(np.int64)
-        total = np.bitwise_count(ux).astype(np.int64) + np.bitwise_count(uy)
-        sim: npt.NDArray[np.bool_] = (200 * common >= level.percent * total) & (ux != 0) & (
-            uy != 0)
-        return sim
+        return _dice_mask(left[c[0]], right[c[0]], level.percent)
+    if level.kind == "similar_swapped":
+        swapped = _dice_mask(left[c[0]], right[c[0]], level.percent)
+        for x in c[1:]:  # each other filter present on both sides and not similar
+            swapped &= ~_dice_mask(left[x], right[x], level.percent) & (left[x] != 0) & (
+                right[x] != 0)
+        return swapped
 
     mask = np.zeros(len(left[c[0]]), dtype=bool)
     for x in c:
@@ -64,7 +64,24 @@ def _level_mask(level: Level, left: Columns, right: Columns) -> npt.NDArray[np.b
     return mask
 
 
+def _dice_mask(lx: npt.NDArray[np.int64], rx: npt.NDArray[np.int64],
+               percent: int) -> npt.NDArray[np.bool_]:
+    """Dice of two similarity-token columns >= percent / 100, both present."""
+    # as unsigned: NumPy counts the bits of a signed value's magnitude, SQL its 64 bits
+    ux, uy = lx.view(np.uint64), rx.view(np.uint64)
+    common = np.bitwise_count(ux & uy).astype(np.int64)
+    total = np.bitwise_count(ux).astype(np.int64) + np.bitwise_count(uy)
+    sim: npt.NDArray[np.bool_] = (200 * common >= percent * total) & (ux != 0) & (uy != 0)
+    return sim
+
+
 _U64 = (1 << 64) - 1
+
+
+def _dice_holds(lv: int, rv: int, percent: int) -> bool:
+    lx, rx = lv & _U64, rv & _U64
+    return lx != 0 and rx != 0 and (
+        200 * (lx & rx).bit_count() >= percent * (lx.bit_count() + rx.bit_count()))
 
 
 def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
@@ -84,9 +101,11 @@ def _level_holds(kind: str, c: tuple[str, ...], left: Mapping[str, int],
         v = left[c[0]]
         return v != 0 and v == right[c[0]] and all(left[x] == 0 or right[x] == 0 for x in c[1:])
     if kind == "similar":
-        lx, rx = left[c[0]] & _U64, right[c[0]] & _U64
-        return lx != 0 and rx != 0 and (
-            200 * (lx & rx).bit_count() >= percent * (lx.bit_count() + rx.bit_count()))
+        return _dice_holds(left[c[0]], right[c[0]], percent)
+    if kind == "similar_swapped":
+        return _dice_holds(left[c[0]], right[c[0]], percent) and all(
+            left[x] != 0 and right[x] != 0 and not _dice_holds(left[x], right[x], percent)
+            for x in c[1:])
     return any(left[x] != 0 and left[x] == right[y] for x in c for y in c)
 
 

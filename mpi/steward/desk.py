@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from mpi import reports
 from mpi.errors import Forbidden
 from mpi.principals import Principal
-from mpi.steward import labels, modelops, rescore, review, stewardship, verification
+from mpi.steward import (
+    labels,
+    lineage,
+    modelops,
+    rescore,
+    review,
+    stewardship,
+    verification,
+)
 from mpi.steward.modeljobs import TrainingJobs
 from mpi.steward.registryjobs import RegistryJobs
 
@@ -34,12 +42,12 @@ class StewardDesk:
     def list_review(self, principal: Principal, *, kind: str | None = None, status: str = "open",
                     agency: str | None = None, min_probability: float | None = None,
                     max_probability: float | None = None, after: int = 0,
-                    limit: int = 50, sort: str = "id") -> dict[str, Any]:
+                    limit: int = 50, sort: str = "id", explained: bool = True) -> dict[str, Any]:
         """A page of review items (``review.list_review``)."""
         return review.list_review(self.registry, principal=principal.principal_id, kind=kind,
                                   status=status, agency=agency, min_probability=min_probability,
                                   max_probability=max_probability, after=after, limit=limit,
-                                  sort=sort)
+                                  sort=sort, explained=explained)
 
     def read_review_item(self, principal: Principal, item_id: int) -> dict[str, Any]:
         """One review item, explained, with its verification tasks (``review.get_review_item``,
@@ -117,6 +125,11 @@ class StewardDesk:
         """Split a person (``stewardship.split_person``)."""
         return stewardship.split_person(self.registry, person_key, groups=groups, reason=reason,
                                         principal=principal.principal_id)
+
+    def person_lineage(self, principal: Principal, person_key: str) -> dict[str, Any]:
+        """A key's merges and splits, back and forward (``lineage.person_lineage``)."""
+        return lineage.person_lineage(self.registry, person_key,
+                                      principal=principal.principal_id)
 
     # ---- the model lifecycle ----------------------------------------------------------
     def train_model(self, principal: Principal, *, seed: int = 42, sample: float = 1.0,

@@ -171,12 +171,12 @@ def _token_row(reg: Registry, row: int) -> dict[str, int]:
 
 
 def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None, *,
-          full: bool = False) -> dict[str, Any]:
+          full: bool = False, explained: bool = True) -> dict[str, Any]:
     """An item as stewards see it: sides, agencies, current score, the explained best pair
     (with ``full``, the item page: name-frequency bands and every record pair); no token."""
     look = lookup or _Lookup(reg, [item])
     sides = _sides(reg, item, look)
-    best = _best_pair(reg, sides)
+    best = _best_pair(reg, sides) if explained or full else None
     info = look.info
 
     def ref(seq: int, rows: dict[int, int]) -> dict[str, Any]:
@@ -218,9 +218,11 @@ def _show(reg: Registry, item: dict[str, Any], lookup: _Lookup | None = None, *,
 def list_review(reg: Registry, *, principal: str, kind: str | None = None,
                 status: str = "open", agency: str | None = None,
                 min_probability: float | None = None, max_probability: float | None = None,
-                after: int = 0, limit: int = 50, sort: str = "id") -> dict[str, Any]:
-    """A page of review items matching the filters on current scores, each explained, by id
-    or by current probability (``after`` then counts items to skip) (audited read)."""
+                after: int = 0, limit: int = 50, sort: str = "id",
+                explained: bool = True) -> dict[str, Any]:
+    """A page of review items matching the filters on current scores, each explained (unless
+    not ``explained``: a list page that shows no explanation skips scoring the best pair), by
+    id or by current probability (``after`` then counts items to skip) (audited read)."""
     problems = []
     if sort not in SORTS:
         problems.append(Problem(None, "sort", f"one of {', '.join(SORTS)}"))
@@ -243,7 +245,7 @@ def list_review(reg: Registry, *, principal: str, kind: str | None = None,
             min_probability=min_probability, max_probability=max_probability, after=after,
             limit=limit, sort=sort)
         lookup = _Lookup(reg, rows)
-        items = [_show(reg, r, lookup) for r in rows]
+        items = [_show(reg, r, lookup, explained=explained) for r in rows]
     reg.record_audit([AuditEntry(principal, "review.list", "review",
                                  detail={"items": len(items)})])
     if len(items) < limit:

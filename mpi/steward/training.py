@@ -175,6 +175,12 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     model = splink_engine.train(
         table, definition=DEFAULT_DEFINITION, config=config, progress=say,
         fallback_prior=reg.model.params.probability_two_random_records_match, report=report)
+    # Decision 90: a level in two comparisons counts its evidence once. Only levels EM trained
+    # here: one inherited from the parent keeps the parent's value (already divided in a
+    # parent trained under this rule).
+    once = count_once(model, DEFAULT_DEFINITION)
+    if once:
+        say(f"evidence of a level in more than one comparison counted once: {'; '.join(once)}")
     inherited = inherit_untrained_levels(model, reg.model.model)
     if inherited:
         say(f"{len(inherited)} levels not observed in training keep the parent's m/u")
@@ -182,9 +188,6 @@ def train_candidate(reg: Registry, *, out_dir: Path, name: str = "candidate", se
     if neutral:
         say(f"{len(neutral)} levels neither observed in training nor in the parent "
             f"{reg.model.version} get weight 0 (no evidence): {', '.join(neutral)}")
-    once = count_once(model, DEFAULT_DEFINITION)  # Decision 90: shared evidence counted once
-    if once:
-        say(f"evidence of a level in more than one comparison counted once: {'; '.join(once)}")
     pooled = enforce_monotone(model, DEFAULT_DEFINITION)  # Decision 89: after EM, before thresholds
     if pooled:
         say("pooled levels whose trained weights were out of order (a stronger agreement "

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from mpi.store import signoffs
 from mpi.store.records import append_rows
 from mpi.store.rows import first_row
 
@@ -41,8 +42,10 @@ def _dicts(columns: Sequence[str], rows: list[Any]) -> list[dict[str, Any]]:
 # ---- data dictionaries ----------------------------------------------------------------------
 def replace_dataset(cur: duckdb.DuckDBPyConnection, *, agency: str, dataset: str,
                     description: str | None, attributes: Sequence[Mapping[str, Any]],
-                    principal_id: str, now: dt.datetime) -> None:
-    """Replace an agency's dataset dictionary (its row and all its attribute entries)."""
+                    principal_id: str, now: dt.datetime) -> list[str]:
+    """Replace an agency's dataset dictionary (its row and all its attribute entries); a
+    steward's sign-off stays unless its attribute is gone or changed type or class (returns
+    the names whose sign-off went)."""
     cur.execute("DELETE FROM dataset_attribute WHERE agency = ? AND dataset = ?", [agency, dataset])
     cur.execute("DELETE FROM dataset WHERE agency = ? AND dataset = ?", [agency, dataset])
     cur.execute("INSERT INTO dataset VALUES (?, ?, ?, ?, ?)",
@@ -51,8 +54,10 @@ def replace_dataset(cur: duckdb.DuckDBPyConnection, *, agency: str, dataset: str
         marks = ", ".join("?" * len(ATTRIBUTE_COLUMNS))
         cur.executemany(f"INSERT INTO dataset_attribute ({', '.join(ATTRIBUTE_COLUMNS)}) "
                         f"VALUES ({marks})",
-                        [[agency, dataset] + [a.get(c) for c in ATTRIBUTE_COLUMNS[2:]]
+                        [[agency, dataset] + [None if c == "non_identifying_signed_off_by"
+                                              else a.get(c) for c in ATTRIBUTE_COLUMNS[2:]]
                          for a in attributes])
+    return signoffs.drop_stale(cur, agency=agency, dataset=dataset)
 
 
 def list_datasets(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -64,9 +69,16 @@ def list_datasets(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 def list_dataset_attributes(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every dictionary entry, ordered by agency, dataset and name."""
-    rows = cur.execute(f"SELECT {', '.join(ATTRIBUTE_COLUMNS)} FROM dataset_attribute "
-                       "ORDER BY agency, dataset, name").fetchall()
-    return _dicts(ATTRIBUTE_COLUMNS, rows)
+    # the sign-off is the steward's own record (mpi/store/signoffs.py, Decision 94), honoured
+    # only for an `other` entry of the type and class it was signed off under
+    cols = [f"a.{c}" for c in ATTRIBUTE_COLUMNS]
+    cols[ATTRIBUTE_COLUMNS.index("non_identifying_signed_off_by")] = "s.signed_by"
+    rows = cur.execute(
+        f"SELECT {', '.join(cols)}, s.signed_at, s.reason FROM dataset_attribute a "
+        "LEFT JOIN attribute_sign_off s ON s.agency = a.agency AND s.dataset = a.dataset "
+        "AND s.name = a.name AND s.type = a.type AND s.klass = a.klass AND a.klass = 'other' "
+        "ORDER BY a.agency, a.dataset, a.name").fetchall()
+    return _dicts((*ATTRIBUTE_COLUMNS, "signed_off_at", "sign_off_reason"), rows)
 
 
 # ---- requests and approvals -----------------------------------------------------------------

@@ -250,11 +250,11 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "UPDATE record_version SET tokens = list_resize(tokens, 49, 0) WHERE len(tokens) < 49",
     )),
     (9, "review queue freshness (current score per item) and agency verification tasks", (
-        "ALTER TABLE review_item ADD COLUMN current_weight DOUBLE",
-        "ALTER TABLE review_item ADD COLUMN current_probability DOUBLE",
-        "ALTER TABLE review_item ADD COLUMN scored_model_version VARCHAR",
-        "ALTER TABLE review_item ADD COLUMN scored_at TIMESTAMP",
-        """CREATE TABLE verification_task (
+        "ALTER TABLE review_item ADD COLUMN IF NOT EXISTS current_weight DOUBLE",
+        "ALTER TABLE review_item ADD COLUMN IF NOT EXISTS current_probability DOUBLE",
+        "ALTER TABLE review_item ADD COLUMN IF NOT EXISTS scored_model_version VARCHAR",
+        "ALTER TABLE review_item ADD COLUMN IF NOT EXISTS scored_at TIMESTAMP",
+        """CREATE TABLE IF NOT EXISTS verification_task (
             task_seq BIGINT PRIMARY KEY,
             item_seq BIGINT NOT NULL,
             agency VARCHAR NOT NULL,
@@ -270,13 +270,13 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             answered_at TIMESTAMP)""",
     )),
     (10, "agency key scope: shared master keys or agency-scoped keys (Decision 72)", (
-        """CREATE TABLE agency_key_scope (
+        """CREATE TABLE IF NOT EXISTS agency_key_scope (
             agency VARCHAR PRIMARY KEY,
             key_scope VARCHAR NOT NULL,
             updated_at TIMESTAMP NOT NULL)""",
     )),
     (11, "released aggregate tables per build, for joint protection across releases (Decision 77)", (
-        """CREATE TABLE extract_release (
+        """CREATE TABLE IF NOT EXISTS extract_release (
             extract_id VARCHAR NOT NULL,
             build_seq INTEGER NOT NULL,
             requester_id VARCHAR NOT NULL,
@@ -285,7 +285,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             PRIMARY KEY (extract_id, build_seq))""",
     )),
     (12, "person-level research consent; the human behind a principal (Decisions 79-80)", (
-        """CREATE TABLE person_consent (
+        """CREATE TABLE IF NOT EXISTS person_consent (
             consent_seq BIGINT PRIMARY KEY,
             person_key VARCHAR NOT NULL,
             decision VARCHAR NOT NULL,
@@ -294,7 +294,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             reason VARCHAR,
             recorded_by VARCHAR NOT NULL,
             recorded_at TIMESTAMP NOT NULL)""",
-        """CREATE TABLE principal_human (
+        """CREATE TABLE IF NOT EXISTS principal_human (
             principal_id VARCHAR PRIMARY KEY,
             human_email VARCHAR NOT NULL,
             human_id VARCHAR NOT NULL,
@@ -302,8 +302,26 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             set_at TIMESTAMP NOT NULL)""",
     )),
     (13, "dictionary sign-off and grouping maps; the risk report approvers see (Decision 74)", (
-        "ALTER TABLE dataset_attribute ADD COLUMN non_identifying_signed_off_by VARCHAR",
-        "ALTER TABLE dataset_attribute ADD COLUMN hierarchy VARCHAR",
-        "ALTER TABLE extract_request ADD COLUMN risk_report VARCHAR",
+        "ALTER TABLE dataset_attribute ADD COLUMN IF NOT EXISTS non_identifying_signed_off_by VARCHAR",
+        "ALTER TABLE dataset_attribute ADD COLUMN IF NOT EXISTS hierarchy VARCHAR",
+        "ALTER TABLE extract_request ADD COLUMN IF NOT EXISTS risk_report VARCHAR",
+    )),
+    (14, "token contract revision 3: stored token lists padded to its 50 token positions", (
+        "UPDATE source_record SET tokens = list_resize(tokens, 50, 0) WHERE len(tokens) < 50",
+        "UPDATE record_version SET tokens = list_resize(tokens, 50, 0) WHERE len(tokens) < 50",
+    )),
+    (15, "non-identifying sign-off is a steward's own record; agency-written ones dropped (Decision 94)", (
+        """CREATE TABLE IF NOT EXISTS attribute_sign_off (
+            agency VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            type VARCHAR NOT NULL,
+            klass VARCHAR NOT NULL,
+            signed_by VARCHAR NOT NULL,
+            signed_by_human VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            signed_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (agency, dataset, name))""",
+        "UPDATE dataset_attribute SET non_identifying_signed_off_by = NULL",
     )),
 )

@@ -99,14 +99,6 @@ def active_successors(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[s
     return [str(r[0]) for r in rows]
 
 
-def person_records(cur: duckdb.DuckDBPyConnection, person_key: str) -> list[tuple[str, str]]:
-    """(agency, source_record_id) of a key's active records."""
-    rows = cur.execute("SELECT agency, source_record_id FROM source_record WHERE person_key = ? "
-                       "AND status = 'active' ORDER BY agency, source_record_id",
-                       [person_key]).fetchall()
-    return [(str(a), str(s)) for a, s in rows]
-
-
 def agency_record_counts(cur: duckdb.DuckDBPyConnection, person_keys: list[str], *,
                          agency: str) -> dict[str, int]:
     """person key -> the agency's active records on it (keys without any are left out)."""

@@ -68,12 +68,13 @@ def test_make_token_matches_reference_for_every_token_name(name: str) -> None:
 def _reference_bloom(secret: bytes, domain: str, value: str) -> str:
     """A similarity token computed straight from the published contract (schema document)."""
     kid = hashlib.sha256(b"mpi-key-id/v1" + b"\x00" + secret).hexdigest()[:8]
-    padded = f"_{value}_"
     bits = 0
-    for i in range(len(padded) - 1):
-        message = b"mpi/v1/" + domain.encode() + b"\x00" + padded[i:i + 2].encode("utf-8")
-        digest = hmac.new(secret, message, hashlib.sha256).digest()
-        bits |= (1 << (digest[0] % 64)) | (1 << (digest[1] % 64))
+    for part in value.split("|"):  # one part but for the unordered name pair (revision 3)
+        padded = f"_{part}_"
+        for i in range(len(padded) - 1):
+            message = b"mpi/v1/" + domain.encode() + b"\x00" + padded[i:i + 2].encode("utf-8")
+            digest = hmac.new(secret, message, hashlib.sha256).digest()
+            bits |= (1 << (digest[0] % 64)) | (1 << (digest[1] % 64))
     raw = bits.to_bytes(8, "little") + bytes(24)
     return kid + ":" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -90,6 +91,25 @@ def test_similarity_tokens_agree_on_similar_names_only() -> None:
     assert dice("MCCARTHY", "MCCARHTY") >= 0.75
     assert dice("ZIMMERMANN", "ZIMMERRMNN") >= 0.75
     assert dice("MCCARTHY", "ROKOBARO") < 0.5
+
+
+def test_name_order_free_token_is_the_union_of_both_names_pairs() -> None:
+    """Contract revision 3: the name pair's filter pads each name on its own, so it is the same
+    in either order, equals the reference, and stays similar when swapped names have a typo."""
+    name = "family_name.name_set_bloom"
+
+    def bits(v: str) -> int:
+        tok = make_token(SECRET, name, v, kid=KAT_KEY_ID)
+        assert tok == _reference_bloom(SECRET, "family_name/name_set_bloom", v)
+        return int.from_bytes(base64.urlsafe_b64decode(tok.split(":")[1] + "=")[:8], "little")
+
+    def dice(a: str, b: str) -> float:
+        x, y = bits(a), bits(b)
+        return 2 * (x & y).bit_count() / (x.bit_count() + y.bit_count())
+    assert bits("BLAKE|MASON") == bits("MASON|BLAKE")
+    assert bits("BLAKE|MASON") != bits("BLAKEMASON")  # padded per name, not joined
+    assert dice("BLAKE|MASON", "BLAKF|MASON") >= 0.75  # "mason blake" / "blakf mason"
+    assert dice("BLAKE|MASON", "ROKOBARO|ZIMMERMANN") < 0.5
 
 
 def test_make_token_schema_version_is_in_the_message() -> None:

@@ -48,7 +48,9 @@ NO_PERSON_DATA = {
     "PUT /v1/datasets/{dataset}": "the agency's data dictionary; no person",
     "GET /v1/datasets": "data dictionaries; no person",
     "GET /v1/schema": "public token contract",
-    "GET /healthz": "public", "GET /readyz": "public", "GET /metrics": "public; see Decision 72",
+    "GET /healthz": "public", "GET /readyz": "public",
+    "GET /metrics": "public: latency and ingest counts as each agency was told them; registry "
+    "size is at /metrics/registry for operators (Decision 93, test_metrics_membership.py)",
     "GET /v1/keys/signing": "public", "GET /openapi.json": "public", "GET /docs": "public",
     "GET /docs/oauth2-redirect": "public",
     "GET /v1/verifications": "tasks a steward chose to send: the agency's own record ids only, "

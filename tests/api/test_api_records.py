@@ -333,8 +333,11 @@ def test_metrics_expose_latency_ingest_and_size(world: World) -> None:
                      r'route="/v1/records/\{source_record_id\}",status="200"\}', text)
     assert 'mpi_http_request_duration_seconds_count{method="POST",route="/v1/records",status="200"}' in text
     assert sum(float(v) for v in re.findall(r'mpi_ingest_records_total\{outcome="\w+"\} (\S+)', text)) == 4
-    assert 'mpi_registry_records{status="active"} 4.0' in text
-    assert RECORDS[A][0]["source_record_id"] not in text and "pk_" not in text
+    assert "mpi_registry_" not in text  # registry size is for operators only (Decision 93)
+    size = w.client.get("/metrics/registry", headers=w.h("admin")).text
+    assert 'mpi_registry_records{status="active"} 4.0' in size
+    for t in (text, size):
+        assert RECORDS[A][0]["source_record_id"] not in t and "pk_" not in t
 
 
 def test_openapi_documents_every_route_and_error(world: World) -> None:

@@ -1,7 +1,8 @@
 """The console in headless Chromium (Debian's package) against a real ``mpi serve`` over TLS.
 
 Each role's main journey through the pages a human uses: the steward decides three review
-items, merges two persons, is told which constraint blocks a split, revokes it and splits;
+items, merges two persons, is told which constraint blocks a split, revokes it and splits,
+and sees both in the person's lineage drawing; exports the keys and downloads them;
 the researcher is shown what is wrong with a request, then requests, and downloads once the
 agency approver and the steward approved; the auditor filters the log and verifies the chain;
 the admin creates a principal (key shown once) and revokes it. A forged form (no or a wrong
@@ -11,6 +12,8 @@ violation on any page visited.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
 from collections.abc import Iterator
@@ -161,6 +164,12 @@ def test_steward_decides_merges_and_splits(browser: Any, site: ConsoleSite,
     h.page.fill("#split-reason", "two people after all")
     h.submit("button:has-text('Split')")
     assert "Split: new key(s)" in h.page.content(), h.page.content()[:3000]
+    # The person page draws the lineage (inline SVG, checked by axe in ``submit``): the merge
+    # into this key and the split out of it, each also listed in words.
+    events = h.page.locator("ol.lineage-list li").all_inner_texts()
+    assert any("was merged into" in e for e in events), events
+    assert any("had records split off into" in e for e in events), events
+    assert h.page.locator("svg.lineage-svg g.edge title").count() == len(events)
     # A decided item can be reopened.
     h.go(f"/console/review/{decided[1]}")
     h.page.fill("#reopen-reason", "second look")
@@ -179,6 +188,25 @@ def test_steward_decides_merges_and_splits(browser: Any, site: ConsoleSite,
     mine = {e["action"] for e in events if e["principal"] == site.ids["steward"]}
     assert {"console.login", "review.decide", "persons.merge", "persons.split",
             "constraints.revoke", "review.reopen"} <= mine
+
+
+def test_steward_exports_keys_and_downloads_them(browser: Any, site: ConsoleSite,
+                                                 findings: list[str]) -> None:
+    h = Human(browser, site, "steward", findings)
+    h.sign_in()
+    h.go("/console/keys")
+    h.submit("button:has-text('Start a keys export')")
+    assert re.search(r"/console/jobs/job_\w+$", h.page.url), h.page.url
+    h.page.wait_for_selector("#job[data-running='false']", timeout=120_000)
+    link = h.page.locator("a:has-text('Download the keys')")
+    h.page.wait_for_selector("a:has-text('Download the keys')", timeout=10_000)
+    h.check()
+    with h.page.expect_download() as got:
+        link.click()
+    rows = list(csv.reader(io.StringIO(Path(got.value.path()).read_text())))
+    assert rows[0] == ["agency", "source_record_id", "person_key"]
+    assert len(rows) > len(site.records[A])
+    h.close()
 
 
 def test_steward_trains_a_candidate_and_previews_its_impact(browser: Any, site: ConsoleSite,

@@ -29,7 +29,9 @@ import pyarrow as pa
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from mpi.extract import delivery
 from mpi.extract.linked_tables import PROTECTION_WIDTH
+from mpi.extract.pseudonym import pseudonymize
 from mpi.identity.pipeline import tokenize_rows
 from mpi.synth import generate
 from tests.support.api import A, B, World, build_world, close_world
@@ -308,7 +310,14 @@ def test_a_rebuild_after_an_opt_out_does_not_reveal_who_left(lw: World) -> None:
     k = 5
     attrs = [_attr("race_ethnicity"), _attr("program")]
     xid, first = _release(lw, attributes=attrs, k=k)
-    rec = next(r for r in records()[A] if r.get("research_consent") is not False)
+    # the one who opts out is a person of the first release (disclosure control may have left
+    # some consenting persons out of it; an opt-out of one of those would test nothing)
+    secret = delivery.read_project_secret(lw.data_dir, xid)
+    consenting = [r for r in records()[A] if r.get("research_consent") is not False]
+    keys = [lw.registry.get_record(A, r["source_record_id"])["person_key"] for r in consenting]
+    released = pseudonyms(package_data(first))
+    rec, who_left = next((r, p) for r, p in zip(
+        consenting, pseudonymize(keys, secret).to_pylist(), strict=True) if p in released)
     sid = rec["source_record_id"]
     body = {x: v for x, v in {**rec, "research_consent": False}.items() if x != "source_record_id"}
     assert lw.client.put(f"/v1/records/{sid}", json=body, headers=lw.h(A)).status_code == 200
@@ -318,14 +327,27 @@ def test_a_rebuild_after_an_opt_out_does_not_reveal_who_left(lw: World) -> None:
     assert second.status_code == 200, second.text
     before, after = pseudonyms(package_data(first)), pseudonyms(package_data(second.content))
     left = before - after
-    print("differencing attack, rebuild after one opt-out: persons gone", len(left),
-          "persons new", len(after - before))
-    assert len(after - before) == 0 or len(after - before) >= k
-    assert len(left) >= k  # the one who left is one of at least k
     report = json.loads(zip_member(second.content, "disclosure_report.json"))
-    assert report["cross_release"]["persons_withheld"] > 0
-    # the next rebuild withholds the same persons: nothing new is singled out
+    withheld = report["cross_release"]["persons_withheld"]
+    print("differencing attack, rebuild after one opt-out: persons gone", len(left),
+          "persons new", len(after - before), "withheld", withheld)
+    assert len(after - before) == 0 or len(after - before) >= k
+    assert who_left in left and len(left) >= k  # the one who left is one of at least k
+    # The withheld count is not fixed: it holds persons of the first release kept out with
+    # the one who left (fewer, possibly none, when disclosure control already drops others of
+    # the first release in the rebuild, which depends on the random person keys and project
+    # secret) and newcomers held back until there are k. What the attacker sees is checked
+    # above; the report only has to say how many were withheld.
+    assert isinstance(withheld, int) and withheld >= 0
+    # the next rebuild singles nobody out against either earlier release. It is usually the
+    # second one again, but need not be: its first round differs from the second build's, so
+    # disclosure control may drop other persons, who are then padded to k (seen once in about 40 runs)
     assert lw.client.post(f"/v1/extracts/{xid}/build", headers=lw.h("researcher")).status_code == 202
     extract_flow(lw).wait(60)
     third = lw.client.get(f"/v1/extracts/{xid}/download", headers=lw.h("researcher"))
-    assert pseudonyms(package_data(third.content)) == after
+    assert third.status_code == 200, third.text
+    again = pseudonyms(package_data(third.content))
+    for earlier in (before, after):
+        for diff in (earlier - again, again - earlier):
+            assert len(diff) == 0 or len(diff) >= k, (len(earlier - again), len(again - earlier))
+    assert who_left not in again

@@ -110,7 +110,8 @@ def test_scorer_matches_splink_weights_on_every_edge(data: Data, splink_edges: p
 
 def test_every_level_is_exercised(data: Data, splink_edges: pa.Table) -> None:
     """The equivalence above covers every level of every comparison, the revision-2 ones
-    (nickname groups, swapped names, letter-pair similarity, masked digits) included, and
+    (nickname groups, swapped names, letter-pair similarity, masked digits) and revision 3's
+    (swapped names with a typo, on the name-order-free filter) included, and
     similarity tokens with the sign bit set (NumPy and SQL count those bits differently)."""
     left = splink_edges.column("unique_id_l").to_numpy() - 1
     right = splink_edges.column("unique_id_r").to_numpy() - 1
@@ -120,7 +121,8 @@ def test_every_level_is_exercised(data: Data, splink_edges: pa.Table) -> None:
         seen = set(np.unique(idx).tolist())
         missing = [lvl.label for i, lvl in enumerate(comp.levels) if i not in seen]
         assert not missing, f"{comp.name}: no edge reaches {missing}"
-    for col in ("given_name_bloom", "family_name_bloom", "address_line_bloom"):
+    for col in ("given_name_bloom", "family_name_bloom", "address_line_bloom",
+                "family_name_name_set_bloom"):
         assert (data.columns[col] < 0).any() and (data.columns[col] > 0).any()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from mpi.linkage.catalog import candidates_dir
-from mpi.linkage.definition import DEFAULT_DEFINITION
+from mpi.linkage.definition import DEFINITION_V3
 from mpi.linkage.explain import dob_parts, explain_with
 from mpi.linkage.modelfile import default_models_dir, load_version, save_version
 from mpi.linkage.scorer import Scorer
@@ -174,7 +174,7 @@ def test_a_one_digit_dob_typo_reads_unlike_a_date_decades_off() -> None:
 
 def _scorer() -> Scorer:
     mv = load_version(default_models_dir(), "default-v003")
-    assert mv.definition == DEFAULT_DEFINITION
+    assert mv.definition == DEFINITION_V3
     return Scorer(mv.definition, mv.params)
 
 

@@ -52,6 +52,12 @@ def test_train_candidate_saves_a_loadable_version_and_changes_nothing(tmp_path: 
     assert meta["training_data"]["fingerprint"].startswith("sha256:")
     assert meta["parent_version"] == active and meta["training"]["seed"] == 5
     assert reg.model.version == active and reg.export_keys().equals(before_keys)
+    # Decision 90: swapped names (a level of both name comparisons) counted once, never more
+    # than both names exact.
+    assert "counted_once" in meta
+    given, family = (next(c for c in mv.params.comparisons if c.name == n).weights
+                     for n in ("given_name", "family_name"))
+    assert given[2] + family[2] <= given[0] + family[0]
     again = train_candidate(reg, out_dir=out, fraction=0.8, seed=5)
     assert again == "candidate-v002"
     # Same sample and seed: the same parameters up to float summation order (seeded training).
