@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mpi.principals import ROLES
+
 PUBLIC: Final = frozenset({"*"})
 
 AGENCY = frozenset({"agency"})
@@ -17,7 +19,7 @@ AGENCY_OR_STEWARD = frozenset({"agency", "steward"})
 ADMIN = frozenset({"admin"})
 AUDITOR = frozenset({"auditor"})
 STEWARD = frozenset({"steward"})
-ANY_ROLE = frozenset({"agency", "steward", "approver", "researcher", "auditor", "admin"})
+ANY_ROLE = frozenset(ROLES)
 
 POLICY: Final[dict[str, frozenset[str]]] = {
     "POST /v1/records": AGENCY,

@@ -2,26 +2,28 @@
 
 Owns: the Jinja2 environment of ``api/console/templates`` (autoescaped), ``page`` (one
 template with the viewer, the navigation of the viewer's role and the CSRF token), the
-console's response headers (no caching, a same-origin-only CSP, no framing), and
-``failure`` (a domain error as a status and a message naming the field or the conflict).
-Must not: call a domain service or hold page logic.
+console's response headers (no caching, a same-origin-only CSP, no framing), ``see_other``
+(the redirect after a form) and ``failure`` (a domain error as a status and a message naming
+the field or the conflict). Must not: call a domain service or hold page logic.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api.errors import STATUS
+from api.errors import status_for
 from mpi.errors import MpiError
 
 from .guard import Viewer
 
+log = logging.getLogger("mpi.api")
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
@@ -79,12 +81,18 @@ def page(request: Request, template: str, viewer: Viewer | None, *, status: int 
     return response
 
 
+def see_other(url: str) -> Response:
+    """A 303 redirect to ``url`` (after a form), with the console's headers."""
+    return harden(RedirectResponse(url, status_code=303))
+
+
 def failure(exc: MpiError) -> tuple[int, str]:
     """A domain error as (HTTP status, message for the page): the error's message and each
-    located problem (field and reason), never a token or key."""
-    status = next((s for t, s in STATUS.items() if type(exc) is t), None)
-    if status is None:
-        status = next((s for t, s in STATUS.items() if isinstance(exc, t) and t is not MpiError),
-                      500)
+    located problem (field and reason), never a token or key; an internal error (500) says
+    no more than the API does."""
+    status = status_for(exc)
+    if status >= 500:
+        log.error("console: domain error %s (%s)", type(exc).__name__, exc.code)
+        return 500, "The service could not complete the request."
     parts = [exc.message] + [p.describe() for p in exc.problems]
     return status, "; ".join(x for x in parts if x)

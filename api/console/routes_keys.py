@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from api.state import get_desk
 from mpi.errors import MpiError
 
 from .guard import SignedIn
-from .render import HEADERS, failure, harden, page
+from .render import HEADERS, failure, page, see_other
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -37,7 +37,7 @@ async def export(request: Request, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return page(request, "keys.html", viewer, status=code, message=text)
-    return harden(RedirectResponse(f"/console/jobs/{job_id}", status_code=303))
+    return see_other(f"/console/jobs/{job_id}")
 
 
 @router.get("/jobs/{job_id}/result")

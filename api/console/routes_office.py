@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from api.schemas.extract import ExtractIn
@@ -26,7 +26,7 @@ from mpi.errors import MpiError
 from mpi.principals import AGENCY_BOUND_ROLES, ROLES
 
 from .guard import SignedIn, Viewer
-from .render import failure, harden, page
+from .render import failure, harden, page, see_other
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 AUDIT_SCAN_PAGES = 20  # filtered audit views read at most this many pages of 1,000 events
@@ -35,10 +35,6 @@ AUDIT_SCAN_PAGES = 20  # filtered audit views read at most this many pages of 1,
 def _text(form: Any, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
-
-
-def _see_other(url: str) -> Response:
-    return harden(RedirectResponse(url, status_code=303))
 
 
 # ---- extract requests -----------------------------------------------------------------
@@ -95,8 +91,8 @@ async def decide(request: Request, extract_id: str, viewer: SignedIn) -> Respons
     except MpiError as exc:
         code, text = failure(exc)
         return await _extract_page(request, viewer, extract_id, status=code, message=text)
-    return _see_other(f"/console/extracts/{extract_id}?"
-                      + urlencode({"notice": f"Recorded: {decision}."}))
+    return see_other(f"/console/extracts/{extract_id}?"
+                     + urlencode({"notice": f"Recorded: {decision}."}))
 
 
 @router.get("/extracts/{extract_id}/download")
@@ -172,8 +168,8 @@ async def create_extract(request: Request, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return await _catalogue_page(request, viewer, status=code, errors=[text], values=values)
-    return _see_other(f"/console/extracts/{x['extract_id']}?"
-                      + urlencode({"notice": "Request submitted; approvers have been asked."}))
+    return see_other(f"/console/extracts/{x['extract_id']}?"
+                     + urlencode({"notice": "Request submitted; approvers have been asked."}))
 
 
 # ---- verification tasks (agencies) ----------------------------------------------------
@@ -198,8 +194,8 @@ async def answer(request: Request, task_id: int, viewer: SignedIn) -> Response:
         await run_in_threadpool(desk.answer_verification, viewer.principal, task_id,
                                 answer=_text(form, "answer"), note=_text(form, "note") or None)
     except MpiError as exc:
-        return _see_other("/console/verifications?" + urlencode({"error": failure(exc)[1]}))
-    return _see_other("/console/verifications?" + urlencode(
+        return see_other("/console/verifications?" + urlencode({"error": failure(exc)[1]}))
+    return see_other("/console/verifications?" + urlencode(
         {"notice": f"Task {task_id} answered."}))
 
 
@@ -273,7 +269,7 @@ async def create_agency(request: Request, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return await _admin_page(request, viewer, status=code, message=text)
-    return _see_other("/console/admin?" + urlencode({"notice": "Agency registered."}))
+    return see_other("/console/admin?" + urlencode({"notice": "Agency registered."}))
 
 
 @router.post("/admin/principals")
@@ -302,7 +298,7 @@ async def revoke(request: Request, principal_id: str, viewer: SignedIn) -> Respo
     except MpiError as exc:
         code, text = failure(exc)
         return await _admin_page(request, viewer, status=code, message=text)
-    return _see_other("/console/admin?" + urlencode({"notice": f"{principal_id} revoked."}))
+    return see_other("/console/admin?" + urlencode({"notice": f"{principal_id} revoked."}))
 
 
 @router.post("/admin/principals/{principal_id}/rotate")

@@ -14,12 +14,12 @@ import secrets
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from api.state import app_state, get_access
 
 from .guard import SignedIn, sessions
-from .render import harden, page
+from .render import page, see_other
 from .session import LOGIN_COOKIE, SESSION_COOKIE, cookie_attributes, same_secret
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -67,11 +67,10 @@ async def login(request: Request) -> Response:
     session = sessions(request).open(principal.principal_id, key)
     await run_in_threadpool(access.audit, principal.principal_id, "console.login", "console",
                             detail={"role": principal.role})
-    response = RedirectResponse("/console", status_code=303)
+    response = see_other("/console")
     response.set_cookie(SESSION_COOKIE, session.session_id, **cookie_attributes())  # type: ignore[arg-type]
-    response.delete_cookie(LOGIN_COOKIE, path="/console", secure=True, httponly=True,
-                           samesite="strict")
-    return harden(response)
+    response.delete_cookie(LOGIN_COOKIE, **cookie_attributes())  # type: ignore[arg-type]
+    return response
 
 
 @router.post("/logout")
@@ -82,10 +81,9 @@ async def logout(request: Request, viewer: SignedIn) -> Response:
         sessions(request).close(viewer.session.session_id)
     await run_in_threadpool(access.audit, viewer.principal.principal_id, "console.logout",
                             "console")
-    response = RedirectResponse("/console/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/console", secure=True, httponly=True,
-                           samesite="strict")
-    return harden(response)
+    response = see_other("/console/login")
+    response.delete_cookie(SESSION_COOKIE, **cookie_attributes())  # type: ignore[arg-type]
+    return response
 
 
 @router.get("")

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from api.schemas.lifecycle import TrainIn
@@ -24,7 +24,7 @@ from mpi.errors import MpiError
 
 from . import lineage_svg
 from .guard import SignedIn
-from .render import failure, harden, page
+from .render import failure, harden, page, see_other
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -54,10 +54,6 @@ def _probability(raw: str, name: str, errors: list[str]) -> float | None:
         errors.append(f"{name}: a number from 0 to 1")
         return None
     return value
-
-
-def _see_other(url: str) -> Response:
-    return harden(RedirectResponse(url, status_code=303))
 
 
 # ---- the review queue -----------------------------------------------------------------
@@ -156,7 +152,7 @@ async def decide(request: Request, item_id: int, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return await _item_page(request, viewer, item_id, status=code, message=text)
-    return _see_other(f"/console/review?done={item_id}")
+    return see_other(f"/console/review?done={item_id}")
 
 
 @router.post("/review/{item_id}/reopen")
@@ -173,7 +169,7 @@ async def reopen(request: Request, item_id: int, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return await _item_page(request, viewer, item_id, status=code, message=text)
-    return _see_other(f"/console/review/{item_id}?" + urlencode({"notice": "Item reopened."}))
+    return see_other(f"/console/review/{item_id}?" + urlencode({"notice": "Item reopened."}))
 
 
 @router.post("/review/{item_id}/verification")
@@ -189,7 +185,7 @@ async def ask_agencies(request: Request, item_id: int, viewer: SignedIn) -> Resp
         return await _item_page(request, viewer, item_id, status=code, message=text)
     agencies = sorted({t["agency"] for t in out.get("tasks", [])}) if isinstance(out, dict) else []
     notice = "Verification requested" + (f" from {', '.join(agencies)}." if agencies else ".")
-    return _see_other(f"/console/review/{item_id}?" + urlencode({"notice": notice}))
+    return see_other(f"/console/review/{item_id}?" + urlencode({"notice": notice}))
 
 
 # ---- re-link as a background job -------------------------------------------------------
@@ -202,7 +198,7 @@ async def relink(request: Request, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return page(request, "error.html", viewer, status=code, message=text)
-    return _see_other(f"/console/jobs/{job_id}")
+    return see_other(f"/console/jobs/{job_id}")
 
 
 @router.get("/jobs/{job_id}")
@@ -227,7 +223,7 @@ async def persons(request: Request, viewer: SignedIn) -> Response:
     key = (q.get("person_key") or "").strip()
     agency, sid = (q.get("agency") or "").strip(), (q.get("source_record_id") or "").strip()
     if key:
-        return _see_other(f"/console/persons/{quote(key, safe='')}")
+        return see_other(f"/console/persons/{quote(key, safe='')}")
     if agency or sid:
         if not (agency and sid):
             return page(request, "persons.html", viewer, status=422, agency=agency, sid=sid,
@@ -240,7 +236,7 @@ async def persons(request: Request, viewer: SignedIn) -> Response:
             return page(request, "persons.html", viewer, status=code, agency=agency, sid=sid,
                         message=text)
         if rec.get("person_key"):
-            return _see_other(f"/console/persons/{quote(rec['person_key'], safe='')}")
+            return see_other(f"/console/persons/{quote(rec['person_key'], safe='')}")
         return page(request, "persons.html", viewer, agency=agency, sid=sid,
                     message="This record is not linked to a person (withdrawn).")
     return page(request, "persons.html", viewer, agency="", sid="")
@@ -257,7 +253,7 @@ async def _person_page(request: Request, viewer: SignedIn, person_key: str, *,
     except MpiError as exc:
         code, text = failure(exc)
         return page(request, "persons.html", viewer, status=code, agency="", sid="",
-                    message=f"{text} ({'person key'})")
+                    message=f"{text} (person key)")
     return page(request, "person.html", viewer, status=status, person=person, message=message,
                 notice=notice or request.query_params.get("notice"), lineage=lineage,
                 drawing=lineage_svg.layout(lineage),
@@ -293,7 +289,7 @@ async def merge(request: Request, person_key: str, viewer: SignedIn) -> Response
         code, text = failure(exc)
         return await _person_page(request, viewer, person_key, status=code, message=text)
     notice = f"Merged: {len(res['retired'])} key(s) retired, {res['records_moved']} record(s) moved."
-    return _see_other(f"/console/persons/{res['person_key']}?{urlencode({'notice': notice})}")
+    return see_other(f"/console/persons/{res['person_key']}?{urlencode({'notice': notice})}")
 
 
 @router.post("/persons/{person_key}/split")
@@ -324,8 +320,8 @@ async def split(request: Request, person_key: str, viewer: SignedIn) -> Response
         return await _person_page(request, viewer, person_key, status=code, message=text)
     notice = (f"Split: new key(s) {', '.join(res['new_keys'])}; "
               f"{res['records_moved']} record(s) moved.")
-    return _see_other(f"/console/persons/{quote(person_key, safe='')}?"
-                      + urlencode({"notice": notice}))
+    return see_other(f"/console/persons/{quote(person_key, safe='')}?"
+                     + urlencode({"notice": notice}))
 
 
 # ---- constraints ----------------------------------------------------------------------
@@ -365,15 +361,15 @@ async def revoke_constraint(request: Request, constraint_id: int, viewer: Signed
     form = await request.form()
     reason = _text(form, "reason")
     if not reason:
-        return _see_other("/console/constraints?" + urlencode(
+        return see_other("/console/constraints?" + urlencode(
             {"error": f"reason: say why constraint {constraint_id} is revoked"}))
     desk = await get_desk(request)
     try:
         await run_in_threadpool(desk.revoke_constraint, viewer.principal, constraint_id,
                                 reason=reason)
     except MpiError as exc:
-        return _see_other("/console/constraints?" + urlencode({"error": failure(exc)[1]}))
-    return _see_other("/console/constraints?" + urlencode(
+        return see_other("/console/constraints?" + urlencode({"error": failure(exc)[1]}))
+    return see_other("/console/constraints?" + urlencode(
         {"notice": f"Constraint {constraint_id} revoked."}))
 
 
@@ -425,15 +421,15 @@ async def promote(request: Request, version: str, viewer: SignedIn) -> Response:
     """Promote a version once the steward confirmed the churn shown in the preview."""
     form = await request.form()
     if _text(form, "confirm") != "yes":
-        return _see_other(f"/console/models/{quote(version, safe='')}?" + urlencode(
+        return see_other(f"/console/models/{quote(version, safe='')}?" + urlencode(
             {"impact": "1", "error": "confirm: tick the box to confirm the churn shown"}))
     desk = await get_desk(request)
     try:
         res = await run_in_threadpool(desk.promote_model, viewer.principal, version)
     except MpiError as exc:
-        return _see_other(f"/console/models/{quote(version, safe='')}?"
-                          + urlencode({"error": failure(exc)[1]}))
-    return _see_other("/console/models?" + urlencode(
+        return see_other(f"/console/models/{quote(version, safe='')}?"
+                         + urlencode({"error": failure(exc)[1]}))
+    return see_other("/console/models?" + urlencode(
         {"notice": f"Promoted {version} ({res.get('mode', 'done')})."}))
 
 
@@ -455,7 +451,7 @@ async def train(request: Request, viewer: SignedIn) -> Response:
     except MpiError as exc:
         code, text = failure(exc)
         return await _models_page(request, viewer, status=code, message=text)
-    return _see_other(f"/console/jobs/{job_id}")
+    return see_other(f"/console/jobs/{job_id}")
 
 
 @router.post("/models/{version}/evaluate")

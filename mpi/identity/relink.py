@@ -74,8 +74,6 @@ def link_registry(reg: Registry, *, engine: Engine = "duckdb", spark: SparkOptio
         done = _link_live(reg, engine=engine, spark=spark, cause=cause, audit=audit, say=say)
         if done is not None:
             return done
-        say(f"{COMMIT_MESSAGE} records kept changing while the link computed; computing again "
-            "under the lock (online writes wait)")
     use = model or reg.model
     with reg.store.write_lock:
         say("exporting records")
@@ -167,6 +165,8 @@ def _link_live(reg: Registry, *, engine: Engine, spark: SparkOptions | None, cau
                                                      link_threshold=use.thresholds.link),
                                        model=use)
             return write_link(reg, result, cause=cause, say=say, audit=audit)
+    say(f"{COMMIT_MESSAGE} records kept changing while the link computed; computing again "
+        "under the lock (online writes wait)")
     return None
 
 

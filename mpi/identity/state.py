@@ -228,14 +228,17 @@ class MatchState:
     def agency_record_counts(self, agency: str, labels: Sequence[int]) -> dict[int, int]:
         """person label -> the agency's active records on it, for the given labels (labels
         without any are left out). Read under the write lock; the first call builds the row ->
-        agency table from ``by_sid`` (once per loaded state)."""
+        agency table from ``by_sid`` (once per loaded state), but only when there are labels to
+        look up: an agency reading an active person starts no per-write tagging."""
+        if not labels:
+            return {}
         if self._row_agency is None:
             self._row_agency = np.zeros(max(self.index.n, 1024), dtype=np.int32)
             for (ag, _sid), ref in self.by_sid.items():
                 if ref.row >= 0:
                     self._tag_row(ref.row, ag)
         code = self._agency_code.get(agency)
-        if code is None or not labels:
+        if code is None:
             return {}
         n = self.index.n
         rows = np.flatnonzero(np.isin(self.index.label[:n], np.asarray(labels, dtype=np.int64))

@@ -2,7 +2,9 @@
 
 Owns: starting ``train_candidate`` on a thread for a steward, and recording its progress (step
 counts and the latest message), its outcome and the trained version in the ``job`` table,
-where ``GET /v1/jobs/{job_id}`` reads it. The candidate is never activated. Must not: run SQL
+where ``GET /v1/jobs/{job_id}`` reads it; and how any steward job writes its state and a
+failure's reason (``write_job_state``, ``failure_reason``; registryjobs.py uses them too). The
+candidate is never activated. Must not: run SQL
 (mpi/store/jobs.py), know about HTTP, or activate anything.
 """
 
@@ -66,17 +68,6 @@ class TrainingJobs:
         """Wait for running training jobs (tests; shutdown drains the registry's runner)."""
         self._background.wait(timeout, group="train")
 
-    def _update(self, job_id: str, *, state: str, done: int, message: str | None,
-                result: dict[str, Any] | None = None,
-                errors: list[dict[str, Any]] | None = None) -> None:
-        reg = self._reg
-        with reg.store.transaction() as cur:
-            jstore.update_job(cur, job_id, state=state, done=done, counts="{}",
-                              errors=json.dumps(errors or []), now=reg.clock())
-            jstore.update_job_message(cur, job_id, message=message,
-                                      result=json.dumps(result) if result else None,
-                                      now=reg.clock())
-
     def _run(self, job_id: str, seed: int, sample: float, name: str,
              thresholds: Thresholds | None) -> None:
         total = _FIXED_STEPS + len(DEFAULT_DEFINITION.training_blocking_rules)
@@ -92,26 +83,41 @@ class TrainingJobs:
             done = min(done + 1, total - 1)  # the last step is the job's completion
             msg = msg.replace(str(out_dir), "DATA_DIR/models")  # no server path in the job
             message = msg
-            self._update(job_id, state="running", done=done, message=msg)
+            write_job_state(self._reg, job_id, state="running", done=done, message=msg)
 
         try:
-            self._update(job_id, state=state, done=0, message=message)
+            write_job_state(self._reg, job_id, state=state, done=0, message=message)
             version = train_candidate(self._reg, out_dir=out_dir,
                                       name=name, seed=seed, fraction=sample, progress=progress,
                                       thresholds=thresholds)
             state, result, done = "completed", {"version": version}, total
             message = f"trained {version}; it is not active"
-        except MpiError as exc:
+        except Exception as exc:  # the job must end in a state
             state = "failed"
-            errors.append({"row": None, "field": None, "reason": exc.message})
-        except Exception as exc:  # the job must end in a state; the message may hold data
-            state = "failed"
-            errors.append({"row": None, "field": None,
-                           "reason": f"training failed ({type(exc).__name__})"})
+            errors.append(failure_reason(exc, "training"))
         finally:
             with contextlib.suppress(Exception):
-                self._update(job_id, state=state, done=done, message=message, result=result,
-                             errors=errors)
+                write_job_state(self._reg, job_id, state=state, done=done, message=message,
+                                result=result, errors=errors)
+
+
+def write_job_state(registry: Registry, job_id: str, *, state: str, done: int,
+                    message: str | None, result: dict[str, Any] | None = None,
+                    errors: list[dict[str, Any]] | None = None) -> None:
+    """Record a steward job's state, progress, latest message, result and errors."""
+    with registry.store.transaction() as cur:
+        jstore.update_job(cur, job_id, state=state, done=done, counts="{}",
+                          errors=json.dumps(errors or []), now=registry.clock())
+        jstore.update_job_message(cur, job_id, message=message,
+                                  result=json.dumps(result) if result else None,
+                                  now=registry.clock())
+
+
+def failure_reason(exc: Exception, what: str) -> dict[str, Any]:
+    """A failed job's error row: an MpiError's own message, else only ``<what> failed (<type>)``
+    (an unexpected exception's message may hold data)."""
+    reason = exc.message if isinstance(exc, MpiError) else f"{what} failed ({type(exc).__name__})"
+    return {"row": None, "field": None, "reason": reason}
 
 
 def trainer_for(registry: Registry) -> TrainingJobs:

@@ -26,7 +26,7 @@ BANDS: tuple[tuple[float, str], ...] = ((0.01, "very common"), (0.001, "common")
 STALE_SHARE = 0.01
 STALE_ROWS = 1000
 _lock = threading.Lock()
-_Entry = tuple[tuple[int, int, int], dict[str, "npt.NDArray[np.int64]"], int]
+_Entry = tuple[int, dict[str, "npt.NDArray[np.int64]"], int]  # (index rows, values, total)
 _cache: weakref.WeakKeyDictionary[Registry, _Entry] = weakref.WeakKeyDictionary()
 
 
@@ -50,10 +50,9 @@ def _sorted_values(reg: Registry) -> tuple[dict[str, npt.NDArray[np.int64]], int
     n = index.n
     with _lock:
         hit = _cache.get(reg)
-        if hit is not None and abs(n - hit[0][0]) <= max(STALE_ROWS, int(n * STALE_SHARE)):
+        if hit is not None and abs(n - hit[0]) <= max(STALE_ROWS, int(n * STALE_SHARE)):
             return hit[1], hit[2]
     active = index.active[:n]
-    state_id = (n, reg.state.record_seq, int(active.sum()))
     out = {}
     for col in NAME_COLUMNS:
         if col in index.data:
@@ -61,7 +60,7 @@ def _sorted_values(reg: Registry) -> tuple[dict[str, npt.NDArray[np.int64]], int
             out[col] = np.sort(vals[vals != 0])
     total = int(active.sum())
     with _lock:
-        _cache[reg] = (state_id, out, total)
+        _cache[reg] = (n, out, total)
     return out, total
 
 

@@ -12,7 +12,6 @@ in a job's message or an audit event.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.csv as pacsv
 
 from mpi.audit import AuditEntry
-from mpi.errors import InvalidInput, MpiError, NotFound, Problem
+from mpi.errors import InvalidInput, NotFound, Problem
 from mpi.files import open_private, private_dir
 from mpi.identity import relink
+from mpi.steward.modeljobs import failure_reason, write_job_state
 from mpi.store import jobs as jstore
 
 if TYPE_CHECKING:
@@ -76,11 +76,11 @@ class RegistryJobs:
             if msg.startswith(relink.COMMIT_MESSAGE) and not commit_started:
                 commit_started.append(time.perf_counter())
             done, message = min(done + 1, RELINK_STEPS - 1), msg
-            self._update(job_id, state="running", done=done, message=msg)
+            write_job_state(self._reg, job_id, state="running", done=done, message=msg)
 
         started = time.perf_counter()
         try:
-            self._update(job_id, state=state, done=0, message=message)
+            write_job_state(self._reg, job_id, state=state, done=0, message=message)
             s = relink.link_registry(
                 self._reg, engine="spark" if engine == "spark" else "duckdb", live=True,
                 progress=progress, audit=[AuditEntry(principal_id, "persons.relink", "registry",
@@ -95,17 +95,13 @@ class RegistryJobs:
             state, done = "completed", RELINK_STEPS
             message = (f"re-linked {s.records} records: {s.keys_changed} changed key, "
                        f"{s.merges} merges, {s.splits} splits, {s.new_keys} new keys")
-        except MpiError as exc:
+        except Exception as exc:  # the job must end in a state
             state = "failed"
-            errors.append({"row": None, "field": None, "reason": exc.message})
-        except Exception as exc:  # the job must end in a state; the message may hold data
-            state = "failed"
-            errors.append({"row": None, "field": None,
-                           "reason": f"re-link failed ({type(exc).__name__})"})
+            errors.append(failure_reason(exc, "re-link"))
         finally:
             with contextlib.suppress(Exception):
-                self._update(job_id, state=state, done=done, message=message, result=result,
-                             errors=errors)
+                write_job_state(self._reg, job_id, state=state, done=done, message=message,
+                                result=result, errors=errors)
 
     # ---- keys export ------------------------------------------------------------------
     def submit_keys_export(self, principal_id: str) -> str:
@@ -128,7 +124,7 @@ class RegistryJobs:
         folder = private_dir(exports_dir(self._reg))
         path = folder / f"{job_id}.csv"
         try:
-            self._update(job_id, state=state, done=0, message=message)
+            write_job_state(self._reg, job_id, state=state, done=0, message=message)
             _remove_old_exports(folder)
             table = self._reg.export_keys()
             with open_private(path, exclusive=True) as fh:
@@ -143,8 +139,9 @@ class RegistryJobs:
                            "reason": f"export failed ({type(exc).__name__})"})
         finally:
             with contextlib.suppress(Exception):
-                self._update(job_id, state=state, done=1 if state == "completed" else 0,
-                             message=message, result=result, errors=errors)
+                write_job_state(self._reg, job_id, state=state,
+                                done=1 if state == "completed" else 0, message=message,
+                                result=result, errors=errors)
 
     def result_file(self, principal_id: str, job_id: str) -> Path:
         """The file of a completed export started by ``principal_id`` (audited as
@@ -165,17 +162,6 @@ class RegistryJobs:
         with self._reg.audited_transaction([audit]) as cur:
             jstore.insert_job(cur, job_id=job_id, principal_id=principal_id, agency=None,
                               kind=kind, total=total, now=self._reg.clock())
-
-    def _update(self, job_id: str, *, state: str, done: int, message: str | None,
-                result: dict[str, Any] | None = None,
-                errors: list[dict[str, Any]] | None = None) -> None:
-        reg = self._reg
-        with reg.store.transaction() as cur:
-            jstore.update_job(cur, job_id, state=state, done=done, counts="{}",
-                              errors=json.dumps(errors or []), now=reg.clock())
-            jstore.update_job_message(cur, job_id, message=message,
-                                      result=json.dumps(result) if result else None,
-                                      now=reg.clock())
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for running re-link and export jobs (tests; shutdown drains the runner)."""

@@ -103,16 +103,30 @@ def _sides(reg: Registry, item: dict[str, Any], look: _Lookup) -> _Sides:
     return _Sides(a, b)
 
 
-def _best_pair(reg: Registry, sides: _Sides) -> tuple[int, int] | None:
-    """The highest-scoring (a, b) record pair across the sides (record_seqs)."""
-    if not sides.a or not sides.b:
-        return None
+def _cross(reg: Registry, sides: _Sides
+           ) -> tuple[list[int], list[int], dict[str, Any], dict[str, Any]]:
+    """Every (a, b) record pair across the sides, a-major: the sides' record_seqs and the
+    gathered left and right token rows (pair k is ``sa[k // len(sb)]``, ``sb[k % len(sb)]``)."""
     sa, sb = list(sides.a), list(sides.b)
     la = np.repeat(np.array([sides.a[s] for s in sa], dtype=np.int64), len(sb))
     rb = np.tile(np.array([sides.b[s] for s in sb], dtype=np.int64), len(sa))
-    weights = reg.scorer.weights(reg.index.gather(la), reg.index.gather(rb))
+    return sa, sb, reg.index.gather(la), reg.index.gather(rb)
+
+
+def _scored_best(reg: Registry, sides: _Sides) -> tuple[int, int, float] | None:
+    """The highest-scoring (a, b) record pair across the sides (record_seqs) and its weight."""
+    if not sides.a or not sides.b:
+        return None
+    sa, sb, left, right = _cross(reg, sides)
+    weights = reg.scorer.weights(left, right)
     i = int(np.argmax(weights))
-    return sa[i // len(sb)], sb[i % len(sb)]
+    return sa[i // len(sb)], sb[i % len(sb)], float(weights[i])
+
+
+def _best_pair(reg: Registry, sides: _Sides) -> tuple[int, int] | None:
+    """The highest-scoring (a, b) record pair across the sides (record_seqs)."""
+    best = _scored_best(reg, sides)
+    return None if best is None else (best[0], best[1])
 
 
 def item_scores(reg: Registry, items: Sequence[dict[str, Any]]
@@ -122,14 +136,8 @@ def item_scores(reg: Registry, items: Sequence[dict[str, Any]]
     look = _Lookup(reg, items)
     out: list[tuple[float, float] | None] = []
     for item in items:
-        sides = _sides(reg, item, look)
-        best = _best_pair(reg, sides)
-        if best is None:
-            out.append(None)
-            continue
-        w = float(reg.scorer.weights(reg.index.gather(np.array([sides.a[best[0]]])),
-                                     reg.index.gather(np.array([sides.b[best[1]]])))[0])
-        out.append((w, probability(w)))
+        best = _scored_best(reg, _sides(reg, item, look))
+        out.append(None if best is None else (best[2], probability(best[2])))
     return out
 
 
@@ -143,10 +151,7 @@ def _all_pairs(reg: Registry, sides: _Sides, ref: Any) -> dict[str, Any]:
     """Every record pair across the sides (up to MAX_PAIRS, best first) as agreement patterns."""
     if not sides.a or not sides.b:
         return {"total": 0, "pairs": []}
-    sa, sb = list(sides.a), list(sides.b)
-    la = np.repeat(np.array([sides.a[s] for s in sa], dtype=np.int64), len(sb))
-    rb = np.tile(np.array([sides.b[s] for s in sb], dtype=np.int64), len(sa))
-    left, right = reg.index.gather(la), reg.index.gather(rb)
+    sa, sb, left, right = _cross(reg, sides)
     weights = reg.scorer.weights(left, right)
     levels = reg.scorer.levels(left, right)
     comps = reg.scorer.definition.comparisons

@@ -139,3 +139,13 @@ def test_label_file_problems_are_named_by_row_and_field(data: Path, tmp_path: Pa
     missing = runner.invoke(app, ["labels", "import", str(tmp_path / "none.csv"),
                                   "--data-dir", str(data)])
     assert missing.exit_code == 2 and not isinstance(missing.exception, OSError)
+
+
+def test_review_list_sorts_by_current_probability(data: Path) -> None:
+    page = json.loads(run(data, "review", "list", "--sort", "probability_desc", "--json",
+                          "--limit", "200").output)
+    probs = [i["current_probability"] for i in page["items"]]
+    assert len(probs) > 1 and probs == sorted(probs, reverse=True)
+    assert "(queued " in run(data, "review", "list").output
+    bad = runner.invoke(app, ["review", "list", "--sort", "nope", "--data-dir", str(data)])
+    assert bad.exit_code != 0

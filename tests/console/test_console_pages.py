@@ -95,3 +95,14 @@ def test_training_options_are_checked_by_the_api_schema(world: World) -> None:
     r = c.post("/console/models/train", data={"csrf": csrf, "sample": "2", "name": "Bad Name"})
     assert r.status_code == 422 and "sample" in r.text and "name" in r.text
     assert not any(e["action"] == "models.train" for e in world.audit())
+
+
+def test_a_domain_error_is_shown_like_the_api_shows_it() -> None:
+    from api.console.render import failure
+    from mpi.errors import InvalidInput, MpiError, Problem, RebuildRequired
+
+    assert failure(RebuildRequired("rebuild first")) == (409, "rebuild first")
+    bad = InvalidInput("not accepted", problems=[Problem(None, "role", "unknown role")])
+    assert failure(bad) == (422, "not accepted; field 'role': unknown role")
+    status, text = failure(MpiError("internal: /var/lib/mpi/registry.duckdb"))
+    assert status == 500 and "registry.duckdb" not in text  # no more than the API says

@@ -181,6 +181,8 @@ def test_every_page_renders_with_landmarks_and_labels(world: World) -> None:
         assert r.status_code in (200, 422), (path, r.status_code)
         html = r.text
         assert html.count("<h1") == 1 and 'href="#main"' in html and '<main id="main"' in html
+        title = re.search(r"<title>(.*?)</title>", html, re.S)
+        assert title and "<" not in title.group(1), (path, title and title.group(1)[:80])
         assert '<nav aria-label=' in html or roles == PUBLIC, path
         assert _labelled(html) == [], (path, _labelled(html))
         assert "<script" not in html and "style=" not in html  # CSP: nothing inline

@@ -105,6 +105,22 @@ def test_the_level_holds_for_swapped_names_with_a_typo_only() -> None:
     assert levels["given_name"][2] != _level("given_name")[0]
 
 
+def test_a_name_filter_missing_on_a_side_never_reaches_the_level() -> None:
+    """As in SQL (NOT of a NULL is NULL): with the order-free filters similar but one side's
+    given-name or family-name filter missing, the level does not hold, in plain Python and in
+    NumPy alike (a tokenizer may send the pair filter without a name's own filter)."""
+    cols = _columns([_row(0, "Mason", "Blake"), _row(1, "Blakf", "Mason")])
+    for missing in _BLOOMS[1:]:
+        one = {c: v.copy() for c, v in cols.items()}
+        one[missing][1] = 0
+        i, lv = _level("given_name")
+        assert not level_holds(lv, {c: int(v[0]) for c, v in one.items()},
+                               {c: int(v[1]) for c, v in one.items()})
+        levels = Scorer(DEFINITION_V4, _v4_params()).levels(
+            {c: v[[0]] for c, v in one.items()}, {c: v[[1]] for c, v in one.items()})
+        assert levels[[c.name for c in DEFINITION_V4.comparisons].index("given_name")][0] != i
+
+
 def test_one_predicate_in_both_name_comparisons_so_training_counts_it_once() -> None:
     groups = shared_levels(DEFINITION_V4)
     assert [("given_name", _level("given_name")[0]),

@@ -19,7 +19,7 @@ import pytest
 
 from mpi.audit import key_ref
 from mpi.store import labels as lstore
-from tests.support.api import A, B, World, build_world, close_world
+from tests.support.api import A, B, World, close_world, enrolled_world
 from tests.support.records import token_records
 
 TOKENS = token_records(people=400, agencies=2, seed=13)  # yields both item kinds
@@ -28,25 +28,9 @@ TOKENS = token_records(people=400, agencies=2, seed=13)  # yields both item kind
 @pytest.fixture
 def sw(tmp_path: Path) -> Iterator[World]:
     """A world whose registry holds the synthetic records (and so some review items)."""
-    w = build_world(tmp_path)
-    for agency in (A, B):
-        r = w.post_records(agency, TOKENS[agency])
-        assert r.status_code == 200, r.text
+    w = enrolled_world(tmp_path, TOKENS)
     yield w
     close_world(w)
-
-
-def _get(w: World, url: str, who: str = "steward", status: int = 200) -> Any:
-    r = w.client.get(url, headers=w.h(who))
-    assert r.status_code == status, r.text
-    return r.json()
-
-
-def _post(w: World, url: str, body: dict[str, Any], who: str = "steward",
-          status: int = 200) -> Any:
-    r = w.client.post(url, json=body, headers=w.h(who))
-    assert r.status_code == status, r.text
-    return r.json()
 
 
 def _no_tokens(w: World, body: Any) -> None:
@@ -64,7 +48,7 @@ def _no_tokens(w: World, body: Any) -> None:
 
 
 def test_review_list_explains_items_without_tokens(sw: World) -> None:
-    page = _get(sw, "/v1/review?status=all&limit=200")
+    page = sw.get_json("/v1/review?status=all&limit=200")
     items = page["items"]
     assert page["next_after"] is None  # one page holds them all (the filters compare to it)
     assert items and {i["kind"] for i in items} <= {"record_person", "possible_duplicate"}
@@ -78,28 +62,28 @@ def test_review_list_explains_items_without_tokens(sw: World) -> None:
         assert {ex["left"]["agency"], ex["right"]["agency"]} <= set(item["agencies"])
     kinds = {i["kind"] for i in items}
     for kind in kinds:
-        only = _get(sw, f"/v1/review?status=all&kind={kind}")["items"]
+        only = sw.get_json(f"/v1/review?status=all&kind={kind}")["items"]
         assert only and all(i["kind"] == kind for i in only)
     cut = sorted(i["match_probability"] for i in items)[len(items) // 2]
-    high = _get(sw, f"/v1/review?status=all&min_probability={cut}")["items"]
+    high = sw.get_json(f"/v1/review?status=all&min_probability={cut}")["items"]
     assert {i["item_id"] for i in high} == {i["item_id"] for i in items
                                             if i["match_probability"] >= cut}
     for agency in (A, B):
-        mine = _get(sw, f"/v1/review?status=all&agency={agency}&limit=200")["items"]
+        mine = sw.get_json(f"/v1/review?status=all&agency={agency}&limit=200")["items"]
         assert mine and all(agency in i["agencies"] for i in mine)
         assert {i["item_id"] for i in mine} == {i["item_id"] for i in items
                                                 if agency in i["agencies"]}
-    assert _get(sw, "/v1/review?status=all&agency=no_such_agency")["items"] == []
-    first = _get(sw, "/v1/review?status=all&limit=1")
+    assert sw.get_json("/v1/review?status=all&agency=no_such_agency")["items"] == []
+    first = sw.get_json("/v1/review?status=all&limit=1")
     assert len(first["items"]) == 1 and first["next_after"] == items[0]["item_id"]
     assert len(items) > 1
-    second = _get(sw, f"/v1/review?status=all&limit=1&after={first['next_after']}")
+    second = sw.get_json(f"/v1/review?status=all&limit=1&after={first['next_after']}")
     assert second["items"][0]["item_id"] == items[1]["item_id"]
-    one = _get(sw, f"/v1/review/{items[0]['item_id']}")
+    one = sw.get_json(f"/v1/review/{items[0]['item_id']}")
     assert one["item_id"] == items[0]["item_id"]
-    _get(sw, "/v1/review/999999", status=404)
-    _get(sw, "/v1/review", who=A, status=403)
-    bad = _get(sw, "/v1/review?min_probability=0.9&max_probability=0.1", status=422)
+    sw.get_json("/v1/review/999999", status=404)
+    sw.get_json("/v1/review", who=A, status=403)
+    bad = sw.get_json("/v1/review?min_probability=0.9&max_probability=0.1", status=422)
     assert bad["errors"][0]["field"] == "min_probability"
     assert [e["outcome"] for e in sw.audit() if e["action"] == "review.list"][-1] == "invalid"
     actions = [e["action"] for e in sw.audit()]
@@ -107,7 +91,7 @@ def test_review_list_explains_items_without_tokens(sw: World) -> None:
 
 
 def _open_item(w: World, kind: str = "record_person") -> dict[str, Any]:
-    items = _get(w, f"/v1/review?kind={kind}")["items"]
+    items = w.get_json(f"/v1/review?kind={kind}")["items"]
     assert items, f"no open {kind} item"
     return dict(items[0])
 
@@ -117,7 +101,7 @@ def test_match_decision_merges_now_and_becomes_labels_and_constraints(sw: World)
     record_key, person_key = item["record"]["person_key"], item["person_key"]
     assert record_key != person_key
     labels_before = lstore.count_labels(sw.registry.store.cursor())
-    res = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    res = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                 {"decision": "match", "reason": "same person, checked at the agency"})
     _no_tokens(sw, res)
     assert res["status"] == "decided" and res["decision"] == "match"
@@ -125,12 +109,12 @@ def test_match_decision_merges_now_and_becomes_labels_and_constraints(sw: World)
     assert lstore.count_labels(sw.registry.store.cursor()) == labels_before + res["labels"]
     # The newer key (the record's own) is retired and forwards to the candidate person.
     assert res["retired"] == [record_key]
-    old = _get(sw, f"/v1/persons/{record_key}")
+    old = sw.get_json(f"/v1/persons/{record_key}")
     assert old["status"] == "retired" and old["superseded_by"] == [person_key]
-    cons = _get(sw, "/v1/constraints")["constraints"]
+    cons = sw.get_json("/v1/constraints")["constraints"]
     assert {c["kind"] for c in cons} == {"must_link"} and {c["source"] for c in cons} == {"review"}
     assert all(c["source_ref"] == f"review:{item['item_id']}" for c in cons)
-    again = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    again = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                   {"decision": "non_match", "reason": "changed my mind"}, status=409)
     assert again["code"] == "conflict"
     events = [e for e in sw.audit() if e["action"] == "review.decide"]
@@ -141,27 +125,27 @@ def test_match_decision_merges_now_and_becomes_labels_and_constraints(sw: World)
 
 @pytest.mark.integration
 def test_non_match_and_defer(sw: World) -> None:
-    items = _get(sw, "/v1/review")["items"]
+    items = sw.get_json("/v1/review")["items"]
     assert len(items) >= 2
     first, second = items[0], items[1]
-    res = _post(sw, f"/v1/review/{first['item_id']}/decision",
+    res = sw.post_json(f"/v1/review/{first['item_id']}/decision",
                 {"decision": "non_match", "reason": "different people (twins)"})
     assert res["records_moved"] == 0 and res["retired"] == []
     n = res["records"]["a"] * res["records"]["b"]
     assert res["labels"] == n == len(res["constraint_ids"])
-    cons = _get(sw, "/v1/constraints?kind=cannot_link")["constraints"]
+    cons = sw.get_json("/v1/constraints?kind=cannot_link")["constraints"]
     assert len(cons) == n
     sw.registry.link()
     _constraints_hold(sw)
-    d = _post(sw, f"/v1/review/{second['item_id']}/decision",
+    d = sw.post_json(f"/v1/review/{second['item_id']}/decision",
               {"decision": "defer", "reason": "need the agency's file"})
     assert d["status"] == "deferred" and d["labels"] == 0 and d["constraint_ids"] == []
-    assert [i["item_id"] for i in _get(sw, "/v1/review?status=deferred")["items"]] == \
+    assert [i["item_id"] for i in sw.get_json("/v1/review?status=deferred")["items"]] == \
         [second["item_id"]]
-    bad = _post(sw, f"/v1/review/{second['item_id']}/decision",
+    bad = sw.post_json(f"/v1/review/{second['item_id']}/decision",
                 {"decision": "maybe", "reason": "x"}, status=422)
     assert bad["errors"][0]["field"] == "decision"
-    _post(sw, f"/v1/review/{second['item_id']}/decision",
+    sw.post_json(f"/v1/review/{second['item_id']}/decision",
           {"decision": "match", "reason": ""}, status=422)
 
 
@@ -170,7 +154,7 @@ def _person_with(w: World, min_records: int) -> tuple[str, list[dict[str, str]]]
     for key in reg.persons:
         lab = reg.person_of[key]
         if reg.person_count[lab] >= min_records:
-            recs = _get(w, f"/v1/persons/{key}")["records"]
+            recs = w.get_json(f"/v1/persons/{key}")["records"]
             return key, recs
     raise AssertionError("no such person")
 
@@ -188,27 +172,27 @@ def test_label_import_all_or_none_with_rows_named(sw: World) -> None:
         {"agency_a": a["agency"], "source_record_id_a": a["source_record_id"],
          "agency_b": a["agency"], "source_record_id_b": a["source_record_id"], "is_match": True},
     ]}
-    bad = _post(sw, "/v1/labels", body, status=422)
+    bad = sw.post_json("/v1/labels", body, status=422)
     assert [(e["row"], e["field"]) for e in bad["errors"]] == [
         (2, "source_record_id_a"), (3, "source_record_id_b")]
     assert "nope" not in json.dumps(bad)
     assert lstore.count_labels(cur) == before
-    shape = _post(sw, "/v1/labels", {"labels": [{"agency_a": A}]}, status=422)
+    shape = sw.post_json("/v1/labels", {"labels": [{"agency_a": A}]}, status=422)
     assert shape["errors"][0]["row"] == 1
-    ok = _post(sw, "/v1/labels", {"labels": body["labels"][:1]})
+    ok = sw.post_json("/v1/labels", {"labels": body["labels"][:1]})
     assert ok["labels"] == 1 and len(ok["constraint_ids"]) == 1 and ok["unmet"] == 1
     assert lstore.count_labels(cur) == before + 1
     # A must-link contradicting that cannot-link is refused on its row.
     contra = dict(body["labels"][0], is_match=True)
-    _post(sw, "/v1/labels", {"labels": [contra]}, status=422)
+    sw.post_json("/v1/labels", {"labels": [contra]}, status=422)
     # Agencies label pairs of their own records only.
     own = [r for r in TOKENS[A][:2]]
     mine = {"agency_a": A, "source_record_id_a": own[0]["source_record_id"], "agency_b": A,
             "source_record_id_b": own[1]["source_record_id"], "is_match": False,
             "reason": "different people"}
-    assert _post(sw, "/v1/labels", {"labels": [mine], "constrain": False}, who=A)["constraint_ids"] == []
+    assert sw.post_json("/v1/labels", {"labels": [mine], "constrain": False}, who=A)["constraint_ids"] == []
     theirs = dict(mine, agency_b=B, source_record_id_b=TOKENS[B][0]["source_record_id"])
-    refused = _post(sw, "/v1/labels", {"labels": [theirs]}, who=A, status=422)
+    refused = sw.post_json("/v1/labels", {"labels": [theirs]}, who=A, status=422)
     assert refused["errors"][0]["field"] == "agency_b"
 
 
@@ -217,51 +201,51 @@ def test_merge_and_split_follow_key_rules_and_lineage(sw: World) -> None:
     reg = sw.registry
     singles = [k for k in reg.persons if reg.person_count[reg.person_of[k]] == 1][:3]
     older, newer, third = singles  # reg.persons is oldest first
-    res = _post(sw, f"/v1/persons/{newer}/merge", {"person_keys": [third, older],
+    res = sw.post_json(f"/v1/persons/{newer}/merge", {"person_keys": [third, older],
                                                    "reason": "one person, three ids"})
     assert res["person_key"] == older and res["person_keys"] == [older]
     assert sorted(res["retired"]) == sorted([newer, third]) and res["records_moved"] == 2
     for k in (newer, third):
-        p = _get(sw, f"/v1/persons/{k}")
+        p = sw.get_json(f"/v1/persons/{k}")
         assert p["status"] == "retired" and p["superseded_by"] == [older]
-    merged = _get(sw, f"/v1/persons/{older}")["records"]
+    merged = sw.get_json(f"/v1/persons/{older}")["records"]
     assert len(merged) == 3
     reg.link()  # three unrelated people stay merged: the must-links hold them together
     _constraints_hold(sw)
-    assert _get(sw, f"/v1/persons/{older}")["records"] == merged
+    assert sw.get_json(f"/v1/persons/{older}")["records"] == merged
     events = {(e["person_key"], e["event_type"], e["cause"]) for e in _events(sw)}
     assert {(newer, "retired", "merge"), (third, "retired", "merge")} <= events
     # Splitting across the merge's must-links is refused until they are revoked.
     groups = [[merged[0], merged[1]], [merged[2]]]
-    refused = _post(sw, f"/v1/persons/{older}/split", {"groups": groups, "reason": "two"},
+    refused = sw.post_json(f"/v1/persons/{older}/split", {"groups": groups, "reason": "two"},
                     status=409)
     assert refused["code"] == "conflict"
-    for c in _get(sw, "/v1/constraints")["constraints"]:
-        _post(sw, f"/v1/constraints/{c['constraint_id']}/revoke", {"reason": "merged in error"})
-    assert _get(sw, "/v1/constraints")["constraints"] == []
+    for c in sw.get_json("/v1/constraints")["constraints"]:
+        sw.post_json(f"/v1/constraints/{c['constraint_id']}/revoke", {"reason": "merged in error"})
+    assert sw.get_json("/v1/constraints")["constraints"] == []
     # The larger group keeps the key; the other gets a new key with split lineage.
-    sp = _post(sw, f"/v1/persons/{older}/split", {"groups": groups, "reason": "two people"})
+    sp = sw.post_json(f"/v1/persons/{older}/split", {"groups": groups, "reason": "two people"})
     assert sp["records_moved"] == 1 and len(sp["new_keys"]) == 1 and sp["retired"] == []
     new_key = sp["new_keys"][0]
     assert sorted(sp["person_keys"]) == sorted([older, new_key])
-    assert len(_get(sw, f"/v1/persons/{older}")["records"]) == 2
+    assert len(sw.get_json(f"/v1/persons/{older}")["records"]) == 2
     assert {(new_key, "split", "split")} <= {(e["person_key"], e["event_type"], e["cause"])
                                               for e in _events(sw)}
-    cons = _get(sw, "/v1/constraints")["constraints"]
+    cons = sw.get_json("/v1/constraints")["constraints"]
     assert sorted(c["source"] for c in cons) == ["split", "split"]
-    assert len(_get(sw, "/v1/constraints?status=revoked")["constraints"]) == 2
+    assert len(sw.get_json("/v1/constraints?status=revoked")["constraints"]) == 2
     # A merge across the split's cannot-links is refused, nothing changes.
-    conflict = _post(sw, f"/v1/persons/{older}/merge", {"person_keys": [new_key],
+    conflict = sw.post_json(f"/v1/persons/{older}/merge", {"person_keys": [new_key],
                                                         "reason": "oops"}, status=409)
     assert conflict["code"] == "conflict"
     # Bad splits name what is wrong.
-    bad = _post(sw, f"/v1/persons/{older}/split",
+    bad = sw.post_json(f"/v1/persons/{older}/split",
                 {"groups": [[merged[0]], [{"agency": A, "source_record_id": "zz"}]],
                  "reason": "x"}, status=422)
     assert {e["field"] for e in bad["errors"]} == {"groups[1][0]"}
-    _post(sw, "/v1/persons/pk_aaaaaaaaaaaaaaaaaaaa/merge", {"person_keys": [older],
+    sw.post_json("/v1/persons/pk_aaaaaaaaaaaaaaaaaaaa/merge", {"person_keys": [older],
                                                              "reason": "x"}, status=404)
-    _post(sw, f"/v1/persons/{newer}/merge", {"person_keys": [older], "reason": "x"},
+    sw.post_json(f"/v1/persons/{newer}/merge", {"person_keys": [older], "reason": "x"},
           status=409)  # retired key
     audit = [e for e in sw.audit() if e["action"] in ("persons.merge", "persons.split")]
     assert [e["outcome"] for e in audit] == ["ok", "invalid", "ok", "invalid", "invalid",
@@ -295,17 +279,17 @@ def _events(w: World) -> list[dict[str, Any]]:
 def test_possible_duplicate_merged_since_can_be_closed(sw: World) -> None:
     item = _open_item(sw, "possible_duplicate")
     keys = [item["person_key"], item["other_person_key"]]
-    shown = _get(sw, f"/v1/review/{item['item_id']}")
+    shown = sw.get_json(f"/v1/review/{item['item_id']}")
     assert shown["explanation"] is not None and shown["records"]["b"] >= 1
-    _post(sw, f"/v1/persons/{keys[0]}/merge", {"person_keys": [keys[1]], "reason": "dup"})
-    after = _get(sw, f"/v1/review/{item['item_id']}")
+    sw.post_json(f"/v1/persons/{keys[0]}/merge", {"person_keys": [keys[1]], "reason": "dup"})
+    after = sw.get_json(f"/v1/review/{item['item_id']}")
     assert after["explanation"] is None and after["records"]["b"] == 0
     assert after["status"] == "resolved"  # the merge settled it (still decidable)
-    assert item["item_id"] not in {i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]}
-    refused = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    assert item["item_id"] not in {i["item_id"] for i in sw.get_json("/v1/review?limit=200")["items"]}
+    refused = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                     {"decision": "non_match", "reason": "no"}, status=409)
     assert "split" in refused["detail"]
-    closed = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    closed = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                    {"decision": "match", "reason": "merged already"})
     assert closed["status"] == "decided" and closed["labels"] == 0
 
@@ -321,24 +305,24 @@ def test_a_relink_that_settles_an_item_resolves_it(sw: World) -> None:
                                  "WHERE record_seq = ?", [seq]).fetchall()
     b_ag, b_sid = cur.execute("SELECT agency, source_record_id FROM source_record WHERE "
                               "person_key = ? AND status = 'active'", [person_key]).fetchall()[0]
-    untouched = [i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]
+    untouched = [i["item_id"] for i in sw.get_json("/v1/review?limit=200")["items"]
                  if i["item_id"] != item["item_id"]]
     res = import_labels(sw.registry, [LabelRow(a_ag, a_sid, b_ag, b_sid, True, "agency check")],
                         principal="steward-test")
     assert res["unmet"] == 1  # an imported label takes effect at the next re-link
-    assert _get(sw, f"/v1/review/{item['item_id']}")["status"] == "open"
+    assert sw.get_json(f"/v1/review/{item['item_id']}")["status"] == "open"
     sw.registry.link()
-    after = _get(sw, f"/v1/review/{item['item_id']}")
+    after = sw.get_json(f"/v1/review/{item['item_id']}")
     assert after["status"] == "resolved"
     now = dict(cur.execute("SELECT source_record_id, person_key FROM source_record WHERE "
                            "(agency, source_record_id) IN ((?, ?), (?, ?))",
                            [a_ag, a_sid, b_ag, b_sid]).fetchall())
     assert now[a_sid] == now[b_sid]
-    assert item["item_id"] in {i["item_id"] for i in _get(sw, "/v1/review?status=resolved")["items"]}
+    assert item["item_id"] in {i["item_id"] for i in sw.get_json("/v1/review?status=resolved")["items"]}
     # Items the re-link did not settle stay open; a resolved item can still be decided.
-    still_open = {i["item_id"] for i in _get(sw, "/v1/review?limit=200")["items"]}
+    still_open = {i["item_id"] for i in sw.get_json("/v1/review?limit=200")["items"]}
     assert still_open and still_open <= set(untouched)
-    _post(sw, f"/v1/review/{item['item_id']}/decision", {"decision": "match", "reason": "confirm"})
+    sw.post_json(f"/v1/review/{item['item_id']}/decision", {"decision": "match", "reason": "confirm"})
 
 
 def test_match_decision_never_joins_a_cannot_linked_pair(sw: World) -> None:
@@ -353,27 +337,27 @@ def test_match_decision_never_joins_a_cannot_linked_pair(sw: World) -> None:
     r = sw.post_records(rec["agency"], [twin])
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["person_key"] == rec["person_key"]  # joins the record's person
-    other = _get(sw, f"/v1/persons/{candidate}")["records"][0]
+    other = sw.get_json(f"/v1/persons/{candidate}")["records"][0]
     label = {"agency_a": rec["agency"], "source_record_id_a": twin["source_record_id"],
              "agency_b": other["agency"], "source_record_id_b": other["source_record_id"],
              "is_match": False, "reason": "known to be different people"}
-    assert _post(sw, "/v1/labels", {"labels": [label]})["unmet"] == 0
+    assert sw.post_json("/v1/labels", {"labels": [label]})["unmet"] == 0
     labels_before = lstore.count_labels(sw.registry.store.cursor())
-    refused = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    refused = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                     {"decision": "match", "reason": "same person"}, status=409)
     assert refused["code"] == "conflict" and "cannot-link" in refused["detail"]
     assert rec["person_key"] not in refused["detail"] and candidate not in refused["detail"]
     assert lstore.count_labels(sw.registry.store.cursor()) == labels_before
-    assert _get(sw, f"/v1/review/{item['item_id']}")["status"] == "open"
+    assert sw.get_json(f"/v1/review/{item['item_id']}")["status"] == "open"
     _constraints_hold(sw)
     # Splitting the twin off first lets the decision through, and every constraint holds.
-    held = _get(sw, f"/v1/persons/{rec['person_key']}")["records"]
-    _post(sw, f"/v1/persons/{rec['person_key']}/split", {"groups": [
+    held = sw.get_json(f"/v1/persons/{rec['person_key']}")["records"]
+    sw.post_json(f"/v1/persons/{rec['person_key']}/split", {"groups": [
         [{"agency": x["agency"], "source_record_id": x["source_record_id"]} for x in held
          if x["source_record_id"] != twin["source_record_id"]],
         [{"agency": rec["agency"], "source_record_id": twin["source_record_id"]}]],
         "reason": "the twin is someone else"})
-    done = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    done = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                  {"decision": "match", "reason": "same person"})
     assert done["status"] == "decided"
     _constraints_hold(sw)
@@ -405,9 +389,9 @@ def test_a_non_match_keeps_the_two_persons_out_of_the_queue(sw: World) -> None:
     before = queued_for_pair()
     repost("again")  # without a decision, the pair is queued again
     assert queued_for_pair() > before
-    for open_item in _get(sw, "/v1/review?kind=possible_duplicate&limit=200")["items"]:
+    for open_item in sw.get_json("/v1/review?kind=possible_duplicate&limit=200")["items"]:
         if {open_item["person_key"], open_item["other_person_key"]} == pair:
-            _post(sw, f"/v1/review/{open_item['item_id']}/decision",
+            sw.post_json(f"/v1/review/{open_item['item_id']}/decision",
                   {"decision": "non_match", "reason": "different people"})
     assert queued_for_pair() == 0
     repost("after-decision")

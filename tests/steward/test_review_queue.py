@@ -26,7 +26,7 @@ from mpi.linkage.scorer import Scorer
 from mpi.steward import modelops
 from mpi.steward.namefreq import band
 from mpi.steward.rescore import BELOW_THRESHOLD
-from tests.support.api import A, B, World, build_world, close_world
+from tests.support.api import A, B, World, close_world, enrolled_world
 from tests.support.records import token_records
 
 pytestmark = pytest.mark.integration  # ~400 people enrolled over the API, a promote
@@ -37,25 +37,9 @@ TOKENS = token_records(people=400, agencies=2, seed=13)
 @pytest.fixture
 def sw(tmp_path: Path) -> Iterator[World]:
     """A world whose registry holds the synthetic records (and so some review items)."""
-    w = build_world(tmp_path)
-    for agency in (A, B):
-        r = w.post_records(agency, TOKENS[agency])
-        assert r.status_code == 200, r.text
+    w = enrolled_world(tmp_path, TOKENS)
     yield w
     close_world(w)
-
-
-def _get(w: World, url: str, who: str = "steward", status: int = 200) -> Any:
-    r = w.client.get(url, headers=w.h(who))
-    assert r.status_code == status, r.text
-    return r.json()
-
-
-def _post(w: World, url: str, body: dict[str, Any], who: str = "steward",
-          status: int = 200) -> Any:
-    r = w.client.post(url, json=body, headers=w.h(who))
-    assert r.status_code == status, r.text
-    return r.json()
 
 
 def _stricter(w: World, *, prior_factor: float, review: float) -> str:
@@ -69,14 +53,14 @@ def _stricter(w: World, *, prior_factor: float, review: float) -> str:
 
 
 def test_promote_rescores_the_queue_and_closes_items_below_the_new_threshold(sw: World) -> None:
-    before = {i["item_id"]: i for i in _get(sw, "/v1/review?limit=200")["items"]}
+    before = {i["item_id"]: i for i in sw.get_json("/v1/review?limit=200")["items"]}
     assert len(before) >= 4
     probs = sorted(i["current_probability"] for i in before.values())
     review = probs[len(probs) // 2]  # about half the queue falls below the new threshold
     version = _stricter(sw, prior_factor=0.5, review=review)
     modelops.promote_model(sw.registry, version, principal=sw.ids["steward"])
 
-    everything = {i["item_id"]: i for i in _get(sw, "/v1/review?status=all&limit=200")["items"]}
+    everything = {i["item_id"]: i for i in sw.get_json("/v1/review?status=all&limit=200")["items"]}
     still_open = {k: i for k, i in everything.items() if k in before and i["status"] == "open"}
     closed = [i for k, i in everything.items() if k in before
               and i["decision_reason"] == BELOW_THRESHOLD]
@@ -94,29 +78,29 @@ def test_promote_rescores_the_queue_and_closes_items_below_the_new_threshold(sw:
         assert abs(item["current_probability"] - item["explanation"]["match_probability"]) < 1e-9
     # filters and the sort use the current probability
     cut = sorted(i["current_probability"] for i in still_open.values())[len(still_open) // 2]
-    high = _get(sw, f"/v1/review?min_probability={cut}&limit=200")["items"]
+    high = sw.get_json(f"/v1/review?min_probability={cut}&limit=200")["items"]
     assert {i["item_id"] for i in high} == {k for k, i in still_open.items()
                                             if i["current_probability"] >= cut}
-    desc = _get(sw, "/v1/review?sort=probability_desc&limit=200")["items"]
+    desc = sw.get_json("/v1/review?sort=probability_desc&limit=200")["items"]
     assert [i["current_probability"] for i in desc] == sorted(
         (i["current_probability"] for i in desc), reverse=True)
-    page1 = _get(sw, "/v1/review?sort=probability_asc&limit=1")
-    page2 = _get(sw, f"/v1/review?sort=probability_asc&limit=1&after={page1['next_after']}")
-    asc = _get(sw, "/v1/review?sort=probability_asc&limit=200")["items"]
+    page1 = sw.get_json("/v1/review?sort=probability_asc&limit=1")
+    page2 = sw.get_json(f"/v1/review?sort=probability_asc&limit=1&after={page1['next_after']}")
+    asc = sw.get_json("/v1/review?sort=probability_asc&limit=200")["items"]
     assert [page1["items"][0]["item_id"], page2["items"][0]["item_id"]] == [
         i["item_id"] for i in asc[:2]]
     rescore = [e for e in sw.audit() if e["action"] == "review.rescore"][-1]
     assert rescore["principal"] == sw.ids["steward"]
     detail = json.loads(rescore["detail"])
     assert detail["resolved"] == len(closed) and detail["model_version"] == version
-    bad = _get(sw, "/v1/review?sort=nonsense", status=422)
+    bad = sw.get_json("/v1/review?sort=nonsense", status=422)
     assert "sort" in json.dumps(bad)
 
 
 def test_item_page_explains_levels_name_frequency_and_every_pair(sw: World) -> None:
-    items = _get(sw, "/v1/review?status=all&limit=200")["items"]
+    items = sw.get_json("/v1/review?status=all&limit=200")["items"]
     item = max(items, key=lambda i: i["records"]["a"] * i["records"]["b"])
-    one = _get(sw, f"/v1/review/{item['item_id']}")
+    one = sw.get_json(f"/v1/review/{item['item_id']}")
     pairs = one["pairs"]
     assert pairs["total"] == item["records"]["a"] * item["records"]["b"] == len(pairs["pairs"])
     weights = [p["match_weight"] for p in pairs["pairs"]]
@@ -183,40 +167,40 @@ def _dob(ex: Any) -> Any:
 
 
 def test_reopen_is_audited_and_keeps_the_decision_constraints(sw: World) -> None:
-    item = _get(sw, "/v1/review?kind=record_person")["items"][0]
-    decided = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    item = sw.get_json("/v1/review?kind=record_person")["items"][0]
+    decided = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                     {"decision": "non_match", "reason": "different people"})
     assert decided["status"] == "decided" and decided["constraint_ids"]
-    _post(sw, f"/v1/review/{item['item_id']}/reopen", {"reason": ""}, status=422)
-    again = _post(sw, f"/v1/review/{item['item_id']}/reopen", {"reason": "new evidence"})
+    sw.post_json(f"/v1/review/{item['item_id']}/reopen", {"reason": ""}, status=422)
+    again = sw.post_json(f"/v1/review/{item['item_id']}/reopen", {"reason": "new evidence"})
     assert again["status"] == "open" and again["decision"] is None
-    _post(sw, f"/v1/review/{item['item_id']}/reopen", {"reason": "twice"}, status=409)
-    _post(sw, "/v1/review/999999/reopen", {"reason": "x"}, status=404)
-    _post(sw, f"/v1/review/{item['item_id']}/reopen", {"reason": "x"}, who=A, status=403)
-    active = _get(sw, "/v1/constraints?status=active&limit=1000")["constraints"]
+    sw.post_json(f"/v1/review/{item['item_id']}/reopen", {"reason": "twice"}, status=409)
+    sw.post_json("/v1/review/999999/reopen", {"reason": "x"}, status=404)
+    sw.post_json(f"/v1/review/{item['item_id']}/reopen", {"reason": "x"}, who=A, status=403)
+    active = sw.get_json("/v1/constraints?status=active&limit=1000")["constraints"]
     assert set(decided["constraint_ids"]) <= {c["constraint_id"] for c in active}
     event = [e for e in sw.audit() if e["action"] == "review.reopen" and e["outcome"] == "ok"][-1]
     detail = json.loads(event["detail"])
     assert detail["was"] == "decided" and detail["decision"] == "non_match"
     # decidable again
-    redo = _post(sw, f"/v1/review/{item['item_id']}/decision",
+    redo = sw.post_json(f"/v1/review/{item['item_id']}/decision",
                  {"decision": "defer", "reason": "wait for the agencies"})
     assert redo["status"] == "deferred"
 
 
 def test_verification_tasks_reach_only_the_two_agencies_with_their_own_ids(sw: World) -> None:
-    items = _get(sw, "/v1/review?limit=200")["items"]
+    items = sw.get_json("/v1/review?limit=200")["items"]
     item = next(i for i in items if i["explanation"]
                 and i["explanation"]["left"]["agency"] != i["explanation"]["right"]["agency"])
     left, right = item["explanation"]["left"], item["explanation"]["right"]
-    made = _post(sw, f"/v1/review/{item['item_id']}/verification", {})
+    made = sw.post_json(f"/v1/review/{item['item_id']}/verification", {})
     assert {t["agency"] for t in made["tasks"]} == {A, B}
-    _post(sw, f"/v1/review/{item['item_id']}/verification", {}, status=409)  # still open
-    _post(sw, "/v1/review/999999/verification", {}, status=404)
-    _post(sw, f"/v1/review/{item['item_id']}/verification", {}, who=A, status=403)
+    sw.post_json(f"/v1/review/{item['item_id']}/verification", {}, status=409)  # still open
+    sw.post_json("/v1/review/999999/verification", {}, status=404)
+    sw.post_json(f"/v1/review/{item['item_id']}/verification", {}, who=A, status=403)
     own = {left["agency"]: left["source_record_id"], right["agency"]: right["source_record_id"]}
     for agency, other in ((A, B), (B, A)):
-        page = _get(sw, "/v1/verifications", who=agency)
+        page = sw.get_json("/v1/verifications", who=agency)
         assert len(page["tasks"]) == 1
         task = page["tasks"][0]
         assert task["source_record_ids"] == [own[agency]]
@@ -225,50 +209,22 @@ def test_verification_tasks_reach_only_the_two_agencies_with_their_own_ids(sw: W
         for key in (left["person_key"], right["person_key"], item["person_key"]):
             assert key not in text
         assert "probability" not in text and "weight" not in text
-    task_a = _get(sw, "/v1/verifications", who=A)["tasks"][0]
-    task_b = _get(sw, "/v1/verifications", who=B)["tasks"][0]
-    _post(sw, f"/v1/verifications/{task_b['task_id']}/answer", {"answer": "same"}, who=A,
+    task_a = sw.get_json("/v1/verifications", who=A)["tasks"][0]
+    task_b = sw.get_json("/v1/verifications", who=B)["tasks"][0]
+    sw.post_json(f"/v1/verifications/{task_b['task_id']}/answer", {"answer": "same"}, who=A,
           status=404)  # another agency's task does not exist for A
-    _post(sw, f"/v1/verifications/{task_a['task_id']}/answer", {"answer": "maybe"}, who=A,
+    sw.post_json(f"/v1/verifications/{task_a['task_id']}/answer", {"answer": "maybe"}, who=A,
           status=422)
-    done = _post(sw, f"/v1/verifications/{task_a['task_id']}/answer",
+    done = sw.post_json(f"/v1/verifications/{task_a['task_id']}/answer",
                  {"answer": "same", "note": "confirmed from our file"}, who=A)
     assert done["status"] == "answered" and done["answer"] == "same"
-    _post(sw, f"/v1/verifications/{task_a['task_id']}/answer", {"answer": "different"}, who=A,
+    sw.post_json(f"/v1/verifications/{task_a['task_id']}/answer", {"answer": "different"}, who=A,
           status=409)
-    _get(sw, "/v1/verifications", who="steward", status=403)
-    assert _get(sw, "/v1/verifications?status=open", who=A)["tasks"] == []
-    assert len(_get(sw, "/v1/verifications?status=open", who=B)["tasks"]) == 1
-    shown = _get(sw, f"/v1/review/{item['item_id']}")["verifications"]
+    sw.get_json("/v1/verifications", who="steward", status=403)
+    assert sw.get_json("/v1/verifications?status=open", who=A)["tasks"] == []
+    assert len(sw.get_json("/v1/verifications?status=open", who=B)["tasks"]) == 1
+    shown = sw.get_json(f"/v1/review/{item['item_id']}")["verifications"]
     assert {(t["agency"], t["answer"]) for t in shown} == {(A, "same"), (B, None)}
     actions = [e["action"] for e in sw.audit()]
     for action in ("verification.request", "verification.list", "verification.answer"):
         assert action in actions
-
-
-def test_cli_review_list_sorts_by_current_probability(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from mpi.cli.main import app
-    from mpi.config import Settings
-    from mpi.identity.pipeline import demo_secret, tokenize_rows
-    from mpi.identity.registry import Registry
-    from mpi.synth import generate
-
-    d = tmp_path / "data"
-    reg = Registry(Settings(data_dir=d))
-    try:
-        for agency, rows in generate(people=300, agencies=3, seed=11)[0].items():
-            recs, _ = tokenize_rows(rows, secret=demo_secret(1))
-            reg.enrol_records(agency, list(enumerate(recs, start=1)))
-    finally:
-        reg.close()
-    res = CliRunner().invoke(app, ["review", "list", "--sort", "probability_desc", "--json",
-                                   "--limit", "200", "--data-dir", str(d)])
-    assert res.exit_code == 0, res.output
-    probs = [i["current_probability"] for i in json.loads(res.output)["items"]]
-    assert len(probs) > 1 and probs == sorted(probs, reverse=True)
-    text = CliRunner().invoke(app, ["review", "list", "--data-dir", str(d)]).output
-    assert "(queued " in text
-    bad = CliRunner().invoke(app, ["review", "list", "--sort", "nope", "--data-dir", str(d)])
-    assert bad.exit_code != 0

@@ -52,6 +52,19 @@ class World:
         """Every audit event."""
         return self.registry.list_audit(after=0, limit=100_000)
 
+    def get_json(self, url: str, who: str = "steward", status: int = 200) -> Any:
+        """GET ``url`` as ``who``; its JSON body, once the status is ``status``."""
+        r = self.client.get(url, headers=self.h(who))
+        assert r.status_code == status, r.text
+        return r.json()
+
+    def post_json(self, url: str, body: dict[str, Any], who: str = "steward",
+                  status: int = 200) -> Any:
+        """POST ``body`` to ``url`` as ``who``; the JSON answer, once the status is ``status``."""
+        r = self.client.post(url, json=body, headers=self.h(who))
+        assert r.status_code == status, r.text
+        return r.json()
+
 
 def build_world(tmp_path: Path, **settings: Any) -> World:
     """Open a registry, build the app, create agencies and one principal per role."""
@@ -72,6 +85,15 @@ def build_world(tmp_path: Path, **settings: Any) -> World:
     w.keys["agency"] = w.keys[A]
     w.ids["admin"] = next(p["principal_id"] for p in client.get(
         "/v1/principals", headers=w.h("admin")).json()["principals"] if p["role"] == "admin")
+    return w
+
+
+def enrolled_world(tmp_path: Path, tokens: dict[str, list[dict[str, Any]]]) -> World:
+    """A world whose registry holds ``tokens`` (agency -> tokenized records), posted per agency."""
+    w = build_world(tmp_path)
+    for agency, records in tokens.items():
+        r = w.post_records(agency, records)
+        assert r.status_code == 200, r.text
     return w
 
 
